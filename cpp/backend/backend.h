@@ -1,0 +1,163 @@
+// backend.h: THE interface every backend implements (CPU is the reference, CUDA mirrors it).
+//
+// Primitives take tensors and an options struct. The op layer (cpp/ops) validates arguments,
+// allocates outputs and promotes dtypes before calling here, so a backend may assume:
+//   - every tensor argument is on this backend's device;
+//   - `out` tensors are allocated with the right shape and dtype (and are contiguous unless
+//     a primitive says "any strides");
+//   - inputs of elementwise primitives already have the output's shape (broadcast inputs arrive
+//     expanded, with stride 0), and any strides.
+#pragma once
+#include <cstdint>
+
+#include "ember/tensor.h"
+
+namespace ember {
+
+enum class UnaryOp : int8_t {
+  // Arithmetic with a scalar (alpha).
+  AddScalar,   // x + alpha
+  MulScalar,   // x * alpha
+  RSubScalar,  // alpha - x
+  RDivScalar,  // alpha / x
+  PowScalar,   // x ^ alpha
+  RPowScalar,  // alpha ^ x
+  // Math.
+  Neg, Exp, Log, Sqrt, Rsqrt, Abs, Sign, Square, Reciprocal,
+  Clamp,      // min(max(x, alpha), beta)
+  // Activations.
+  Relu, LeakyRelu /* slope alpha */, Sigmoid, Tanh, GeluTanh, GeluErf, Silu, Softplus,
+  // Predicates (output dtype Bool).
+  IsFinite,
+};
+
+enum class BinaryOp : int8_t {
+  Add, Sub, Mul, Div, Pow, Maximum, Minimum,
+  // Comparisons (output dtype Bool).
+  Eq, Ne, Lt, Le, Gt, Ge,
+  // Activation backward: out = grad * f'(x) with a = grad, b = the saved value named here.
+  ReluBackward,       // b = x (or y: same sign)
+  LeakyReluBackward,  // b = x, slope alpha
+  SigmoidBackward,    // b = y = sigmoid(x)
+  TanhBackward,       // b = y = tanh(x)
+  GeluTanhBackward,   // b = x
+  GeluErfBackward,    // b = x
+  SiluBackward,       // b = x
+  SoftplusBackward,   // b = x
+  ClampBackward,      // b = x; passes grad where alpha <= x <= beta
+};
+
+struct ElementwiseParams {
+  double alpha = 0.0;
+  double beta = 0.0;
+};
+
+enum class RandomKind : int8_t {
+  Uniform,    // [a, b)
+  Normal,     // mean a, standard deviation b
+  Int,        // integers in [a, b)
+  Bernoulli,  // 1 with probability a, else 0
+};
+
+struct RandomParams {
+  RandomKind kind = RandomKind::Uniform;
+  double a = 0.0;
+  double b = 1.0;
+  uint64_t seed = 0;
+  uint64_t offset = 0;  // counter of element 0; element i uses counter offset + i
+};
+
+enum class ReduceOp : int8_t { Sum, Mean, Max, Min, ArgMax, ArgMin };
+
+enum class Epilogue : int8_t {
+  None,
+  Bias,       // out[i, j] += bias[j]
+  Relu,       // out = max(out, 0)
+  BiasRelu,   // out = max(out + bias[j], 0)
+  BiasGradA,  // also writes bias_grad[i] = sum_k op(a)[i, k] (the bias gradient of a linear layer)
+};
+
+struct GemmOptions {
+  double alpha = 1.0;
+  double beta = 0.0;  // out = alpha * op(a) @ op(b) + beta * out
+  Epilogue epilogue = Epilogue::None;
+  Tensor bias;       // [N], for Bias / BiasRelu
+  Tensor bias_grad;  // [M], written by BiasGradA
+};
+
+struct CrossEntropyOptions {
+  int64_t ignore_index = -100;
+  double label_smoothing = 0.0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // Memory. allocate() throws ember::OutOfMemory (after releasing any cache) when it cannot.
+  virtual void* allocate(size_t nbytes, Device device) = 0;
+  virtual void deallocate(void* ptr, size_t nbytes, Device device) = 0;
+  // Waits until queued work on `device` finished (a no-op on the CPU).
+  virtual void synchronize(Device device) = 0;
+
+  // out (any strides) = value, converted to out's dtype.
+  virtual void fill(const Tensor& out, double value) = 0;
+  // dst (any strides) = src (any strides, same shape), converting dtype when they differ.
+  virtual void copy(const Tensor& dst, const Tensor& src) = 0;
+  // Copies contiguous `src` into contiguous `dst` of the same dtype and size across devices
+  // (host<->device or device<->device). Implemented by the device backend.
+  virtual void transfer(const Tensor& dst, const Tensor& src) = 0;
+  // Fills contiguous `out` from the counter-based generator (see philox.h).
+  virtual void random(const Tensor& out, const RandomParams& p) = 0;
+
+  // Elementwise maps: out contiguous; inputs any strides, same shape as out.
+  virtual void unary(UnaryOp op, const Tensor& out, const Tensor& in, const ElementwiseParams& p) = 0;
+  virtual void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b,
+                      const ElementwiseParams& p) = 0;
+  // out = cond ? a : b (cond Bool; a, b of out's dtype).
+  virtual void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) = 0;
+
+  // Reduces contiguous `in`, viewed as [outer, n, inner], over the middle dim into contiguous
+  // `out` of [outer, inner] elements (I64 for ArgMax/ArgMin, first index on ties).
+  virtual void reduce(ReduceOp op, const Tensor& out, const Tensor& in, int64_t outer, int64_t n,
+                      int64_t inner) = 0;
+
+  // out[b] = alpha * a[b] @ b[b] + beta * out[b], with the epilogue. a is [M, K] or [B, M, K],
+  // b is [K, N] or [B, K, N] (batch stride 0 allowed: a shared operand); each matrix has a unit
+  // stride in one of its last two dims (row- or column-major, i.e. transposed views are fine).
+  // out is contiguous [M, N] or [B, M, N]. Epilogues apply to 2-D GEMMs.
+  virtual void gemm(const Tensor& out, const Tensor& a, const Tensor& b, const GemmOptions& o) = 0;
+
+  // Row-wise softmax (or log-softmax) of contiguous [rows, cols] `in` into `out`.
+  virtual void softmax(const Tensor& out, const Tensor& in, bool log) = 0;
+  // grad_in from grad_out and the forward output `out` (softmax: y*(g - sum(g*y));
+  // log-softmax: g - exp(y)*sum(g)).
+  virtual void softmax_backward(const Tensor& grad_in, const Tensor& grad_out, const Tensor& out, bool log) = 0;
+
+  // Fused cross-entropy over contiguous logits [N, C] and I64 labels [N]: loss[N] (0 on ignored
+  // rows) and lse[N] = logsumexp of each row, saved for the backward. With label smoothing s the
+  // target is (1 - s) one-hot + s / C. Throws ember::Error for a label outside [0, C).
+  virtual void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& logits,
+                                     const Tensor& labels, const CrossEntropyOptions& o) = 0;
+  // grad_logits[N, C] = (softmax(logits) - target) * grad_loss[row]; 0 on ignored rows.
+  virtual void cross_entropy_backward(const Tensor& grad_logits, const Tensor& grad_loss, const Tensor& logits,
+                                      const Tensor& lse, const Tensor& labels, const CrossEntropyOptions& o) = 0;
+
+  // Contiguous `in` viewed as [outer, n, inner]; I64 `index` [k] with values in [0, n) (checked
+  // by the op layer); out [outer, k, inner] = in[:, index, :].
+  virtual void index_select(const Tensor& out, const Tensor& in, const Tensor& index, int64_t outer, int64_t n,
+                            int64_t inner) = 0;
+  // out [outer, n, inner] (contiguous) += src [outer, k, inner] scattered at `index`; duplicate
+  // indices accumulate.
+  virtual void index_add(const Tensor& out, const Tensor& src, const Tensor& index, int64_t outer, int64_t n,
+                         int64_t inner) = 0;
+};
+
+// The backend that runs ops for tensors on `device`.
+Backend& backend_for(Device device);
+Backend& cpu_backend();
+// The CUDA backend; throws ember::Error when ember was built without it.
+Backend& cuda_backend();
+
+}  // namespace ember

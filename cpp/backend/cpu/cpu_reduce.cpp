@@ -1,0 +1,48 @@
+// CPU backend: reductions over the middle dim of [outer, n, inner], accumulating sums in double.
+#include <limits>
+#include <vector>
+
+#include "cpp/backend/cpu/cpu_backend.h"
+
+namespace ember {
+
+void CpuBackend::reduce(ReduceOp op, const Tensor& out, const Tensor& in, int64_t outer, int64_t n, int64_t inner) {
+  cpu::visit_dtype(in.dtype(), "reduce", [&]<class T>() {
+    const T* x = cpu::ptr<T>(in);
+    if (op == ReduceOp::Sum || op == ReduceOp::Mean) {
+      T* o = cpu::ptr<T>(out);
+      std::vector<double> acc(static_cast<size_t>(inner));
+      for (int64_t b = 0; b < outer; ++b) {
+        std::fill(acc.begin(), acc.end(), 0.0);
+        const T* xb = x + b * n * inner;
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t i = 0; i < inner; ++i) acc[i] += static_cast<double>(xb[j * inner + i]);
+        for (int64_t i = 0; i < inner; ++i)
+          o[b * inner + i] = static_cast<T>(op == ReduceOp::Mean ? acc[i] / static_cast<double>(n) : acc[i]);
+      }
+      return;
+    }
+    const bool is_max = op == ReduceOp::Max || op == ReduceOp::ArgMax;
+    const bool want_index = op == ReduceOp::ArgMax || op == ReduceOp::ArgMin;
+    for (int64_t b = 0; b < outer; ++b) {
+      for (int64_t i = 0; i < inner; ++i) {
+        const T* xb = x + b * n * inner + i;
+        T best = xb[0];
+        int64_t best_j = 0;
+        // NaN wins (as in PyTorch): once found it is kept.
+        for (int64_t j = 1; j < n; ++j) {
+          T v = xb[j * inner];
+          if (best != best) break;
+          if (v != v || (is_max ? v > best : v < best)) {
+            best = v;
+            best_j = j;
+          }
+        }
+        if (want_index) cpu::ptr<int64_t>(out)[b * inner + i] = best_j;
+        else cpu::ptr<T>(out)[b * inner + i] = best;
+      }
+    }
+  });
+}
+
+}  // namespace ember

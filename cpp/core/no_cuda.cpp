@@ -1,0 +1,23 @@
+// ember::cuda answers for a build without the CUDA backend (EMBER_CUDA=OFF or no toolkit).
+#include "cpp/backend/backend.h"
+#include "ember/cuda.h"
+
+namespace ember {
+
+Backend& cuda_backend() {
+  throw Error("this libember was built without the CUDA backend; rebuild with the CUDA toolkit and -DEMBER_CUDA=ON, "
+              "or use Device::cpu()");
+}
+
+namespace cuda {
+bool is_available() { return false; }
+int device_count() { return 0; }
+bool is_compiled() { return false; }
+MemoryStats memory_stats(int) { return {}; }
+void reset_peak_memory_stats(int) {}
+void empty_cache(int) {}
+void synchronize(int) {}
+void set_allow_tf32(bool) {}
+bool allow_tf32() { return false; }
+}  // namespace cuda
+}  // namespace ember

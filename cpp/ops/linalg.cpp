@@ -1,0 +1,149 @@
+// matmul (2-D, batched 3-D, shared 2-D operand) and linear / linear_relu with their GEMM
+// epilogues: bias (+ReLU) fused into the forward GEMM, the bias gradient into the weight GEMM.
+#include "cpp/ops/op_utils.h"
+
+namespace ember {
+using autograd::any_requires_grad;
+using autograd::record;
+using autograd::SavedTensor;
+
+namespace {
+
+// A GEMM operand needs a unit stride in one of its last two dims; otherwise copy it.
+Tensor gemm_operand(const Tensor& t) {
+  const int64_t n = t.dim();
+  const int64_t rs = t.stride(n - 2), cs = t.stride(n - 1), rows = t.size(n - 2), cols = t.size(n - 1);
+  const bool row_major = (cs == 1 || cols == 1) && (rows == 1 || rs >= cols);
+  const bool col_major = (rs == 1 || rows == 1) && (cols == 1 || cs >= rows);
+  if ((row_major || col_major) && (n < 3 || t.size(0) == 1 || t.stride(0) >= 0)) return t;
+  return t.contiguous();
+}
+
+Tensor gemm(const Tensor& a, const Tensor& b, const GemmOptions& o = {}) {
+  Tensor ga = gemm_operand(a), gb = gemm_operand(b);
+  Shape out_shape;
+  if (a.dim() == 3 || b.dim() == 3) out_shape.push_back(a.dim() == 3 ? a.size(0) : b.size(0));
+  out_shape.push_back(a.size(a.dim() - 2));
+  out_shape.push_back(b.size(b.dim() - 1));
+  if (out_shape.size() == 3) {
+    // The 2-D operand is shared by every batch: a batch stride of 0.
+    if (ga.dim() == 2) ga = make_view(ga, {out_shape[0], ga.size(0), ga.size(1)}, {0, ga.stride(0), ga.stride(1)}, ga.offset());
+    if (gb.dim() == 2) gb = make_view(gb, {out_shape[0], gb.size(0), gb.size(1)}, {0, gb.stride(0), gb.stride(1)}, gb.offset());
+  }
+  Tensor out = make_empty(out_shape, a.dtype(), a.device());
+  ops::backend_of(a).gemm(out, ga, gb, o);
+  return out;
+}
+
+void check_matmul_args(const Tensor& a, const Tensor& b, const char* op) {
+  ops::check_defined(a, op, "first operand");
+  ops::check_defined(b, op, "second operand");
+  ops::check_same_device(a, b, op);
+  ops::check_floating(a, op);
+  EMBER_CHECK(a.dtype() == b.dtype(), op, ": operands have different dtypes (", dtype_name(a.dtype()), " and ",
+              dtype_name(b.dtype()), "); convert one with .to(DType)");
+}
+
+// Gradient of a 2-D operand that was shared across a batch: sum the per-batch products.
+Tensor batched_to_shared(const Tensor& g) { return g.dim() == 3 ? sum(g, {0}) : g; }
+
+Tensor matmul_2d3d(const Tensor& a, const Tensor& b) {
+  EMBER_CHECK((a.dim() == 2 || a.dim() == 3) && (b.dim() == 2 || b.dim() == 3), "matmul: expected 1-D, 2-D or 3-D "
+              "operands, got shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()));
+  const int64_t k1 = a.size(-1), k2 = b.size(-2);
+  EMBER_CHECK(k1 == k2, "matmul: inner dimensions differ: ", shape_str(a.shape()), " @ ", shape_str(b.shape()), " (",
+              k1, " vs ", k2, "); the last dim of the first must equal the second-to-last of the second");
+  if (a.dim() == 3 && b.dim() == 3)
+    EMBER_CHECK(a.size(0) == b.size(0), "matmul: batch sizes differ: ", shape_str(a.shape()), " @ ",
+                shape_str(b.shape()));
+  Tensor out = gemm(a.detach(), b.detach());
+  if (!any_requires_grad({&a, &b})) return out;
+  SavedTensor sa(a), sb(b);
+  const bool ga = a.requires_grad(), gb = b.requires_grad();
+  const int64_t ad = a.dim(), bd = b.dim();
+  record("matmul", {a, b}, {out}, [=](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+    Tensor av = sa.unpack("matmul"), bv = sb.unpack("matmul");
+    std::vector<Tensor> r(2);
+    if (ga) {
+      Tensor da = gemm(g[0], bv.transpose(-1, -2));  // dA = dC Bᵀ
+      r[0] = ad == 2 ? batched_to_shared(da) : da;
+    }
+    if (gb) {
+      Tensor db = gemm(av.transpose(-1, -2), g[0]);  // dB = Aᵀ dC
+      r[1] = bd == 2 ? batched_to_shared(db) : db;
+    }
+    return r;
+  });
+  return out;
+}
+
+Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, const char* op) {
+  ops::check_defined(x, op, "input");
+  ops::check_defined(w, op, "weight");
+  ops::check_same_device(x, w, op);
+  ops::check_floating(x, op);
+  EMBER_CHECK(w.dim() == 2, op, ": weight must be 2-D [out_features, in_features], got shape ", shape_str(w.shape()));
+  EMBER_CHECK(x.dim() >= 1, op, ": input must have at least 1 dim, got a 0-d tensor");
+  EMBER_CHECK(x.size(-1) == w.size(1), op, ": input has ", x.size(-1), " features but weight expects ", w.size(1),
+              " (input shape ", shape_str(x.shape()), ", weight ", shape_str(w.shape()), ")");
+  EMBER_CHECK(x.dtype() == w.dtype(), op, ": input is ", dtype_name(x.dtype()), " but weight is ",
+              dtype_name(w.dtype()), "; convert one with .to(DType)");
+  if (b.defined()) {
+    ops::check_same_device(x, b, op);
+    EMBER_CHECK(b.dim() == 1 && b.size(0) == w.size(0), op, ": bias must have shape [", w.size(0), "], got ",
+                shape_str(b.shape()));
+    EMBER_CHECK(b.dtype() == x.dtype(), op, ": bias is ", dtype_name(b.dtype()), " but input is ",
+                dtype_name(x.dtype()));
+  }
+  Shape out_shape = x.shape();
+  out_shape.back() = w.size(0);
+  Tensor x2 = x.detach().reshape({-1, x.size(-1)});
+  GemmOptions o;
+  o.epilogue = b.defined() ? (relu ? Epilogue::BiasRelu : Epilogue::Bias) : (relu ? Epilogue::Relu : Epilogue::None);
+  o.bias = b.defined() ? b.detach().contiguous() : Tensor();
+  Tensor y = gemm(x2, w.detach().t(), o).reshape(out_shape);
+  if (!any_requires_grad({&x, &w, &b})) return y;
+  SavedTensor sx(x2), sw(w), sy(y, true);
+  const bool gx = x.requires_grad(), gw = w.requires_grad(), gb = b.defined() && b.requires_grad();
+  const Shape x_shape = x.shape();
+  record(op, {x, w, b}, {y}, [=](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+    Tensor dy = g[0].reshape({-1, g[0].size(-1)});
+    if (relu) dy = ops::binary_kernel(BinaryOp::ReluBackward, dy.contiguous(), sy.unpack(op).reshape(dy.shape()));
+    std::vector<Tensor> r(3);
+    if (gx) r[0] = gemm(dy, sw.unpack(op)).reshape(x_shape);  // dX = dY W
+    if (gw || gb) {
+      // dW = dYᵀ X; the bias gradient (column sums of dY) comes out of the same GEMM.
+      GemmOptions bo;
+      Tensor db;
+      if (gb) {
+        db = make_empty({dy.size(1)}, dy.dtype(), dy.device());
+        bo.epilogue = Epilogue::BiasGradA;
+        bo.bias_grad = db;
+      }
+      Tensor dw = gemm(dy.t(), sx.unpack(op), bo);
+      if (gw) r[1] = dw;
+      if (gb) r[2] = db;
+    }
+    return r;
+  });
+  return y;
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  check_matmul_args(a, b, "matmul");
+  EMBER_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: operands must have at least 1 dim, got shapes ",
+              shape_str(a.shape()), " and ", shape_str(b.shape()));
+  if (a.dim() == 1 && b.dim() == 1) return matmul_2d3d(a.unsqueeze(0), b.unsqueeze(1)).reshape({});
+  if (a.dim() == 1) return matmul_2d3d(a.unsqueeze(0), b).squeeze(-2);
+  if (b.dim() == 1) return matmul_2d3d(a, b.unsqueeze(1)).squeeze(-1);
+  return matmul_2d3d(a, b);
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) { return linear_impl(x, w, b, false, "linear"); }
+Tensor linear_relu(const Tensor& x, const Tensor& w, const Tensor& b) {
+  return linear_impl(x, w, b, true, "linear_relu");
+}
+
+}  // namespace ember

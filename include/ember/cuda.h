@@ -1,0 +1,32 @@
+// ember::cuda: device discovery and the CUDA memory pool's statistics.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "ember/export.h"
+
+namespace ember::cuda {
+
+// False (quietly: no exception, nothing on stderr) without a GPU, a driver, or a CUDA build.
+EMBER_API bool is_available();
+EMBER_API int device_count();
+// True when this libember.so was built with the CUDA backend.
+EMBER_API bool is_compiled();
+
+struct MemoryStats {
+  size_t allocated = 0;       // bytes in live tensors
+  size_t reserved = 0;        // bytes the pool holds from the driver (live + cached)
+  size_t peak_allocated = 0;  // high-water mark of `allocated`
+  uint64_t num_alloc_retries = 0;  // allocations that succeeded only after releasing the cache
+};
+EMBER_API MemoryStats memory_stats(int device = 0);
+EMBER_API void reset_peak_memory_stats(int device = 0);
+// Returns cached, unused blocks to the driver.
+EMBER_API void empty_cache(int device = 0);
+// Waits for all work queued on the device's compute stream.
+EMBER_API void synchronize(int device = 0);
+// TF32 tensor cores for f32 GEMMs (off by default so results match the CPU reference closely).
+EMBER_API void set_allow_tf32(bool allow);
+EMBER_API bool allow_tf32();
+
+}  // namespace ember::cuda

@@ -1,0 +1,145 @@
+// ember's ops: every function records its backward when autograd tracks an input.
+#pragma once
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "ember/export.h"
+#include "ember/tensor.h"
+
+namespace ember {
+
+// ---- elementwise (NumPy broadcasting; integer inputs are promoted where math needs floats) ----
+EMBER_API Tensor add(const Tensor& a, const Tensor& b);
+EMBER_API Tensor sub(const Tensor& a, const Tensor& b);
+EMBER_API Tensor mul(const Tensor& a, const Tensor& b);
+EMBER_API Tensor div(const Tensor& a, const Tensor& b);
+EMBER_API Tensor pow(const Tensor& a, const Tensor& b);
+EMBER_API Tensor maximum(const Tensor& a, const Tensor& b);
+EMBER_API Tensor minimum(const Tensor& a, const Tensor& b);
+EMBER_API Tensor add(const Tensor& a, double b);
+EMBER_API Tensor sub(const Tensor& a, double b);
+EMBER_API Tensor rsub(const Tensor& a, double b);  // b - a
+EMBER_API Tensor mul(const Tensor& a, double b);
+EMBER_API Tensor div(const Tensor& a, double b);
+EMBER_API Tensor rdiv(const Tensor& a, double b);  // b / a
+EMBER_API Tensor pow(const Tensor& a, double exponent);
+EMBER_API Tensor pow(double base, const Tensor& exponent);
+EMBER_API Tensor neg(const Tensor& x);
+EMBER_API Tensor exp(const Tensor& x);
+EMBER_API Tensor log(const Tensor& x);
+EMBER_API Tensor sqrt(const Tensor& x);
+EMBER_API Tensor rsqrt(const Tensor& x);
+EMBER_API Tensor abs(const Tensor& x);
+EMBER_API Tensor square(const Tensor& x);
+EMBER_API Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> max);
+EMBER_API Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+// Comparisons return bool tensors and have no gradient.
+EMBER_API Tensor eq(const Tensor& a, const Tensor& b);
+EMBER_API Tensor ne(const Tensor& a, const Tensor& b);
+EMBER_API Tensor lt(const Tensor& a, const Tensor& b);
+EMBER_API Tensor le(const Tensor& a, const Tensor& b);
+EMBER_API Tensor gt(const Tensor& a, const Tensor& b);
+EMBER_API Tensor ge(const Tensor& a, const Tensor& b);
+EMBER_API Tensor eq(const Tensor& a, double b);
+EMBER_API Tensor ne(const Tensor& a, double b);
+EMBER_API Tensor lt(const Tensor& a, double b);
+EMBER_API Tensor le(const Tensor& a, double b);
+EMBER_API Tensor gt(const Tensor& a, double b);
+EMBER_API Tensor ge(const Tensor& a, double b);
+EMBER_API Tensor isfinite(const Tensor& x);
+
+EMBER_API Tensor operator+(const Tensor& a, const Tensor& b);
+EMBER_API Tensor operator-(const Tensor& a, const Tensor& b);
+EMBER_API Tensor operator*(const Tensor& a, const Tensor& b);
+EMBER_API Tensor operator/(const Tensor& a, const Tensor& b);
+EMBER_API Tensor operator+(const Tensor& a, double b);
+EMBER_API Tensor operator-(const Tensor& a, double b);
+EMBER_API Tensor operator*(const Tensor& a, double b);
+EMBER_API Tensor operator/(const Tensor& a, double b);
+EMBER_API Tensor operator+(double a, const Tensor& b);
+EMBER_API Tensor operator-(double a, const Tensor& b);
+EMBER_API Tensor operator*(double a, const Tensor& b);
+EMBER_API Tensor operator/(double a, const Tensor& b);
+EMBER_API Tensor operator-(const Tensor& x);
+
+// In place, never recorded: for optimizers and initialisers (inside NoGradGuard or on tensors
+// autograd does not track). `t += alpha * other`, `t *= s`.
+EMBER_API Tensor& add_(Tensor& t, const Tensor& other, double alpha = 1.0);
+EMBER_API Tensor& mul_(Tensor& t, double s);
+
+// ---- reductions (dims may be negative; an empty dims list reduces everything) ----
+EMBER_API Tensor sum(const Tensor& x);
+EMBER_API Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+EMBER_API Tensor mean(const Tensor& x);
+EMBER_API Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+// correction 1 gives the unbiased (Bessel) estimate, 0 the population variance.
+EMBER_API Tensor var(const Tensor& x, const std::vector<int64_t>& dims = {}, int64_t correction = 1,
+                     bool keepdim = false);
+EMBER_API Tensor std(const Tensor& x, const std::vector<int64_t>& dims = {}, int64_t correction = 1,
+                     bool keepdim = false);
+EMBER_API Tensor max(const Tensor& x);  // over all elements
+EMBER_API Tensor min(const Tensor& x);
+// Values and (I64) indices along `dim`.
+EMBER_API std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim = false);
+EMBER_API std::pair<Tensor, Tensor> min(const Tensor& x, int64_t dim, bool keepdim = false);
+EMBER_API Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);
+EMBER_API Tensor argmin(const Tensor& x, int64_t dim, bool keepdim = false);
+EMBER_API Tensor argmax(const Tensor& x);  // index into the flattened tensor
+EMBER_API Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+
+// ---- linear algebra ----
+// 2-D @ 2-D, batched 3-D @ 3-D, and 3-D @ 2-D (the 2-D operand shared by every batch).
+EMBER_API Tensor matmul(const Tensor& a, const Tensor& b);
+// x [.., in] · w [out, in]ᵀ + b [out]; b may be undefined.
+EMBER_API Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+// relu(linear(x, w, b)), one fused GEMM epilogue on CUDA.
+EMBER_API Tensor linear_relu(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+
+// ---- activations ----
+enum class GeluApproximation { None, Tanh };
+EMBER_API Tensor relu(const Tensor& x);
+EMBER_API Tensor leaky_relu(const Tensor& x, double negative_slope = 0.01);
+EMBER_API Tensor sigmoid(const Tensor& x);
+EMBER_API Tensor tanh(const Tensor& x);
+EMBER_API Tensor gelu(const Tensor& x, GeluApproximation approximate = GeluApproximation::None);
+EMBER_API Tensor silu(const Tensor& x);
+EMBER_API Tensor softplus(const Tensor& x);
+EMBER_API Tensor softmax(const Tensor& x, int64_t dim);
+EMBER_API Tensor log_softmax(const Tensor& x, int64_t dim);
+
+// ---- losses ----
+enum class Reduction { Mean, Sum, None };
+struct CrossEntropyArgs {
+  Reduction reduction = Reduction::Mean;
+  int64_t ignore_index = -100;
+  double label_smoothing = 0.0;
+};
+// logits [N, C], labels [N] (I64). Mean divides by the number of non-ignored rows.
+EMBER_API Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const CrossEntropyArgs& args = {});
+// log_probs [N, C], labels [N].
+EMBER_API Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, Reduction reduction = Reduction::Mean,
+                          int64_t ignore_index = -100);
+EMBER_API Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
+EMBER_API Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
+EMBER_API Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target,
+                                                  Reduction reduction = Reduction::Mean);
+
+// ---- shape and indexing ----
+EMBER_API Tensor cat(const std::vector<Tensor>& tensors, int64_t dim = 0);
+EMBER_API Tensor stack(const std::vector<Tensor>& tensors, int64_t dim = 0);
+// Pieces of `split_size` along dim (the last may be smaller).
+EMBER_API std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim = 0);
+// Rows (or slices along dim) picked by I64 `index` [k].
+EMBER_API Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
+// weight [num, dim] looked up at I64 indices of any shape: result indices.shape + [dim].
+EMBER_API Tensor embedding(const Tensor& weight, const Tensor& indices);
+// I64 labels -> [.., num_classes] I64 one-hot (no gradient).
+EMBER_API Tensor one_hot(const Tensor& labels, int64_t num_classes);
+
+// ---- regularisation ----
+// Zeroes elements with probability p and scales the rest by 1/(1-p) when training; the mask comes
+// from the counter-based generator, so one seed gives the same mask on CPU and CUDA.
+EMBER_API Tensor dropout(const Tensor& x, double p, bool training = true, Generator* gen = nullptr);
+
+}  // namespace ember
