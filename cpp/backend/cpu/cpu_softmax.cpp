@@ -18,8 +18,9 @@ void CpuBackend::softmax(const Tensor& out, const Tensor& in, bool log) {
       double sum = 0.0;
       for (int64_t j = 0; j < cols; ++j) sum += std::exp(static_cast<double>(xr[j] - m));
       if (log) {
-        const T lse = m + static_cast<T>(std::log(sum));
-        for (int64_t j = 0; j < cols; ++j) yr[j] = xr[j] - lse;
+        // (x - m) - log(sum), not x - (m + log(sum)): the latter rounds at large |m|.
+        const T log_sum = static_cast<T>(std::log(sum));
+        for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_sum;
       } else {
         for (int64_t j = 0; j < cols; ++j) yr[j] = static_cast<T>(std::exp(static_cast<double>(xr[j] - m)) / sum);
       }
