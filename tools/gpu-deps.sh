@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Downloads, with apt-get download, the Debian packages ember compiles and links with that the GPU machine
+# lacks, into .gpu-debs/ (git-ignored), for tools/gpu-check.sh to unpack there without network.
+# Usage: tools/gpu-deps.sh    (on a Debian 12 machine that reaches Debian's mirrors)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+dest=.gpu-debs
+
+# The closure of what ember needs to compile and link (headers, libopenblas.so and its runtime
+# libraries, GoogleTest's sources and prebuilt libraries, header-only CLI11 and nlohmann-json, zlib),
+# less what any machine with g++ has (libc6, libc6-dev, libgcc-s1, libstdc++6, gcc-12-base).
+packages=(
+  libopenblas-dev libopenblas0 libopenblas-pthread-dev libopenblas0-pthread libgfortran5 libquadmath0
+  libgtest-dev googletest
+  libcli11-dev
+  nlohmann-json3-dev
+  zlib1g-dev zlib1g
+)
+assumed_present=(libc6 libc6-dev libc-dev libgcc-s1 libstdc++6 gcc-12-base)
+
+mkdir -p "$dest"
+rm -f "$dest"/*.deb
+if ! (cd "$dest" && apt-get download -qq "${packages[@]}" 2>/dev/null); then
+  # The package lists may be missing or stale on a fresh machine.
+  apt-get update -qq
+  (cd "$dest" && apt-get download -qq "${packages[@]}")
+fi
+
+# Plain file names (no URL-encoded epoch, "1%3a1.2.13" -> "1.2.13"): they travel to the GPU machine.
+for deb in "$dest"/*%3a*.deb; do
+  [[ -e $deb ]] && mv "$deb" "$(sed -E 's/[0-9]+%3a//' <<<"$deb")"
+done
+
+# Check the list is closed: every dependency of every package is in it (one alternative suffices),
+# or is assumed present.
+known=" ${packages[*]} ${assumed_present[*]} "
+open=0
+for deb in "$dest"/*.deb; do
+  deps="$(dpkg-deb -f "$deb" Depends),$(dpkg-deb -f "$deb" Pre-Depends)"
+  IFS=',' read -ra clauses <<<"$deps"
+  for clause in "${clauses[@]}"; do
+    [[ -z ${clause// /} ]] && continue
+    ok=0
+    IFS='|' read -ra alts <<<"$clause"
+    for alt in "${alts[@]}"; do
+      name=$(awk '{print $1}' <<<"$alt")
+      name=${name%%:*}
+      [[ $known == *" $name "* ]] && ok=1
+    done
+    if ((!ok)); then
+      echo "gpu-deps: $(basename "$deb") depends on '${clause# }', which is not in the list" >&2
+      open=1
+    fi
+  done
+done
+((open == 0)) || { echo "gpu-deps: add the packages above to tools/gpu-deps.sh" >&2; exit 1; }
+
+echo "gpu-deps: $(ls "$dest"/*.deb | wc -l) packages, $(du -sh "$dest" | cut -f1), in $dest/:"
+ls "$dest"
