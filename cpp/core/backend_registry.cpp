@@ -2,6 +2,9 @@
 #include "cpp/backend/backend.h"
 #include "cpp/backend/cpu/cpu_backend.h"
 #include "cpp/core/tensor_impl.h"
+#include "ember/debug.h"
+
+#include <atomic>
 
 namespace ember {
 
@@ -22,5 +25,11 @@ Generator& default_generator() {
 }
 
 void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
+
+namespace debug {
+static std::atomic<bool> g_poison{false};
+void set_poison_allocations(bool enabled) { g_poison = enabled; }
+bool poison_allocations() { return g_poison; }
+}  // namespace debug
 
 }  // namespace ember

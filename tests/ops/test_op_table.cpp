@@ -501,6 +501,8 @@ TEST(OpTableSummary, EveryRowHasAReference) {
 // run the binary directly, or with --gtest_filter='*Gradient*', to see the totals).
 class GradcheckReport : public ::testing::Environment {
  public:
+  // Every allocation in the op suites starts as NaN, so an element a kernel forgets to write fails.
+  void SetUp() override { ember::debug::set_poison_allocations(true); }
   void TearDown() override {
     if (ember::test::g_checked > 0)
       std::printf("[gradcheck] %d ops checked, worst relative error %.3g (%s)\n", ember::test::g_checked,

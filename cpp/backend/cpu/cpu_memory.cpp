@@ -5,6 +5,7 @@
 
 #include "cpp/backend/cpu/cpu_backend.h"
 #include "cpp/backend/philox.h"
+#include "ember/debug.h"
 
 namespace ember {
 
@@ -13,6 +14,7 @@ void* CpuBackend::allocate(size_t nbytes, Device) {
   size_t rounded = (nbytes + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
   if (!p) throw OutOfMemory(detail::str_cat("cpu: failed to allocate ", nbytes, " bytes of host memory"));
+  if (debug::poison_allocations()) std::memset(p, 0xFF, rounded);
   return p;
 }
 
