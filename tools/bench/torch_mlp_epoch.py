@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""PyTorch side of the MLP-epoch benchmark: one epoch of the classic MNIST MLP (784-500-10, ReLU,
+cross-entropy, Adam lr 1e-3, batch 64, shuffled) over IDX data preloaded as tensors.
+
+Run beside `ember-bench mlp-epoch` with the same flags; tools/bench/run.sh does both and prints the
+ratio. Prints one JSON line: {"framework": "torch", "device": ..., "seconds": ..., "images_per_s": ...}.
+"""
+import argparse
+import gzip
+import json
+import os
+import struct
+import time
+
+import torch
+
+
+def read_idx(path):
+    opener = gzip.open if open(path, "rb").read(2) == b"\x1f\x8b" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    magic, = struct.unpack(">I", data[:4])
+    ndim = magic & 0xFF
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return torch.frombuffer(bytearray(data[4 + 4 * ndim:]), dtype=torch.uint8).reshape(dims)
+
+
+def find(dirname, stem):
+    for name in (stem, stem + ".gz"):
+        p = os.path.join(dirname, name)
+        if os.path.exists(p):
+            return p
+    raise SystemExit(f"missing {stem}[.gz] in {dirname}: run tools/get-data.sh")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="data/fashion-mnist")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--hidden", type=int, default=500)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    dev = torch.device(args.device)
+    images = read_idx(find(args.data, "train-images-idx3-ubyte"))
+    labels = read_idx(find(args.data, "train-labels-idx1-ubyte")).long()
+    x_all = ((images.float() / 255.0 - 0.1307) / 0.3081).reshape(len(images), -1).to(dev)
+    y_all = labels.to(dev)
+    model = torch.nn.Sequential(torch.nn.Linear(784, args.hidden), torch.nn.ReLU(),
+                                torch.nn.Linear(args.hidden, 10)).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    n = len(x_all)
+    best = None
+    for _ in range(args.epochs):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, device=dev)
+        for i in range(0, n - args.batch_size + 1, args.batch_size):
+            idx = perm[i:i + args.batch_size]
+            loss = loss_fn(model(x_all[idx]), y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        best = dt if best is None else min(best, dt)
+    print(json.dumps({"framework": "torch", "version": torch.__version__, "device": args.device,
+                      "threads": args.threads, "seconds": round(best, 4),
+                      "images_per_s": round(n / best, 1), "final_loss": round(loss.item(), 4)}))
+
+
+if __name__ == "__main__":
+    main()
