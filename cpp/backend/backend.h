@@ -9,6 +9,7 @@
 //     expanded, with stride 0), and any strides.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "ember/tensor.h"
 
@@ -88,6 +89,52 @@ struct GemmOptions {
 struct CrossEntropyOptions {
   int64_t ignore_index = -100;
   double label_smoothing = 0.0;
+};
+
+// ---- optimizer updates (arithmetic in optim_math.h) ----
+
+enum class OptimizerAlgo : int8_t { Sgd, Adam, Rmsprop, Adagrad };
+
+// The scalars of one parameter's update, computed on the host in f64 from its group's options and
+// its step count, exactly as PyTorch computes its Python-float scalars; the kernels cast them to
+// the parameter's dtype. Each field names the algorithms that read it.
+struct OptimizerHyper {
+  double step_size = 0.0;  // the update's multiplier: SGD, RMSprop lr; Adam lr / (1 - beta1^t);
+                           // Adagrad lr / (1 + (t - 1) lr_decay)
+  double weight_decay = 0.0;           // all (L2: g += weight_decay * p), unless decoupled
+  double decay_factor = 1.0;           // Adam decoupled (AdamW): p *= 1 - lr * weight_decay
+  double momentum = 0.0;               // SGD, RMSprop
+  double dampening_complement = 1.0;   // SGD: 1 - dampening
+  double beta1_complement = 0.0;       // Adam: 1 - beta1 (the lerp weight of exp_avg)
+  double beta2 = 0.0;                  // Adam: beta2; RMSprop: alpha
+  double beta2_complement = 0.0;       // Adam: 1 - beta2; RMSprop: 1 - alpha
+  double eps = 0.0;                    // Adam, RMSprop, Adagrad
+  double bias_correction2_sqrt = 1.0;  // Adam: sqrt(1 - beta2^t)
+  bool maximize = false;
+  bool nesterov = false;                // SGD
+  bool first_step = false;              // SGD: the momentum buffer starts as the gradient
+  bool amsgrad = false;                 // Adam
+  bool decoupled_weight_decay = false;  // Adam
+  bool centered = false;                // RMSprop
+};
+
+// One parameter's tensors: param (contiguous, f32 or f64), grad and state buffers (contiguous,
+// same dtype, device and numel). State slots by algorithm (undefined when unused):
+//   Sgd:     state[0] momentum_buffer (momentum != 0)
+//   Adam:    state[0] exp_avg, state[1] exp_avg_sq, state[2] max_exp_avg_sq (amsgrad)
+//   Rmsprop: state[0] square_avg, state[1] momentum_buffer (momentum > 0), state[2] grad_avg (centered)
+//   Adagrad: state[0] sum
+struct OptimizerParam {
+  Tensor param;
+  Tensor grad;
+  Tensor state[3];
+  OptimizerHyper hyper;
+};
+
+// One optimizer step over many parameters of one device and dtype: a single fused launch on CUDA.
+struct OptimizerStep {
+  OptimizerAlgo algo = OptimizerAlgo::Sgd;
+  std::vector<OptimizerParam> params;
 };
 
 class Backend {

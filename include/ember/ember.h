@@ -6,6 +6,8 @@
 #include "ember/dtype.h"
 #include "ember/error.h"
 #include "ember/generator.h"
+#include "ember/nn.h"
 #include "ember/ops.h"
+#include "ember/optim.h"
 #include "ember/shape.h"
 #include "ember/tensor.h"

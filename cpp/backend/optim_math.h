@@ -1,0 +1,145 @@
+// The per-element arithmetic of every optimizer update, written once for the CPU loop and the
+// fused CUDA kernel. Each function follows PyTorch's single-tensor implementation op by op, in the
+// parameter's dtype, so the two engines round alike: add(x, alpha) is x + alpha * y, addcmul is
+// x + value * a * b, addcdiv is x + value * a / b, lerp is PyTorch's two-sided formula.
+#pragma once
+#include <cmath>
+
+#include "cpp/backend/backend.h"
+#include "cpp/backend/host_device.h"
+
+namespace ember::optim_math {
+
+// OptimizerHyper cast to the compute type once per parameter (PyTorch casts Python scalars to
+// the tensor's dtype the same way).
+template <class C>
+struct Scalars {
+  C step_size, weight_decay, decay_factor, momentum, dampening_complement, beta1_complement, beta2,
+      beta2_complement, eps, bias_correction2_sqrt;
+  bool has_weight_decay, maximize, nesterov, first_step, amsgrad, decoupled_weight_decay, centered;
+};
+
+template <class C>
+EMBER_HOST_DEVICE Scalars<C> cast_scalars(const OptimizerHyper& h) {
+  return Scalars<C>{C(h.step_size),
+                    C(h.weight_decay),
+                    C(h.decay_factor),
+                    C(h.momentum),
+                    C(h.dampening_complement),
+                    C(h.beta1_complement),
+                    C(h.beta2),
+                    C(h.beta2_complement),
+                    C(h.eps),
+                    C(h.bias_correction2_sqrt),
+                    h.weight_decay != 0.0,
+                    h.maximize,
+                    h.nesterov,
+                    h.first_step,
+                    h.amsgrad,
+                    h.decoupled_weight_decay,
+                    h.centered};
+}
+
+// torch.lerp: start + w (end - start) for |w| < 0.5, else end - (end - start)(1 - w).
+template <class C>
+EMBER_HOST_DEVICE C lerp(C start, C end, C w) {
+  return (w < C(0.5) && w > C(-0.5)) ? start + w * (end - start) : end - (end - start) * (C(1) - w);
+}
+
+// sqrt in C: on the host ::sqrt runs in double, and rounding that once to float equals the
+// correctly rounded float sqrt.
+template <class C>
+EMBER_HOST_DEVICE C csqrt(C x) {
+  return static_cast<C>(sqrt(x));
+}
+
+// torch.maximum: NaN in either operand propagates.
+template <class C>
+EMBER_HOST_DEVICE C nan_max(C a, C b) {
+  if (a != a) return a;
+  if (b != b) return b;
+  return a > b ? a : b;
+}
+
+// The gradient after maximize and L2 weight decay (grad.add(param, alpha=weight_decay)).
+template <class C>
+EMBER_HOST_DEVICE C effective_grad(C p, C g, const Scalars<C>& s, bool l2) {
+  if (s.maximize) g = -g;
+  if (l2 && s.has_weight_decay) g = g + s.weight_decay * p;
+  return g;
+}
+
+// SGD with momentum, dampening and Nesterov. `buf` is null without momentum.
+template <class C>
+EMBER_HOST_DEVICE void sgd_update(C& p, C g, C* buf, const Scalars<C>& s) {
+  g = effective_grad(p, g, s, true);
+  if (buf) {
+    const C b = s.first_step ? g : *buf * s.momentum + s.dampening_complement * g;
+    *buf = b;
+    g = s.nesterov ? g + s.momentum * b : b;
+  }
+  p = p + (-s.step_size) * g;
+}
+
+// Adam / AdamW (decoupled_weight_decay) with optional AMSGrad (`max_exp_avg_sq` non-null).
+template <class C>
+EMBER_HOST_DEVICE void adam_update(C& p, C g, C& exp_avg, C& exp_avg_sq, C* max_exp_avg_sq, const Scalars<C>& s) {
+  g = effective_grad(p, g, s, !s.decoupled_weight_decay);
+  if (s.decoupled_weight_decay && s.has_weight_decay) p = p * s.decay_factor;
+  exp_avg = lerp(exp_avg, g, s.beta1_complement);
+  exp_avg_sq = exp_avg_sq * s.beta2 + s.beta2_complement * g * g;
+  C second = exp_avg_sq;
+  if (max_exp_avg_sq) {
+    *max_exp_avg_sq = nan_max(*max_exp_avg_sq, exp_avg_sq);
+    second = *max_exp_avg_sq;
+  }
+  const C denom = csqrt(second) / s.bias_correction2_sqrt + s.eps;
+  p = p + (-s.step_size) * exp_avg / denom;
+}
+
+// RMSprop; `momentum_buffer` null without momentum, `grad_avg` null unless centered.
+template <class C>
+EMBER_HOST_DEVICE void rmsprop_update(C& p, C g, C& square_avg, C* momentum_buffer, C* grad_avg, const Scalars<C>& s) {
+  g = effective_grad(p, g, s, true);
+  square_avg = square_avg * s.beta2 + s.beta2_complement * g * g;
+  C avg;
+  if (grad_avg) {
+    *grad_avg = lerp(*grad_avg, g, s.beta2_complement);
+    avg = csqrt(square_avg + C(-1) * *grad_avg * *grad_avg);
+  } else {
+    avg = csqrt(square_avg);
+  }
+  avg = avg + s.eps;
+  if (momentum_buffer) {
+    *momentum_buffer = *momentum_buffer * s.momentum + C(1) * g / avg;
+    p = p + (-s.step_size) * *momentum_buffer;
+  } else {
+    p = p + (-s.step_size) * g / avg;
+  }
+}
+
+// Adagrad; step_size is the decayed lr, lr / (1 + (t - 1) lr_decay).
+template <class C>
+EMBER_HOST_DEVICE void adagrad_update(C& p, C g, C& sum, const Scalars<C>& s) {
+  g = effective_grad(p, g, s, true);
+  sum = sum + C(1) * g * g;
+  const C std = csqrt(sum) + s.eps;
+  p = p + (-s.step_size) * g / std;
+}
+
+// Element i of one parameter: the entry point both engines call. State pointers are null for
+// unused slots (see OptimizerParam).
+template <OptimizerAlgo A, class C>
+EMBER_HOST_DEVICE void update_element(C* p, const C* g, C* s0, C* s1, C* s2, int64_t i, const Scalars<C>& s) {
+  if constexpr (A == OptimizerAlgo::Sgd) {
+    sgd_update(p[i], g[i], s0 ? s0 + i : nullptr, s);
+  } else if constexpr (A == OptimizerAlgo::Adam) {
+    adam_update(p[i], g[i], s0[i], s1[i], s2 ? s2 + i : nullptr, s);
+  } else if constexpr (A == OptimizerAlgo::Rmsprop) {
+    rmsprop_update(p[i], g[i], s0[i], s1 ? s1 + i : nullptr, s2 ? s2 + i : nullptr, s);
+  } else {
+    adagrad_update(p[i], g[i], s0[i], s);
+  }
+}
+
+}  // namespace ember::optim_math

@@ -1,0 +1,280 @@
+// Optimizer: parameter groups, per-parameter state and its state_dict, and the fused update that
+// gathers every parameter with a gradient into one backend call per (device, dtype).
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <sstream>
+#include <unordered_set>
+
+#include "cpp/optim/optim_internal.h"
+
+namespace ember::optim {
+
+Optimizer::Optimizer(std::string type, Hyperparameters defaults)
+    : type_(std::move(type)), defaults_(std::move(defaults)) {}
+
+Optimizer::~Optimizer() = default;
+
+void Optimizer::add_param_group(const ParamGroup& group) {
+  const size_t gi = groups_.size();
+  EMBER_CHECK(!group.params.empty(), type_, ": parameter group ", gi,
+              " is empty; pass at least one tensor (for example model->parameters())");
+  std::unordered_set<const TensorImpl*> seen;
+  for (const Group& g : groups_)
+    for (const Tensor& p : g.params) seen.insert(p.impl());
+  for (size_t i = 0; i < group.params.size(); ++i) {
+    const Tensor& p = group.params[i];
+    EMBER_CHECK(p.defined(), type_, ": parameter ", i, " of group ", gi, " is an undefined tensor");
+    EMBER_CHECK(p.is_leaf(), type_, ": parameter ", i, " of group ", gi, " (shape ", shape_str(p.shape()),
+                ") was computed by ", p.grad_fn()->name(), "; an optimizer can only update leaf tensors");
+    EMBER_CHECK(p.dtype() == DType::F32 || p.dtype() == DType::F64, type_, ": parameter ", i, " of group ", gi,
+                " has dtype ", dtype_name(p.dtype()), "; optimizers update f32 or f64 parameters");
+    EMBER_CHECK(p.is_contiguous(), type_, ": parameter ", i, " of group ", gi, " (shape ", shape_str(p.shape()),
+                ") is not contiguous; register a contiguous tensor (x.contiguous()) as the parameter");
+    EMBER_CHECK(seen.insert(p.impl()).second, type_, ": parameter ", i, " of group ", gi, " (shape ",
+                shape_str(p.shape()), ") appears more than once across the parameter groups; list it once");
+  }
+  Hyperparameters options = defaults_;
+  if (group.lr) options["lr"] = *group.lr;
+  if (group.weight_decay) options["weight_decay"] = *group.weight_decay;
+  validate(options);
+  groups_.push_back({group.params, std::move(options)});
+  size_t total = 0;
+  for (const Group& g : groups_) total += g.params.size();
+  state_.resize(total);
+}
+
+void Optimizer::zero_grad(bool set_to_none) {
+  for (const Group& g : groups_) {
+    for (Tensor p : g.params) {
+      if (!p.grad().defined()) continue;
+      if (set_to_none) {
+        p.zero_grad();
+      } else {
+        Tensor grad = p.grad();
+        grad.zero_();
+      }
+    }
+  }
+}
+
+const std::vector<Tensor>& Optimizer::params(size_t group) const {
+  EMBER_CHECK(group < groups_.size(), type_, ": parameter group ", group, " does not exist (there are ",
+              groups_.size(), ")");
+  return groups_[group].params;
+}
+
+std::vector<Tensor> Optimizer::parameters() const {
+  std::vector<Tensor> out;
+  for (const Group& g : groups_) out.insert(out.end(), g.params.begin(), g.params.end());
+  return out;
+}
+
+const Hyperparameters& Optimizer::options(size_t group) const {
+  EMBER_CHECK(group < groups_.size(), type_, ": parameter group ", group, " does not exist (there are ",
+              groups_.size(), ")");
+  return groups_[group].options;
+}
+
+double Optimizer::option(size_t group, const std::string& name) const {
+  const Hyperparameters& o = options(group);
+  auto it = o.find(name);
+  if (it == o.end()) {
+    std::string known;
+    for (const auto& [k, v] : o) known += (known.empty() ? "" : ", ") + k;
+    throw Error(detail::str_cat(type_, ": parameter group ", group, " has no option \"", name, "\" (it has ", known,
+                                ")"));
+  }
+  return it->second;
+}
+
+void Optimizer::set_option(size_t group, const std::string& name, double value) {
+  EMBER_CHECK(group < groups_.size(), type_, ".set_option(\"", name, "\"): parameter group ", group,
+              " does not exist (there are ", groups_.size(), ")");
+  Hyperparameters o = groups_[group].options;
+  o[name] = value;
+  validate(o);
+  groups_[group].options = std::move(o);
+}
+
+int64_t Optimizer::state_step(size_t i) const {
+  EMBER_CHECK(i < state_.size(), type_, ".state_step: parameter index ", i, " is out of range (", state_.size(),
+              " parameters)");
+  return state_[i].step;
+}
+
+const std::map<std::string, Tensor>& Optimizer::state(size_t i) const {
+  EMBER_CHECK(i < state_.size(), type_, ".state: parameter index ", i, " is out of range (", state_.size(),
+              " parameters)");
+  return state_[i].buffers;
+}
+
+OptimizerState Optimizer::state_dict() const {
+  OptimizerState s;
+  s.type = type_;
+  for (size_t i = 0; i < state_.size(); ++i) {
+    const ParamState& st = state_[i];
+    if (st.step == 0 && st.buffers.empty()) continue;
+    const std::string prefix = "state." + std::to_string(i) + ".";
+    s.tensors.emplace_back(prefix + "step", from_vector<int64_t>({st.step}, {}));
+    for (const auto& [name, t] : st.buffers) s.tensors.emplace_back(prefix + name, t);
+  }
+  int64_t index = 0;
+  for (const Group& g : groups_) {
+    OptimizerState::Group sg{g.options, {}};
+    for (size_t k = 0; k < g.params.size(); ++k) sg.params.push_back(index++);
+    s.param_groups.push_back(std::move(sg));
+  }
+  return s;
+}
+
+void Optimizer::load_state_dict(const OptimizerState& s) {
+  EMBER_CHECK(s.type == type_, type_, ".load_state_dict: the state was saved by a ", s.type.empty() ? "?" : s.type,
+              " optimizer; load it into a ", s.type.empty() ? "matching" : s.type, " optimizer instead");
+  EMBER_CHECK(s.param_groups.size() == groups_.size(), type_, ".load_state_dict: the state has ",
+              s.param_groups.size(), " parameter group(s) but this optimizer has ", groups_.size());
+  // Validate everything before changing anything.
+  std::vector<const Tensor*> params;  // by index
+  std::vector<size_t> group_of;
+  int64_t index = 0;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    const auto& saved = s.param_groups[g].params;
+    EMBER_CHECK(saved.size() == groups_[g].params.size(), type_, ".load_state_dict: parameter group ", g,
+                " has ", saved.size(), " parameter(s) in the state but ", groups_[g].params.size(),
+                " in this optimizer; build the optimizer over the same parameters");
+    for (size_t k = 0; k < saved.size(); ++k) {
+      EMBER_CHECK(saved[k] == index, type_, ".load_state_dict: parameter group ", g, " lists parameter index ",
+                  saved[k], " at position ", k, " where ", index, " was expected");
+      params.push_back(&groups_[g].params[k]);
+      group_of.push_back(g);
+      ++index;
+    }
+    try {
+      validate(s.param_groups[g].options);
+    } catch (const Error& e) {
+      throw Error(detail::str_cat(type_, ".load_state_dict: the options of parameter group ", g,
+                                  " are invalid: ", e.what()));
+    }
+  }
+  std::vector<ParamState> fresh(state_.size());
+  std::vector<std::set<std::string>> seen(state_.size());
+  std::vector<std::string> errors;
+  std::set<std::string> keys;
+  for (const auto& [key, t] : s.tensors) {
+    if (!keys.insert(key).second) {
+      errors.push_back("key \"" + key + "\" appears twice");
+      continue;
+    }
+    // "state.<index>.<name>"
+    const size_t dot = key.find('.', 6);
+    if (key.rfind("state.", 0) != 0 || dot == std::string::npos || dot == 6 || dot + 1 == key.size()) {
+      errors.push_back("key \"" + key + "\" is not of the form state.<index>.<name>");
+      continue;
+    }
+    const std::string idx_text = key.substr(6, dot - 6), name = key.substr(dot + 1);
+    if (idx_text.find_first_not_of("0123456789") != std::string::npos || idx_text.size() > 9) {
+      errors.push_back("key \"" + key + "\" has a malformed parameter index");
+      continue;
+    }
+    const size_t i = std::stoul(idx_text);
+    if (i >= params.size()) {
+      errors.push_back("key \"" + key + "\" refers to parameter " + idx_text + " but there are " +
+                       std::to_string(params.size()));
+      continue;
+    }
+    if (!t.defined()) {
+      errors.push_back("key \"" + key + "\" holds an undefined tensor");
+      continue;
+    }
+    seen[i].insert(name);
+    const Tensor& p = *params[i];
+    if (name == "step") {
+      if (t.numel() != 1 || is_floating(t.dtype()) || t.dtype() == DType::Bool) {
+        errors.push_back("key \"" + key + "\" must be one integer, got " + dtype_name(t.dtype()) + " of shape " +
+                         shape_str(t.shape()));
+        continue;
+      }
+      fresh[i].step = t.item<int64_t>();
+      if (fresh[i].step < 0) errors.push_back("key \"" + key + "\" is negative");
+      continue;
+    }
+    const std::vector<std::string> allowed = buffer_names(s.param_groups[group_of[i]].options);
+    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+      errors.push_back("key \"" + key + "\": " + type_ + " keeps no buffer \"" + name + "\" with these options");
+      continue;
+    }
+    if (t.shape() != p.shape() || !is_floating(t.dtype())) {
+      errors.push_back("key \"" + key + "\" has " + dtype_name(t.dtype()) + " shape " + shape_str(t.shape()) +
+                       " but parameter " + idx_text + " has shape " + shape_str(p.shape()));
+      continue;
+    }
+    fresh[i].buffers[name] = t;
+  }
+  for (size_t i = 0; i < fresh.size(); ++i)
+    if (!fresh[i].buffers.empty() && !seen[i].count("step"))
+      errors.push_back("parameter " + std::to_string(i) + " has state buffers but no \"state." + std::to_string(i) +
+                       ".step\"");
+  if (!errors.empty()) {
+    std::ostringstream msg;
+    msg << type_ << ".load_state_dict: the state does not fit this optimizer:";
+    for (const std::string& e : errors) msg << "\n  " << e;
+    throw Error(msg.str());
+  }
+  // Copies on each parameter's device and dtype (the saved tensors may be on the CPU).
+  autograd::NoGradGuard no_grad;
+  for (size_t i = 0; i < fresh.size(); ++i)
+    for (auto& [name, t] : fresh[i].buffers) t = t.to(params[i]->dtype()).to(params[i]->device()).clone();
+  state_ = std::move(fresh);
+  for (size_t g = 0; g < groups_.size(); ++g) groups_[g].options = s.param_groups[g].options;
+}
+
+// ---- the fused step ----
+
+void OptimizerAccess::fused_step(Optimizer& o, OptimizerAlgo algo, const SlotsFn& slots, const HyperFn& hyper) {
+  autograd::NoGradGuard no_grad;
+  // One backend call per (device, dtype); the usual single-device model makes exactly one.
+  std::vector<std::pair<std::pair<Device, DType>, OptimizerStep>> batches;
+  auto batch_for = [&](Device d, DType dt) -> OptimizerStep& {
+    for (auto& b : batches)
+      if (b.first.first == d && b.first.second == dt) return b.second;
+    batches.push_back({{d, dt}, OptimizerStep{algo, {}}});
+    return batches.back().second;
+  };
+  size_t index = 0;
+  std::vector<Tensor> written;
+  for (size_t gi = 0; gi < o.groups_.size(); ++gi) {
+    const Optimizer::Group& group = o.groups_[gi];
+    const std::vector<Slot> group_slots = slots(group.options);
+    for (const Tensor& p : group.params) {
+      Optimizer::ParamState& st = o.state_[index++];
+      Tensor g = p.grad();
+      if (!g.defined()) continue;
+      EMBER_CHECK(g.shape() == p.shape() && g.device() == p.device(), o.type_, ".step: the gradient of parameter ",
+                  index - 1, " has shape ", shape_str(g.shape()), " on ", g.device().str(), " but the parameter has ",
+                  shape_str(p.shape()), " on ", p.device().str());
+      OptimizerParam e;
+      e.param = p;
+      e.grad = g.to(p.dtype()).contiguous();
+      bool first = false;
+      for (const Slot& slot : group_slots) {
+        auto it = st.buffers.find(slot.name);
+        if (it == st.buffers.end()) {
+          first = first || slot.from_grad;
+          Tensor b = slot.from_grad ? empty_like(p) : full_like(p, slot.init);
+          it = st.buffers.emplace(slot.name, b).first;
+        }
+        e.state[slot.index] = it->second;
+        written.push_back(it->second);
+      }
+      st.step += 1;
+      e.hyper = hyper(group.options, st.step);
+      e.hyper.first_step = first;
+      written.push_back(p);
+      batch_for(p.device(), p.dtype()).params.push_back(std::move(e));
+    }
+  }
+  for (auto& [key, step] : batches) run_backend_step(key.first, step);
+  for (const Tensor& t : written) t.impl()->storage->version++;
+}
+
+}  // namespace ember::optim
