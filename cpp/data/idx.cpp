@@ -1,0 +1,438 @@
+// IDX files: the validating reader (raw or gzip), the atomic writer and the MNIST directory loader.
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "cpp/core/tensor_impl.h"
+#include "ember/data.h"
+
+namespace ember::data {
+namespace {
+
+std::string hex32(uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08X", v);
+  return buf;
+}
+
+std::string hex8(unsigned v) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "0x%02X", v);
+  return buf;
+}
+
+const char* idx_type_name(unsigned type) {
+  switch (type) {
+    case 0x08: return "u8";
+    case 0x09: return "i8";
+    case 0x0B: return "i16";
+    case 0x0C: return "i32";
+    case 0x0D: return "f32";
+    case 0x0E: return "f64";
+    default: return "not an IDX type";
+  }
+}
+
+uint32_t load_be32(const unsigned char* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+// The bytes of an IDX file front to back, read straight from disk or inflated from gzip in chunks
+// (so memory follows the data actually decoded, never a size some header claims). Offsets in
+// errors count bytes of the IDX data, i.e. of the decompressed stream for gzip files.
+class IdxInput {
+ public:
+  IdxInput(std::string path, const char* fn) : path_(std::move(path)), fn_(fn) {
+    file_ = std::fopen(path_.c_str(), "rb");
+    if (!file_) fail_io(detail::str_cat("cannot open: ", std::strerror(errno)));
+    struct stat st {};
+    if (fstat(fileno(file_), &st) != 0) fail_io(detail::str_cat("cannot stat: ", std::strerror(errno)));
+    if (!S_ISREG(st.st_mode)) fail_io("not a regular file, expected an IDX file");
+    file_size_ = static_cast<uint64_t>(st.st_size);
+    // Detection by content: a .gz renamed without the suffix (or the reverse) still reads correctly.
+    unsigned char magic[2] = {0, 0};
+    const size_t got = std::fread(magic, 1, 2, file_);
+    if (std::ferror(file_)) fail_io(detail::str_cat("cannot read: ", std::strerror(errno)));
+    gzip_ = got == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+    if (std::fseek(file_, 0, SEEK_SET) != 0) fail_io(detail::str_cat("cannot seek: ", std::strerror(errno)));
+    if (gzip_) {
+      in_buf_.resize(kInChunk);
+      // 16 + MAX_WBITS: gzip wrapper only (a zlib or raw deflate stream is not an IDX .gz).
+      if (inflateInit2(&strm_, 16 + MAX_WBITS) != Z_OK) fail_io("zlib inflateInit2 failed");
+      inflating_ = true;
+    }
+  }
+  ~IdxInput() {
+    if (inflating_) inflateEnd(&strm_);
+    if (file_) std::fclose(file_);
+  }
+  IdxInput(const IdxInput&) = delete;
+  IdxInput& operator=(const IdxInput&) = delete;
+
+  bool gzip() const { return gzip_; }
+  uint64_t file_size() const { return file_size_; }
+  uint64_t position() const { return pos_; }
+  const std::string& path() const { return path_; }
+
+  // Reads up to n bytes; fewer only at the end of the data. A gzip stream that is corrupt, cut short
+  // or followed by stray bytes throws.
+  size_t read(void* dst, size_t n) {
+    size_t done = gzip_ ? inflate_into(static_cast<unsigned char*>(dst), n) : std::fread(dst, 1, n, file_);
+    if (!gzip_ && done < n && std::ferror(file_)) fail_io(detail::str_cat("read error: ", std::strerror(errno)));
+    pos_ += done;
+    return done;
+  }
+
+  // "read_idx_images: PATH: byte 16: WHAT" (gzip: "byte 16 of the decompressed data").
+  [[noreturn]] void fail(uint64_t offset, const std::string& what) const {
+    throw Error(detail::str_cat(fn_, ": ", path_, ": byte ", offset, gzip_ ? " of the decompressed data" : "", ": ",
+                                what));
+  }
+
+ private:
+  static constexpr size_t kInChunk = size_t{1} << 16;
+
+  [[noreturn]] void fail_io(const std::string& what) const { throw Error(detail::str_cat(fn_, ": ", path_, ": ", what)); }
+  [[noreturn]] void fail_gzip(const std::string& what) const {
+    throw Error(detail::str_cat(fn_, ": ", path_, ": gzip stream, compressed byte ", compressed_pos(), " (", pos_,
+                                " bytes decompressed): ", what));
+  }
+  uint64_t compressed_pos() const { return in_read_ - strm_.avail_in; }
+
+  // Tops up the input buffer, keeping unconsumed bytes; returns false at the end of the file.
+  bool refill() {
+    if (strm_.avail_in > 0 && strm_.next_in != in_buf_.data()) std::memmove(in_buf_.data(), strm_.next_in, strm_.avail_in);
+    const size_t got = std::fread(in_buf_.data() + strm_.avail_in, 1, in_buf_.size() - strm_.avail_in, file_);
+    if (got == 0 && std::ferror(file_)) fail_io(detail::str_cat("read error: ", std::strerror(errno)));
+    in_read_ += got;
+    strm_.next_in = in_buf_.data();
+    strm_.avail_in += static_cast<uInt>(got);
+    return got > 0;
+  }
+
+  size_t inflate_into(unsigned char* dst, size_t n) {
+    size_t done = 0;
+    while (done < n && !finished_) {
+      if (strm_.avail_in == 0 && !refill())
+        fail_gzip(detail::str_cat("the file ends (", file_size_,
+                                  " bytes) inside the compressed stream, expected the rest of the stream: the file "
+                                  "was cut short; fetch it again (tools/get-data.sh)"));
+      const size_t want = std::min<size_t>(n - done, UINT_MAX);
+      strm_.next_out = dst + done;
+      strm_.avail_out = static_cast<uInt>(want);
+      const int rc = inflate(&strm_, Z_NO_FLUSH);
+      done += want - strm_.avail_out;
+      if (rc == Z_STREAM_END) {
+        end_of_member();
+      } else if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT || rc == Z_STREAM_ERROR) {
+        fail_gzip(detail::str_cat("corrupt data (zlib: ", strm_.msg ? strm_.msg : "invalid stream",
+                                  "), expected a valid deflate stream"));
+      } else if (rc == Z_MEM_ERROR) {
+        fail_io("zlib ran out of memory");
+      }
+      // Z_OK and Z_BUF_ERROR (no progress until more input arrives) continue the loop.
+    }
+    return done;
+  }
+
+  // After a member's trailer (CRC and size checked by zlib): another member may follow (gzip allows
+  // concatenation); anything else is an error rather than silently ignored.
+  void end_of_member() {
+    if (strm_.avail_in < 2) refill();
+    if (strm_.avail_in == 0) {
+      finished_ = true;
+      return;
+    }
+    if (strm_.avail_in >= 2 && strm_.next_in[0] == 0x1f && strm_.next_in[1] == 0x8b) {
+      inflateReset(&strm_);
+      return;
+    }
+    fail_gzip(detail::str_cat(file_size_ - compressed_pos(),
+                              " stray bytes after the end of the gzip stream, expected the file to end there"));
+  }
+
+  std::string path_;
+  const char* fn_;
+  FILE* file_ = nullptr;
+  uint64_t file_size_ = 0;
+  bool gzip_ = false;
+  uint64_t pos_ = 0;  // IDX bytes delivered so far
+  z_stream strm_{};
+  bool inflating_ = false;
+  bool finished_ = false;
+  std::vector<unsigned char> in_buf_;
+  uint64_t in_read_ = 0;  // compressed bytes read from the file so far
+};
+
+enum class IdxKind { Images, Labels };
+
+struct IdxHeader {
+  std::vector<uint32_t> dims;
+  uint64_t header_bytes = 0;
+  uint64_t data_bytes = 0;  // product of the dims (u8 elements)
+  std::string claim;        // "60000 x 28 x 28 = 47040000 bytes", for messages
+};
+
+IdxHeader read_header(IdxInput& in, IdxKind kind) {
+  const bool images = kind == IdxKind::Images;
+  const unsigned want_dims = images ? 3 : 1;
+  const uint32_t want_magic = 0x0800u | want_dims;
+  const std::string expected = detail::str_cat(hex32(want_magic), images ? " (images: N, rows, cols)" : " (labels: N)");
+
+  unsigned char m[4];
+  const size_t got = in.read(m, 4);
+  if (got == 0) in.fail(0, detail::str_cat("the file is empty, expected an IDX header with magic ", expected));
+  if (got < 4)
+    in.fail(got, detail::str_cat("the data ends inside the 4-byte magic, expected magic ", expected));
+  const uint32_t magic = load_be32(m);
+  if (m[0] != 0 || m[1] != 0)
+    in.fail(0, detail::str_cat("magic ", hex32(magic),
+                               " is not an IDX magic (its first two bytes must be zero), expected ", expected));
+  if (m[3] != want_dims) {
+    if (m[2] == 0x08 && m[3] == 1) in.fail(0, detail::str_cat("magic ", hex32(magic), " is a label file, expected ", expected));
+    if (m[2] == 0x08 && m[3] == 3) in.fail(0, detail::str_cat("magic ", hex32(magic), " is an image file, expected ", expected));
+    in.fail(3, detail::str_cat("magic ", hex32(magic), " has ", unsigned{m[3]}, " dims, expected ", want_dims,
+                               " dims, magic ", expected));
+  }
+  if (m[2] != 0x08)
+    in.fail(2, detail::str_cat("element type ", hex8(m[2]), " (", idx_type_name(m[2]), ") in magic ", hex32(magic),
+                               ", expected 0x08 (u8), magic ", expected));
+
+  IdxHeader h;
+  h.header_bytes = 4 + 4 * uint64_t{want_dims};
+  unsigned char d[12];
+  const size_t dim_bytes = 4 * want_dims;
+  const size_t got_dims = in.read(d, dim_bytes);
+  if (got_dims < dim_bytes)
+    in.fail(4 + got_dims, detail::str_cat("the data ends inside the header, expected ", h.header_bytes,
+                                          " header bytes (magic, then ", want_dims, " u32 dims)"));
+  static const char* const kImageDims[] = {"N", "rows", "cols"};
+  uint64_t product = 1;
+  bool overflow = false;
+  for (unsigned i = 0; i < want_dims; ++i) {
+    const uint32_t v = load_be32(d + 4 * i);
+    h.dims.push_back(v);
+    if (images && i > 0 && v == 0)
+      in.fail(4 + 4 * i, detail::str_cat(kImageDims[i], " is 0, expected at least 1"));
+    overflow = overflow || __builtin_mul_overflow(product, uint64_t{v}, &product);
+  }
+  std::string dims_text;
+  for (unsigned i = 0; i < want_dims; ++i) dims_text += detail::str_cat(i ? " x " : "", h.dims[i]);
+  if (overflow || product > static_cast<uint64_t>(INT64_MAX))
+    in.fail(4, detail::str_cat("dims ", dims_text, " overflow a 64-bit size, expected dims whose product fits the file"));
+  h.data_bytes = product;
+  h.claim = detail::str_cat(dims_text, want_dims > 1 ? detail::str_cat(" = ", product) : "", " bytes");
+  return h;
+}
+
+// The data bytes after the header, as a U8 tensor of `shape`, allocated only once the data is known
+// to be there (raw: from the file's size; gzip: decoded into a buffer that grows with the data).
+Tensor read_payload(IdxInput& in, const IdxHeader& h, const Shape& shape) {
+  const uint64_t start = h.header_bytes, end = h.header_bytes + h.data_bytes;
+  Tensor out;
+  if (!in.gzip()) {
+    const uint64_t avail = in.file_size() - start;
+    if (avail < h.data_bytes)
+      in.fail(in.file_size(), detail::str_cat("the file ends after ", avail, " data bytes, expected ", h.claim,
+                                              " from byte ", start, " (the header claims more than the file holds)"));
+    if (avail > h.data_bytes)
+      in.fail(end, detail::str_cat(avail - h.data_bytes, " trailing bytes after the data (", h.claim, " from byte ",
+                                   start, "), expected the file to end at byte ", end));
+    out = make_empty(shape, DType::U8, Device::cpu());
+    const size_t got = h.data_bytes ? in.read(out.data_ptr(), h.data_bytes) : 0;
+    if (got != h.data_bytes)  // the file shrank after it was measured
+      in.fail(start + got, detail::str_cat("the data ends after ", got, " bytes, expected ", h.claim));
+    return out;
+  }
+  if (h.data_bytes > kMaxGzipIdxBytes)
+    in.fail(4, detail::str_cat("dims claim ", h.claim, ", more than the ", kMaxGzipIdxBytes,
+                               "-byte limit for gzip IDX files, expected a smaller file (gunzip it to read it raw)"));
+  std::vector<unsigned char> buf;
+  constexpr uint64_t kChunk = uint64_t{1} << 22;
+  while (buf.size() < h.data_bytes) {
+    const size_t old = buf.size();
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, h.data_bytes - old));
+    buf.resize(old + want);
+    const size_t got = in.read(buf.data() + old, want);
+    if (got < want)
+      in.fail(start + old + got, detail::str_cat("the data ends after ", old + got, " data bytes, expected ", h.claim,
+                                                 " from byte ", start, " (the header claims more than the file holds)"));
+  }
+  // Reading past the data drives the decoder to the end of the stream, so a missing or damaged
+  // trailer (CRC, length) is caught even when every data byte arrived.
+  // The stray bytes are counted up to 1 MiB only: a stream may decompress to far more than that.
+  unsigned char extra[4096];
+  uint64_t trailing = 0;
+  for (size_t n; trailing < (uint64_t{1} << 20) && (n = in.read(extra, sizeof extra)) > 0;) trailing += n;
+  if (trailing > 0)
+    in.fail(end, detail::str_cat(trailing >= (uint64_t{1} << 20) ? "at least " : "", trailing,
+                                 " trailing bytes after the data (", h.claim, " from byte ", start,
+                                 "), expected the data to end at byte ", end));
+  out = make_empty(shape, DType::U8, Device::cpu());
+  if (!buf.empty()) std::memcpy(out.data_ptr(), buf.data(), buf.size());
+  return out;
+}
+
+// Writes all of `bytes` to a raw or gzip file; throws naming `path` on failure.
+class IdxOutput {
+ public:
+  // Writes `tmp`; errors name `path`, the file the caller asked for.
+  IdxOutput(const std::string& tmp, const std::string& path, IdxCompression c)
+      : path_(path), gzip_(c == IdxCompression::Gzip) {
+    if (gzip_) {
+      gz_ = gzopen(tmp.c_str(), "wb");
+      if (!gz_) fail(detail::str_cat("cannot create ", tmp, ": ", std::strerror(errno)));
+    } else {
+      file_ = std::fopen(tmp.c_str(), "wb");
+      if (!file_) fail(detail::str_cat("cannot create ", tmp, ": ", std::strerror(errno)));
+    }
+  }
+  ~IdxOutput() {
+    if (gz_) gzclose(gz_);
+    if (file_) std::fclose(file_);
+  }
+  void write(const void* data, size_t n) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      const unsigned chunk = static_cast<unsigned>(std::min<size_t>(n, 1u << 30));
+      if (gzip_) {
+        if (gzwrite(gz_, p, chunk) != static_cast<int>(chunk)) {
+          int code = 0;
+          fail(detail::str_cat("gzip write failed: ", gzerror(gz_, &code)));
+        }
+      } else if (std::fwrite(p, 1, chunk, file_) != chunk) {
+        fail(detail::str_cat("write failed: ", std::strerror(errno)));
+      }
+      p += chunk;
+      n -= chunk;
+    }
+  }
+  void close() {
+    if (gzip_) {
+      const int rc = gzclose(gz_);
+      gz_ = nullptr;
+      if (rc != Z_OK) fail(detail::str_cat("closing the gzip stream failed (zlib error ", rc, ")"));
+    } else {
+      const int rc = std::fclose(file_);  // flushes: a full disk shows here
+      file_ = nullptr;
+      if (rc != 0) fail(detail::str_cat("closing failed: ", std::strerror(errno)));
+    }
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const { throw Error(detail::str_cat("write_idx: ", path_, ": ", what)); }
+  std::string path_;
+  bool gzip_;
+  gzFile gz_ = nullptr;
+  FILE* file_ = nullptr;
+};
+
+}  // namespace
+
+Tensor read_idx_images(const std::string& path) {
+  IdxInput in(path, "read_idx_images");
+  const IdxHeader h = read_header(in, IdxKind::Images);
+  return read_payload(in, h, {h.dims[0], h.dims[1], h.dims[2]});
+}
+
+Tensor read_idx_labels(const std::string& path, int64_t num_classes) {
+  EMBER_CHECK(num_classes >= 1 && num_classes <= 256, "read_idx_labels: ", path, ": num_classes is ", num_classes,
+              ", expected 1 to 256 (u8 labels)");
+  IdxInput in(path, "read_idx_labels");
+  const IdxHeader h = read_header(in, IdxKind::Labels);
+  const Tensor raw = read_payload(in, h, {h.dims[0]});
+  const uint8_t* src = raw.data<uint8_t>();
+  Tensor out = make_empty({h.dims[0]}, DType::I64, Device::cpu());
+  int64_t* dst = out.data<int64_t>();
+  for (int64_t i = 0; i < raw.numel(); ++i) {
+    if (src[i] >= num_classes)
+      in.fail(h.header_bytes + i, detail::str_cat("label ", unsigned{src[i]}, " of sample ", i, " is outside [0, ",
+                                                  num_classes, "), expected a class index below num_classes"));
+    dst[i] = src[i];
+  }
+  return out;
+}
+
+void write_idx(const std::string& path, const Tensor& t, IdxCompression compression) {
+  EMBER_CHECK(t.defined(), "write_idx: ", path, ": the tensor is undefined");
+  EMBER_CHECK(t.dim() >= 1 && t.dim() <= 255, "write_idx: ", path, ": tensor has ", t.dim(),
+              " dims, expected 1 to 255 (IDX stores the dim count in one byte)");
+  const DType dt = t.dtype();
+  EMBER_CHECK(dt == DType::U8 || dt == DType::I64 || dt == DType::I32, "write_idx: ", path, ": dtype ", dtype_name(dt),
+              " cannot be written as IDX u8, expected u8 (images) or i64/i32 (labels in [0, 255])");
+  std::vector<unsigned char> header = {0, 0, 0x08, static_cast<unsigned char>(t.dim())};
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    const int64_t v = t.size(d);
+    EMBER_CHECK(v <= int64_t{UINT32_MAX}, "write_idx: ", path, ": dim ", d, " is ", v,
+                ", expected at most 2^32 - 1 (IDX dims are u32), shape ", shape_str(t.shape()));
+    for (int s = 24; s >= 0; s -= 8) header.push_back(static_cast<unsigned char>(v >> s));
+  }
+  Tensor bytes = t.cpu().contiguous();
+  if (dt != DType::U8) {
+    Tensor wide = bytes.to(DType::I64);
+    const int64_t* v = wide.data<int64_t>();
+    for (int64_t i = 0; i < wide.numel(); ++i)
+      EMBER_CHECK(v[i] >= 0 && v[i] <= 255, "write_idx: ", path, ": element ", i, " is ", v[i],
+                  ", expected a value in [0, 255] (IDX u8)");
+    bytes = wide.to(DType::U8);
+  }
+  // A temporary beside the target, renamed over it: a reader never sees a half-written file, and a
+  // failed write leaves the old file in place. (No fsync: this guards against concurrent readers and
+  // errors, not power loss.)
+  static std::atomic<uint64_t> serial{0};  // two threads writing one path get separate temporaries
+  const std::string tmp = detail::str_cat(path, ".tmp.", getpid(), ".", serial++);
+  try {
+    IdxOutput out(tmp, path, compression);
+    out.write(header.data(), header.size());
+    out.write(bytes.data_ptr(), static_cast<size_t>(bytes.numel()));
+    out.close();
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    throw Error(detail::str_cat("write_idx: ", path, ": cannot rename ", tmp, " over it: ", std::strerror(err)));
+  }
+}
+
+Mnist load_mnist_dir(const std::string& dir, int64_t num_classes) {
+  namespace fs = std::filesystem;
+  const char* const fetch = "run tools/get-data.sh (it puts MNIST digits in data/mnist and Fashion-MNIST in data/fashion-mnist)";
+  std::error_code ec;
+  EMBER_CHECK(fs::is_directory(dir, ec), "load_mnist_dir: ", dir, " is not a directory; ", fetch);
+  auto find = [&](const std::string& name) {
+    const std::string raw = (fs::path(dir) / name).string();
+    if (fs::exists(raw, ec)) return raw;
+    if (fs::exists(raw + ".gz", ec)) return raw + ".gz";
+    throw Error(detail::str_cat("load_mnist_dir: missing ", raw, "[.gz]; ", fetch));
+  };
+  auto load_split = [&](const char* split, const std::string& prefix) {
+    const std::string images_path = find(prefix + "-images-idx3-ubyte");
+    const std::string labels_path = find(prefix + "-labels-idx1-ubyte");
+    MnistSplit s{read_idx_images(images_path), read_idx_labels(labels_path, num_classes)};
+    EMBER_CHECK(s.images.size(0) == s.labels.size(0), "load_mnist_dir: ", split, ": ", images_path, " has ",
+                s.images.size(0), " images but ", labels_path, " has ", s.labels.size(0),
+                " labels, expected equal counts (a mismatched pair of files)");
+    return std::make_pair(s, images_path);
+  };
+  auto [train, train_path] = load_split("train", "train");
+  auto [test, test_path] = load_split("test", "t10k");
+  EMBER_CHECK(train.images.size(1) == test.images.size(1) && train.images.size(2) == test.images.size(2),
+              "load_mnist_dir: ", test_path, " holds ", test.images.size(1), "x", test.images.size(2), " images but ",
+              train_path, " holds ", train.images.size(1), "x", train.images.size(2),
+              ", expected one image size for both splits");
+  return Mnist{std::move(train), std::move(test)};
+}
+
+}  // namespace ember::data

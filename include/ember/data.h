@@ -1,0 +1,190 @@
+// ember::data: IDX files (MNIST's format), the MNIST directory loader, TensorDataset and DataLoader.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "ember/device.h"
+#include "ember/export.h"
+#include "ember/tensor.h"
+
+namespace ember::data {
+
+// ---- IDX files ----
+//
+// IDX (the MNIST distribution's format): a big-endian header, magic 0x0000TTDD (two zero
+// bytes, element type TT, number of dims DD), then DD u32 dims, then the elements row-major. The
+// readers accept u8 elements only (type 0x08), raw or gzip-compressed (recognised by the gzip magic
+// 1f 8b, whatever the file name), and check everything before allocating: the magic, the dims
+// against the bytes actually there, the product of the dims against overflow, and for labels the
+// range. A violation throws ember::Error naming the file, the byte offset (of the decompressed data
+// for gzip files) and what was expected against what was found.
+
+// Largest decompressed size accepted from a gzip file: the header's claim is checked against it
+// before anything is decompressed past the header (a raw file is checked against its own size).
+inline constexpr uint64_t kMaxGzipIdxBytes = uint64_t{1} << 30;
+
+// `*-idx3-ubyte[.gz]` (magic 0x00000803): U8 [N, rows, cols].
+EMBER_API Tensor read_idx_images(const std::string& path);
+// `*-idx1-ubyte[.gz]` (magic 0x00000801): I64 [N], each label in [0, num_classes); num_classes in [1, 256].
+EMBER_API Tensor read_idx_labels(const std::string& path, int64_t num_classes = 10);
+
+enum class IdxCompression { Raw, Gzip };
+// Writes `t` as an IDX u8 file with t.dim() dims (1 to 255, each below 2^32), atomically (a temporary
+// file renamed over `path`). U8 tensors are written as they are; I64/I32 tensors (labels) must hold
+// values in [0, 255]. Any device.
+EMBER_API void write_idx(const std::string& path, const Tensor& t, IdxCompression compression = IdxCompression::Raw);
+
+struct MnistSplit {
+  Tensor images;  // U8 [N, rows, cols]
+  Tensor labels;  // I64 [N]
+};
+struct Mnist {
+  MnistSplit train;
+  MnistSplit test;
+};
+// Reads train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
+// t10k-labels-idx1-ubyte from `dir`, each raw or with .gz appended (raw preferred when both exist),
+// and checks that image and label counts match and that both splits share one image size. A missing
+// file raises an Error that names it and `tools/get-data.sh`, which fetches MNIST and Fashion-MNIST.
+EMBER_API Mnist load_mnist_dir(const std::string& dir, int64_t num_classes = 10);
+
+// ---- datasets and batches ----
+
+// Images and labels held on the host: images U8 [N, ...] (one sample per row of dim 0, typically
+// [N, rows, cols]), labels I64 [N]. Both are made contiguous; the counts must match.
+class EMBER_API TensorDataset {
+ public:
+  TensorDataset(Tensor images, Tensor labels);
+  explicit TensorDataset(const MnistSplit& split) : TensorDataset(split.images, split.labels) {}
+  int64_t size() const { return images_.size(0); }
+  const Tensor& images() const { return images_; }
+  const Tensor& labels() const { return labels_; }
+
+ private:
+  Tensor images_;
+  Tensor labels_;
+};
+
+// x = (images[indices] / 255 - mean) / std as F32, with images U8 [N, ...] and indices I64 [B] on one
+// device (indices checked to lie in [0, N)); result [B, ...]. Written with existing ops (a gather,
+// a cast and one affine map), so it runs on any backend; a fused backend primitive can replace it.
+EMBER_API Tensor gather_normalize(const Tensor& images_u8, const Tensor& indices, double mean, double std);
+
+// Rotates a U8 image [rows, cols] by `degrees` (counter-clockwise as displayed, about the image
+// centre) and then shifts it by (dx, dy) pixels (right, down), sampling bilinearly with zeros
+// outside the image and rounding to u8. Zero angle and integer shifts move pixels exactly.
+EMBER_API Tensor rotate_translate(const Tensor& image_u8, double degrees, double dx, double dy);
+
+// Per-sample random rotation and shift, drawn from Philox (see DataLoader) and applied on the host by
+// rotate_translate: bilinear, because nearest-neighbour sampling makes a 2-pixel-wide stroke jagged
+// and changes its width under small rotations.
+struct AugmentOptions {
+  double max_shift = 2.0;      // dx, dy uniform in [-max_shift, max_shift] pixels
+  double max_degrees = 10.0;   // angle uniform in [-max_degrees, max_degrees]
+};
+
+// Where batches are assembled (see DataLoader). Auto: Resident for a non-CPU device without augment
+// or transform, else Prefetch. Resident on the CPU gathers in the consumer's thread, with no worker.
+enum class BatchSource { Auto, Prefetch, Resident };
+
+struct DataLoaderOptions {
+  int64_t batch_size = 64;
+  bool shuffle = false;
+  bool drop_last = false;  // drop a last batch smaller than batch_size
+  // Seeds the per-epoch permutation and the augmentation (Philox; see DataLoader). The same seed
+  // gives the same batches, epoch by epoch, on any device.
+  uint64_t seed = 0;
+  Device device = Device::cpu();  // where batches are delivered
+  bool flatten = true;            // x [B, rows*cols]; false: x [B, 1, rows, cols]
+  double mean = 0.1307;           // MNIST's pixel mean and standard deviation (of pixel / 255)
+  double std = 0.3081;
+  bool augment = false;           // random rotation and shift per sample (see rotate_translate)
+  AugmentOptions augment_options;
+  // Called in the loader thread on each sample's U8 image [rows, cols] (after augmentation, before
+  // normalisation) with the sample's dataset index; returns a U8 image of the same shape. An
+  // exception it throws reaches the consumer from next().
+  std::function<Tensor(const Tensor& image_u8, int64_t index)> transform;
+  int64_t prefetch = 2;  // batches the loader thread prepares ahead (1 to 16)
+  BatchSource source = BatchSource::Auto;
+};
+
+struct Batch {
+  Tensor x;  // F32 [B, rows*cols] or [B, 1, rows, cols], normalised
+  Tensor y;  // I64 [B]
+};
+
+// Yields an epoch of batches at a time.
+//
+// Order: epoch e visits the samples in a permutation drawn by Fisher-Yates on the host from
+// Philox(seed, counter = e's block + step): a function of (seed, epoch) only, so set_epoch(e)
+// replays epoch e exactly (resuming from a checkpoint) and no state hides in the loader.
+// Augmentation draws come from the same key in a separate counter block, by position in the epoch.
+//
+// Two paths (BatchSource):
+//  - Prefetch (CPU target, or augment/transform on): a background thread assembles up to `prefetch`
+//    batches ahead into a bounded queue; the consumer copies each to `device`.
+//  - Resident (non-CPU target, no augment or transform): the dataset is uploaded once as U8 and the
+//    labels as I64; each epoch uploads its permutation once; each batch is gathered and normalised on
+//    the device by gather_normalize's unchecked core (the indices are the loader's own permutation,
+//    so no per-batch range check reads them back), so a batch copies nothing from the host. Drawing
+//    the permutation on the device is a later improvement: one host-to-device copy per epoch now.
+//
+// Not copyable or movable (the thread refers to the loader). Destroying it, calling set_epoch() or
+// begin() mid-epoch stops the thread cleanly.
+class EMBER_API DataLoader {
+ public:
+  DataLoader(TensorDataset dataset, DataLoaderOptions options);
+  ~DataLoader();
+  DataLoader(const DataLoader&) = delete;
+  DataLoader& operator=(const DataLoader&) = delete;
+
+  int64_t num_batches() const;  // per epoch
+  const TensorDataset& dataset() const { return dataset_; }
+  const DataLoaderOptions& options() const { return options_; }
+
+  // The next batch of the current epoch (starting epoch `next_epoch()` when none is running), or
+  // nullopt once the epoch is exhausted; the call after that starts the following epoch.
+  std::optional<Batch> next();
+  // The epoch the next started epoch will be (0 at first). Abandons a running epoch.
+  void set_epoch(int64_t epoch);
+  int64_t next_epoch() const { return next_epoch_; }
+
+  // Range-for over one epoch: begin() abandons a running epoch and starts the next.
+  class Iterator {
+   public:
+    Batch& operator*() { return *batch_; }
+    Batch* operator->() { return &*batch_; }
+    Iterator& operator++() { batch_ = loader_->next(); return *this; }
+    bool operator!=(const Iterator& o) const { return batch_.has_value() != o.batch_.has_value(); }
+
+   private:
+    friend class DataLoader;
+    DataLoader* loader_ = nullptr;
+    std::optional<Batch> batch_;
+  };
+  Iterator begin();
+  Iterator end() { return Iterator(); }
+
+ private:
+  struct State;
+  bool device_resident() const;
+  void start_epoch();
+  void stop_epoch();
+  Batch make_host_batch(const State& s, int64_t b) const;  // runs on the loader thread
+  void produce(State& s);                                  // the loader thread's body
+
+
+  TensorDataset dataset_;
+  DataLoaderOptions options_;
+  int64_t next_epoch_ = 0;
+  float lut_[256];                // normalised value of each u8 pixel (host path)
+  std::unique_ptr<State> state_;  // the running epoch, null between epochs
+  // Device-resident copies (device-resident path only), made on first use.
+  Tensor device_images_;
+  Tensor device_labels_;
+};
+
+}  // namespace ember::data
