@@ -4,7 +4,7 @@
 # benchmarks. Logs go to $OUT (default /tmp/gpu-check-out); a summary table is printed last.
 # Usage: bash tools/gpu-check.sh    (from the repository root; finishes within 8 minutes)
 # Environment: OUT, EMBER_DEPS_PREFIX (default /tmp/ember-prefix), BUILD_DIR (default build-gpu), JOBS,
-#              GPU_CHECK_BUDGET_S (default 470), EMBER_GPU_CHECK_DRY_RUN=1 (unpack and configure only).
+#              GPU_CHECK_BUDGET_S (default 450), EMBER_GPU_CHECK_DRY_RUN=1 (unpack and configure only).
 set -uo pipefail  # no -e: a failed step is recorded, and the steps that do not depend on it still run
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -13,11 +13,13 @@ OUT=${OUT:-/tmp/gpu-check-out}
 PREFIX=${EMBER_DEPS_PREFIX:-/tmp/ember-prefix}
 BUILD=${BUILD_DIR:-build-gpu}
 JOBS=${JOBS:-$(nproc)}
-BUDGET=${GPU_CHECK_BUDGET_S:-470}
+BUDGET=${GPU_CHECK_BUDGET_S:-450}
 DRY_RUN=${EMBER_GPU_CHECK_DRY_RUN:-0}
 ARCH=x86_64-linux-gnu
 mkdir -p "$OUT"
 t_start=$SECONDS
+# nvcc, compute-sanitizer and ncu live in the toolkit's bin/, which PATH may lack.
+[[ -d /usr/local/cuda/bin ]] && export PATH="$PATH:/usr/local/cuda/bin"
 
 rows=()
 failed=0
@@ -42,6 +44,7 @@ remaining() { echo $((BUDGET - (SECONDS - t_start))); }
 run_step() {
   local name=$1 cap=$2 log=$3 left
   shift 3
+  cap=$((cap * BUDGET / 450))  # caps are sized for the default budget; a larger budget (slow machine) scales them
   left=$(($(remaining) - 5))
   ((cap > left)) && cap=$left
   if ((cap < 10)); then
@@ -65,12 +68,22 @@ status_of() { case $step_rc in 0) echo ok ;; 124 | 137) echo TIMEOUT ;; 125) ech
   for tool in cmake ninja g++ nvcc compute-sanitizer ncu nsys dpkg-deb python3; do
     printf '%-18s %s\n' "$tool:" "$(command -v "$tool" >/dev/null 2>&1 && "$tool" --version 2>&1 | grep -m1 -iE 'version|[0-9]+\.[0-9]+' || echo 'not found')"
   done
-  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1 || echo "nvidia-smi: not found"
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1
+  else
+    echo "nvidia-smi: not found"
+  fi
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
-[[ -z $gpu ]] && ! nvidia-smi -L >/dev/null 2>&1 && gpu="no GPU seen by nvidia-smi"
-row env ok 0 "${gpu:-?}; $(cmake --version 2>/dev/null | head -1); $(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*')"
+[[ -z $gpu ]] && gpu="no GPU seen by nvidia-smi"
+cmake_version=$(cmake --version 2>/dev/null | grep -o -m1 '[0-9][0-9.]*')
+env_figures="$gpu; cmake ${cmake_version:-not found}; nvcc $(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*')"
+if [[ -z $cmake_version || $(printf '%s\n3.25\n' "$cmake_version" | sort -V | head -1) != 3.25 ]]; then
+  row env FAILED 0 "$env_figures (ember needs CMake 3.25 or newer)"
+else
+  row env ok 0 "$env_figures"
+fi
 
 # ---- unpack: every .gpu-debs/*.deb into $PREFIX (never into /) ----
 unpack() {
@@ -111,14 +124,14 @@ unpack() {
   # Runtime libraries this machine lacks (libgfortran.so.5, say) go into ld-extra/, the only
   # directory put on LD_LIBRARY_PATH: libraries the machine has are never shadowed.
   mkdir -p "$PREFIX/ld-extra"
-  local so soname
+  local so soname system_libs
+  system_libs=$({ ldconfig -p 2>/dev/null || /sbin/ldconfig -p; } | awk 'NR > 1 {print $1}' | sort -u)
   while IFS= read -r so; do
     soname=$(objdump -p "$so" 2>/dev/null | awk '/SONAME/ {print $2}')
-    [[ -n $soname && $(basename "$so") == "$soname" ]] || continue
-    if ! ldconfig -p | grep -qF " $soname " ; then
-      ln -sfn "$so" "$PREFIX/ld-extra/$soname" && echo "ld-extra: $soname (not on this machine)"
-    fi
-  done < <(find "$PREFIX/usr/lib/$ARCH" "$PREFIX/lib/$ARCH" -name '*.so.*' \( -type f -o -type l \) 2>/dev/null)
+    [[ -n $soname && ! -e $PREFIX/ld-extra/$soname ]] || continue
+    grep -qxF "$soname" <<<"$system_libs" && continue
+    ln -sfn "$so" "$PREFIX/ld-extra/$soname" && echo "ld-extra: $soname (not on this machine)"
+  done < <(find "$PREFIX/usr/lib/$ARCH" "$PREFIX/lib/$ARCH" -name '*.so*' -type f 2>/dev/null)
   for f in usr/include/$ARCH/openblas-pthread/cblas.h usr/lib/$ARCH/openblas-pthread/libopenblas.so \
            usr/include/zlib.h usr/lib/$ARCH/libz.so usr/share/cmake/nlohmann_json/nlohmann_jsonConfig.cmake \
            usr/src/googletest/CMakeLists.txt; do
@@ -130,6 +143,10 @@ export -f unpack
 run_step unpack 60 "$OUT/unpack.log" bash -c unpack
 row unpack "$(status_of)" "$step_s" "$(ls "$repo"/.gpu-debs/*.deb 2>/dev/null | wc -l) debs; ld-extra: $(ls "$PREFIX/ld-extra" 2>/dev/null | tr '\n' ' ')"
 unpack_ok=$step_rc
+# data/ is where tools/get-data.sh puts datasets: link Fashion-MNIST from the unpacked package, as it does.
+if [[ ! -e data/fashion-mnist && -d $PREFIX/usr/share/datasets/fashion-mnist ]]; then
+  mkdir -p data && ln -sfn "$PREFIX/usr/share/datasets/fashion-mnist" data/fashion-mnist
+fi
 
 export LD_LIBRARY_PATH="$PREFIX/ld-extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 lib=$PREFIX/usr/lib/$ARCH
@@ -231,7 +248,7 @@ if ((build_ok == 0)); then
   ctest_ok=$step_rc
   summary_line=$(grep -E 'tests passed|tests failed' "$OUT/ctest.log" | tail -1)
   skipped=$(grep -c 'Skipped' "$OUT/ctest.log")
-  cuda_ran=$(grep -E '^ *[0-9]+/[0-9]+ Test +#[0-9]+: [^ ]*Cuda' "$OUT/ctest.log" | grep -c ' Passed')
+  cuda_ran=$(grep -E '^ *[0-9]+/[0-9]+ Test +#[0-9]+: ([^ ]*[./])?Cuda' "$OUT/ctest.log" | grep -c ' Passed')
   row ctest "$(status_of)" "$step_s" "${summary_line:-no summary}; $skipped skipped; $cuda_ran Cuda* passed"
 else
   row ctest skipped 0 "build failed"
@@ -239,7 +256,9 @@ fi
 
 # ---- memcheck: compute-sanitizer over the CUDA suites (gtest suites named Cuda*) ----
 tests_bin=$BUILD/tests/ember_tests
-cuda_filter='Cuda*:*/Cuda*'
+# The convention: a CUDA test's suite name, or its own name, starts with "Cuda" (CudaBackend.Fill,
+# Ops/OpTable.CudaMatchesCpu/relu).
+cuda_filter='Cuda*:*/Cuda*:*.Cuda*'
 if ((build_ok != 0)); then
   row memcheck skipped 0 "build failed"
 elif ! command -v compute-sanitizer >/dev/null 2>&1; then
@@ -260,7 +279,7 @@ if [[ ! -f tools/bench/run.sh ]]; then
 elif ((build_ok != 0)); then
   row bench skipped 0 "build failed"
 else
-  run_step bench 90 "$OUT/bench.log" env BUILD_DIR="$BUILD" OUT="$OUT" bash tools/bench/run.sh
+  run_step bench 90 "$OUT/bench.log" bash tools/bench/run.sh --build "$BUILD" --device cuda --data data/fashion-mnist
   row bench "$(status_of)" "$step_s" "$(tail -n 1 "$OUT/bench.log" | cut -c1-80)"
 fi
 exit $failed

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Downloads, with apt-get download, the Debian packages ember compiles and links with that the GPU machine
-# lacks, into .gpu-debs/ (git-ignored), for tools/gpu-check.sh to unpack there without network.
+# lacks, and Fashion-MNIST, into .gpu-debs/ (git-ignored), for tools/gpu-check.sh to unpack there without
+# network. Carry .gpu-debs to the GPU machine (about 46 MB).
 # Usage: tools/gpu-deps.sh    (on a Debian 12 machine that reaches Debian's mirrors)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,6 +16,7 @@ packages=(
   libcli11-dev
   nlohmann-json3-dev
   zlib1g-dev zlib1g
+  dataset-fashion-mnist  # not a build dependency: the data the tests and benchmarks use (31 MB)
 )
 assumed_present=(libc6 libc6-dev libc-dev libgcc-s1 libstdc++6 gcc-12-base)
 
