@@ -33,6 +33,16 @@ print_summary() {
   } | tee "$OUT/summary.txt"
 }
 trap print_summary EXIT
+# Killed from outside (an outer time limit, Ctrl-C): stop the running step (timeout passes the signal on to
+# its command) and say which step it was; the EXIT trap then prints the summary.
+current_step= step_t0=$SECONDS step_pid=
+on_signal() {
+  [[ -n $step_pid ]] && kill -TERM "$step_pid" 2>/dev/null
+  rows+=("$(printf '%-11s %-8s %6s  %s' "${current_step:-?}" KILLED $((SECONDS - step_t0)) "stopped by a signal")")
+  failed=1
+  exit 130
+}
+trap on_signal INT TERM
 
 row() {  # row STEP STATUS SECONDS FIGURES
   rows+=("$(printf '%-11s %-8s %6s  %s' "$1" "$2" "$3" "$4")")
@@ -53,9 +63,12 @@ run_step() {
     return
   fi
   echo "=== gpu-check: $name (limit ${cap}s; log $log)"
-  local t0=$SECONDS
-  timeout -k 10 "$cap" "$@" >>"$log" 2>&1
-  step_rc=$? step_s=$((SECONDS - t0))
+  current_step=$name step_t0=$SECONDS
+  # In the background and waited for, so a signal to this script is handled at once (see on_signal).
+  timeout -k 10 "$cap" "$@" >>"$log" 2>&1 &
+  step_pid=$!
+  wait "$step_pid"
+  step_rc=$? step_s=$((SECONDS - step_t0)) step_pid=
   ((step_rc == 0)) || tail -n 25 "$log"
 }
 status_of() { case $step_rc in 0) echo ok ;; 124 | 137) echo TIMEOUT ;; 125) echo NO-TIME ;; *) echo "FAIL($step_rc)" ;; esac; }
