@@ -423,3 +423,18 @@ TEST(Init, GainsFansAndDistributions) {
   EXPECT_TRUE(throws_with([&] { nn::init::uniform_(w, 2.0, 1.0); }, {"uniform_", "a=2", "b=1"}));
   EXPECT_TRUE(throws_with([&] { nn::init::normal_(zeros({2}, DType::I64)); }, {"normal_", "i64"}));
 }
+
+TEST(Sequential, CudaFusedPathMatchesCpu) {
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device: the fused linear_relu epilogue is not exercised";
+  Generator g(3);
+  auto seq = nn::sequential({std::make_shared<nn::Linear>(6, 5, nn::LinearOptions{.generator = &g}),
+                             std::make_shared<nn::ReLU>()});
+  Tensor x = test::uniform({4, 6}, -1, 1, DType::F32, 8);
+  Tensor cpu_out = (*seq)(x);
+  seq->to(Device::cuda());
+  Tensor gpu_out = (*seq)(x.cuda());
+  ASSERT_NE(gpu_out.grad_fn(), nullptr);
+  EXPECT_EQ(gpu_out.grad_fn()->name(), "linear_relu");
+  EXPECT_EQ(gpu_out.device(), Device::cuda());
+  EXPECT_TRUE(all_close(gpu_out.cpu(), cpu_out, {1e-5, 1e-5}));
+}
