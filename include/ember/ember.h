@@ -7,6 +7,7 @@
 #include "ember/dtype.h"
 #include "ember/error.h"
 #include "ember/generator.h"
+#include "ember/io.h"
 #include "ember/nn.h"
 #include "ember/ops.h"
 #include "ember/optim.h"
