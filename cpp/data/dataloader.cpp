@@ -116,8 +116,9 @@ TensorDataset::TensorDataset(Tensor images, Tensor labels) {
 
 Tensor gather_normalize(const Tensor& images_u8, const Tensor& indices, double mean, double std) {
   EMBER_CHECK(images_u8.defined() && indices.defined(), "gather_normalize: images and indices must be defined");
-  EMBER_CHECK(images_u8.dtype() == DType::U8 && images_u8.dim() >= 1, "gather_normalize: images must be U8 [N, ...], got ",
-              dtype_name(images_u8.dtype()), " ", shape_str(images_u8.shape()));
+  EMBER_CHECK(images_u8.dtype() == DType::U8 && images_u8.dim() >= 1,
+              "gather_normalize: images must be U8 [N, ...], got ", dtype_name(images_u8.dtype()), " ",
+              shape_str(images_u8.shape()));
   EMBER_CHECK(indices.dtype() == DType::I64 && indices.dim() == 1, "gather_normalize: indices must be I64 [B], got ",
               dtype_name(indices.dtype()), " ", shape_str(indices.shape()));
   EMBER_CHECK(images_u8.device() == indices.device(), "gather_normalize: images on ", images_u8.device(),
@@ -126,8 +127,8 @@ Tensor gather_normalize(const Tensor& images_u8, const Tensor& indices, double m
   if (indices.numel() > 0) {
     autograd::NoGradGuard no_grad;
     const int64_t lo = min(indices).item<int64_t>(), hi = max(indices).item<int64_t>();
-    EMBER_CHECK(lo >= 0 && hi < images_u8.size(0), "gather_normalize: indices range over [", lo, ", ", hi, "] but there are ",
-                images_u8.size(0), " images, expected indices in [0, ", images_u8.size(0), ")");
+    EMBER_CHECK(lo >= 0 && hi < images_u8.size(0), "gather_normalize: indices range over [", lo, ", ", hi,
+                "] but there are ", images_u8.size(0), " images, expected indices in [0, ", images_u8.size(0), ")");
   }
   return gather_normalize_unchecked(images_u8.contiguous(), indices.contiguous(), mean, std);
 }
@@ -187,7 +188,8 @@ DataLoader::DataLoader(TensorDataset dataset, DataLoaderOptions options)
               "DataLoader: augment_options max_shift ", a.max_shift, " and max_degrees ", a.max_degrees,
               " must be finite, non-negative, max_degrees at most 180");
   const bool needs_2d = o.augment || o.transform || !o.flatten;
-  EMBER_CHECK(!needs_2d || dataset_.images().dim() == 3, "DataLoader: augment, transform and flatten = false need images [N, rows, cols], got ",
+  EMBER_CHECK(!needs_2d || dataset_.images().dim() == 3,
+              "DataLoader: augment, transform and flatten = false need images [N, rows, cols], got ",
               shape_str(dataset_.images().shape()));
   EMBER_CHECK(o.source != BatchSource::Resident || (!o.augment && !o.transform),
               "DataLoader: source Resident cannot augment or transform (both run on the host per sample), expected "
@@ -275,9 +277,9 @@ Batch DataLoader::make_host_batch(const State& s, int64_t b) const {
       transformed = o.transform(in, index);
       EMBER_CHECK(transformed.defined() && transformed.dtype() == DType::U8 && transformed.shape() == in.shape(),
                   "DataLoader: transform returned ",
-                  transformed.defined() ? detail::str_cat(dtype_name(transformed.dtype()), " ",
-                                                          shape_str(transformed.shape()))
-                                        : std::string("an undefined tensor"),
+                  transformed.defined()
+                      ? detail::str_cat(dtype_name(transformed.dtype()), " ", shape_str(transformed.shape()))
+                      : std::string("an undefined tensor"),
                   " for sample ", index, ", expected U8 ", shape_str(in.shape()));
       transformed = transformed.cpu().contiguous();
       px = transformed.data<uint8_t>();
@@ -338,8 +340,10 @@ std::optional<Batch> DataLoader::next() {
     const Tensor idx = s.device_order.narrow(0, first, count);
     Batch batch{gather_normalize_unchecked(device_images_, idx, options_.mean, options_.std),
                 gather_rows_unchecked(device_labels_, idx)};
-    if (options_.flatten) batch.x = batch.x.reshape({count, -1});
-    else batch.x = batch.x.unsqueeze(1);
+    if (options_.flatten)
+      batch.x = batch.x.reshape({count, -1});
+    else
+      batch.x = batch.x.unsqueeze(1);
     return batch;
   }
   std::unique_lock<std::mutex> lock(s.mu);

@@ -32,13 +32,20 @@ std::string hex8(unsigned v) {
 
 const char* idx_type_name(unsigned type) {
   switch (type) {
-    case 0x08: return "u8";
-    case 0x09: return "i8";
-    case 0x0B: return "i16";
-    case 0x0C: return "i32";
-    case 0x0D: return "f32";
-    case 0x0E: return "f64";
-    default: return "not an IDX type";
+    case 0x08:
+      return "u8";
+    case 0x09:
+      return "i8";
+    case 0x0B:
+      return "i16";
+    case 0x0C:
+      return "i32";
+    case 0x0D:
+      return "f32";
+    case 0x0E:
+      return "f64";
+    default:
+      return "not an IDX type";
   }
 }
 
@@ -94,14 +101,16 @@ class IdxInput {
 
   // "read_idx_images: PATH: byte 16: WHAT" (gzip: "byte 16 of the decompressed data").
   [[noreturn]] void fail(uint64_t offset, const std::string& what) const {
-    throw Error(detail::str_cat(fn_, ": ", path_, ": byte ", offset, gzip_ ? " of the decompressed data" : "", ": ",
-                                what));
+    throw Error(
+        detail::str_cat(fn_, ": ", path_, ": byte ", offset, gzip_ ? " of the decompressed data" : "", ": ", what));
   }
 
  private:
   static constexpr size_t kInChunk = size_t{1} << 16;
 
-  [[noreturn]] void fail_io(const std::string& what) const { throw Error(detail::str_cat(fn_, ": ", path_, ": ", what)); }
+  [[noreturn]] void fail_io(const std::string& what) const {
+    throw Error(detail::str_cat(fn_, ": ", path_, ": ", what));
+  }
   [[noreturn]] void fail_gzip(const std::string& what) const {
     throw Error(detail::str_cat(fn_, ": ", path_, ": gzip stream, compressed byte ", compressed_pos(), " (", pos_,
                                 " bytes decompressed): ", what));
@@ -110,7 +119,8 @@ class IdxInput {
 
   // Tops up the input buffer, keeping unconsumed bytes; returns false at the end of the file.
   bool refill() {
-    if (strm_.avail_in > 0 && strm_.next_in != in_buf_.data()) std::memmove(in_buf_.data(), strm_.next_in, strm_.avail_in);
+    if (strm_.avail_in > 0 && strm_.next_in != in_buf_.data())
+      std::memmove(in_buf_.data(), strm_.next_in, strm_.avail_in);
     const size_t got = std::fread(in_buf_.data() + strm_.avail_in, 1, in_buf_.size() - strm_.avail_in, file_);
     if (got == 0 && std::ferror(file_)) fail_io(detail::str_cat("read error: ", std::strerror(errno)));
     in_read_ += got;
@@ -191,15 +201,16 @@ IdxHeader read_header(IdxInput& in, IdxKind kind) {
   unsigned char m[4];
   const size_t got = in.read(m, 4);
   if (got == 0) in.fail(0, detail::str_cat("the file is empty, expected an IDX header with magic ", expected));
-  if (got < 4)
-    in.fail(got, detail::str_cat("the data ends inside the 4-byte magic, expected magic ", expected));
+  if (got < 4) in.fail(got, detail::str_cat("the data ends inside the 4-byte magic, expected magic ", expected));
   const uint32_t magic = load_be32(m);
   if (m[0] != 0 || m[1] != 0)
     in.fail(0, detail::str_cat("magic ", hex32(magic),
                                " is not an IDX magic (its first two bytes must be zero), expected ", expected));
   if (m[3] != want_dims) {
-    if (m[2] == 0x08 && m[3] == 1) in.fail(0, detail::str_cat("magic ", hex32(magic), " is a label file, expected ", expected));
-    if (m[2] == 0x08 && m[3] == 3) in.fail(0, detail::str_cat("magic ", hex32(magic), " is an image file, expected ", expected));
+    if (m[2] == 0x08 && m[3] == 1)
+      in.fail(0, detail::str_cat("magic ", hex32(magic), " is a label file, expected ", expected));
+    if (m[2] == 0x08 && m[3] == 3)
+      in.fail(0, detail::str_cat("magic ", hex32(magic), " is an image file, expected ", expected));
     in.fail(3, detail::str_cat("magic ", hex32(magic), " has ", unsigned{m[3]}, " dims, expected ", want_dims,
                                " dims, magic ", expected));
   }
@@ -221,14 +232,14 @@ IdxHeader read_header(IdxInput& in, IdxKind kind) {
   for (unsigned i = 0; i < want_dims; ++i) {
     const uint32_t v = load_be32(d + 4 * i);
     h.dims.push_back(v);
-    if (images && i > 0 && v == 0)
-      in.fail(4 + 4 * i, detail::str_cat(kImageDims[i], " is 0, expected at least 1"));
+    if (images && i > 0 && v == 0) in.fail(4 + 4 * i, detail::str_cat(kImageDims[i], " is 0, expected at least 1"));
     overflow = overflow || __builtin_mul_overflow(product, uint64_t{v}, &product);
   }
   std::string dims_text;
   for (unsigned i = 0; i < want_dims; ++i) dims_text += detail::str_cat(i ? " x " : "", h.dims[i]);
   if (overflow || product > static_cast<uint64_t>(INT64_MAX))
-    in.fail(4, detail::str_cat("dims ", dims_text, " overflow a 64-bit size, expected dims whose product fits the file"));
+    in.fail(4,
+            detail::str_cat("dims ", dims_text, " overflow a 64-bit size, expected dims whose product fits the file"));
   h.data_bytes = product;
   h.claim = detail::str_cat(dims_text, want_dims > 1 ? detail::str_cat(" = ", product) : "", " bytes");
   return h;
@@ -264,8 +275,9 @@ Tensor read_payload(IdxInput& in, const IdxHeader& h, const Shape& shape) {
     buf.resize(old + want);
     const size_t got = in.read(buf.data() + old, want);
     if (got < want)
-      in.fail(start + old + got, detail::str_cat("the data ends after ", old + got, " data bytes, expected ", h.claim,
-                                                 " from byte ", start, " (the header claims more than the file holds)"));
+      in.fail(start + old + got,
+              detail::str_cat("the data ends after ", old + got, " data bytes, expected ", h.claim, " from byte ",
+                              start, " (the header claims more than the file holds)"));
   }
   // Reading past the data drives the decoder to the end of the stream, so a missing or damaged
   // trailer (CRC, length) is caught even when every data byte arrived.
@@ -329,7 +341,9 @@ class IdxOutput {
   }
 
  private:
-  [[noreturn]] void fail(const std::string& what) const { throw Error(detail::str_cat("write_idx: ", path_, ": ", what)); }
+  [[noreturn]] void fail(const std::string& what) const {
+    throw Error(detail::str_cat("write_idx: ", path_, ": ", what));
+  }
   std::string path_;
   bool gzip_;
   gzFile gz_ = nullptr;
@@ -408,7 +422,8 @@ void write_idx(const std::string& path, const Tensor& t, IdxCompression compress
 
 Mnist load_mnist_dir(const std::string& dir, int64_t num_classes) {
   namespace fs = std::filesystem;
-  const char* const fetch = "run tools/get-data.sh (it puts MNIST digits in data/mnist and Fashion-MNIST in data/fashion-mnist)";
+  const char* const fetch =
+      "run tools/get-data.sh (it puts MNIST digits in data/mnist and Fashion-MNIST in data/fashion-mnist)";
   std::error_code ec;
   EMBER_CHECK(fs::is_directory(dir, ec), "load_mnist_dir: ", dir, " is not a directory; ", fetch);
   auto find = [&](const std::string& name) {

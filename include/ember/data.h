@@ -69,8 +69,10 @@ class EMBER_API TensorDataset {
 };
 
 // x = (images[indices] / 255 - mean) / std as F32, with images U8 [N, ...] and indices I64 [B] on one
-// device (indices checked to lie in [0, N)); result [B, ...]. Written with existing ops (a gather,
-// a cast and one affine map), so it runs on any backend; a fused backend primitive can replace it.
+// device; result [B, ...]. The indices are checked to lie in [0, N), which reads their range back to
+// the host (a synchronisation on a GPU; the DataLoader skips it for its own permutation). Written
+// with existing primitives (a gather, a cast, a scale and a shift), so it runs on any backend; a
+// fused backend primitive can replace it.
 EMBER_API Tensor gather_normalize(const Tensor& images_u8, const Tensor& indices, double mean, double std);
 
 // Rotates a U8 image [rows, cols] by `degrees` (counter-clockwise as displayed, about the image
@@ -82,8 +84,8 @@ EMBER_API Tensor rotate_translate(const Tensor& image_u8, double degrees, double
 // rotate_translate: bilinear, because nearest-neighbour sampling makes a 2-pixel-wide stroke jagged
 // and changes its width under small rotations.
 struct AugmentOptions {
-  double max_shift = 2.0;      // dx, dy uniform in [-max_shift, max_shift] pixels
-  double max_degrees = 10.0;   // angle uniform in [-max_degrees, max_degrees]
+  double max_shift = 2.0;     // dx, dy uniform in [-max_shift, max_shift] pixels
+  double max_degrees = 10.0;  // angle uniform in [-max_degrees, max_degrees]
 };
 
 // Where batches are assembled (see DataLoader). Auto: Resident for a non-CPU device without augment
@@ -95,13 +97,13 @@ struct DataLoaderOptions {
   bool shuffle = false;
   bool drop_last = false;  // drop a last batch smaller than batch_size
   // Seeds the per-epoch permutation and the augmentation (Philox; see DataLoader). The same seed
-  // gives the same batches, epoch by epoch, on any device.
+  // gives the same samples in the same order, epoch by epoch, on any device.
   uint64_t seed = 0;
   Device device = Device::cpu();  // where batches are delivered
   bool flatten = true;            // x [B, rows*cols]; false: x [B, 1, rows, cols]
   double mean = 0.1307;           // MNIST's pixel mean and standard deviation (of pixel / 255)
   double std = 0.3081;
-  bool augment = false;           // random rotation and shift per sample (see rotate_translate)
+  bool augment = false;  // random rotation and shift per sample (see rotate_translate)
   AugmentOptions augment_options;
   // Called in the loader thread on each sample's U8 image [rows, cols] (after augmentation, before
   // normalisation) with the sample's dataset index; returns a U8 image of the same shape. An
@@ -157,7 +159,10 @@ class EMBER_API DataLoader {
    public:
     Batch& operator*() { return *batch_; }
     Batch* operator->() { return &*batch_; }
-    Iterator& operator++() { batch_ = loader_->next(); return *this; }
+    Iterator& operator++() {
+      batch_ = loader_->next();
+      return *this;
+    }
     bool operator!=(const Iterator& o) const { return batch_.has_value() != o.batch_.has_value(); }
 
    private:
@@ -175,7 +180,6 @@ class EMBER_API DataLoader {
   void stop_epoch();
   Batch make_host_batch(const State& s, int64_t b) const;  // runs on the loader thread
   void produce(State& s);                                  // the loader thread's body
-
 
   TensorDataset dataset_;
   DataLoaderOptions options_;

@@ -93,7 +93,8 @@ inline Bytes gzip_stored(const Bytes& data) {
     g.push_back(static_cast<uint8_t>(n >> 8));
     g.push_back(static_cast<uint8_t>(~n));
     g.push_back(static_cast<uint8_t>(~n >> 8));
-    g.insert(g.end(), data.begin() + static_cast<std::ptrdiff_t>(pos), data.begin() + static_cast<std::ptrdiff_t>(pos + n));
+    g.insert(g.end(), data.begin() + static_cast<std::ptrdiff_t>(pos),
+             data.begin() + static_cast<std::ptrdiff_t>(pos + n));
     pos += n;
   } while (pos < data.size());
   const uint32_t crc = crc32(data), size = static_cast<uint32_t>(data.size());

@@ -173,13 +173,14 @@ TEST(DataLoader, NormalisationValues) {
 TEST(DataLoader, StopsItsThreadMidEpoch) {
   const TensorDataset ds = numbered_dataset(2000);
   const auto start = std::chrono::steady_clock::now();
+  // Each loader is destroyed with its thread waiting on a full queue, or mid-batch.
   for (int round = 0; round < 20; ++round) {
     DataLoaderOptions o = opts(1, true, static_cast<uint64_t>(round));
     o.prefetch = 1 + round % 4;
     DataLoader loader(ds, o);
     ASSERT_TRUE(loader.next().has_value());
     if (round % 2) loader.set_epoch(5);  // abandons the running epoch
-  }  // each loader is destroyed with its thread waiting on a full queue
+  }
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
   // begin() mid-epoch abandons the rest and runs the next epoch in full.
   DataLoader loader(numbered_dataset(10), opts(3));
@@ -275,7 +276,8 @@ TEST(DataLoader, RotateTranslate) {
   const Tensor img = from_vector<uint8_t>(pattern(28 * 28, 5), {28, 28});
   EXPECT_EQ(data::rotate_translate(img, 0, 0, 0).to_vector<uint8_t>(), img.to_vector<uint8_t>());
   // Whole-pixel shifts move pixels exactly: right by 2, up by 1; zeros come in at the edges.
-  const std::vector<uint8_t> src = img.to_vector<uint8_t>(), moved = data::rotate_translate(img, 0, 2, -1).to_vector<uint8_t>();
+  const std::vector<uint8_t> src = img.to_vector<uint8_t>(),
+                             moved = data::rotate_translate(img, 0, 2, -1).to_vector<uint8_t>();
   for (int r = 0; r < 28; ++r)
     for (int c = 0; c < 28; ++c) {
       const int sr = r + 1, sc = c - 2;
@@ -292,7 +294,11 @@ TEST(DataLoader, RotateTranslate) {
   dot.data<uint8_t>()[1 * 3 + 2] = 200;
   const std::vector<uint8_t> turned = data::rotate_translate(dot, 90, 0, 0).to_vector<uint8_t>();
   EXPECT_EQ(turned, (std::vector<uint8_t>{0, 200, 0, 0, 0, 0, 0, 0, 0}));
-  EXPECT_TRUE(throws_with([&] { data::rotate_translate(zeros({3, 3}), 0, 0, 0); }, {"rotate_translate", "U8 [rows, cols]"}));
+  EXPECT_TRUE(throws_with(
+      [&] {
+        data::rotate_translate(zeros({3, 3}), 0, 0, 0);
+      },
+      {"rotate_translate", "U8 [rows, cols]"}));
 }
 
 TEST(DataLoader, GatherNormalizeMatchesTheHostPath) {
@@ -328,8 +334,11 @@ TEST(DataLoader, RejectsBadOptionsAndDatasets) {
   TensorDataset flat(zeros({4, 12}, DType::U8), zeros({4}, DType::I64));
   EXPECT_TRUE(throws_with([&] { DataLoader(flat, o); }, {"augment", "[N, rows, cols]", "[4, 12]"}));
   EXPECT_TRUE(throws_with([&] { DataLoader(ds, opts(2)).set_epoch(-1); }, {"set_epoch", "-1"}));
-  EXPECT_TRUE(throws_with([&] { TensorDataset(zeros({4, 2, 2}, DType::U8), zeros({3}, DType::I64)); },
-                          {"4 images", "3 labels", "equal counts"}));
+  EXPECT_TRUE(throws_with(
+      [&] {
+        TensorDataset(zeros({4, 2, 2}, DType::U8), zeros({3}, DType::I64));
+      },
+      {"4 images", "3 labels", "equal counts"}));
   EXPECT_TRUE(throws_with([&] { TensorDataset(zeros({4, 2, 2}), zeros({4}, DType::I64)); }, {"U8", "f32"}));
   EXPECT_TRUE(throws_with([&] { TensorDataset(zeros({4, 2, 2}, DType::U8), zeros({4}, DType::I32)); }, {"I64", "i32"}));
   // Flat images are fine without augmentation: x is [B, features].

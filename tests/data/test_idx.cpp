@@ -30,6 +30,8 @@ struct MalformedCase {
   int64_t num_classes = 10;
 };
 
+// One row per malformed file; kept in rows rather than clang-format's one-field-per-line layout.
+// clang-format off
 std::vector<MalformedCase> malformed_cases() {
   return {
       {"EmptyImageFile", Reader::Images, [] { return Bytes{}; }, {"byte 0:", "file is empty", "expected", "0x00000803"}},
@@ -133,6 +135,7 @@ std::vector<MalformedCase> malformed_cases() {
        {"byte 0 of the decompressed data:", "file is empty"}},
   };
 }
+// clang-format on
 
 class MalformedIdx : public ::testing::TestWithParam<MalformedCase> {};
 
@@ -157,7 +160,8 @@ INSTANTIATE_TEST_SUITE_P(Idx, MalformedIdx, ::testing::ValuesIn(malformed_cases(
 TEST(Idx, UnreadablePathsNameThePath) {
   ScratchDir dir;
   const std::string missing = dir.path("absent-idx3-ubyte");
-  EXPECT_TRUE(throws_with([&] { read_idx_images(missing); }, {"read_idx_images: ", missing, "cannot open", "No such file"}));
+  EXPECT_TRUE(
+      throws_with([&] { read_idx_images(missing); }, {"read_idx_images: ", missing, "cannot open", "No such file"}));
   EXPECT_TRUE(throws_with([&] { read_idx_labels(dir.dir().string()); }, {dir.dir().string(), "not a regular file"}));
   write_file(dir.path("l"), idx_bytes(kLabels, {1}, {0}));
   EXPECT_TRUE(throws_with([&] { read_idx_labels(dir.path("l"), 0); }, {"num_classes is 0", "expected 1 to 256"}));
@@ -234,7 +238,11 @@ TEST(Idx, WriteRejectsWhatIdxU8CannotHold) {
   ScratchDir dir;
   const std::string p = dir.path("bad");
   EXPECT_TRUE(throws_with([&] { write_idx(p, zeros({2, 2})); }, {"write_idx: ", p, "dtype f32", "expected u8"}));
-  EXPECT_TRUE(throws_with([&] { write_idx(p, from_vector<int64_t>({1, 300}, {2})); }, {"element 1 is 300", "[0, 255]"}));
+  EXPECT_TRUE(throws_with(
+      [&] {
+        write_idx(p, from_vector<int64_t>({1, 300}, {2}));
+      },
+      {"element 1 is 300", "[0, 255]"}));
   EXPECT_TRUE(throws_with([&] { write_idx(p, from_vector<int64_t>({-1}, {1})); }, {"element 0 is -1"}));
   EXPECT_TRUE(throws_with([&] { write_idx(p, full({}, 3, DType::U8)); }, {"0 dims", "expected 1 to 255"}));
   EXPECT_TRUE(throws_with([&] { write_idx(dir.path("no/such/dir/f"), zeros({1}, DType::U8)); }, {"cannot create"}));
