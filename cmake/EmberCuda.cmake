@@ -6,6 +6,13 @@ if(NOT EMBER_CUDA STREQUAL "OFF")
   set(_ember_cuda_missing "")
   if(CMAKE_CUDA_COMPILER)
     enable_language(CUDA)
+    # CMake 3.25 predates nvcc's C++20 flag, so a C++20 requirement on a target with CUDA sources
+    # (ember's public cxx_std_20, or CUDA_STANDARD 20) would fail with "CMake does not know the
+    # flags": teach it the flag.
+    if(NOT CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+      set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+      set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    endif()
     find_package(CUDAToolkit)
     if(NOT CUDAToolkit_FOUND OR NOT TARGET CUDA::cublasLt)
       set(_ember_cuda_missing "cuBLAS/cuBLASLt")
@@ -30,9 +37,10 @@ endif()
 message(STATUS "ember: CUDA backend ${EMBER_WITH_CUDA} (architectures: ${CMAKE_CUDA_ARCHITECTURES})")
 
 function(ember_configure_cuda_target target)
-  # CMake 3.25 does not know nvcc 13's dialects, so the standard is passed by hand.
+  # C++20 for CUDA sources through CUDA_STANDARD, now that CMake knows nvcc's flag for it (see above).
+  set_target_properties(${target} PROPERTIES CUDA_STANDARD 20 CUDA_STANDARD_REQUIRED ON CUDA_EXTENSIONS OFF)
   target_compile_options(${target} PRIVATE
-    $<$<COMPILE_LANGUAGE:CUDA>:-std=c++20 --expt-relaxed-constexpr -Xcompiler=-fvisibility=hidden -Wno-deprecated-declarations>)
+    $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -Xcompiler=-fvisibility=hidden -Wno-deprecated-declarations>)
   target_include_directories(${target} PRIVATE ${CUDNN_INCLUDE_DIR} ${CUDAToolkit_INCLUDE_DIRS}/cccl)
   target_link_libraries(${target} PRIVATE CUDA::cudart CUDA::cublas CUDA::cublasLt ${CUDNN_LIBRARY})
   if(TARGET CUDA::nvtx3)

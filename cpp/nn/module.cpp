@@ -236,8 +236,8 @@ LoadResult Module::load_state_dict(const StateDict& state, bool strict) {
     for (const std::string& e : mismatched) msg << "\n  " << e;
     for (const std::string& e : errors) msg << "\n  " << e;
     msg << "\nThe state dict must come from a module of the same architecture";
-    if (!strict || !mismatched.empty()) msg << " (mis-shaped keys are errors even when strict is false)";
-    else msg << "; pass strict=false to load only the matching keys";
+    if (key_errors) msg << "; strict=false loads only the matching keys";
+    if (!mismatched.empty()) msg << "; mis-shaped keys are errors even with strict=false";
     throw Error(msg.str());
   }
   autograd::NoGradGuard no_grad;

@@ -1,0 +1,360 @@
+// GEMM for the CUDA backend: cuBLASLt for single products (bias / ReLU / bias-gradient epilogues
+// fused when cuBLASLt has an algorithm for the case), cuBLAS strided-batched for batches, and the
+// epilogues as separate kernels whenever they were not fused, so every case of backend.h works.
+//
+// Row-major vs column-major: ember's out [M, N] (row-major, contiguous) is, read column-major,
+// the N x M matrix out^T = op(b)^T op(a)^T. So cuBLAS's "A" is ember's b, its "B" is ember's a,
+// its m = N and n = M. The bias over out's columns (length N) is then a bias over the rows of
+// cuBLAS's D (CUBLASLT_EPILOGUE_BIAS), and the bias gradient sum_k op(a)[i, k] (length M) is a
+// reduction over k of cuBLAS's B, whose length is D's column count (CUBLASLT_EPILOGUE_BGRADB).
+#include <cublasLt.h>
+#include <cublas_v2.h>
+
+#include <array>
+#include <climits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "cuda/check.h"
+#include "cuda/cuda_backend.h"
+#include "cuda/nvtx.h"
+#include "cuda/runtime.h"
+#include "ember/cuda.h"
+
+namespace ember {
+namespace {
+
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+constexpr int kMaxDevices = 64;
+
+using AlgoKey = std::array<int64_t, 17>;
+
+// Per device: the cuBLASLt and cuBLAS handles (bound to the compute stream), their shared
+// workspace, and the algorithm cuBLASLt's heuristic chose for each problem seen so far (a
+// training loop repeats a handful of shapes; the heuristic costs tens of microseconds).
+struct BlasState {
+  cublasLtHandle_t lt = nullptr;
+  cublasHandle_t blas = nullptr;
+  void* workspace = nullptr;
+  std::mutex mutex;
+  std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>> algos;  // nullopt: cuBLASLt has none
+};
+
+std::atomic<BlasState*> g_blas[kMaxDevices];
+std::mutex g_blas_mutex;
+
+// Created on a device's first GEMM and kept for the process (like cuda::DeviceState).
+BlasState& blas_state(int index, cudaStream_t stream) {
+  if (BlasState* s = g_blas[index].load(std::memory_order_acquire)) return *s;
+  std::lock_guard<std::mutex> lock(g_blas_mutex);
+  if (BlasState* s = g_blas[index].load(std::memory_order_acquire)) return *s;
+  auto s = std::make_unique<BlasState>();
+  EMBER_CUBLAS_CHECK(cublasLtCreate(&s->lt));
+  EMBER_CUBLAS_CHECK(cublasCreate(&s->blas));
+  EMBER_CUBLAS_CHECK(cublasSetStream(s->blas, stream));
+  // The workspace comes from the device's pool in stream order and is held for good: it shows in
+  // `reserved` but not in `allocated`, which counts tensors only.
+  const cudaError_t e = cudaMallocFromPoolAsync(&s->workspace, kWorkspaceBytes, cuda::device_state(index).pool, stream);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw OutOfMemory(detail::str_cat("cuda:", index, ": cannot allocate the ", kWorkspaceBytes >> 20,
+                                      " MiB GEMM workspace (", cudaGetErrorString(e),
+                                      "); free tensors or call ember::cuda::empty_cache() first"));
+  }
+  EMBER_CUBLAS_CHECK(cublasSetWorkspace(s->blas, s->workspace, kWorkspaceBytes));
+  BlasState* raw = s.release();
+  g_blas[index].store(raw, std::memory_order_release);
+  return *raw;
+}
+
+// How a row-major-semantics matrix [rows, cols] with strides (rs, cs) is stored: row-major with
+// leading dimension ld (trans == false), or column-major, i.e. a transposed view (trans == true).
+// The same rule as the CPU backend's layout_of; degenerate extents admit either.
+struct MatLayout {
+  bool trans;
+  int64_t ld;
+};
+
+MatLayout layout_of(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+  if (cs == 1 || cols == 1) {
+    if (rows == 1 || rs >= cols) return {false, std::max<int64_t>(rows == 1 ? cols : rs, 1)};
+  }
+  if (rs == 1 || rows == 1) {
+    if (cols == 1 || cs >= rows) return {true, std::max<int64_t>(cols == 1 ? rows : cs, 1)};
+  }
+  throw Error(detail::str_cat("gemm: operand of shape [", rows, ", ", cols, "] has strides [", rs, ", ", cs,
+                              "] with no unit stride; make it contiguous first"));
+}
+
+// A matrix as cuBLAS sees it: stored column-major as rows x cols with leading dimension ld, and
+// transposed by cuBLAS (op) or not.
+struct CuOperand {
+  cublasOperation_t op;
+  int64_t rows, cols, ld;
+  const void* ptr;
+};
+
+// cuBLAS's A: ember's b [K, N]. Row-major b is column-major N x K (no transpose); a transposed
+// view of b is column-major K x N, which cuBLAS transposes.
+CuOperand cublas_a(const MatLayout& lb, int64_t K, int64_t N, const void* p) {
+  return lb.trans ? CuOperand{CUBLAS_OP_T, K, N, lb.ld, p} : CuOperand{CUBLAS_OP_N, N, K, lb.ld, p};
+}
+// cuBLAS's B: ember's a [M, K], likewise.
+CuOperand cublas_b(const MatLayout& la, int64_t M, int64_t K, const void* p) {
+  return la.trans ? CuOperand{CUBLAS_OP_T, M, K, la.ld, p} : CuOperand{CUBLAS_OP_N, K, M, la.ld, p};
+}
+
+// The alignment cuBLASLt may assume for a pointer (its heuristic defaults to 256 bytes, which a
+// view with an offset need not have).
+int64_t alignment_of(const void* p) {
+  const auto v = reinterpret_cast<uintptr_t>(p);
+  int64_t a = 1;
+  while (a < 256 && v % static_cast<uintptr_t>(a * 2) == 0) a *= 2;
+  return a;
+}
+
+// RAII for cuBLASLt descriptors (destroy failures are ignored: a destructor must not throw, and
+// destroying a descriptor only frees host memory).
+struct LtDesc {
+  cublasLtMatmulDesc_t d = nullptr;
+  ~LtDesc() {
+    if (d) (void)cublasLtMatmulDescDestroy(d);
+  }
+};
+struct LtLayout {
+  cublasLtMatrixLayout_t l = nullptr;
+  ~LtLayout() {
+    if (l) (void)cublasLtMatrixLayoutDestroy(l);
+  }
+};
+struct LtPreference {
+  cublasLtMatmulPreference_t p = nullptr;
+  ~LtPreference() {
+    if (p) (void)cublasLtMatmulPreferenceDestroy(p);
+  }
+};
+
+struct GemmTypes {
+  cudaDataType data;
+  cublasComputeType_t compute;
+};
+
+GemmTypes gemm_types(DType dt) {
+  if (dt == DType::F64) return {CUDA_R_64F, CUBLAS_COMPUTE_64F};
+  // TF32 rounds inputs to 10 mantissa bits: off by default so results match the CPU closely.
+  return {CUDA_R_32F, cuda::allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F};
+}
+
+// alpha and beta in the scale type (the compute precision: f32 for f32 and TF32, f64 for f64).
+struct Scalars {
+  float f[2];
+  double d[2];
+  const void* alpha(DType dt) const { return dt == DType::F64 ? static_cast<const void*>(&d[0]) : &f[0]; }
+  const void* beta(DType dt) const { return dt == DType::F64 ? static_cast<const void*>(&d[1]) : &f[1]; }
+};
+
+// D (m x n, ld m) = alpha op(A) op(B) + beta D with the epilogue, through cuBLASLt. Returns false,
+// having queued nothing, when cuBLASLt has no algorithm for the case (for example an epilogue it
+// does not support with these types or layouts); the caller then falls back.
+bool lt_matmul(BlasState& st, cudaStream_t stream, DType dt, const CuOperand& A, const CuOperand& B, void* D,
+               int64_t m, int64_t n, const Scalars& s, cublasLtEpilogue_t epilogue, void* bias) {
+  const GemmTypes t = gemm_types(dt);
+  const cudaDataType scale = dt == DType::F64 ? CUDA_R_64F : CUDA_R_32F;
+  LtDesc op;
+  EMBER_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op.d, t.compute, scale));
+  EMBER_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSA, &A.op, sizeof(A.op)));
+  EMBER_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSB, &B.op, sizeof(B.op)));
+  EMBER_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+  if (bias)
+    EMBER_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  LtLayout la, lb, ld;
+  EMBER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la.l, t.data, A.rows, A.cols, A.ld));
+  EMBER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb.l, t.data, B.rows, B.cols, B.ld));
+  EMBER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld.l, t.data, m, n, m));
+
+  const AlgoKey key{static_cast<int64_t>(t.data), static_cast<int64_t>(t.compute), static_cast<int64_t>(A.op),
+                    A.rows, A.cols, A.ld, static_cast<int64_t>(B.op), B.rows, B.cols, B.ld, m, n,
+                    static_cast<int64_t>(epilogue), alignment_of(A.ptr), alignment_of(B.ptr), alignment_of(D),
+                    bias ? alignment_of(bias) : 0};
+  std::optional<cublasLtMatmulAlgo_t> algo;
+  {
+    std::lock_guard<std::mutex> lock(st.mutex);
+    auto it = st.algos.find(key);
+    if (it == st.algos.end()) {
+      LtPreference pref;
+      EMBER_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref.p));
+      const uint64_t ws = kWorkspaceBytes;
+      EMBER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                              sizeof(ws)));
+      const uint32_t align_a = static_cast<uint32_t>(key[13]), align_b = static_cast<uint32_t>(key[14]),
+                     align_d = static_cast<uint32_t>(key[15]);
+      EMBER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                              &align_a, sizeof(align_a)));
+      EMBER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                              &align_b, sizeof(align_b)));
+      EMBER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                              &align_d, sizeof(align_d)));
+      EMBER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                              &align_d, sizeof(align_d)));
+      cublasLtMatmulHeuristicResult_t result{};
+      int found = 0;
+      // Any failure here means "no algorithm": the cuBLAS fallback reports real errors itself.
+      const cublasStatus_t status =
+          cublasLtMatmulAlgoGetHeuristic(st.lt, op.d, la.l, lb.l, ld.l, ld.l, pref.p, 1, &result, &found);
+      if (status == CUBLAS_STATUS_SUCCESS && found > 0) algo = result.algo;
+      st.algos.emplace(key, algo);
+    } else {
+      algo = it->second;
+    }
+  }
+  if (!algo) return false;
+  const cublasStatus_t status = cublasLtMatmul(st.lt, op.d, s.alpha(dt), A.ptr, la.l, B.ptr, lb.l, s.beta(dt), D,
+                                               ld.l, D, ld.l, &*algo, st.workspace, kWorkspaceBytes, stream);
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED) {
+    std::lock_guard<std::mutex> lock(st.mutex);
+    st.algos[key] = std::nullopt;
+    return false;
+  }
+  if (status != CUBLAS_STATUS_SUCCESS)
+    cuda::throw_library_error("cuBLASLt", static_cast<int>(status), cublasGetStatusString(status), "cublasLtMatmul",
+                              __FILE__, __LINE__);
+  return true;
+}
+
+void check_int_range(int64_t v, const char* what) {
+  EMBER_CHECK(v <= INT_MAX, "gemm: ", what, " = ", v, " exceeds cuBLAS's 32-bit limit (", INT_MAX,
+              "); split the product into smaller GEMMs");
+}
+
+// D[i] = alpha op(A[i]) op(B[i]) + beta D[i] for `batch` matrices (batch strides may be 0: a
+// shared operand), through cuBLAS.
+void batched_matmul(BlasState& st, DType dt, const CuOperand& A, int64_t stride_a, const CuOperand& B,
+                    int64_t stride_b, void* D, int64_t stride_d, int64_t m, int64_t n, int64_t k, int64_t batch,
+                    const Scalars& s) {
+  const std::pair<int64_t, const char*> sizes[] = {{m, "N"}, {n, "M"}, {k, "K"}, {A.ld, "the leading dimension of b"},
+                                                   {B.ld, "the leading dimension of a"}, {batch, "the batch"}};
+  for (const auto& [v, what] : sizes) check_int_range(v, what);
+  const GemmTypes t = gemm_types(dt);
+  EMBER_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+      st.blas, A.op, B.op, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), s.alpha(dt), A.ptr, t.data,
+      static_cast<int>(A.ld), stride_a, B.ptr, t.data, static_cast<int>(B.ld), stride_b, s.beta(dt), D, t.data,
+      static_cast<int>(m), stride_d, static_cast<int>(batch), t.compute, CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace
+
+void CudaBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, const GemmOptions& o) {
+  const Device dev = out.device();
+  EMBER_CHECK(dev.is_cuda() && a.device() == dev && b.device() == dev, "gemm: operands on ", a.device().str(), " and ",
+              b.device().str(), " with output on ", dev.str(), "; all must be on one CUDA device");
+  const DType dt = out.dtype();
+  EMBER_CHECK(dt == DType::F32 || dt == DType::F64, "gemm: expected a floating dtype (f32 or f64) but got ",
+              dtype_name(dt));
+  const cudaStream_t stream = cuda::stream_for(dev);
+  cuda::DeviceGuard guard(dev.index);
+  cuda::NvtxRange range("ember::gemm");
+
+  const bool batched = out.dim() == 3;
+  const int64_t B = batched ? out.size(0) : 1;
+  const int64_t M = out.size(out.dim() - 2), N = out.size(out.dim() - 1), K = a.size(a.dim() - 1);
+  const int64_t ad = a.dim(), bd = b.dim();
+  const int64_t a_bs = ad == 3 ? a.stride(0) : 0, b_bs = bd == 3 ? b.stride(0) : 0;
+  const bool bias = o.epilogue == Epilogue::Bias || o.epilogue == Epilogue::BiasRelu;
+  const bool relu = o.epilogue == Epilogue::Relu || o.epilogue == Epilogue::BiasRelu;
+  const bool bias_grad = o.epilogue == Epilogue::BiasGradA;
+
+  if (B == 0) return;
+  if (M == 0 || N == 0) {
+    // No product, but a bias gradient over op(a) still has M rows to sum.
+    if (bias_grad && M > 0) gemm_epilogue_fallback(out, a, o, false, true);
+    return;
+  }
+  if (K == 0) {
+    // An empty sum: out = beta * out (cuBLAS would leave C alone only for beta == 1).
+    if (o.beta == 0.0) fill(out, 0.0);
+    else unary(UnaryOp::MulScalar, out, out, {o.beta, 0.0});
+    gemm_epilogue_fallback(out, a, o, bias || relu, bias_grad);
+    return;
+  }
+
+  const MatLayout la = layout_of(M, K, a.stride(ad - 2), a.stride(ad - 1));
+  const MatLayout lb = layout_of(K, N, b.stride(bd - 2), b.stride(bd - 1));
+  // A batch over a shared b with row-major a stacked at stride M * ld is one GEMM [B * M, K] @ [K, N]
+  // (the 3-D @ 2-D of a linear layer on a sequence): one launch, and the epilogues can fuse.
+  int64_t rows = M, batch = B;
+  if (B > 1 && b_bs == 0 && !la.trans && a_bs == M * la.ld) {
+    rows = B * M;
+    batch = 1;
+  }
+  const CuOperand A = cublas_a(lb, K, N, b.data_ptr());
+  const CuOperand Bop = cublas_b(la, rows, K, a.data_ptr());
+  Scalars s{};
+  s.f[0] = static_cast<float>(o.alpha);
+  s.f[1] = static_cast<float>(o.beta);
+  s.d[0] = o.alpha;
+  s.d[1] = o.beta;
+  BlasState& st = blas_state(dev.index, stream);
+
+  bool ran = false, fused = false;
+  if (batch == 1) {
+    for (int64_t v : {N, rows, K, A.ld, Bop.ld}) check_int_range(v, "a GEMM dimension");
+    cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+    void* epilogue_ptr = nullptr;
+    bool fusable = false;
+    if (bias) {
+      // cuBLASLt reads a packed bias vector.
+      fusable = o.bias.stride(0) == 1 || N == 1;
+      epilogue = relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
+      epilogue_ptr = o.bias.data_ptr();
+    } else if (relu) {
+      fusable = true;
+      epilogue = CUBLASLT_EPILOGUE_RELU;
+    } else if (bias_grad) {
+      // The bias gradient is of op(a) alone (unscaled) and, on the CPU, of its first matrix only;
+      // fuse only where those readings cannot differ: alpha 1, no batch, a packed vector.
+      fusable = B == 1 && o.alpha == 1.0 && (o.bias_grad.stride(0) == 1 || M == 1);
+      epilogue = CUBLASLT_EPILOGUE_BGRADB;
+      epilogue_ptr = o.bias_grad.data_ptr();
+    }
+    if (fusable) fused = ran = lt_matmul(st, stream, dt, A, Bop, out.data_ptr(), N, rows, s, epilogue, epilogue_ptr);
+    if (!ran) ran = lt_matmul(st, stream, dt, A, Bop, out.data_ptr(), N, rows, s, CUBLASLT_EPILOGUE_DEFAULT, nullptr);
+  }
+  if (!ran) batched_matmul(st, dt, A, b_bs, Bop, a_bs, out.data_ptr(), M * N, N, rows, K, batch, s);
+  if (!fused && o.epilogue != Epilogue::None) gemm_epilogue_fallback(out, a, o, bias || relu, bias_grad);
+}
+
+void CudaBackend::gemm_epilogue_fallback(const Tensor& out, const Tensor& a, const GemmOptions& o, bool bias_relu,
+                                         bool bias_grad) {
+  if (bias_relu) {
+    // Over every row of every batch, as on the CPU; in place (each element is read and written by
+    // the same thread).
+    const int64_t N = out.size(out.dim() - 1), rows = N == 0 ? 0 : out.numel() / N;
+    const Tensor c = make_view(out, {rows, N}, {N, 1}, out.offset());
+    if (o.epilogue == Epilogue::Bias || o.epilogue == Epilogue::BiasRelu)
+      binary(BinaryOp::Add, c, c, make_view(o.bias, {rows, N}, {0, o.bias.stride(0)}, o.bias.offset()), {});
+    if (o.epilogue == Epilogue::Relu || o.epilogue == Epilogue::BiasRelu) unary(UnaryOp::Relu, c, c, {});
+  }
+  if (bias_grad) {
+    // bias_grad[i] = sum_k op(a)[i, k] over a's first matrix (as the CPU reads it), summed in
+    // double by the reduction kernel, like the CPU's loop.
+    const int64_t ad = a.dim(), M = a.size(ad - 2), K = a.size(ad - 1);
+    const int64_t rs = a.stride(ad - 2), cs = a.stride(ad - 1);
+    const Tensor rows_major = make_view(a, {M, K}, {rs, cs}, a.offset());
+    const Tensor cols_major = make_view(a, {K, M}, {cs, rs}, a.offset());
+    const Tensor sums = o.bias_grad.is_contiguous() ? o.bias_grad : make_empty({M}, out.dtype(), out.device());
+    if (rows_major.is_contiguous()) {
+      reduce(ReduceOp::Sum, sums, rows_major, M, K, 1);
+    } else if (cols_major.is_contiguous()) {
+      reduce(ReduceOp::Sum, sums, cols_major, 1, K, M);  // a transposed view: sum the rows of a^T
+    } else {
+      const Tensor packed = make_empty({M, K}, a.dtype(), a.device());
+      copy(packed, rows_major);
+      reduce(ReduceOp::Sum, sums, packed, M, K, 1);
+    }
+    if (!sums.is_same(o.bias_grad)) copy(o.bias_grad, sums);
+  }
+}
+
+}  // namespace ember

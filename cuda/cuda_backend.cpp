@@ -1,0 +1,161 @@
+// CudaBackend: each primitive makes its tensors' device current and queues the launcher of its
+// kernel family (cuda/kernels) on that device's compute stream. GEMM is in blas.cpp.
+#include "cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "cuda/check.h"
+#include "cuda/kernels/kernels.h"
+#include "cuda/runtime.h"
+
+namespace ember {
+namespace {
+
+// The compute stream of `t`'s device, which stays current for the object's lifetime. Checks the
+// one invariant whose violation would otherwise be a device fault: a host pointer in a kernel.
+class OnDevice {
+ public:
+  OnDevice(const Tensor& t, const char* op) : stream(stream_checked(t, op)), guard_(t.device().index) {}
+  const cudaStream_t stream;
+
+ private:
+  static cudaStream_t stream_checked(const Tensor& t, const char* op) {
+    EMBER_CHECK(t.device().is_cuda(), "cuda backend: ", op, " got a tensor on ", t.device().str(),
+                "; every tensor of an op must be on the same CUDA device");
+    return cuda::stream_for(t.device());
+  }
+  cuda::DeviceGuard guard_;
+};
+
+// The bytes a view can touch, [first, last], for overlap tests.
+std::pair<uintptr_t, uintptr_t> byte_span(const Tensor& t) {
+  const auto base = reinterpret_cast<uintptr_t>(t.data_ptr());
+  int64_t last = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+  return {base, base + static_cast<uintptr_t>(last + 1) * dtype_size(t.dtype()) - 1};
+}
+
+bool same_view(const Tensor& a, const Tensor& b) {
+  return a.data_ptr() == b.data_ptr() && a.dtype() == b.dtype() && a.shape() == b.shape() &&
+         a.strides() == b.strides();
+}
+
+}  // namespace
+
+Backend& cuda_backend() {
+  static CudaBackend backend;
+  return backend;
+}
+
+void* CudaBackend::allocate(size_t nbytes, Device device) {
+  EMBER_CHECK(device.is_cuda(), "cuda backend: asked to allocate on ", device.str());
+  return cuda::device_allocate(nbytes, device.index);
+}
+
+void CudaBackend::deallocate(void* ptr, size_t nbytes, Device device) { cuda::device_free(ptr, nbytes, device.index); }
+
+void CudaBackend::synchronize(Device device) {
+  const cudaStream_t stream = cuda::stream_for(device);
+  cuda::DeviceGuard guard(device.index);
+  EMBER_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void CudaBackend::fill(const Tensor& out, double value) {
+  OnDevice on(out, "fill");
+  cuda::kernels::fill(out, value, on.stream);
+}
+
+void CudaBackend::copy(const Tensor& dst, const Tensor& src) {
+  OnDevice on(dst, "copy");
+  if (dst.numel() == 0 || same_view(dst, src)) return;
+  if (dst.shares_storage(src)) {
+    const auto [d0, d1] = byte_span(dst);
+    const auto [s0, s1] = byte_span(src);
+    if (d0 <= s1 && s0 <= d1) {
+      // Overlapping views (a shift within one buffer): threads would read elements others have
+      // already overwritten, so go through a temporary, as memmove does on the CPU.
+      Tensor tmp = make_empty(src.shape(), src.dtype(), src.device());
+      cuda::kernels::copy(tmp, src, on.stream);
+      cuda::kernels::copy(dst, tmp, on.stream);
+      return;
+    }
+  }
+  cuda::kernels::copy(dst, src, on.stream);
+}
+
+void CudaBackend::transfer(const Tensor& dst, const Tensor& src) {
+  const size_t nbytes = static_cast<size_t>(dst.numel()) * dtype_size(dst.dtype());
+  EMBER_CHECK(dst.numel() == src.numel() && dst.dtype() == src.dtype() && dst.is_contiguous() && src.is_contiguous(),
+              "transfer: needs contiguous tensors of one size and dtype (dst ", shape_str(dst.shape()), " ",
+              dtype_name(dst.dtype()), ", src ", shape_str(src.shape()), " ", dtype_name(src.dtype()), ")");
+  if (nbytes == 0) return;
+  const Device dd = dst.device(), sd = src.device();
+  if (dd.is_cpu() && sd.is_cuda()) cuda::copy_device_to_host(dst.data_ptr(), src.data_ptr(), nbytes, sd.index);
+  else if (dd.is_cuda() && sd.is_cpu()) cuda::copy_host_to_device(dst.data_ptr(), src.data_ptr(), nbytes, dd.index);
+  else if (dd.is_cuda() && sd.is_cuda())
+    cuda::copy_device_to_device(dst.data_ptr(), dd.index, src.data_ptr(), sd.index, nbytes);
+  else std::memcpy(dst.data_ptr(), src.data_ptr(), nbytes);
+}
+
+void CudaBackend::random(const Tensor& out, const RandomParams& p) {
+  OnDevice on(out, "random");
+  cuda::kernels::random(out, p, on.stream);
+}
+
+void CudaBackend::unary(UnaryOp op, const Tensor& out, const Tensor& in, const ElementwiseParams& p) {
+  OnDevice on(out, "unary");
+  cuda::kernels::unary(op, out, in, p, on.stream);
+}
+
+void CudaBackend::binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b,
+                         const ElementwiseParams& p) {
+  OnDevice on(out, "binary");
+  cuda::kernels::binary(op, out, a, b, p, on.stream);
+}
+
+void CudaBackend::where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) {
+  OnDevice on(out, "where");
+  cuda::kernels::where(out, cond, a, b, on.stream);
+}
+
+void CudaBackend::reduce(ReduceOp op, const Tensor& out, const Tensor& in, int64_t outer, int64_t n, int64_t inner) {
+  OnDevice on(out, "reduce");
+  cuda::kernels::reduce(op, out, in, outer, n, inner, on.stream);
+}
+
+void CudaBackend::softmax(const Tensor& out, const Tensor& in, bool log) {
+  OnDevice on(out, "softmax");
+  cuda::kernels::softmax(out, in, log, on.stream);
+}
+
+void CudaBackend::softmax_backward(const Tensor& grad_in, const Tensor& grad_out, const Tensor& out, bool log) {
+  OnDevice on(grad_in, "softmax_backward");
+  cuda::kernels::softmax_backward(grad_in, grad_out, out, log, on.stream);
+}
+
+void CudaBackend::cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& logits,
+                                        const Tensor& labels, const CrossEntropyOptions& o) {
+  OnDevice on(logits, "cross_entropy");
+  cuda::kernels::cross_entropy_forward(loss, lse, logits, labels, o, on.stream);
+}
+
+void CudaBackend::cross_entropy_backward(const Tensor& grad_logits, const Tensor& grad_loss, const Tensor& logits,
+                                         const Tensor& lse, const Tensor& labels, const CrossEntropyOptions& o) {
+  OnDevice on(logits, "cross_entropy_backward");
+  cuda::kernels::cross_entropy_backward(grad_logits, grad_loss, logits, lse, labels, o, on.stream);
+}
+
+void CudaBackend::index_select(const Tensor& out, const Tensor& in, const Tensor& index, int64_t outer, int64_t n,
+                               int64_t inner) {
+  OnDevice on(out, "index_select");
+  cuda::kernels::index_select(out, in, index, outer, n, inner, on.stream);
+}
+
+void CudaBackend::index_add(const Tensor& out, const Tensor& src, const Tensor& index, int64_t outer, int64_t n,
+                            int64_t inner) {
+  OnDevice on(out, "index_add");
+  cuda::kernels::index_add(out, src, index, outer, n, inner, on.stream);
+}
+
+}  // namespace ember

@@ -1,0 +1,73 @@
+// Shared by the kernel families: dtype dispatch, grid sizing for grid-stride loops, typed data
+// pointers and warp shuffles for any element type.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "cpp/backend/backend.h"
+#include "cpp/core/tensor_impl.h"
+#include "cuda/check.h"
+#include "cuda/runtime.h"
+
+namespace ember::cuda::kernels {
+
+constexpr int kThreads = 256;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+template <class T>
+T* ptr(const Tensor& t) {
+  return reinterpret_cast<T*>(t.impl()->data());
+}
+
+// Blocks for a grid-stride loop over `n` items: a few waves of full occupancy at most, since more
+// blocks would only add scheduling work.
+inline unsigned blocks_for(int64_t n, int threads = kThreads) {
+  const int64_t needed = (n + threads - 1) / threads;
+  const int64_t cap = int64_t(current_sm_count()) * (2048 / threads) * 4;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min(needed, cap)));
+}
+
+// Calls f.template operator()<T>() for the dtypes the CPU reference computes with (cpu::visit_dtype).
+template <class F>
+void visit_dtype(DType dt, const char* op, F&& f) {
+  switch (dt) {
+    case DType::F32: f.template operator()<float>(); return;
+    case DType::F64: f.template operator()<double>(); return;
+    case DType::I64: f.template operator()<int64_t>(); return;
+    case DType::I32: f.template operator()<int32_t>(); return;
+    case DType::U8: f.template operator()<uint8_t>(); return;
+    case DType::Bool: f.template operator()<bool>(); return;
+    default:
+      throw Error(detail::str_cat(op, ": dtype ", dtype_name(dt),
+                                  " is not supported by the CUDA backend (nor by the CPU reference); convert with "
+                                  "to(DType::F32) first"));
+  }
+}
+
+template <class F>
+void visit_floating(DType dt, const char* op, F&& f) {
+  switch (dt) {
+    case DType::F32: f.template operator()<float>(); return;
+    case DType::F64: f.template operator()<double>(); return;
+    default:
+      throw Error(detail::str_cat(op, ": expected a floating dtype (f32 or f64) but got ", dtype_name(dt)));
+  }
+}
+
+// Warp shuffles for every element type: types narrower than 32 bits travel as int.
+template <class T>
+__device__ __forceinline__ T shfl_down(T v, unsigned delta) {
+  if constexpr (sizeof(T) < 4) return static_cast<T>(__shfl_down_sync(kFullMask, static_cast<int>(v), delta));
+  else return __shfl_down_sync(kFullMask, v, delta);
+}
+
+template <class T>
+__device__ __forceinline__ T shfl_xor(T v, int mask) {
+  if constexpr (sizeof(T) < 4) return static_cast<T>(__shfl_xor_sync(kFullMask, static_cast<int>(v), mask));
+  else return __shfl_xor_sync(kFullMask, v, mask);
+}
+
+}  // namespace ember::cuda::kernels

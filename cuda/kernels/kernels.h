@@ -1,0 +1,40 @@
+// The kernel launchers, one family per .cu file: (out, inputs..., sizes..., stream). Each checks
+// nothing the op layer already checked, dispatches on dtype and queues its kernels on `stream`
+// (the current device must be the tensors' device).
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include "cpp/backend/backend.h"
+
+namespace ember::cuda::kernels {
+
+// fill_copy.cu
+void fill(const Tensor& out, double value, cudaStream_t stream);
+void copy(const Tensor& dst, const Tensor& src, cudaStream_t stream);
+void random(const Tensor& out, const RandomParams& p, cudaStream_t stream);
+
+// elementwise.cu
+void unary(UnaryOp op, const Tensor& out, const Tensor& in, const ElementwiseParams& p, cudaStream_t stream);
+void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b, const ElementwiseParams& p,
+            cudaStream_t stream);
+void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b, cudaStream_t stream);
+
+// reduce.cu
+void reduce(ReduceOp op, const Tensor& out, const Tensor& in, int64_t outer, int64_t n, int64_t inner,
+            cudaStream_t stream);
+
+// softmax.cu
+void softmax(const Tensor& out, const Tensor& in, bool log, cudaStream_t stream);
+void softmax_backward(const Tensor& grad_in, const Tensor& grad_out, const Tensor& out, bool log, cudaStream_t stream);
+void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& logits, const Tensor& labels,
+                           const CrossEntropyOptions& o, cudaStream_t stream);
+void cross_entropy_backward(const Tensor& grad_logits, const Tensor& grad_loss, const Tensor& logits,
+                            const Tensor& lse, const Tensor& labels, const CrossEntropyOptions& o, cudaStream_t stream);
+
+// index.cu
+void index_select(const Tensor& out, const Tensor& in, const Tensor& index, int64_t outer, int64_t n, int64_t inner,
+                  cudaStream_t stream);
+void index_add(const Tensor& out, const Tensor& src, const Tensor& index, int64_t outer, int64_t n, int64_t inner,
+               cudaStream_t stream);
+
+}  // namespace ember::cuda::kernels

@@ -1,0 +1,327 @@
+// Device discovery, per-device compute streams and memory pools, stream-ordered allocation with
+// ember's statistics and the out-of-memory path, host<->device copies, and ember/cuda.h.
+#include "cuda/runtime.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "cuda/check.h"
+#include "ember/cuda.h"
+#include "ember/error.h"
+
+namespace ember::cuda {
+namespace {
+
+constexpr int kMaxDevices = 64;
+// Host->device copies larger than this go through the two staging slots in chunks, so the
+// memcpy into one slot overlaps the DMA out of the other.
+constexpr size_t kStagingChunk = size_t(32) << 20;
+constexpr size_t kStagingMin = size_t(64) << 10;
+
+struct Discovery {
+  int count = 0;
+  std::string reason;  // why there is no device, for error messages
+};
+
+// Asked once: cudaGetDeviceCount fails quietly without a driver or a GPU (it prints nothing and
+// its error is not sticky), which is how is_available() stays silent on such machines.
+const Discovery& discovery() {
+  static const Discovery d = [] {
+    Discovery r;
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      r.reason = std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+      n = 0;
+    } else if (n == 0) {
+      r.reason = "the driver reports no CUDA device";
+    }
+    r.count = std::min(n, kMaxDevices);
+    return r;
+  }();
+  return d;
+}
+
+std::atomic<DeviceState*> g_states[kMaxDevices];
+std::mutex g_states_mutex;
+std::atomic<bool> g_allow_tf32{false};
+
+std::string format_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  int u = 0;
+  while (bytes >= 1024.0 && u < 6) {
+    bytes /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.2f %s", bytes, units[u]);
+  return buf;
+}
+
+size_t pool_reserved(const DeviceState& s) {
+  uint64_t reserved = 0;
+  EMBER_CUDA_CHECK(cudaMemPoolGetAttribute(s.pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
+  return static_cast<size_t>(reserved);
+}
+
+[[noreturn]] void throw_out_of_memory(DeviceState& s, size_t nbytes, cudaError_t status) {
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) (void)cudaGetLastError();
+  uint64_t reserved = 0;
+  if (cudaMemPoolGetAttribute(s.pool, cudaMemPoolAttrReservedMemCurrent, &reserved) != cudaSuccess)
+    (void)cudaGetLastError();
+  throw OutOfMemory(detail::str_cat(
+      "cuda:", s.index, " out of memory: tried to allocate ", format_bytes(static_cast<double>(nbytes)), " (", nbytes,
+      " bytes). The device has ", format_bytes(static_cast<double>(total_bytes)), " in total (", total_bytes,
+      " bytes), of which ", format_bytes(static_cast<double>(free_bytes)), " (", free_bytes,
+      " bytes) is free; ember has ", format_bytes(static_cast<double>(s.allocated.load())), " (", s.allocated.load(),
+      " bytes) allocated in live tensors and ", format_bytes(static_cast<double>(reserved)), " (", reserved,
+      " bytes) reserved by its memory pool. Reduce the batch size (or the model), free tensors you no longer need, "
+      "or call ember::cuda::empty_cache() to return cached blocks to the driver",
+      nbytes > s.total_memory ? " (this request exceeds the device's total memory)"
+                              : detail::str_cat(" (", cudaGetErrorName(status),
+                                                " from cudaMallocFromPoolAsync, after releasing the cache and "
+                                                "retrying once)")));
+}
+
+void note_allocated(DeviceState& s, size_t nbytes) {
+  const size_t now = s.allocated.fetch_add(nbytes) + nbytes;
+  size_t peak = s.peak_allocated.load();
+  while (now > peak && !s.peak_allocated.compare_exchange_weak(peak, now)) {
+  }
+}
+
+// The device guard for noexcept paths: errors are ignored (there is nothing to report them to).
+struct QuietDeviceGuard {
+  int previous = -1;
+  explicit QuietDeviceGuard(int index) {
+    int cur = -1;
+    if (cudaGetDevice(&cur) == cudaSuccess && cur != index && cudaSetDevice(index) == cudaSuccess) previous = cur;
+  }
+  ~QuietDeviceGuard() {
+    if (previous >= 0) (void)cudaSetDevice(previous);
+  }
+};
+
+}  // namespace
+
+DeviceState& device_state(int index) {
+  if (index >= 0 && index < kMaxDevices)
+    if (DeviceState* s = g_states[index].load(std::memory_order_acquire)) return *s;
+  const Discovery& d = discovery();
+  if (d.count == 0)
+    throw Error(detail::str_cat("cuda:", index, " is not available: no usable CUDA device or driver (", d.reason,
+                                "). ember::cuda::is_available() is false on this machine; use Device::cpu()"));
+  if (index < 0 || index >= d.count)
+    throw Error(detail::str_cat("cuda:", index, " does not exist: this machine has ", d.count,
+                                " CUDA device(s), cuda:0 to cuda:", d.count - 1));
+  std::lock_guard<std::mutex> lock(g_states_mutex);
+  if (DeviceState* s = g_states[index].load(std::memory_order_acquire)) return *s;
+  auto s = std::make_unique<DeviceState>();
+  s->index = index;
+  DeviceGuard guard(index);
+  // Non-blocking: the compute stream never waits for (or makes wait) the legacy default stream.
+  EMBER_CUDA_CHECK(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking));
+  EMBER_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&s->pool, index));
+  // Keep freed blocks cached in the pool instead of returning them at every synchronization.
+  uint64_t threshold = UINT64_MAX;
+  EMBER_CUDA_CHECK(cudaMemPoolSetAttribute(s->pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  EMBER_CUDA_CHECK(cudaDeviceGetAttribute(&s->sm_count, cudaDevAttrMultiProcessorCount, index));
+  size_t free_bytes = 0;
+  EMBER_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &s->total_memory));
+  DeviceState* raw = s.release();  // never destroyed: see DeviceState
+  g_states[index].store(raw, std::memory_order_release);
+  return *raw;
+}
+
+int current_sm_count() {
+  int dev = 0;
+  EMBER_CUDA_CHECK(cudaGetDevice(&dev));
+  return device_state(dev).sm_count;
+}
+
+DeviceGuard::DeviceGuard(int index) {
+  int cur = -1;
+  EMBER_CUDA_CHECK(cudaGetDevice(&cur));
+  if (cur != index) {
+    EMBER_CUDA_CHECK(cudaSetDevice(index));
+    previous_ = cur;
+  }
+}
+
+DeviceGuard::~DeviceGuard() {
+  // Switching back to a device that was current a moment ago cannot fail in a way worth
+  // terminating for (a destructor must not throw).
+  if (previous_ >= 0) (void)cudaSetDevice(previous_);
+}
+
+void* device_allocate(size_t nbytes, int index) {
+  if (nbytes == 0) return nullptr;
+  DeviceState& s = device_state(index);
+  DeviceGuard guard(index);
+  // More than the device has can never succeed: say so without flushing the pool's cache for it
+  // (and without a failing CUDA call, which compute-sanitizer would report).
+  if (nbytes > s.total_memory) throw_out_of_memory(s, nbytes, cudaErrorMemoryAllocation);
+  void* p = nullptr;
+  cudaError_t e = cudaMallocFromPoolAsync(&p, nbytes, s.pool, s.stream);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // allocation failures are not sticky; keep them out of later checks
+    // Release everything the pool caches (after the queued frees have completed) and retry once.
+    EMBER_CUDA_CHECK(cudaDeviceSynchronize());
+    EMBER_CUDA_CHECK(cudaMemPoolTrimTo(s.pool, 0));
+    p = nullptr;
+    e = cudaMallocFromPoolAsync(&p, nbytes, s.pool, s.stream);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      if (e == cudaErrorMemoryAllocation) throw_out_of_memory(s, nbytes, e);
+      throw_cuda_error(e, "cudaMallocFromPoolAsync(&p, nbytes, s.pool, s.stream)", __FILE__, __LINE__);
+    }
+    s.num_alloc_retries.fetch_add(1);
+  }
+  note_allocated(s, nbytes);
+  return p;
+}
+
+void device_free(void* ptr, size_t nbytes, int index) noexcept {
+  if (!ptr || index < 0 || index >= kMaxDevices) return;
+  DeviceState* s = g_states[index].load(std::memory_order_acquire);
+  if (!s) return;  // cannot happen for a pointer device_allocate returned
+  s->allocated.fetch_sub(nbytes);
+  QuietDeviceGuard guard(index);
+  const cudaError_t e = cudaFreeAsync(ptr, s->stream);
+  if (e == cudaSuccess) return;
+  (void)cudaGetLastError();
+  // At process exit the runtime may be gone before the last tensors are freed: nothing to do.
+  if (e == cudaErrorCudartUnloading || e == cudaErrorContextIsDestroyed) return;
+  static std::atomic<bool> warned{false};
+  if (!warned.exchange(true))
+    std::fprintf(stderr, "ember: warning: cudaFreeAsync on cuda:%d failed with %s (%s); device memory may leak\n",
+                 index, cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
+void copy_host_to_device(void* dst, const void* src, size_t nbytes, int index) {
+  if (nbytes == 0) return;
+  DeviceState& s = device_state(index);
+  DeviceGuard guard(index);
+  std::lock_guard<std::mutex> lock(s.staging_mutex);
+  auto* d = static_cast<char*>(dst);
+  const auto* h = static_cast<const char*>(src);
+  for (size_t done = 0; done < nbytes;) {
+    const size_t chunk = std::min(nbytes - done, kStagingChunk);
+    StagingSlot& slot = s.staging[s.next_slot];
+    s.next_slot ^= 1;
+    // The slot's previous copy must have left it before it is overwritten.
+    if (slot.done) EMBER_CUDA_CHECK(cudaEventSynchronize(slot.done));
+    else EMBER_CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
+    if (slot.capacity < chunk) {
+      if (slot.host) EMBER_CUDA_CHECK(cudaFreeHost(slot.host));
+      slot.host = nullptr;
+      slot.capacity = 0;
+      size_t cap = kStagingMin;
+      while (cap < chunk) cap *= 2;
+      if (cudaHostAlloc(&slot.host, cap, cudaHostAllocDefault) != cudaSuccess) {
+        // No pinned memory to be had: let the driver stage from pageable memory. It returns once
+        // the source has been copied out, so the caller may still reuse `src` at once.
+        (void)cudaGetLastError();
+        slot.host = nullptr;
+        EMBER_CUDA_CHECK(cudaMemcpyAsync(d + done, h + done, nbytes - done, cudaMemcpyHostToDevice, s.stream));
+        return;
+      }
+      slot.capacity = cap;
+    }
+    std::memcpy(slot.host, h + done, chunk);
+    EMBER_CUDA_CHECK(cudaMemcpyAsync(d + done, slot.host, chunk, cudaMemcpyHostToDevice, s.stream));
+    EMBER_CUDA_CHECK(cudaEventRecord(slot.done, s.stream));
+    done += chunk;
+  }
+}
+
+void copy_device_to_host(void* dst, const void* src, size_t nbytes, int index) {
+  if (nbytes == 0) return;
+  DeviceState& s = device_state(index);
+  DeviceGuard guard(index);
+  EMBER_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, s.stream));
+  // The caller reads `dst` next: this is one of the two places ember waits for the device.
+  EMBER_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+}
+
+void copy_device_to_device(void* dst, int dst_index, const void* src, int src_index, size_t nbytes) {
+  if (nbytes == 0) return;
+  DeviceState& sd = device_state(dst_index);
+  if (dst_index == src_index) {
+    DeviceGuard guard(dst_index);
+    EMBER_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, sd.stream));
+    return;
+  }
+  DeviceState& ss = device_state(src_index);
+  // The copy runs on the destination's stream after the source's queued writes, and the source's
+  // stream then waits for the copy, so the source's memory is not freed and reused under it.
+  cudaEvent_t src_ready = nullptr, copied = nullptr;
+  {
+    DeviceGuard guard(src_index);
+    EMBER_CUDA_CHECK(cudaEventCreateWithFlags(&src_ready, cudaEventDisableTiming));
+    EMBER_CUDA_CHECK(cudaEventRecord(src_ready, ss.stream));
+  }
+  {
+    DeviceGuard guard(dst_index);
+    EMBER_CUDA_CHECK(cudaStreamWaitEvent(sd.stream, src_ready, 0));
+    EMBER_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_index, src, src_index, nbytes, sd.stream));
+    EMBER_CUDA_CHECK(cudaEventCreateWithFlags(&copied, cudaEventDisableTiming));
+    EMBER_CUDA_CHECK(cudaEventRecord(copied, sd.stream));
+  }
+  {
+    DeviceGuard guard(src_index);
+    EMBER_CUDA_CHECK(cudaStreamWaitEvent(ss.stream, copied, 0));
+  }
+  // Destroying a recorded event is safe: its resources go once the work it marks has completed.
+  EMBER_CUDA_CHECK(cudaEventDestroy(src_ready));
+  EMBER_CUDA_CHECK(cudaEventDestroy(copied));
+}
+
+// ---- ember/cuda.h ----
+
+bool is_available() { return discovery().count > 0; }
+int device_count() { return discovery().count; }
+bool is_compiled() { return true; }
+
+MemoryStats memory_stats(int device) {
+  if (!is_available()) return {};
+  DeviceState& s = device_state(device);
+  MemoryStats m;
+  m.allocated = s.allocated.load();
+  m.peak_allocated = s.peak_allocated.load();
+  m.num_alloc_retries = s.num_alloc_retries.load();
+  m.reserved = pool_reserved(s);
+  return m;
+}
+
+void reset_peak_memory_stats(int device) {
+  if (!is_available()) return;
+  DeviceState& s = device_state(device);
+  s.peak_allocated.store(s.allocated.load());
+}
+
+void empty_cache(int device) {
+  if (!is_available()) return;
+  DeviceState& s = device_state(device);
+  DeviceGuard guard(device);
+  // Blocks freed on the stream return to the pool only once the stream reaches the free.
+  EMBER_CUDA_CHECK(cudaDeviceSynchronize());
+  EMBER_CUDA_CHECK(cudaMemPoolTrimTo(s.pool, 0));
+}
+
+void synchronize(int device) {
+  if (!is_available()) return;
+  DeviceState& s = device_state(device);
+  DeviceGuard guard(device);
+  EMBER_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+}
+
+void set_allow_tf32(bool allow) { g_allow_tf32.store(allow); }
+bool allow_tf32() { return g_allow_tf32.load(); }
+
+}  // namespace ember::cuda

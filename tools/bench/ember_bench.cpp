@@ -1,0 +1,126 @@
+// ember-bench: timings of ember workloads, printed as JSON lines so tools/bench/run.sh can set them
+// beside PyTorch's. Subcommands:
+//   mlp-epoch  one epoch of the MNIST MLP (784-H-10, Adam, batch B) over IDX data, as
+//              tools/bench/torch_mlp_epoch.py does it in PyTorch
+//   ops        GEMM / linear+ReLU / softmax-cross-entropy micro-benchmarks forward+backward
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "ember/ember.h"
+
+using namespace ember;
+
+namespace {
+
+void sync(Device d) {
+  if (d.is_cuda()) cuda::synchronize(d.index);
+}
+
+// Best of `reps` timings of `fn` after one warm-up call, in seconds.
+double best_time(Device d, int reps, const std::function<void()>& fn) {
+  fn();
+  sync(d);
+  double best = 1e300;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    sync(d);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t batch, int epochs, uint64_t seed) {
+  data::Mnist ds = data::load_mnist_dir(dir);
+  manual_seed(seed);
+  auto model = nn::sequential({std::make_shared<nn::Linear>(784, hidden), std::make_shared<nn::ReLU>(),
+                               std::make_shared<nn::Linear>(hidden, 10)});
+  model->to(device);
+  optim::Adam opt(model->parameters(), {.lr = 1e-3});
+  data::DataLoaderOptions o;
+  o.batch_size = batch;
+  o.shuffle = true;
+  o.drop_last = true;  // as the PyTorch script: full batches only
+  o.seed = seed;
+  o.device = device;
+  data::DataLoader loader(data::TensorDataset(ds.train.images, ds.train.labels), o);
+  double best = 1e300, last_loss = 0;
+  for (int e = 0; e < epochs; ++e) {
+    sync(device);
+    const auto t0 = std::chrono::steady_clock::now();
+    Tensor loss;
+    for (data::Batch& b : loader) {
+      loss = cross_entropy((*model)(b.x), b.y);
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+    }
+    sync(device);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    last_loss = loss.item<double>();
+  }
+  const double n = static_cast<double>(loader.num_batches() * batch);
+  std::printf("{\"framework\": \"ember\", \"device\": \"%s\", \"threads\": %d, \"seconds\": %.4f, "
+              "\"images_per_s\": %.1f, \"final_loss\": %.4f}\n",
+              device.str().c_str(), get_num_threads(), best, n / best, last_loss);
+  return 0;
+}
+
+int ops(Device device, int reps) {
+  auto report = [&](const char* name, double s, double flops) {
+    std::printf("{\"framework\": \"ember\", \"op\": \"%s\", \"device\": \"%s\", \"ms\": %.4f, \"gflops\": %.2f}\n", name,
+                device.str().c_str(), s * 1e3, flops / s / 1e9);
+  };
+  const TensorOptions f32(DType::F32, device);
+  for (int64_t n : {512, 2048}) {
+    Tensor a = randn({n, n}, f32), b = randn({n, n}, f32);
+    report(("matmul_" + std::to_string(n)).c_str(), best_time(device, reps, [&] { matmul(a, b); }), 2.0 * n * n * n);
+  }
+  Tensor x = randn({1024, 784}, f32), w = randn({500, 784}, f32).requires_grad_(), bias = zeros({500}, f32).requires_grad_();
+  report("linear_relu_fwd_bwd_1024x784x500", best_time(device, reps, [&] {
+           sum(linear_relu(x, w, bias)).backward();
+         }),
+         3 * 2.0 * 1024 * 784 * 500);
+  Tensor logits = randn({4096, 1000}, f32).requires_grad_();
+  Tensor labels = randint(0, 1000, {4096}, TensorOptions(DType::I64, device));
+  report("cross_entropy_fwd_bwd_4096x1000", best_time(device, reps, [&] { cross_entropy(logits, labels).backward(); }), 0);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ember-bench: ember timings as JSON lines"};
+  app.require_subcommand(1);
+  std::string device_flag = "cpu", dir = "data/fashion-mnist";
+  int threads = 1, epochs = 1, reps = 5;
+  int64_t hidden = 500, batch = 64;
+  uint64_t seed = 1;
+  auto* mlp = app.add_subcommand("mlp-epoch", "one epoch of the MNIST MLP (Adam, shuffled batches)");
+  mlp->add_option("--data", dir, "IDX folder")->capture_default_str();
+  mlp->add_option("--hidden", hidden)->capture_default_str();
+  mlp->add_option("--batch-size", batch)->capture_default_str();
+  mlp->add_option("--epochs", epochs, "timed epochs (the best is reported)")->capture_default_str();
+  mlp->add_option("--seed", seed)->capture_default_str();
+  auto* op = app.add_subcommand("ops", "GEMM and fused-op micro-benchmarks");
+  op->add_option("--reps", reps)->capture_default_str();
+  for (auto* sub : {mlp, op}) {
+    sub->add_option("--device", device_flag, "cpu, cuda or cuda:N")->capture_default_str();
+    sub->add_option("--threads", threads, "CPU BLAS threads")->capture_default_str();
+  }
+  CLI11_PARSE(app, argc, argv);
+  try {
+    set_num_threads(threads);
+    const Device device = Device::parse(device_flag);
+    if (device.is_cuda() && !cuda::is_available()) throw Error("--device " + device_flag + ": no CUDA device available");
+    if (*mlp) return mlp_epoch(dir, device, hidden, batch, epochs, seed);
+    return ops(device, reps);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "ember-bench: error: %s\n", e.what());
+    return 2;
+  }
+}

@@ -1,0 +1,97 @@
+// ember-mnist checkpoints: ember::save_checkpoint with the trainer's progress and model flags in
+// TrainingState::extra, so a checkpoint of another model shape is refused with a clear message.
+#include "checkpoint_io.h"
+
+#include <nlohmann/json.hpp>
+
+#include "ember/checkpoint.h"
+#include "ember/io.h"
+
+namespace mnist {
+namespace {
+
+using ember::Error;
+
+nlohmann::json history_json(const std::vector<EpochStats>& h) {
+  nlohmann::json a = nlohmann::json::array();
+  for (const EpochStats& s : h)
+    a.push_back({s.epoch, s.train_loss, s.train_acc, s.test_loss, s.test_acc, s.seconds, s.images_per_s, s.lr});
+  return a;
+}
+
+std::vector<EpochStats> history_from(const std::string& text) {
+  std::vector<EpochStats> h;
+  for (const auto& e : nlohmann::json::parse(text)) {
+    EpochStats s;
+    s.epoch = e[0];
+    s.train_loss = e[1];
+    s.train_acc = e[2];
+    s.test_loss = e[3];
+    s.test_acc = e[4];
+    s.seconds = e[5];
+    s.images_per_s = e[6];
+    s.lr = e[7];
+    h.push_back(s);
+  }
+  return h;
+}
+
+std::string get(const std::map<std::string, std::string>& m, const std::string& key, const std::string& path) {
+  auto it = m.find(key);
+  if (it == m.end())
+    throw Error("checkpoint " + path + " has no '" + key + "' entry: it was not written by ember-mnist --save");
+  return it->second;
+}
+
+// The checkpoint's model must be the one these flags build.
+void check_model_flags(const std::map<std::string, std::string>& meta, const std::string& path, const Config& cfg) {
+  const std::string model = get(meta, "extra.model", path), hidden = get(meta, "extra.hidden", path);
+  if (model != cfg.model || hidden != std::to_string(cfg.hidden))
+    throw Error("checkpoint " + path + " holds a " + model + " with --hidden " + hidden + ", but this run builds a " +
+                cfg.model + " with --hidden " + std::to_string(cfg.hidden) + "; pass the flags it was trained with");
+}
+
+}  // namespace
+
+void save_training_checkpoint(const std::string& path, const ember::nn::Module& model, const ember::optim::Optimizer& opt,
+                              const ember::optim::LRScheduler* sched, const Progress& progress, const Config& cfg) {
+  ember::TrainingState state;
+  state.epoch = progress.epoch;
+  state.step = progress.step_in_epoch;
+  state.extra = {{"model", cfg.model},
+                 {"hidden", std::to_string(cfg.hidden)},
+                 {"dataset", cfg.data_dir.empty() ? cfg.dataset : cfg.data_dir},
+                 {"optimizer", cfg.optimizer},
+                 {"scheduler", cfg.scheduler},
+                 {"history", history_json(progress.history).dump()}};
+  ember::save_checkpoint(path, model, opt, sched, state);
+}
+
+void load_training_checkpoint(const std::string& path, ember::nn::Module& model, ember::optim::Optimizer* opt,
+                              ember::optim::LRScheduler* sched, Progress& progress, const Config& cfg) {
+  // Read the metadata first: a wrong model shape gets a message about flags, not tensor shapes.
+  ember::io::SafetensorsFile file = ember::io::load_safetensors(path);
+  check_model_flags(file.metadata, path, cfg);
+  if (opt) {
+    const std::string saved_opt = get(file.metadata, "extra.optimizer", path);
+    if (saved_opt != cfg.optimizer)
+      throw Error("checkpoint " + path + " was trained with --optimizer " + saved_opt + ", this run uses " +
+                  cfg.optimizer + "; pass --optimizer " + saved_opt + " to resume it");
+    const std::string saved_sched = get(file.metadata, "extra.scheduler", path);
+    if (saved_sched != cfg.scheduler)
+      throw Error("checkpoint " + path + " was trained with --scheduler " + saved_sched + ", this run uses " +
+                  cfg.scheduler + "; pass --scheduler " + saved_sched + " to resume it");
+    ember::TrainingState st = ember::load_checkpoint(path, model, *opt, sched);
+    progress.epoch = st.epoch;
+    progress.step_in_epoch = st.step;
+    progress.history = history_from(get(file.metadata, "extra.history", path));
+    return;
+  }
+  // Evaluation: the model's tensors alone, onto the model's device.
+  ember::nn::StateDict weights;
+  for (auto& [name, t] : file.tensors)
+    if (name.rfind("optimizer.", 0) != 0) weights.emplace_back(name, t);
+  model.load_state_dict(weights, true);
+}
+
+}  // namespace mnist

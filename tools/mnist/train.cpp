@@ -1,0 +1,260 @@
+// ember-mnist's training loop. A step reads top to bottom: batch, forward, loss, backward, step.
+#include "train.h"
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "checkpoint_io.h"
+#include "ember/ember.h"
+#include "report.h"
+
+namespace mnist {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+using namespace ember;
+
+const std::vector<std::string> kFashionNames = {"T-shirt", "Trouser", "Pullover", "Dress", "Coat",
+                                                "Sandal",  "Shirt",   "Sneaker",  "Bag",   "Boot"};
+
+Device pick_device(const std::string& flag, bool quiet) {
+  if (flag == "auto") {
+    if (cuda::is_available()) return Device::cuda(0);
+    if (!quiet) std::printf("ember-mnist: no CUDA device found; training on the CPU\n");
+    return Device::cpu();
+  }
+  Device d = Device::parse(flag);
+  if (d.is_cuda()) {
+    EMBER_CHECK(cuda::is_compiled(), "--device ", flag, ": this ember was built without CUDA; use --device cpu");
+    EMBER_CHECK(cuda::is_available(), "--device ", flag, ": no CUDA device is available on this machine; use --device cpu");
+    EMBER_CHECK(d.index < cuda::device_count(), "--device ", flag, ": only ", cuda::device_count(),
+                " CUDA device(s) (cuda:0 to cuda:", cuda::device_count() - 1, ")");
+  }
+  return d;
+}
+
+std::shared_ptr<nn::Sequential> make_model(const Config& cfg, int64_t in_features, int64_t classes) {
+  EMBER_CHECK(cfg.model == "mlp", "--model ", cfg.model, ": this version of ember-mnist trains the MLP only "
+              "(--model mlp); convolution layers are not part of ember yet");
+  return nn::sequential({std::make_shared<nn::Linear>(in_features, cfg.hidden), std::make_shared<nn::ReLU>(),
+                         std::make_shared<nn::Linear>(cfg.hidden, classes)});
+}
+
+std::unique_ptr<optim::Optimizer> make_optimizer(const Config& cfg, const std::vector<Tensor>& params) {
+  if (cfg.optimizer == "sgd") return std::make_unique<optim::SGD>(params, optim::SGDOptions{.lr = cfg.lr, .weight_decay = cfg.weight_decay});
+  if (cfg.optimizer == "momentum")
+    return std::make_unique<optim::SGD>(params, optim::SGDOptions{.lr = cfg.lr, .momentum = 0.9, .weight_decay = cfg.weight_decay});
+  if (cfg.optimizer == "adam") return std::make_unique<optim::Adam>(params, optim::AdamOptions{.lr = cfg.lr, .weight_decay = cfg.weight_decay});
+  if (cfg.optimizer == "adamw")
+    return std::make_unique<optim::AdamW>(params, optim::AdamWOptions{.lr = cfg.lr, .weight_decay = cfg.weight_decay});
+  throw Error("--optimizer " + cfg.optimizer + ": expected sgd, momentum, adam or adamw");
+}
+
+// Epoch schedulers step once per epoch; OneCycle steps once per batch.
+std::unique_ptr<optim::EpochLRScheduler> make_scheduler(const Config& cfg, optim::Optimizer& opt, int64_t steps_per_epoch) {
+  if (cfg.scheduler == "none") return nullptr;
+  if (cfg.scheduler == "step") return std::make_unique<optim::StepLR>(opt, std::max<int64_t>(1, cfg.epochs / 3), 0.1);
+  if (cfg.scheduler == "cosine") return std::make_unique<optim::CosineAnnealingLR>(opt, cfg.epochs);
+  if (cfg.scheduler == "onecycle") return std::make_unique<optim::OneCycleLR>(opt, cfg.lr, cfg.epochs * steps_per_epoch);
+  throw Error("--scheduler " + cfg.scheduler + ": expected none, step, cosine or onecycle");
+}
+
+struct EvalResult {
+  double loss = 0, accuracy = 0;
+};
+
+// Test loss and accuracy; fills `cm` when given.
+EvalResult evaluate(nn::Module& model, data::DataLoader& loader, metrics::ConfusionMatrix* cm) {
+  autograd::InferenceModeGuard inference;
+  model.eval();
+  Tensor loss_sum, correct;
+  int64_t seen = 0;
+  for (data::Batch& b : loader) {
+    Tensor logits = model(b.x);
+    Tensor loss = cross_entropy(logits, b.y, {Reduction::Sum});
+    Tensor pred = argmax(logits, 1);
+    Tensor hit = sum(eq(pred, b.y));
+    loss_sum = loss_sum.defined() ? add(loss_sum, loss) : loss;
+    correct = correct.defined() ? add(correct, hit) : hit;
+    if (cm) cm->update(pred, b.y);
+    seen += b.y.size(0);
+  }
+  model.train();
+  if (seen == 0) return {};
+  return {loss_sum.item<double>() / static_cast<double>(seen),
+          static_cast<double>(correct.item<int64_t>()) / static_cast<double>(seen)};
+}
+
+std::string resolve_data_dir(const Config& cfg) {
+  if (!cfg.data_dir.empty()) return cfg.data_dir;
+  EMBER_CHECK(cfg.dataset == "mnist" || cfg.dataset == "fashion-mnist", "--dataset ", cfg.dataset,
+              ": expected mnist or fashion-mnist (or --data DIR with IDX files)");
+  const std::string rel = "data/" + cfg.dataset;
+  if (std::filesystem::exists(rel)) return rel;
+#ifdef EMBER_SOURCE_DIR
+  const std::string in_source = std::string(EMBER_SOURCE_DIR) + "/" + rel;
+  if (std::filesystem::exists(in_source)) return in_source;
+#endif
+  throw Error("--dataset " + cfg.dataset + ": no data in '" + rel +
+              "'; fetch it with tools/get-data.sh (from ember's source folder), or pass --data DIR");
+}
+
+}  // namespace
+
+void request_stop() { g_stop = true; }
+
+int run(const Config& cfg) {
+  EMBER_CHECK(cfg.epochs >= 1, "--epochs must be at least 1, got ", cfg.epochs);
+  EMBER_CHECK(cfg.batch_size >= 1, "--batch-size must be at least 1, got ", cfg.batch_size);
+  EMBER_CHECK(cfg.hidden >= 1, "--hidden must be at least 1, got ", cfg.hidden);
+  EMBER_CHECK(cfg.lr > 0, "--lr must be positive, got ", cfg.lr);
+  EMBER_CHECK(cfg.weight_decay >= 0, "--weight-decay must be >= 0, got ", cfg.weight_decay);
+  EMBER_CHECK(cfg.target_accuracy <= 100, "--target-accuracy is a percentage (0-100), got ", cfg.target_accuracy);
+  if (cfg.threads > 0) set_num_threads(cfg.threads);
+  if (cfg.deterministic) cuda::set_allow_tf32(false);
+  const Device device = pick_device(cfg.device, cfg.quiet);
+  const std::string dir = resolve_data_dir(cfg);
+  data::Mnist ds = data::load_mnist_dir(dir);
+  const int64_t in_features = ds.train.images.size(1) * ds.train.images.size(2);
+  const bool fashion = dir.find("fashion") != std::string::npos;
+
+  manual_seed(cfg.seed);
+  auto model = make_model(cfg, in_features, 10);
+  model->to(device);
+  auto opt = make_optimizer(cfg, model->parameters());
+
+  data::DataLoaderOptions train_opts;
+  train_opts.batch_size = cfg.batch_size;
+  train_opts.shuffle = true;
+  train_opts.seed = cfg.seed;
+  train_opts.device = device;
+  train_opts.augment = cfg.augment;
+  data::DataLoader train_loader(data::TensorDataset(ds.train.images, ds.train.labels), train_opts);
+  data::DataLoaderOptions test_opts;
+  test_opts.batch_size = 1000;
+  test_opts.device = device;
+  data::DataLoader test_loader(data::TensorDataset(ds.test.images, ds.test.labels), test_opts);
+  const int64_t steps_per_epoch = train_loader.num_batches();
+  auto sched = make_scheduler(cfg, *opt, steps_per_epoch);
+  const bool per_batch_sched = cfg.scheduler == "onecycle";
+
+  if (!cfg.eval_path.empty()) {
+    Progress ignored;
+    load_training_checkpoint(cfg.eval_path, *model, nullptr, nullptr, ignored, cfg);
+    metrics::ConfusionMatrix cm(10);
+    EvalResult r = evaluate(*model, test_loader, &cm);
+    std::printf("evaluated %s on %lld test images: loss %.4f\n", cfg.eval_path.c_str(),
+                static_cast<long long>(cm.total()), r.loss);
+    print_final({}, cm, fashion ? kFashionNames : std::vector<std::string>{});
+    return cfg.target_accuracy >= 0 && 100 * r.accuracy < cfg.target_accuracy ? 3 : 0;
+  }
+
+  Progress progress;
+  if (!cfg.resume_path.empty()) {
+    load_training_checkpoint(cfg.resume_path, *model, opt.get(), sched.get(), progress, cfg);
+    if (!cfg.quiet)
+      std::printf("resumed from %s at epoch %lld, step %lld\n", cfg.resume_path.c_str(),
+                  static_cast<long long>(progress.epoch + 1), static_cast<long long>(progress.step_in_epoch));
+  }
+  if (!cfg.quiet)
+    std::printf("ember-mnist: %s MLP %lld-%lld-10, %s lr %g, batch %lld, %lld epochs on %s (%lld train / %lld test)\n",
+                cfg.dataset.c_str(), static_cast<long long>(in_features), static_cast<long long>(cfg.hidden),
+                cfg.optimizer.c_str(), cfg.lr, static_cast<long long>(cfg.batch_size),
+                static_cast<long long>(cfg.epochs), device.str().c_str(), static_cast<long long>(ds.train.images.size(0)),
+                static_cast<long long>(ds.test.images.size(0)));
+
+  MetricsWriter metrics_out(cfg.metrics_out);
+  std::vector<EpochStats> history = progress.history;
+  bool interrupted = false;
+  for (int64_t epoch = progress.epoch; epoch < cfg.epochs && !interrupted; ++epoch) {
+    train_loader.set_epoch(epoch);
+    ProgressBar bar(epoch + 1, cfg.epochs, steps_per_epoch, cfg.quiet);
+    const auto t0 = std::chrono::steady_clock::now();
+    Tensor loss_sum = zeros({}, TensorOptions(DType::F32, device));
+    Tensor correct = zeros({}, TensorOptions(DType::I64, device));
+    int64_t step = 0, images = 0;
+    for (data::Batch& batch : train_loader) {
+      if (step < progress.step_in_epoch) {  // resuming mid-epoch: replay the order, skip the work
+        ++step;
+        continue;
+      }
+      Tensor logits = (*model)(batch.x);
+      Tensor loss = cross_entropy(logits, batch.y);
+      opt->zero_grad();
+      loss.backward();
+      opt->step();
+      if (per_batch_sched) sched->step();
+      {
+        autograd::NoGradGuard no_grad;
+        loss_sum = add(loss_sum, mul(loss.detach(), static_cast<double>(batch.y.size(0))));
+        correct = add(correct, sum(eq(argmax(logits.detach(), 1), batch.y)));
+      }
+      ++step;
+      images += batch.y.size(0);
+      if (bar.due(step)) bar.update(step, loss_sum.item<double>() / static_cast<double>(images), images);
+      if (g_stop) {
+        interrupted = true;
+        break;
+      }
+    }
+    bar.finish();
+    if (interrupted) {
+      progress.epoch = epoch;
+      progress.step_in_epoch = step;
+      break;
+    }
+    progress.step_in_epoch = 0;
+    if (sched && !per_batch_sched) sched->step();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EvalResult test = evaluate(*model, test_loader, nullptr);
+    EpochStats s;
+    s.epoch = epoch + 1;
+    s.train_loss = images ? loss_sum.item<double>() / static_cast<double>(images) : 0.0;
+    s.train_acc = images ? static_cast<double>(correct.item<int64_t>()) / static_cast<double>(images) : 0.0;
+    s.test_loss = test.loss;
+    s.test_acc = test.accuracy;
+    s.seconds = seconds;
+    s.images_per_s = static_cast<double>(images) / seconds;
+    s.lr = opt->lr(0);
+    history.push_back(s);
+    print_epoch(s, cfg.epochs, cfg.quiet);
+    metrics_out.epoch(s, history);
+    progress.epoch = epoch + 1;
+    progress.history = history;
+    if (!cfg.save_path.empty()) save_training_checkpoint(cfg.save_path, *model, *opt, sched.get(), progress, cfg);
+  }
+
+  if (interrupted) {
+    progress.history = history;
+    if (!cfg.save_path.empty()) {
+      save_training_checkpoint(cfg.save_path, *model, *opt, sched.get(), progress, cfg);
+      std::printf("\ninterrupted at epoch %lld, step %lld: checkpoint saved to %s\nresume with: ember-mnist --resume %s "
+                  "(and the same flags)\n", static_cast<long long>(progress.epoch + 1),
+                  static_cast<long long>(progress.step_in_epoch), cfg.save_path.c_str(), cfg.save_path.c_str());
+    } else {
+      std::printf("\ninterrupted at epoch %lld, step %lld; no checkpoint written (pass --save PATH to make runs "
+                  "resumable)\n", static_cast<long long>(progress.epoch + 1),
+                  static_cast<long long>(progress.step_in_epoch));
+    }
+    return 130;
+  }
+
+  metrics::ConfusionMatrix cm(10);
+  EvalResult final_test = evaluate(*model, test_loader, &cm);
+  print_final(history, cm, fashion ? kFashionNames : std::vector<std::string>{});
+  metrics_out.summary(history, cm);
+  if (metrics_out.enabled() && !cfg.quiet)
+    std::printf("\nmetrics: %s, plot: %s\n", cfg.metrics_out.c_str(), metrics_out.svg_path().c_str());
+  if (cfg.target_accuracy >= 0 && 100 * final_test.accuracy < cfg.target_accuracy) {
+    std::printf("test accuracy %.2f%% is below --target-accuracy %.2f%%\n", 100 * final_test.accuracy,
+                cfg.target_accuracy);
+    return 3;
+  }
+  return 0;
+}
+
+}  // namespace mnist
