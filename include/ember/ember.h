@@ -2,7 +2,6 @@
 #pragma once
 #include "ember/autograd.h"
 #include "ember/checkpoint.h"
-#include "ember/checkpoint.h"
 #include "ember/cuda.h"
 #include "ember/data.h"
 #include "ember/debug.h"
