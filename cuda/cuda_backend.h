@@ -32,7 +32,7 @@ class CudaBackend final : public Backend {
   void index_add(const Tensor& out, const Tensor& src, const Tensor& index, int64_t outer, int64_t n,
                  int64_t inner) override;
   // Every parameter of one optimizer step in one launch (cuda/kernels/optim.cu).
-  void optimizer_step(const OptimizerStep& s);
+  void optimizer_step(const OptimizerStep& s) override;
 
  private:
   // The GEMM's epilogues done as separate kernels, for the cases cuBLASLt cannot fuse (blas.cpp).

@@ -199,6 +199,10 @@ class Backend {
   // indices accumulate.
   virtual void index_add(const Tensor& out, const Tensor& src, const Tensor& index, int64_t outer, int64_t n,
                          int64_t inner) = 0;
+
+  // Updates every parameter of `s` (one device, one dtype; see OptimizerStep) and its state in
+  // place: one pass per parameter on the CPU, one fused launch for all of them on CUDA.
+  virtual void optimizer_step(const OptimizerStep& s) = 0;
 };
 
 // The backend that runs ops for tensors on `device`.

@@ -262,6 +262,9 @@ void OptimizerAccess::fused_step(Optimizer& o, OptimizerAlgo algo, const SlotsFn
           first = first || slot.from_grad;
           Tensor b = slot.from_grad ? empty_like(p) : full_like(p, slot.init);
           it = st.buffers.emplace(slot.name, b).first;
+        } else if (it->second.device() != p.device() || it->second.dtype() != p.dtype()) {
+          // The parameter was moved or cast (Module::to) after its state was made: follow it.
+          it->second = it->second.to(p.dtype()).to(p.device()).contiguous();
         }
         e.state[slot.index] = it->second;
         written.push_back(it->second);

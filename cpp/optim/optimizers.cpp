@@ -2,16 +2,12 @@
 // scalars of each update (the per-element arithmetic is cpp/backend/optim_math.h).
 #include <cmath>
 
-#include "cpp/backend/cpu/cpu_backend.h"
 #include "cpp/optim/optim_internal.h"
 
 namespace ember::optim {
 
 void run_backend_step(Device device, const OptimizerStep& step) {
-  if (step.params.empty()) return;
-  EMBER_CHECK(device.is_cpu(), "optimizer step: parameters on ", device.str(),
-              " need the CUDA backend's fused update, which this build does not have");
-  static_cast<CpuBackend&>(cpu_backend()).optimizer_step(step);
+  if (!step.params.empty()) backend_for(device).optimizer_step(step);
 }
 
 double require_option(const std::string& type, const Hyperparameters& o, const char* key) {

@@ -328,6 +328,22 @@ TEST(Optimizer, StepBumpsVersionsAndWorksWithAutograd) {
   for (size_t i = 0; i < after.size(); ++i) EXPECT_NEAR(after[i], before[i] * (1 - 0.2), 1e-15);
 }
 
+TEST(Optimizer, StateFollowsAParameterCastAfterwards) {
+  // Module::to changes the parameter in place; the optimizer's existing state follows it.
+  auto lin = std::make_shared<nn::Linear>(3, 2);
+  optim::Adam opt(lin->parameters(), {.lr = 0.01});
+  sum((*lin)(ones({4, 3}))).backward();
+  opt.step();
+  lin->to(DType::F64);
+  opt.zero_grad();
+  sum((*lin)(ones({4, 3}, DType::F64))).backward();
+  const Vec before = lin->weight.to_vector<double>();
+  opt.step();
+  EXPECT_EQ(opt.state(0).at("exp_avg").dtype(), DType::F64);
+  EXPECT_EQ(opt.state_step(0), 2);
+  EXPECT_NE(lin->weight.to_vector<double>(), before);
+}
+
 TEST(Optimizer, StateDictRoundTripContinuesIdentically) {
   auto make_params = [] {
     std::vector<Tensor> ps{test::uniform({3, 4}, -1, 1, DType::F32, 31), test::uniform({4}, -1, 1, DType::F32, 32)};

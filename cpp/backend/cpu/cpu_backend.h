@@ -33,7 +33,7 @@ class CpuBackend final : public Backend {
                     int64_t inner) override;
   void index_add(const Tensor& out, const Tensor& src, const Tensor& index, int64_t outer, int64_t n,
                  int64_t inner) override;
-  void optimizer_step(const OptimizerStep& s);
+  void optimizer_step(const OptimizerStep& s) override;
 };
 
 namespace cpu {
