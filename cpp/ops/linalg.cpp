@@ -15,7 +15,7 @@ Tensor gemm_operand(const Tensor& t) {
   const int64_t rs = t.stride(n - 2), cs = t.stride(n - 1), rows = t.size(n - 2), cols = t.size(n - 1);
   const bool row_major = (cs == 1 || cols == 1) && (rows == 1 || rs >= cols);
   const bool col_major = (rs == 1 || rows == 1) && (cols == 1 || cs >= rows);
-  if ((row_major || col_major) && (n < 3 || t.size(0) == 1 || t.stride(0) >= 0)) return t;
+  if (row_major || col_major) return t;
   return t.contiguous();
 }
 
