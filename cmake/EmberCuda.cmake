@@ -47,4 +47,6 @@ function(ember_configure_cuda_target target)
     target_link_libraries(${target} PRIVATE CUDA::nvtx3)
   endif()
   target_compile_definitions(${target} PRIVATE EMBER_WITH_CUDA=1)
+  # The data pipeline's f64 arithmetic (data_math.h) must round as on the host: no fused multiply-adds.
+  set_source_files_properties(${PROJECT_SOURCE_DIR}/cuda/kernels/data.cu PROPERTIES COMPILE_OPTIONS "-fmad=false")
 endfunction()

@@ -58,6 +58,8 @@ void CudaBackend::deallocate(void* ptr, size_t nbytes, Device device) { cuda::de
 void CudaBackend::synchronize(Device device) {
   const cudaStream_t stream = cuda::stream_for(device);
   cuda::DeviceGuard guard(device.index);
+  cuda::before_host_wait("synchronize()", device.index);
+  cuda::count_synchronization();
   EMBER_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

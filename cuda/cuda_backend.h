@@ -33,6 +33,11 @@ class CudaBackend final : public Backend {
                  int64_t inner) override;
   // Every parameter of one optimizer step in one launch (cuda/kernels/optim.cu).
   void optimizer_step(const OptimizerStep& s) override;
+  // The data pipeline (cuda/kernels/data.cu): a permutation by CUB's radix sort of Philox keys, and a
+  // batch gathered, augmented and normalised by one kernel.
+  void random_permutation(const Tensor& out, uint64_t seed, uint64_t counter) override;
+  void gather_batch(const Tensor& x, const Tensor& y, const Tensor& images, const Tensor& labels, const Tensor& order,
+                    const BatchParams& p) override;
 
  private:
   // The GEMM's epilogues done as separate kernels, for the cases cuBLASLt cannot fuse (blas.cpp).

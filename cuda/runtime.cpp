@@ -49,6 +49,27 @@ const Discovery& discovery() {
 std::atomic<DeviceState*> g_states[kMaxDevices];
 std::mutex g_states_mutex;
 std::atomic<bool> g_allow_tf32{false};
+std::atomic<uint64_t> g_host_to_device{0}, g_device_to_host{0}, g_synchronizations{0};
+std::atomic<SyncDebugMode> g_sync_debug{SyncDebugMode::Off};
+
+}  // namespace
+
+// Every place ember makes the host wait for a device goes through here (sync debug mode).
+void before_host_wait(const char* what, int index) {
+  const SyncDebugMode mode = g_sync_debug.load();
+  if (mode == SyncDebugMode::Off) return;
+  const std::string msg = detail::str_cat(what, " on cuda:", index, " makes the host wait for the device");
+  if (mode == SyncDebugMode::Warn) {
+    std::fprintf(stderr, "ember: warning: %s (cuda::set_sync_debug_mode is Warn)\n", msg.c_str());
+    return;
+  }
+  throw Error(detail::str_cat(msg, ", which cuda::set_sync_debug_mode(SyncDebugMode::Error) forbids; keep the value "
+                                   "on the device, or read it outside the code being checked"));
+}
+
+void count_synchronization() { ++g_synchronizations; }
+
+namespace {
 
 std::string format_bytes(double bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
@@ -205,6 +226,7 @@ void device_free(void* ptr, size_t nbytes, int index) noexcept {
 
 void copy_host_to_device(void* dst, const void* src, size_t nbytes, int index) {
   if (nbytes == 0) return;
+  ++g_host_to_device;
   DeviceState& s = device_state(index);
   DeviceGuard guard(index);
   std::lock_guard<std::mutex> lock(s.staging_mutex);
@@ -214,9 +236,19 @@ void copy_host_to_device(void* dst, const void* src, size_t nbytes, int index) {
     const size_t chunk = std::min(nbytes - done, kStagingChunk);
     StagingSlot& slot = s.staging[s.next_slot];
     s.next_slot ^= 1;
-    // The slot's previous copy must have left it before it is overwritten.
-    if (slot.done) EMBER_CUDA_CHECK(cudaEventSynchronize(slot.done));
-    else EMBER_CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
+    // The slot's previous copy must have left it before it is overwritten (it usually has).
+    if (slot.done) {
+      const cudaError_t q = cudaEventQuery(slot.done);
+      if (q == cudaErrorNotReady) {
+        before_host_wait("waiting for a staging buffer (host-to-device copies back to back)", index);
+        ++g_synchronizations;
+        EMBER_CUDA_CHECK(cudaEventSynchronize(slot.done));
+      } else {
+        EMBER_CUDA_CHECK(q);
+      }
+    } else {
+      EMBER_CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
+    }
     if (slot.capacity < chunk) {
       if (slot.host) EMBER_CUDA_CHECK(cudaFreeHost(slot.host));
       slot.host = nullptr;
@@ -242,6 +274,8 @@ void copy_host_to_device(void* dst, const void* src, size_t nbytes, int index) {
 
 void copy_device_to_host(void* dst, const void* src, size_t nbytes, int index) {
   if (nbytes == 0) return;
+  before_host_wait(detail::str_cat("reading ", nbytes, " bytes back to the host").c_str(), index);
+  ++g_device_to_host;
   DeviceState& s = device_state(index);
   DeviceGuard guard(index);
   EMBER_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, s.stream));
@@ -309,6 +343,8 @@ void empty_cache(int device) {
   if (!is_available()) return;
   DeviceState& s = device_state(device);
   DeviceGuard guard(device);
+  before_host_wait("empty_cache()", device);
+  ++g_synchronizations;
   // Blocks freed on the stream return to the pool only once the stream reaches the free.
   EMBER_CUDA_CHECK(cudaDeviceSynchronize());
   EMBER_CUDA_CHECK(cudaMemPoolTrimTo(s.pool, 0));
@@ -318,8 +354,21 @@ void synchronize(int device) {
   if (!is_available()) return;
   DeviceState& s = device_state(device);
   DeviceGuard guard(device);
+  before_host_wait("synchronize()", device);
+  ++g_synchronizations;
   EMBER_CUDA_CHECK(cudaStreamSynchronize(s.stream));
 }
+
+TransferStats transfer_stats() {
+  TransferStats t;
+  t.host_to_device_copies = g_host_to_device.load();
+  t.device_to_host_copies = g_device_to_host.load();
+  t.synchronizations = g_synchronizations.load();
+  return t;
+}
+
+void set_sync_debug_mode(SyncDebugMode mode) { g_sync_debug.store(mode); }
+SyncDebugMode sync_debug_mode() { return g_sync_debug.load(); }
 
 void set_allow_tf32(bool allow) { g_allow_tf32.store(allow); }
 bool allow_tf32() { return g_allow_tf32.load(); }

@@ -80,6 +80,11 @@ class Scratch {
   int index_;
 };
 
+// Called before the host waits for `index` (sync debug mode: may warn or throw); `what` names the call.
+void before_host_wait(const char* what, int index);
+// Counts a synchronization in transfer_stats() (blocking reads count as device_to_host_copies instead).
+void count_synchronization();
+
 // Host<->device copies of `nbytes` contiguous bytes on the device's compute stream.
 // Host to device returns once the bytes are staged (the caller may reuse `src`); device to host
 // returns once the bytes have arrived.

@@ -137,6 +137,20 @@ struct OptimizerStep {
   std::vector<OptimizerParam> params;
 };
 
+// ---- data pipeline (arithmetic in data_math.h) ----
+
+// One batch of a u8 image dataset, gathered, optionally augmented, and normalised (gather_batch).
+struct BatchParams {
+  int64_t first = 0;  // batch row b is the sample at position first + b of `order`
+  double mean = 0.0;  // x = float((pixel / 255 - mean) / std)
+  double std = 1.0;
+  bool augment = false;  // warp each sample by data_math::random_warp before normalising
+  uint64_t seed = 0;
+  uint64_t augment_counter = 0;  // the sample at position p of `order` draws Philox block augment_counter + p
+  double max_degrees = 0.0;
+  double max_shift = 0.0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -203,6 +217,18 @@ class Backend {
   // Updates every parameter of `s` (one device, one dtype; see OptimizerStep) and its state in
   // place: one pass per parameter on the CPU, one fused launch for all of them on CUDA.
   virtual void optimizer_step(const OptimizerStep& s) = 0;
+
+  // out I64 [n] (contiguous) = a random permutation of [0, n): index i gets the key
+  // data_math::permutation_key(seed, counter + i) and the indices are sorted stably by key, so the
+  // CPU and CUDA draw the same permutation.
+  virtual void random_permutation(const Tensor& out, uint64_t seed, uint64_t counter) = 0;
+  // One fused pass: for b in [0, B), with i = order[p.first + b]:
+  //   x[b] = normalise(augment ? warp(images[i]) : images[i]), y[b] = labels[i] (when y is defined).
+  // images U8 [N, rows, cols] contiguous (for augment; else [N, ...] with D = numel / N pixels),
+  // labels I64 [N], order I64 1-D (any stride) with values in [0, N) (not checked: the caller made or
+  // checked them), x F32 contiguous with B * D elements, y I64 [B] contiguous or undefined.
+  virtual void gather_batch(const Tensor& x, const Tensor& y, const Tensor& images, const Tensor& labels,
+                            const Tensor& order, const BatchParams& p) = 0;
 };
 
 // The backend that runs ops for tensors on `device`.

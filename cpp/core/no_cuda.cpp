@@ -1,4 +1,6 @@
 // ember::cuda answers for a build without the CUDA backend (EMBER_CUDA=OFF or no toolkit).
+#include <atomic>
+
 #include "cpp/backend/backend.h"
 #include "ember/cuda.h"
 
@@ -10,6 +12,12 @@ Backend& cuda_backend() {
 }
 
 namespace cuda {
+namespace {
+std::atomic<SyncDebugMode> g_sync_debug{SyncDebugMode::Off};
+}  // namespace
+TransferStats transfer_stats() { return {}; }  // no device: nothing ever crosses
+void set_sync_debug_mode(SyncDebugMode mode) { g_sync_debug.store(mode); }
+SyncDebugMode sync_debug_mode() { return g_sync_debug.load(); }
 bool is_available() { return false; }
 int device_count() { return 0; }
 bool is_compiled() { return false; }

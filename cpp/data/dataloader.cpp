@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "cpp/backend/backend.h"
+#include "cpp/backend/data_math.h"
 #include "cpp/backend/philox.h"
 #include "cpp/core/tensor_impl.h"
 #include "ember/autograd.h"
@@ -33,42 +34,13 @@ uint64_t counter(int64_t epoch, Stream s, int64_t position) {
          static_cast<uint64_t>(position);
 }
 
-// Fisher-Yates from the back: step i swaps element i with a uniform pick from [0, i].
-std::vector<int64_t> epoch_order(int64_t n, bool shuffle, uint64_t seed, int64_t epoch) {
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), int64_t{0});
-  if (shuffle)
-    for (int64_t i = n - 1; i > 0; --i)
-      std::swap(order[i], order[philox::integer(seed, counter(epoch, Stream::Shuffle, i), 0, i + 1)]);
+// The order of epoch `epoch` on `device`: a permutation drawn by the device's backend (Philox keys
+// sorted stably; the same on every device), or 0..n-1 without shuffling.
+Tensor epoch_order(int64_t n, bool shuffle, uint64_t seed, int64_t epoch, Device device) {
+  if (!shuffle) return arange(n, TensorOptions(DType::I64, device));
+  Tensor order = make_empty({n}, DType::I64, device);
+  if (n > 0) backend_for(device).random_permutation(order, seed, counter(epoch, Stream::Shuffle, 0));
   return order;
-}
-
-// Bilinear warp of one u8 image: dst(q) = src(T^-1 q), T = shift by (dx, dy) after rotating about the
-// centre. Pixels sampled outside the image read as 0 (MNIST's background).
-void warp_u8(const uint8_t* src, uint8_t* dst, int64_t rows, int64_t cols, double degrees, double dx, double dy) {
-  const double rad = degrees * (3.14159265358979323846 / 180.0);
-  // Exact 1 and 0 at angle 0, so an unrotated shift by whole pixels copies pixels unchanged.
-  const double c = std::cos(rad), s = std::sin(rad);
-  const double cx = 0.5 * static_cast<double>(cols - 1), cy = 0.5 * static_cast<double>(rows - 1);
-  auto at = [&](int64_t y, int64_t x) -> double {
-    return (y >= 0 && y < rows && x >= 0 && x < cols) ? static_cast<double>(src[y * cols + x]) : 0.0;
-  };
-  for (int64_t y = 0; y < rows; ++y) {
-    for (int64_t x = 0; x < cols; ++x) {
-      // With y pointing down, R = [[c, s], [-s, c]] turns counter-clockwise on screen; its inverse
-      // maps an output pixel back to where it came from.
-      const double ux = static_cast<double>(x) - cx - dx, uy = static_cast<double>(y) - cy - dy;
-      // Clamped to just outside the image (where every tap reads 0) so the casts below stay in range.
-      const double sx = std::clamp(c * ux - s * uy + cx, -2.0, static_cast<double>(cols) + 1.0);
-      const double sy = std::clamp(s * ux + c * uy + cy, -2.0, static_cast<double>(rows) + 1.0);
-      const double fx0 = std::floor(sx), fy0 = std::floor(sy);
-      const double fx = sx - fx0, fy = sy - fy0;
-      const auto x0 = static_cast<int64_t>(fx0), y0 = static_cast<int64_t>(fy0);
-      const double v = (1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)) +
-                       fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1));
-      dst[y * cols + x] = static_cast<uint8_t>(std::lround(std::clamp(v, 0.0, 255.0)));
-    }
-  }
 }
 
 void check_normalization(double mean, double std, const char* fn) {
@@ -76,27 +48,17 @@ void check_normalization(double mean, double std, const char* fn) {
               " must be finite with std > 0");
 }
 
-// x = (u8 / 255 - mean) / std in f32: a cast, then one scale and one shift (two elementwise ops).
-Tensor normalize_u8(const Tensor& u8, double mean, double std) {
-  autograd::NoGradGuard no_grad;
-  return add(mul(u8.to(DType::F32), 1.0 / (255.0 * std)), -mean / std);
-}
-
-// rows of `t` [N, ...] (contiguous) at `indices` [B] on t's device, without checking the index values:
-// the loader made them itself (a permutation of [0, N)), and checking would read them back to the
-// host, a device synchronization per batch.
-Tensor gather_rows_unchecked(const Tensor& t, const Tensor& indices) {
-  Shape shape = t.shape();
-  shape[0] = indices.numel();
-  Tensor out = make_empty(shape, t.dtype(), t.device());
-  if (out.numel() > 0) backend_for(t.device()).index_select(out, t, indices, 1, t.size(0), t.numel() / t.size(0));
-  return out;
-}
-
-// The device-resident batch step in one place, so that a fused backend primitive (gather, cast and
-// affine in one kernel) can replace it. `indices` must lie in [0, N).
-Tensor gather_normalize_unchecked(const Tensor& images_u8, const Tensor& indices, double mean, double std) {
-  return normalize_u8(gather_rows_unchecked(images_u8, indices), mean, std);
+BatchParams batch_params(const DataLoaderOptions& o, int64_t epoch, int64_t first) {
+  BatchParams p;
+  p.first = first;
+  p.mean = o.mean;
+  p.std = o.std;
+  p.augment = o.augment;
+  p.seed = o.seed;
+  p.augment_counter = counter(epoch, Stream::Augment, 0);
+  p.max_degrees = o.augment_options.max_degrees;
+  p.max_shift = o.augment_options.max_shift;
+  return p;
 }
 
 }  // namespace
@@ -130,7 +92,15 @@ Tensor gather_normalize(const Tensor& images_u8, const Tensor& indices, double m
     EMBER_CHECK(lo >= 0 && hi < images_u8.size(0), "gather_normalize: indices range over [", lo, ", ", hi,
                 "] but there are ", images_u8.size(0), " images, expected indices in [0, ", images_u8.size(0), ")");
   }
-  return gather_normalize_unchecked(images_u8.contiguous(), indices.contiguous(), mean, std);
+  Shape shape = images_u8.shape();
+  shape[0] = indices.numel();
+  Tensor out = make_empty(shape, DType::F32, images_u8.device());
+  BatchParams p;
+  p.mean = mean;
+  p.std = std;
+  if (out.numel() > 0)
+    backend_for(images_u8.device()).gather_batch(out, Tensor(), images_u8.contiguous(), Tensor(), indices, p);
+  return out;
 }
 
 Tensor rotate_translate(const Tensor& image_u8, double degrees, double dx, double dy) {
@@ -142,7 +112,11 @@ Tensor rotate_translate(const Tensor& image_u8, double degrees, double dx, doubl
               ", dx ", dx, ", dy ", dy, " must be finite");
   const Tensor src = image_u8.cpu().contiguous();
   Tensor out = make_empty(src.shape(), DType::U8, Device::cpu());
-  warp_u8(src.data<uint8_t>(), out.data<uint8_t>(), src.size(0), src.size(1), degrees, dx, dy);
+  const data_math::Warp w = data_math::make_warp(degrees, dx, dy);
+  const int64_t rows = src.size(0), cols = src.size(1);
+  uint8_t* o = out.data<uint8_t>();
+  for (int64_t y = 0; y < rows; ++y)
+    for (int64_t x = 0; x < cols; ++x) o[y * cols + x] = data_math::warp_pixel(src.data<uint8_t>(), rows, cols, y, x, w);
   return out.to(image_u8.device());
 }
 
@@ -152,8 +126,7 @@ struct DataLoader::State {
   int64_t epoch = 0;
   int64_t num_batches = 0;
   int64_t next_batch = 0;  // device-resident path: the next batch to gather
-  std::vector<int64_t> order;
-  Tensor device_order;  // device-resident path: the order, uploaded once per epoch
+  Tensor order;            // the epoch's order, I64 [N]: on the host, or on the device when resident
 
   std::thread worker;
   std::mutex mu;
@@ -191,10 +164,10 @@ DataLoader::DataLoader(TensorDataset dataset, DataLoaderOptions options)
   EMBER_CHECK(!needs_2d || dataset_.images().dim() == 3,
               "DataLoader: augment, transform and flatten = false need images [N, rows, cols], got ",
               shape_str(dataset_.images().shape()));
-  EMBER_CHECK(o.source != BatchSource::Resident || (!o.augment && !o.transform),
-              "DataLoader: source Resident cannot augment or transform (both run on the host per sample), expected "
+  EMBER_CHECK(o.source != BatchSource::Resident || !o.transform,
+              "DataLoader: source Resident cannot apply a transform (a host function run per sample), expected "
               "source Auto or Prefetch");
-  for (int v = 0; v < 256; ++v) lut_[v] = static_cast<float>((v / 255.0 - o.mean) / o.std);
+  for (int v = 0; v < 256; ++v) lut_[v] = data_math::normalize_pixel(static_cast<uint8_t>(v), o.mean, o.std);
 }
 
 DataLoader::~DataLoader() { stop_epoch(); }
@@ -206,7 +179,7 @@ int64_t DataLoader::num_batches() const {
 
 bool DataLoader::device_resident() const {
   if (options_.source != BatchSource::Auto) return options_.source == BatchSource::Resident;
-  return !options_.device.is_cpu() && !options_.augment && !options_.transform;
+  return !options_.device.is_cpu() && !options_.transform;
 }
 
 void DataLoader::set_epoch(int64_t epoch) {
@@ -230,14 +203,15 @@ void DataLoader::start_epoch() {
   auto s = std::make_unique<State>();
   s->epoch = next_epoch_++;
   s->num_batches = num_batches();
-  s->order = epoch_order(dataset_.size(), options_.shuffle, options_.seed, s->epoch);
   if (device_resident()) {
     if (!device_images_.defined()) {
       device_images_ = dataset_.images().to(options_.device);
       device_labels_ = dataset_.labels().to(options_.device);
     }
-    s->device_order = from_vector<int64_t>(s->order, {dataset_.size()}, TensorOptions(options_.device));
+    // Drawn where the batches are gathered: nothing crosses from the host during the epoch.
+    s->order = epoch_order(dataset_.size(), options_.shuffle, options_.seed, s->epoch, options_.device);
   } else {
+    s->order = epoch_order(dataset_.size(), options_.shuffle, options_.seed, s->epoch, Device::cpu());
     s->worker = std::thread([this, st = s.get()] { produce(*st); });
   }
   state_ = std::move(s);
@@ -251,41 +225,45 @@ Batch DataLoader::make_host_batch(const State& s, int64_t b) const {
   const int64_t pixels = images.numel() / std::max<int64_t>(images.size(0), 1);
   Shape x_shape = o.flatten ? Shape{count, pixels} : Shape{count, 1, images.size(1), images.size(2)};
   Batch batch{make_empty(x_shape, DType::F32, Device::cpu()), make_empty({count}, DType::I64, Device::cpu())};
+  const BatchParams params = batch_params(o, s.epoch, first);
+  if (!o.transform) {
+    // The CPU backend's primitive: the same code (and numbers) as the device-resident path.
+    cpu_backend().gather_batch(batch.x, batch.y, images, dataset_.labels(), s.order, params);
+    return batch;
+  }
+  // With a user transform, sample by sample: warp, transform, normalise (data_math.h, as the primitive).
   float* x = batch.x.data<float>();
   int64_t* y = batch.y.data<int64_t>();
   const uint8_t* all = images.data<uint8_t>();
   const int64_t* labels = dataset_.labels().data<int64_t>();
-  std::vector<uint8_t> warped(static_cast<size_t>(o.augment ? pixels : 0));
+  const int64_t* order = s.order.data<int64_t>();
+  const int64_t rows = images.size(1), cols = images.size(2);
   for (int64_t k = 0; k < count; ++k) {
     if (s.stop.load(std::memory_order_relaxed)) break;  // the batch is dropped unseen
-    const int64_t pos = first + k, index = s.order[pos];
+    const int64_t pos = first + k, index = order[pos];
     const uint8_t* px = all + index * pixels;
+    // The transform gets its own copy: it may keep or modify the tensor without touching the dataset.
+    Tensor in = make_empty({rows, cols}, DType::U8, Device::cpu());
+    uint8_t* dst = in.data<uint8_t>();
     if (o.augment) {
-      // Three uniform draws in [0, 1) from one Philox block: angle, dx, dy.
-      const philox::U32x4 r = philox::philox4x32_10(o.seed, counter(s.epoch, Stream::Augment, pos));
-      auto sym = [](uint32_t w, double m) { return (2.0 * (w * (1.0 / 4294967296.0)) - 1.0) * m; };
-      const AugmentOptions& a = o.augment_options;
-      warp_u8(px, warped.data(), images.size(1), images.size(2), sym(r.x[0], a.max_degrees), sym(r.x[1], a.max_shift),
-              sym(r.x[2], a.max_shift));
-      px = warped.data();
+      const data_math::Warp w = data_math::random_warp(params.seed, params.augment_counter + static_cast<uint64_t>(pos),
+                                                       params.max_degrees, params.max_shift);
+      for (int64_t yy = 0; yy < rows; ++yy)
+        for (int64_t xx = 0; xx < cols; ++xx) dst[yy * cols + xx] = data_math::warp_pixel(px, rows, cols, yy, xx, w);
+    } else {
+      std::memcpy(dst, px, static_cast<size_t>(pixels));
     }
-    Tensor transformed;
-    if (o.transform) {
-      // The transform gets its own copy: it may keep or modify the tensor without touching the dataset.
-      Tensor in = make_empty({images.size(1), images.size(2)}, DType::U8, Device::cpu());
-      std::memcpy(in.data_ptr(), px, static_cast<size_t>(pixels));
-      transformed = o.transform(in, index);
-      EMBER_CHECK(transformed.defined() && transformed.dtype() == DType::U8 && transformed.shape() == in.shape(),
-                  "DataLoader: transform returned ",
-                  transformed.defined()
-                      ? detail::str_cat(dtype_name(transformed.dtype()), " ", shape_str(transformed.shape()))
-                      : std::string("an undefined tensor"),
-                  " for sample ", index, ", expected U8 ", shape_str(in.shape()));
-      transformed = transformed.cpu().contiguous();
-      px = transformed.data<uint8_t>();
-    }
+    Tensor transformed = o.transform(in, index);
+    EMBER_CHECK(transformed.defined() && transformed.dtype() == DType::U8 && transformed.shape() == in.shape(),
+                "DataLoader: transform returned ",
+                transformed.defined()
+                    ? detail::str_cat(dtype_name(transformed.dtype()), " ", shape_str(transformed.shape()))
+                    : std::string("an undefined tensor"),
+                " for sample ", index, ", expected U8 ", shape_str(in.shape()));
+    transformed = transformed.cpu().contiguous();
+    const uint8_t* t = transformed.data<uint8_t>();
     float* row = x + k * pixels;
-    for (int64_t j = 0; j < pixels; ++j) row[j] = lut_[px[j]];
+    for (int64_t j = 0; j < pixels; ++j) row[j] = lut_[t[j]];
     y[k] = labels[index];
   }
   return batch;
@@ -337,9 +315,13 @@ std::optional<Batch> DataLoader::next() {
     }
     const int64_t first = s.next_batch++ * options_.batch_size;
     const int64_t count = std::min(options_.batch_size, dataset_.size() - first);
-    const Tensor idx = s.device_order.narrow(0, first, count);
-    Batch batch{gather_normalize_unchecked(device_images_, idx, options_.mean, options_.std),
-                gather_rows_unchecked(device_labels_, idx)};
+    const Tensor& images = device_images_;
+    Shape x_shape = images.shape();
+    x_shape[0] = count;
+    Batch batch{make_empty(x_shape, DType::F32, options_.device), make_empty({count}, DType::I64, options_.device)};
+    // One kernel: gather by the epoch's order, augment, convert and normalise, and gather the labels.
+    backend_for(options_.device)
+        .gather_batch(batch.x, batch.y, images, device_labels_, s.order, batch_params(options_, s.epoch, first));
     if (options_.flatten)
       batch.x = batch.x.reshape({count, -1});
     else

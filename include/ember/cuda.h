@@ -25,6 +25,23 @@ EMBER_API void reset_peak_memory_stats(int device = 0);
 EMBER_API void empty_cache(int device = 0);
 // Waits for all work queued on the device's compute stream.
 EMBER_API void synchronize(int device = 0);
+
+// What made the host touch a device since the process started (all devices together). A training
+// loop whose data, permutation and optimizer state live on the device adds none of these per step.
+struct TransferStats {
+  uint64_t host_to_device_copies = 0;  // copies from host memory (uploads)
+  uint64_t device_to_host_copies = 0;  // blocking reads: item(), to_vector(), .cpu(), ...
+  uint64_t synchronizations = 0;       // synchronize(), empty_cache(), and waits for a staging buffer
+};
+EMBER_API TransferStats transfer_stats();
+
+// What happens when the host is about to wait for a device (a blocking read or a synchronisation):
+// Off (the default) lets it; Warn also prints one line naming the call on stderr; Error throws
+// ember::Error instead, so a test or a debugging session finds the call that stalls a training loop.
+enum class SyncDebugMode { Off, Warn, Error };
+EMBER_API void set_sync_debug_mode(SyncDebugMode mode);
+EMBER_API SyncDebugMode sync_debug_mode();
+
 // TF32 tensor cores for f32 GEMMs (off by default so results match the CPU reference closely).
 EMBER_API void set_allow_tf32(bool allow);
 EMBER_API bool allow_tf32();

@@ -68,11 +68,10 @@ class EMBER_API TensorDataset {
   Tensor labels_;
 };
 
-// x = (images[indices] / 255 - mean) / std as F32, with images U8 [N, ...] and indices I64 [B] on one
-// device; result [B, ...]. The indices are checked to lie in [0, N), which reads their range back to
-// the host (a synchronisation on a GPU; the DataLoader skips it for its own permutation). Written
-// with existing primitives (a gather, a cast, a scale and a shift), so it runs on any backend; a
-// fused backend primitive can replace it.
+// x = float((images[indices] / 255 - mean) / std) (computed in f64), with images U8 [N, ...] and
+// indices I64 [B] on one device; result F32 [B, ...]. One fused pass (the backend's gather_batch, the
+// step the DataLoader runs per batch). The indices are checked to lie in [0, N), which reads their
+// range back to the host (a synchronisation on a GPU; the DataLoader skips it for its own order).
 EMBER_API Tensor gather_normalize(const Tensor& images_u8, const Tensor& indices, double mean, double std);
 
 // Rotates a U8 image [rows, cols] by `degrees` (counter-clockwise as displayed, about the image
@@ -80,16 +79,17 @@ EMBER_API Tensor gather_normalize(const Tensor& images_u8, const Tensor& indices
 // outside the image and rounding to u8. Zero angle and integer shifts move pixels exactly.
 EMBER_API Tensor rotate_translate(const Tensor& image_u8, double degrees, double dx, double dy);
 
-// Per-sample random rotation and shift, drawn from Philox (see DataLoader) and applied on the host by
-// rotate_translate: bilinear, because nearest-neighbour sampling makes a 2-pixel-wide stroke jagged
-// and changes its width under small rotations.
+// Per-sample random rotation and shift, drawn from Philox (see DataLoader) and applied with the
+// same bilinear sampling as rotate_translate, on the device that gathers the batch: bilinear,
+// because nearest-neighbour sampling makes a 2-pixel-wide stroke jagged and changes its width under
+// small rotations.
 struct AugmentOptions {
   double max_shift = 2.0;     // dx, dy uniform in [-max_shift, max_shift] pixels
   double max_degrees = 10.0;  // angle uniform in [-max_degrees, max_degrees]
 };
 
-// Where batches are assembled (see DataLoader). Auto: Resident for a non-CPU device without augment
-// or transform, else Prefetch. Resident on the CPU gathers in the consumer's thread, with no worker.
+// Where batches are assembled (see DataLoader). Auto: Resident for a non-CPU device without a
+// transform, else Prefetch. Resident on the CPU gathers in the consumer's thread, with no worker.
 enum class BatchSource { Auto, Prefetch, Resident };
 
 struct DataLoaderOptions {
@@ -120,19 +120,20 @@ struct Batch {
 
 // Yields an epoch of batches at a time.
 //
-// Order: epoch e visits the samples in a permutation drawn by Fisher-Yates on the host from
-// Philox(seed, counter = e's block + step): a function of (seed, epoch) only, so set_epoch(e)
-// replays epoch e exactly (resuming from a checkpoint) and no state hides in the loader.
+// Order: epoch e visits the samples in a permutation of [0, N) in which sample i has the sort key
+// Philox(seed, counter = e's block + i) (64 bits) and the samples are sorted stably by key: a function
+// of (seed, epoch) only, identical on the CPU and on CUDA (where CUB's radix sort draws it), so
+// set_epoch(e) replays epoch e exactly (resuming from a checkpoint) and no state hides in the loader.
 // Augmentation draws come from the same key in a separate counter block, by position in the epoch.
 //
 // Two paths (BatchSource):
-//  - Prefetch (CPU target, or augment/transform on): a background thread assembles up to `prefetch`
-//    batches ahead into a bounded queue; the consumer copies each to `device`.
-//  - Resident (non-CPU target, no augment or transform): the dataset is uploaded once as U8 and the
-//    labels as I64; each epoch uploads its permutation once; each batch is gathered and normalised on
-//    the device by gather_normalize's unchecked core (the indices are the loader's own permutation,
-//    so no per-batch range check reads them back), so a batch copies nothing from the host. Drawing
-//    the permutation on the device is a later improvement: one host-to-device copy per epoch now.
+//  - Prefetch (CPU target, or a transform): a background thread assembles up to `prefetch` batches
+//    ahead into a bounded queue (with the CPU backend's gather_batch, or sample by sample around a
+//    transform); the consumer copies each to `device`.
+//  - Resident (non-CPU target without a transform): the dataset is uploaded once as U8 and the labels
+//    as I64; each epoch's order is drawn on the device; each batch (gather by the order, augmentation,
+//    conversion, normalisation, and the labels) is one kernel (the backend's gather_batch). Nothing is
+//    copied from the host and nothing waits for the device after the first epoch's upload.
 //
 // Not copyable or movable (the thread refers to the loader). Destroying it, calling set_epoch() or
 // begin() mid-epoch stops the thread cleanly.

@@ -42,15 +42,19 @@ void ProgressBar::update(int64_t step, double running_loss, int64_t images) {
   const double eta = frac > 0 ? elapsed * (1 - frac) / frac : NAN;
   const double ips = elapsed > 0 ? static_cast<double>(images) / elapsed : 0.0;
   last_draw_ = now;
+  // Not read back yet (a GPU's first refresh): a placeholder rather than "nan".
+  char loss[16];
+  if (std::isfinite(running_loss)) std::snprintf(loss, sizeof loss, "%.4f", running_loss);
+  else std::snprintf(loss, sizeof loss, "%s", std::isnan(running_loss) ? "  ... " : "inf");
   if (tty_) {
     const int width = 30, filled = static_cast<int>(frac * width);
-    std::printf("\repoch %lld/%lld [%s%s] %3.0f%% ETA %s loss %.4f %.0f img/s ", static_cast<long long>(epoch_),
+    std::printf("\repoch %lld/%lld [%s%s] %3.0f%% ETA %s loss %s %.0f img/s ", static_cast<long long>(epoch_),
                 static_cast<long long>(epochs_), std::string(filled, '#').c_str(),
-                std::string(width - filled, '.').c_str(), frac * 100, format_duration(eta).c_str(), running_loss, ips);
+                std::string(width - filled, '.').c_str(), frac * 100, format_duration(eta).c_str(), loss, ips);
   } else {
     while (next_decile_ <= 10 && step * 10 >= next_decile_ * total_) ++next_decile_;
-    std::printf("epoch %lld/%lld %3.0f%% ETA %s loss %.4f %.0f img/s\n", static_cast<long long>(epoch_),
-                static_cast<long long>(epochs_), frac * 100, format_duration(eta).c_str(), running_loss, ips);
+    std::printf("epoch %lld/%lld %3.0f%% ETA %s loss %s %.0f img/s\n", static_cast<long long>(epoch_),
+                static_cast<long long>(epochs_), frac * 100, format_duration(eta).c_str(), loss, ips);
   }
   std::fflush(stdout);
 }

@@ -22,8 +22,8 @@ struct EpochStats {
 class ProgressBar {
  public:
   ProgressBar(int64_t epoch, int64_t epochs, int64_t total_steps, bool quiet);
-  // True when the caller should pass fresh figures (a refresh is due); reading the running loss
-  // syncs with the device, so it is asked for only then.
+  // True when the caller should pass fresh figures (a refresh is due). The caller reads the running
+  // loss back asynchronously (AsyncRead), so it may be a refresh old, or NaN before the first read.
   bool due(int64_t step) const;
   void update(int64_t step, double running_loss, int64_t images);
   void finish();

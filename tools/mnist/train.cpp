@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -177,6 +178,11 @@ int run(const Config& cfg) {
     Tensor loss_sum = zeros({}, TensorOptions(DType::F32, device));
     Tensor correct = zeros({}, TensorOptions(DType::I64, device));
     int64_t step = 0, images = 0;
+    // The bar's running loss is read back asynchronously (no wait on the device inside the loop): it
+    // shows the latest copy that has arrived, at most one refresh old.
+    AsyncRead loss_reader;
+    double shown_loss = NAN;
+    int64_t read_images = 0, shown_images = 0;
     for (data::Batch& batch : train_loader) {
       if (step < progress.step_in_epoch) {  // resuming mid-epoch: replay the order, skip the work
         ++step;
@@ -195,7 +201,17 @@ int run(const Config& cfg) {
       }
       ++step;
       images += batch.y.size(0);
-      if (bar.due(step)) bar.update(step, loss_sum.item<double>() / static_cast<double>(images), images);
+      if (bar.due(step)) {
+        if (!loss_reader.pending()) {
+          loss_reader.start(loss_sum);
+          read_images = images;
+        }
+        if (loss_reader.ready()) {  // on the CPU at once; on a GPU usually at the next refresh
+          shown_loss = loss_reader.get().item<double>();
+          shown_images = read_images;
+        }
+        bar.update(step, shown_images ? shown_loss / static_cast<double>(shown_images) : NAN, images);
+      }
       if (g_stop) {
         interrupted = true;
         break;

@@ -34,6 +34,9 @@ class CpuBackend final : public Backend {
   void index_add(const Tensor& out, const Tensor& src, const Tensor& index, int64_t outer, int64_t n,
                  int64_t inner) override;
   void optimizer_step(const OptimizerStep& s) override;
+  void random_permutation(const Tensor& out, uint64_t seed, uint64_t counter) override;
+  void gather_batch(const Tensor& x, const Tensor& y, const Tensor& images, const Tensor& labels, const Tensor& order,
+                    const BatchParams& p) override;
 };
 
 namespace cpu {
