@@ -131,7 +131,8 @@ struct OptimizerParam {
   OptimizerHyper hyper;
 };
 
-// One optimizer step over many parameters of one device and dtype: a single fused launch on CUDA.
+// One optimizer step over many parameters of one device and dtype: on CUDA one launch per 48
+// parameters (arguments only, nothing copied from the host).
 struct OptimizerStep {
   OptimizerAlgo algo = OptimizerAlgo::Sgd;
   std::vector<OptimizerParam> params;
@@ -215,7 +216,7 @@ class Backend {
                          int64_t inner) = 0;
 
   // Updates every parameter of `s` (one device, one dtype; see OptimizerStep) and its state in
-  // place: one pass per parameter on the CPU, one fused launch for all of them on CUDA.
+  // place: one pass per parameter on the CPU, one launch per 48 parameters on CUDA.
   virtual void optimizer_step(const OptimizerStep& s) = 0;
 
   // out I64 [n] (contiguous) = a random permutation of [0, n): index i gets the key

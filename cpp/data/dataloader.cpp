@@ -208,8 +208,14 @@ void DataLoader::start_epoch() {
       device_images_ = dataset_.images().to(options_.device);
       device_labels_ = dataset_.labels().to(options_.device);
     }
-    // Drawn where the batches are gathered: nothing crosses from the host during the epoch.
-    s->order = epoch_order(dataset_.size(), options_.shuffle, options_.seed, s->epoch, options_.device);
+    // Drawn where the batches are gathered: nothing crosses from the host during the epoch (the
+    // unshuffled order is uploaded once and kept).
+    if (options_.shuffle) {
+      s->order = epoch_order(dataset_.size(), true, options_.seed, s->epoch, options_.device);
+    } else {
+      if (!device_unshuffled_.defined()) device_unshuffled_ = epoch_order(dataset_.size(), false, 0, 0, options_.device);
+      s->order = device_unshuffled_;
+    }
   } else {
     s->order = epoch_order(dataset_.size(), options_.shuffle, options_.seed, s->epoch, Device::cpu());
     s->worker = std::thread([this, st = s.get()] { produce(*st); });

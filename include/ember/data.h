@@ -190,6 +190,7 @@ class EMBER_API DataLoader {
   // Device-resident copies (device-resident path only), made on first use.
   Tensor device_images_;
   Tensor device_labels_;
+  Tensor device_unshuffled_;  // 0..N-1 on the device, for loaders that do not shuffle
 };
 
 }  // namespace ember::data

@@ -41,8 +41,9 @@ struct OptimizerState {
 
 // The base of every optimizer: parameter groups, per-parameter state, zero_grad, state_dict.
 // step() updates every parameter that has a gradient (parameters without one are skipped, as in
-// PyTorch). On CUDA all parameters of one dtype are updated by one fused kernel launch; on the
-// CPU one pass per parameter; both run the same per-element arithmetic.
+// PyTorch). On CUDA all parameters of one dtype are updated by one fused kernel launch per 48 of
+// them (nothing copied from the host); on the CPU one pass per parameter; both run the same
+// per-element arithmetic.
 class EMBER_API Optimizer {
  public:
   virtual ~Optimizer();

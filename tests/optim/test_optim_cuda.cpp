@@ -1,4 +1,4 @@
-// CUDA parity for the optimizers: every fused update (one launch for all parameters) against the
+// CUDA parity for the optimizers: every fused update (one launch per 48 parameters) against the
 // CPU reference on the same parameters, gradients and options, parameters and state buffers
 // compared after several steps; many parameters of odd sizes so the launch's table spans several
 // entries and chunks; per-group scalars; a model trained on CUDA. Skipped without a GPU.
@@ -27,8 +27,8 @@ void expect_close(const Tensor& gpu, const Tensor& cpu, DType dt, const std::str
   EXPECT_TRUE(test::all_close(gpu.cpu(), cpu, tol)) << what;
 }
 
-// One group per parameter, each with its own lr: ten distinct scalar sets, more than the launch
-// passes by value (8), so the kernel reads them from a per-step table instead.
+// One group per parameter, each with its own lr: ten distinct scalar sets, more than one launch
+// carries (8), so the step is split into two launches.
 std::vector<optim::ParamGroup> group_per_param(const std::vector<Tensor>& ps) {
   std::vector<optim::ParamGroup> g;
   for (size_t k = 0; k < ps.size(); ++k) g.push_back({{ps[k]}, 0.001 * static_cast<double>(k + 1), std::nullopt});
@@ -96,6 +96,28 @@ TEST(CudaOptim, FusedUpdatesMatchCpu) {
   for (const auto& [name, make] : cases)
     for (DType dt : {DType::F32, DType::F64}) check_parity(name, make, dt);
   for (const auto& [name, make] : cases) check_parity(name, make, DType::F32, /*many_groups=*/true);
+}
+
+// 150 parameters: more than one launch's 48 entries, so the step takes four launches.
+TEST(CudaOptim, ManyParametersSpanSeveralLaunches) {
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device: the fused optimizer kernels are not exercised";
+  std::vector<Tensor> cpu_params, gpu_params;
+  for (int k = 0; k < 150; ++k) {
+    Tensor p = test::uniform({1 + (k * 37) % 300}, -1, 1, DType::F32, 7 + k);
+    gpu_params.push_back(p.to(Device::cuda()).requires_grad_());
+    cpu_params.push_back(p.requires_grad_());
+  }
+  optim::Adam cpu_opt(cpu_params, {.lr = 0.01, .weight_decay = 0.01}), gpu_opt(gpu_params, {.lr = 0.01, .weight_decay = 0.01});
+  for (int t = 1; t <= 3; ++t) {
+    for (size_t k = 0; k < cpu_params.size(); ++k) {
+      Tensor g = test::uniform(cpu_params[k].shape(), -1, 1, DType::F32, 100 * t + k);
+      cpu_params[k].set_grad(g);
+      gpu_params[k].set_grad(g.to(Device::cuda()));
+    }
+    cpu_opt.step();
+    gpu_opt.step();
+  }
+  for (size_t k = 0; k < cpu_params.size(); ++k) expect_close(gpu_params[k], cpu_params[k], DType::F32, "parameter " + std::to_string(k));
 }
 
 TEST(CudaOptim, TrainingOnCudaTracksTheCpuRun) {
