@@ -46,11 +46,13 @@ EMBER_HOST_DEVICE C lerp(C start, C end, C w) {
   return (w < C(0.5) && w > C(-0.5)) ? start + w * (end - start) : end - (end - start) * (C(1) - w);
 }
 
-// sqrt in C: on the host ::sqrt runs in double, and rounding that once to float equals the
-// correctly rounded float sqrt.
+// sqrt in C, correctly rounded on both engines (IEEE sqrt on the host; on CUDA sqrtf is correctly
+// rounded unless -use_fast_math, which ember does not use). sqrtf, not the double sqrt rounded to
+// float (the same value), so the CPU loop vectorises.
 template <class C>
 EMBER_HOST_DEVICE C csqrt(C x) {
-  return static_cast<C>(sqrt(x));
+  if constexpr (sizeof(C) == sizeof(float)) return sqrtf(x);
+  else return sqrt(x);
 }
 
 // torch.maximum: NaN in either operand propagates.
@@ -129,17 +131,44 @@ EMBER_HOST_DEVICE void adagrad_update(C& p, C g, C& sum, const Scalars<C>& s) {
 
 // Element i of one parameter: the entry point both engines call. State pointers are null for
 // unused slots (see OptimizerParam).
+//
+// Each value is loaded into a local, updated there and stored back unconditionally, so the
+// branches on the scalars become selects and the CPU loop vectorises (cpu_optim.cpp).
 template <OptimizerAlgo A, class C>
 EMBER_HOST_DEVICE void update_element(C* p, const C* g, C* s0, C* s1, C* s2, int64_t i, const Scalars<C>& s) {
+  C pv = p[i];
   if constexpr (A == OptimizerAlgo::Sgd) {
-    sgd_update(p[i], g[i], s0 ? s0 + i : nullptr, s);
+    if (s0) {
+      C b = s0[i];
+      sgd_update(pv, g[i], &b, s);
+      s0[i] = b;
+    } else {
+      sgd_update(pv, g[i], static_cast<C*>(nullptr), s);
+    }
   } else if constexpr (A == OptimizerAlgo::Adam) {
-    adam_update(p[i], g[i], s0[i], s1[i], s2 ? s2 + i : nullptr, s);
+    C m = s0[i], v = s1[i];
+    if (s2) {
+      C mx = s2[i];
+      adam_update(pv, g[i], m, v, &mx, s);
+      s2[i] = mx;
+    } else {
+      adam_update(pv, g[i], m, v, static_cast<C*>(nullptr), s);
+    }
+    s0[i] = m;
+    s1[i] = v;
   } else if constexpr (A == OptimizerAlgo::Rmsprop) {
-    rmsprop_update(p[i], g[i], s0[i], s1 ? s1 + i : nullptr, s2 ? s2 + i : nullptr, s);
+    C sq = s0[i];
+    C mb = s1 ? s1[i] : C(0), ga = s2 ? s2[i] : C(0);
+    rmsprop_update(pv, g[i], sq, s1 ? &mb : static_cast<C*>(nullptr), s2 ? &ga : static_cast<C*>(nullptr), s);
+    s0[i] = sq;
+    if (s1) s1[i] = mb;
+    if (s2) s2[i] = ga;
   } else {
-    adagrad_update(p[i], g[i], s0[i], s);
+    C sum = s0[i];
+    adagrad_update(pv, g[i], sum, s);
+    s0[i] = sum;
   }
+  p[i] = pv;
 }
 
 }  // namespace ember::optim_math

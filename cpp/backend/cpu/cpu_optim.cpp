@@ -5,6 +5,19 @@
 namespace ember {
 namespace {
 
+// One loop per combination of present state buffers: the null checks fold away, and what is left
+// is straight-line arithmetic with selects. A parameter, its gradient and its state buffers are
+// distinct allocations (the optimizer makes them so), so the loop may be vectorised as if they could
+// not alias (`omp simd`; -fopenmp-simd -fno-math-errno for this file: CMakeLists.txt).
+template <OptimizerAlgo A, class T, bool H0, bool H1, bool H2>
+void update_loop(T* p, const T* g, T* s0, T* s1, T* s2, int64_t n, const optim_math::Scalars<T>& s) {
+  T* b0 = H0 ? s0 : nullptr;
+  T* b1 = H1 ? s1 : nullptr;
+  T* b2 = H2 ? s2 : nullptr;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) optim_math::update_element<A, T>(p, g, b0, b1, b2, i, s);
+}
+
 template <OptimizerAlgo A, class T>
 void update_param(const OptimizerParam& e) {
   const optim_math::Scalars<T> s = optim_math::cast_scalars<T>(e.hyper);
@@ -14,7 +27,17 @@ void update_param(const OptimizerParam& e) {
   T* s1 = e.state[1].defined() ? cpu::ptr<T>(e.state[1]) : nullptr;
   T* s2 = e.state[2].defined() ? cpu::ptr<T>(e.state[2]) : nullptr;
   const int64_t n = e.param.numel();
-  for (int64_t i = 0; i < n; ++i) optim_math::update_element<A, T>(p, g, s0, s1, s2, i, s);
+  const int mask = (s0 ? 1 : 0) | (s1 ? 2 : 0) | (s2 ? 4 : 0);
+  switch (mask) {
+    case 0: return update_loop<A, T, false, false, false>(p, g, s0, s1, s2, n, s);
+    case 1: return update_loop<A, T, true, false, false>(p, g, s0, s1, s2, n, s);
+    case 2: return update_loop<A, T, false, true, false>(p, g, s0, s1, s2, n, s);
+    case 3: return update_loop<A, T, true, true, false>(p, g, s0, s1, s2, n, s);
+    case 4: return update_loop<A, T, false, false, true>(p, g, s0, s1, s2, n, s);
+    case 5: return update_loop<A, T, true, false, true>(p, g, s0, s1, s2, n, s);
+    case 6: return update_loop<A, T, false, true, true>(p, g, s0, s1, s2, n, s);
+    default: return update_loop<A, T, true, true, true>(p, g, s0, s1, s2, n, s);
+  }
 }
 
 template <OptimizerAlgo A>
