@@ -7,6 +7,7 @@
 #include "cpp/autograd/function.h"
 #include "cpp/backend/backend.h"
 #include "ember/ops.h"
+#include "ember/profile.h"
 
 namespace ember::autograd {
 namespace {
@@ -217,7 +218,11 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
       for (size_t i = 0; i < node->output_shapes.size(); ++i)
         if (!in[i].defined() && is_floating(node->output_options[i].dtype))
           in[i] = zeros(node->output_shapes[i], node->output_options[i]);
-      out = node->apply(std::move(in));
+      {
+        const std::string range_name = detail::str_cat(node->name(), " backward");
+        profile::Range range(range_name.c_str());
+        out = node->apply(std::move(in));
+      }
       if (!retain_graph) node->release_saved();
       for (const Tensor& g : out) check_finite(g, detail::str_cat(node->name(), " (backward)"));
     }

@@ -18,6 +18,7 @@
 #include "ember/autograd.h"
 #include "ember/data.h"
 #include "ember/ops.h"
+#include "ember/profile.h"
 
 namespace ember::data {
 namespace {
@@ -312,6 +313,7 @@ void DataLoader::produce(State& s) {
 }
 
 std::optional<Batch> DataLoader::next() {
+  profile::Range range("data.next");
   if (!state_) start_epoch();
   State& s = *state_;
   if (device_resident()) {

@@ -11,6 +11,7 @@
 #include "ember/autograd.h"
 #include "cpp/nn/nn_internal.h"
 #include "ember/nn.h"
+#include "ember/profile.h"
 
 namespace ember::nn {
 namespace {
@@ -65,6 +66,7 @@ Tensor Module::forward(const Tensor&) {
 }
 
 Tensor Module::operator()(const Tensor& input) {
+  profile::Range range(type_name().c_str());
   SummaryRecorder* rec = g_recorder;
   if (!rec) return forward(input);
   auto it = rec->names.find(this);

@@ -1,6 +1,7 @@
 // Activations and softmax: forward through the backend's unary map, backward through the fused
 // derivative ops (BinaryOp::*Backward) whose arithmetic lives in elementwise_math.h.
 #include "cpp/ops/op_utils.h"
+#include "ember/profile.h"
 
 namespace ember {
 using autograd::any_requires_grad;
@@ -12,6 +13,7 @@ namespace {
 // y = f(x); dx = backward_op(dy, saved) where saved is x or (save_output) y.
 Tensor activation(UnaryOp op, BinaryOp backward_op, const Tensor& x, const char* name, bool save_output,
                   double alpha = 0.0) {
+  profile::Range range(name);
   ops::check_defined(x, name);
   ops::check_floating(x, name);
   Tensor out = ops::unary_kernel(op, x, {alpha, 0.0});
@@ -24,6 +26,7 @@ Tensor activation(UnaryOp op, BinaryOp backward_op, const Tensor& x, const char*
 }
 
 Tensor softmax_impl(const Tensor& x, int64_t dim, bool log, const char* name) {
+  profile::Range range(name);
   ops::check_defined(x, name);
   ops::check_floating(x, name);
   if (x.dim() == 0) return softmax_impl(x.reshape({1}), 0, log, name).reshape({});

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "cpp/ops/op_utils.h"
+#include "ember/profile.h"
 
 namespace ember {
 using autograd::any_requires_grad;
@@ -73,6 +74,7 @@ std::pair<Tensor, Tensor> prepare(const Tensor& a, const Tensor& b, const char* 
 
 Tensor binary_op(BinaryOp op, const Tensor& a0, const Tensor& b0) {
   const char* name = binary_name(op);
+  profile::Range range(name);
   const bool need_float = op == BinaryOp::Div || op == BinaryOp::Pow;
   auto [a, b] = prepare(a0, b0, name, need_float);
   Tensor out = ops::binary_kernel(op, a, b);
@@ -137,6 +139,7 @@ Tensor binary_op(BinaryOp op, const Tensor& a0, const Tensor& b0) {
 
 // x op scalar, where integer tensors stay integer for integral scalars under add/sub/mul.
 Tensor scalar_op(UnaryOp op, const Tensor& x0, double s, const char* name) {
+  profile::Range range(name);
   ops::check_defined(x0, name);
   const bool exact_int = !is_floating(x0.dtype()) && s == static_cast<double>(static_cast<int64_t>(s)) &&
                          (op == UnaryOp::AddScalar || op == UnaryOp::MulScalar || op == UnaryOp::RSubScalar);
@@ -169,6 +172,7 @@ Tensor scalar_op(UnaryOp op, const Tensor& x0, double s, const char* name) {
 
 // Unary math with a backward written from the input x and/or the output y.
 Tensor math_op(UnaryOp op, const Tensor& x0, const char* name) {
+  profile::Range range(name);
   ops::check_defined(x0, name);
   Tensor x = op == UnaryOp::Neg || op == UnaryOp::Abs || op == UnaryOp::Square
                  ? (x0.dtype() == DType::Bool ? x0.to(DType::I64) : x0)

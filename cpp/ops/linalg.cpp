@@ -1,6 +1,7 @@
 // matmul (2-D, batched 3-D, shared 2-D operand) and linear / linear_relu with their GEMM
 // epilogues: bias (+ReLU) fused into the forward GEMM, the bias gradient into the weight GEMM.
 #include "cpp/ops/op_utils.h"
+#include "ember/profile.h"
 
 namespace ember {
 using autograd::any_requires_grad;
@@ -78,6 +79,7 @@ Tensor matmul_2d3d(const Tensor& a, const Tensor& b) {
 }
 
 Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, const char* op) {
+  profile::Range range(op);
   ops::check_defined(x, op, "input");
   ops::check_defined(w, op, "weight");
   ops::check_same_device(x, w, op);
@@ -132,6 +134,7 @@ Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& b, bool relu,
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
+  profile::Range range("matmul");
   check_matmul_args(a, b, "matmul");
   EMBER_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: operands must have at least 1 dim, got shapes ",
               shape_str(a.shape()), " and ", shape_str(b.shape()));

@@ -1,6 +1,7 @@
 // Losses: the fused cross-entropy (one backend pass forward, one backward), and nll, mse, l1 and
 // binary cross-entropy with logits as compositions of ember ops.
 #include "cpp/ops/op_utils.h"
+#include "ember/profile.h"
 
 namespace ember {
 using autograd::any_requires_grad;
@@ -52,6 +53,7 @@ void check_label_range(const Tensor& labels, int64_t classes, int64_t ignore_ind
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits0, const Tensor& labels, const CrossEntropyArgs& args) {
+  profile::Range range("cross_entropy");
   check_class_args(logits0, labels, "cross_entropy", "logits");
   EMBER_CHECK(args.label_smoothing >= 0.0 && args.label_smoothing <= 1.0,
               "cross_entropy: label_smoothing must be in [0, 1], got ", args.label_smoothing);
@@ -89,6 +91,7 @@ Tensor cross_entropy(const Tensor& logits0, const Tensor& labels, const CrossEnt
 }
 
 Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, Reduction reduction, int64_t ignore_index) {
+  profile::Range range("nll_loss");
   check_class_args(log_probs, labels, "nll_loss", "log_probs");
   check_label_range(labels, log_probs.size(1), ignore_index, "nll_loss");
   Tensor valid = ne(labels, static_cast<double>(ignore_index));
@@ -100,16 +103,19 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, Reduction reducti
 }
 
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+  profile::Range range("mse_loss");
   check_same_shape(input, target, "mse_loss");
   return reduce_loss(square(sub(input, target)), reduction);
 }
 
 Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+  profile::Range range("l1_loss");
   check_same_shape(input, target, "l1_loss");
   return reduce_loss(abs(sub(input, target)), reduction);
 }
 
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, Reduction reduction) {
+  profile::Range range("binary_cross_entropy_with_logits");
   check_same_shape(logits, target, "binary_cross_entropy_with_logits");
   ops::check_floating(logits, "binary_cross_entropy_with_logits");
   // softplus(x) - x t = max(x, 0) - x t + log(1 + exp(-|x|)): never overflows.

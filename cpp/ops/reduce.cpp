@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "cpp/ops/op_utils.h"
+#include "ember/profile.h"
 
 namespace ember {
 using autograd::any_requires_grad;
@@ -49,6 +50,7 @@ Tensor expand_grad(const Tensor& g, const std::vector<int64_t>& dims, const Shap
 }
 
 Tensor sum_impl(const Tensor& x0, const std::vector<int64_t>& dims0, bool keepdim, bool mean_of, const char* name) {
+  profile::Range range(name);
   ops::check_defined(x0, name);
   const std::vector<int64_t> dims = ops::reduce_dims(x0, dims0, name);
   Tensor x = mean_of ? ops::to_floating(x0) : (x0.dtype() == DType::Bool || x0.dtype() == DType::U8 ||
@@ -67,6 +69,7 @@ Tensor sum_impl(const Tensor& x0, const std::vector<int64_t>& dims0, bool keepdi
 
 // Values and indices of max/min along one dim; the gradient goes to the selected index.
 std::pair<Tensor, Tensor> extreme_dim(const Tensor& x, int64_t dim, bool keepdim, bool is_max, const char* name) {
+  profile::Range range(name);
   ops::check_defined(x, name);
   EMBER_CHECK(x.dtype() != DType::Bool, name, ": bool tensors have no order; convert with .to(DType::I64)");
   const int64_t d = wrap_dim(dim, x.dim(), name);
@@ -92,6 +95,7 @@ std::pair<Tensor, Tensor> extreme_dim(const Tensor& x, int64_t dim, bool keepdim
 
 // Max/min over all elements; ties share the gradient evenly.
 Tensor extreme_all(const Tensor& x, bool is_max, const char* name) {
+  profile::Range range(name);
   ops::check_defined(x, name);
   EMBER_CHECK(x.numel() > 0, name, ": cannot reduce an empty tensor (shape ", shape_str(x.shape()),
               "); it has no maximum or minimum");
@@ -120,6 +124,7 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
 }
 
 Tensor var(const Tensor& x0, const std::vector<int64_t>& dims0, int64_t correction, bool keepdim) {
+  profile::Range range("var");
   ops::check_defined(x0, "var");
   Tensor x = ops::to_floating(x0);
   const std::vector<int64_t> dims = ops::reduce_dims(x, dims0, "var");
@@ -146,19 +151,23 @@ std::pair<Tensor, Tensor> min(const Tensor& x, int64_t dim, bool keepdim) {
 }
 
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
+  profile::Range range("argmax");
   autograd::NoGradGuard no_grad;
   return extreme_dim(x, dim, keepdim, true, "argmax").second;
 }
 Tensor argmin(const Tensor& x, int64_t dim, bool keepdim) {
+  profile::Range range("argmin");
   autograd::NoGradGuard no_grad;
   return extreme_dim(x, dim, keepdim, false, "argmin").second;
 }
 Tensor argmax(const Tensor& x) {
+  profile::Range range("argmax");
   ops::check_defined(x, "argmax");
   return argmax(x.reshape({-1}), 0, false);
 }
 
 Tensor logsumexp(const Tensor& x0, const std::vector<int64_t>& dims0, bool keepdim) {
+  profile::Range range("logsumexp");
   ops::check_defined(x0, "logsumexp");
   Tensor x = ops::to_floating(x0);
   const std::vector<int64_t> dims = ops::reduce_dims(x, dims0, "logsumexp");

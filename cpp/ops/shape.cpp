@@ -1,12 +1,14 @@
 // Shape and indexing ops with gradients: cat, stack, split, index_select, embedding, one_hot;
 // and dropout, whose mask comes from the counter-based generator.
 #include "cpp/ops/op_utils.h"
+#include "ember/profile.h"
 
 namespace ember {
 using autograd::any_requires_grad;
 using autograd::record;
 
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
+  profile::Range range("cat");
   EMBER_CHECK(!tensors.empty(), "cat: expected at least one tensor");
   const Tensor& first = tensors[0];
   ops::check_defined(first, "cat");
@@ -50,6 +52,7 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
 }
 
 Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
+  profile::Range range("stack");
   EMBER_CHECK(!tensors.empty(), "stack: expected at least one tensor");
   ops::check_defined(tensors[0], "stack");
   const int64_t d = wrap_dim(dim, tensors[0].dim() + 1, "stack");
@@ -65,6 +68,7 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
 }
 
 std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
+  profile::Range range("split");
   ops::check_defined(x, "split");
   const int64_t d = wrap_dim(dim, x.dim(), "split");
   EMBER_CHECK(split_size > 0, "split: split_size must be positive, got ", split_size);
@@ -76,6 +80,7 @@ std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
 }
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
+  profile::Range range("index_select");
   ops::check_defined(x, "index_select");
   ops::check_defined(index, "index_select", "index");
   ops::check_same_device(x, index, "index_select");
@@ -109,6 +114,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
 }
 
 Tensor embedding(const Tensor& weight, const Tensor& indices) {
+  profile::Range range("embedding");
   ops::check_defined(weight, "embedding", "weight");
   ops::check_defined(indices, "embedding", "indices");
   EMBER_CHECK(weight.dim() == 2, "embedding: weight must be [num_embeddings, dim], got ", shape_str(weight.shape()));
@@ -118,6 +124,7 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
 }
 
 Tensor one_hot(const Tensor& labels, int64_t num_classes) {
+  profile::Range range("one_hot");
   ops::check_defined(labels, "one_hot", "labels");
   ops::check_dtype(labels, DType::I64, "one_hot", "labels");
   EMBER_CHECK(num_classes > 0, "one_hot: num_classes must be positive, got ", num_classes);
@@ -132,6 +139,7 @@ Tensor one_hot(const Tensor& labels, int64_t num_classes) {
 }
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
+  profile::Range range("dropout");
   ops::check_defined(x, "dropout");
   EMBER_CHECK(p >= 0.0 && p <= 1.0, "dropout: probability must be in [0, 1], got ", p);
   if (!training || p == 0.0) return x;

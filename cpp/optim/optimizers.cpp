@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "cpp/optim/optim_internal.h"
+#include "ember/profile.h"
 
 namespace ember::optim {
 
@@ -74,6 +75,7 @@ std::vector<std::string> SGD::buffer_names(const Hyperparameters& o) const {
 }
 
 void SGD::step() {
+  profile::Range range("optimizer.step");
   OptimizerAccess::fused_step(
       *this, OptimizerAlgo::Sgd,
       [](const Hyperparameters& o) {
@@ -133,6 +135,7 @@ std::vector<std::string> Adam::buffer_names(const Hyperparameters& o) const {
 }
 
 void Adam::step() {
+  profile::Range range("optimizer.step");
   const bool decoupled = decoupled_weight_decay_;
   OptimizerAccess::fused_step(
       *this, OptimizerAlgo::Adam,
@@ -207,6 +210,7 @@ std::vector<std::string> RMSprop::buffer_names(const Hyperparameters& o) const {
 }
 
 void RMSprop::step() {
+  profile::Range range("optimizer.step");
   OptimizerAccess::fused_step(
       *this, OptimizerAlgo::Rmsprop,
       [](const Hyperparameters& o) {
@@ -257,6 +261,7 @@ void Adagrad::validate(const Hyperparameters& o) const {
 std::vector<std::string> Adagrad::buffer_names(const Hyperparameters&) const { return {"sum"}; }
 
 void Adagrad::step() {
+  profile::Range range("optimizer.step");
   OptimizerAccess::fused_step(
       *this, OptimizerAlgo::Adagrad,
       [](const Hyperparameters& o) { return std::vector<Slot>{{"sum", 0, o.at("initial_accumulator_value"), false}}; },

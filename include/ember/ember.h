@@ -15,6 +15,7 @@
 #include "ember/metrics.h"
 #include "ember/ops.h"
 #include "ember/parallel.h"
+#include "ember/profile.h"
 #include "ember/optim.h"
 #include "ember/shape.h"
 #include "ember/tensor.h"

@@ -70,6 +70,7 @@ struct EvalResult {
 
 // Test loss and accuracy; fills `cm` when given.
 EvalResult evaluate(nn::Module& model, data::DataLoader& loader, metrics::ConfusionMatrix* cm) {
+  profile::Range range("evaluate");
   autograd::InferenceModeGuard inference;
   model.eval();
   Tensor loss_sum, correct;
@@ -189,6 +190,7 @@ int run(const Config& cfg) {
         ++step;
         continue;
       }
+      profile::Range step_range("train.step");  // Nsight: one range per step, ember's op ranges inside
       Tensor logits = (*model)(batch.x);
       Tensor loss = cross_entropy(logits, batch.y);
       opt->zero_grad();
