@@ -8,6 +8,7 @@
 #include "cuda/check.h"
 #include "cuda/kernels/kernels.h"
 #include "cuda/runtime.h"
+#include "ember/cuda.h"
 
 namespace ember {
 namespace {
@@ -55,13 +56,7 @@ void* CudaBackend::allocate(size_t nbytes, Device device) {
 
 void CudaBackend::deallocate(void* ptr, size_t nbytes, Device device) { cuda::device_free(ptr, nbytes, device.index); }
 
-void CudaBackend::synchronize(Device device) {
-  const cudaStream_t stream = cuda::stream_for(device);
-  cuda::DeviceGuard guard(device.index);
-  cuda::before_host_wait("synchronize()", device.index);
-  cuda::count_synchronization();
-  EMBER_CUDA_CHECK(cudaStreamSynchronize(stream));
-}
+void CudaBackend::synchronize(Device device) { cuda::synchronize(device.index); }
 
 void CudaBackend::fill(const Tensor& out, double value) {
   OnDevice on(out, "fill");

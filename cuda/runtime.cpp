@@ -274,7 +274,9 @@ void copy_host_to_device(void* dst, const void* src, size_t nbytes, int index) {
 
 void copy_device_to_host(void* dst, const void* src, size_t nbytes, int index) {
   if (nbytes == 0) return;
-  before_host_wait(detail::str_cat("reading ", nbytes, " bytes back to the host").c_str(), index);
+  // The message is formatted only when the debug mode will use it (this is every item() call).
+  if (g_sync_debug.load() != SyncDebugMode::Off)
+    before_host_wait(detail::str_cat("reading ", nbytes, " bytes back to the host").c_str(), index);
   ++g_device_to_host;
   DeviceState& s = device_state(index);
   DeviceGuard guard(index);

@@ -219,7 +219,9 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
         if (!in[i].defined() && is_floating(node->output_options[i].dtype))
           in[i] = zeros(node->output_shapes[i], node->output_options[i]);
       {
-        const std::string range_name = detail::str_cat(node->name(), " backward");
+        // "<op> backward", built in a per-thread buffer that keeps its capacity (no allocation per node).
+        thread_local std::string range_name;
+        range_name.assign(node->name()).append(" backward");
         profile::Range range(range_name.c_str());
         out = node->apply(std::move(in));
       }

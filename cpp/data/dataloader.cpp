@@ -8,12 +8,10 @@
 #include <deque>
 #include <exception>
 #include <mutex>
-#include <numeric>
 #include <thread>
 
 #include "cpp/backend/backend.h"
 #include "cpp/backend/data_math.h"
-#include "cpp/backend/philox.h"
 #include "cpp/core/tensor_impl.h"
 #include "ember/autograd.h"
 #include "ember/data.h"

@@ -42,7 +42,7 @@ void ProgressBar::update(int64_t step, double running_loss, int64_t images) {
   const double eta = frac > 0 ? elapsed * (1 - frac) / frac : NAN;
   const double ips = elapsed > 0 ? static_cast<double>(images) / elapsed : 0.0;
   last_draw_ = now;
-  // Not read back yet (a GPU's first refresh): a placeholder rather than "nan".
+  // Not read back yet (a GPU's first refresh): shown as "..." rather than "nan".
   char loss[16];
   if (std::isfinite(running_loss)) std::snprintf(loss, sizeof loss, "%.4f", running_loss);
   else std::snprintf(loss, sizeof loss, "%s", std::isnan(running_loss) ? "  ... " : "inf");
