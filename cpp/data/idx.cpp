@@ -423,7 +423,8 @@ void write_idx(const std::string& path, const Tensor& t, IdxCompression compress
 Mnist load_mnist_dir(const std::string& dir, int64_t num_classes) {
   namespace fs = std::filesystem;
   const char* const fetch =
-      "run tools/get-data.sh (it puts MNIST digits in data/mnist and Fashion-MNIST in data/fashion-mnist)";
+      "run tools/get-data.sh (it checks the MNIST digits shipped in data/mnist and links Fashion-MNIST into "
+      "data/fashion-mnist), or pass a folder of the standard IDX files";
   std::error_code ec;
   EMBER_CHECK(fs::is_directory(dir, ec), "load_mnist_dir: ", dir, " is not a directory; ", fetch);
   auto find = [&](const std::string& name) {

@@ -10,8 +10,8 @@ using namespace ember;
 
 TEST(Training, OneEpochMlpOnMnistDigitsBeatsChance) {
   const std::string dir = std::string(EMBER_SOURCE_DIR) + "/data/mnist";
-  if (!std::filesystem::exists(dir + "/train-images-idx3-ubyte.gz"))
-    GTEST_SKIP() << "no MNIST data in " << dir << ": run tools/get-data.sh (tools/setup.sh does)";
+  ASSERT_TRUE(std::filesystem::exists(dir + "/train-images-idx3-ubyte.gz"))
+      << dir << " lacks the MNIST digits that ship with the repository: git checkout -- data/mnist";
   data::Mnist ds = data::load_mnist_dir(dir);
   ASSERT_EQ(ds.train.images.size(0), 8000);
   ASSERT_EQ(ds.test.images.size(0), 2000);

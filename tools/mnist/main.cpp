@@ -29,12 +29,13 @@ void on_sigint(int) {
 int main(int argc, char** argv) {
   mnist::Config cfg;
   CLI::App app{"ember-mnist: train a multilayer perceptron on MNIST digits or Fashion-MNIST with ember.\n"
-               "Data comes from tools/get-data.sh (data/mnist, data/fashion-mnist) or any folder of the\n"
+               "Data: the MNIST digits shipped in data/mnist (default), Fashion-MNIST linked into\n"
+               "data/fashion-mnist by tools/get-data.sh, or any folder of the\n"
                "standard IDX files (--data). Ctrl-C finishes the current step and, with --save, writes a\n"
                "checkpoint to --resume from."};
   app.option_defaults()->always_capture_default();
   auto data_opt = app.add_option("--data", cfg.data_dir, "folder with train-images-idx3-ubyte[.gz] and the other 3 IDX files");
-  app.add_option("--dataset", cfg.dataset, "which fetched dataset to use when --data is not given")
+  app.add_option("--dataset", cfg.dataset, "which dataset in data/ to use when --data is not given")
       ->check(CLI::IsMember({"mnist", "fashion-mnist"}))
       ->excludes(data_opt);
   app.add_option("--model", cfg.model, "model architecture")->check(CLI::IsMember({"mlp", "cnn"}));

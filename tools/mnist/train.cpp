@@ -102,7 +102,8 @@ std::string resolve_data_dir(const Config& cfg) {
   if (std::filesystem::exists(in_source)) return in_source;
 #endif
   throw Error("--dataset " + cfg.dataset + ": no data in '" + rel +
-              "'; fetch it with tools/get-data.sh (from ember's source folder), or pass --data DIR");
+              "' (nor in ember's source folder): the MNIST digits ship in data/mnist, and tools/get-data.sh "
+              "links Fashion-MNIST into data/fashion-mnist; or pass --data DIR");
 }
 
 }  // namespace
