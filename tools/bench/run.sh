@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Runs ember and PyTorch side by side on the same machine and prints the ratios.
+# Runs ember and PyTorch side by side on the same machine, in one run, and prints the time ratios.
 #   tools/bench/run.sh [--build DIR] [--device cpu|cuda] [--data DIR] [--threads N] [--epochs N]
-# Needs a PyTorch for `python3` (Debian: apt-get install python3-torch; PYTHON=... to choose).
+#                      [--peer pypi|debian|both]
+# The PyTorch peers:
+#   pypi    current torch from PyPI in the virtual environment tools/bench/setup-peer.sh makes
+#           (.venv-torch/, or EMBER_PEER_VENV)
+#   debian  Debian's python3-torch (1.13) for /usr/bin/python3 (apt-get install python3-torch)
+#   both    (default) each of the two that is installed, PyPI's first
+# PYTHON=/path/to/python overrides the list with that one interpreter's torch.
+# Prints ember's JSON line, each peer's JSON line (version, BLAS, oneDNN, CPU kernels' ISA), then a
+# table of ratios (ember time / PyTorch time: below 1 means ember is faster).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-build="$root/build" device=cpu data="$root/data/fashion-mnist" threads=1 epochs=1
+build="$root/build" device=cpu data="$root/data/fashion-mnist" threads=1 epochs=1 peer=both
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
@@ -13,29 +21,60 @@ while [ $# -gt 0 ]; do
     --data) data=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --epochs) epochs=$2; shift 2 ;;
-    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+    --peer) peer=$2; shift 2 ;;
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
 done
-py=${PYTHON:-python3}
-if ! "$py" -c "import torch" 2>/dev/null; then
-  for cand in /usr/bin/python3 python3; do
-    if "$cand" -c "import torch" 2>/dev/null; then py=$cand; break; fi
-  done
-fi
+case "$peer" in pypi | debian | both) ;; *) echo "run.sh: --peer $peer: expected pypi, debian or both" >&2; exit 2 ;; esac
+
 bench="$build/tools/ember-bench"
 [ -x "$bench" ] || { echo "run.sh: $bench not found: build ember first" >&2; exit 2; }
+
+# The peers to run, as "label python" pairs.
+peers=()
+has_torch() { [ -x "$1" ] || command -v "$1" >/dev/null 2>&1 && "$1" -c "import torch" 2>/dev/null; }
+if [ -n "${PYTHON:-}" ]; then
+  has_torch "$PYTHON" || { echo "run.sh: PYTHON=$PYTHON has no torch" >&2; exit 2; }
+  peers+=("custom $PYTHON")
+else
+  venv_py=${EMBER_PEER_VENV:-$root/.venv-torch}/bin/python
+  if [ "$peer" != debian ]; then
+    if has_torch "$venv_py"; then peers+=("pypi $venv_py")
+    else echo "run.sh: no PyPI torch in ${venv_py%/bin/python} (make it with tools/bench/setup-peer.sh)" >&2; fi
+  fi
+  if [ "$peer" != pypi ]; then
+    if has_torch /usr/bin/python3; then peers+=("debian /usr/bin/python3")
+    else echo "run.sh: no Debian python3-torch for /usr/bin/python3 (apt-get install python3-torch)" >&2; fi
+  fi
+fi
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+echo "cpu: ${cpu:-unknown} ($(nproc) cores visible), threads $threads, device $device"
+[ -n "${OPENBLAS_CORETYPE:-}" ] && echo "note: OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE is set in this environment"
+
 ember_json=$("$bench" mlp-epoch --device "$device" --data "$data" --threads "$threads" --epochs "$epochs")
 echo "$ember_json"
-if "$py" -c "import torch" 2>/dev/null; then
-  torch_json=$(OMP_NUM_THREADS=$threads "$py" "$here/torch_mlp_epoch.py" --device "$device" --data "$data" \
-               --threads "$threads" --epochs "$epochs")
-  echo "$torch_json"
-  "$py" - "$ember_json" "$torch_json" <<'PY'
-import json, sys
-e, t = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"mlp-epoch on {e['device']} ({e['threads']} thread(s)): ember {e['seconds']:.3f} s, "
-      f"PyTorch {t['version']} {t['seconds']:.3f} s, ember/PyTorch time ratio {e['seconds'] / t['seconds']:.3f}")
-PY
-else
-  echo "run.sh: no PyTorch found for $py: ember figures only"
+results=()
+for p in "${peers[@]}"; do
+  label=${p%% *} py=${p#* }
+  json=$(OMP_NUM_THREADS=$threads "$py" "$here/torch_mlp_epoch.py" --device "$device" --data "$data" \
+         --threads "$threads" --epochs "$epochs")
+  echo "$json"
+  results+=("$label" "$json")
+done
+if [ ${#peers[@]} -eq 0 ]; then
+  echo "run.sh: no PyTorch found: ember figures only"
+  exit 0
 fi
+python3 - "$ember_json" "${results[@]}" <<'PY'
+import json, sys
+e = json.loads(sys.argv[1])
+rest = sys.argv[2:]
+print(f"mlp-epoch on {e['device']} ({e['threads']} thread(s)): ember {e['seconds']:.3f} s")
+for label, raw in zip(rest[::2], rest[1::2]):
+    t = json.loads(raw)
+    print(f"  vs PyTorch {t['version']:<16} ({label}; BLAS {t.get('blas', '?')}, oneDNN {t.get('onednn', '?')}, "
+          f"ISA {t.get('cpu_capability', '?')}): {t['seconds']:.3f} s, ember/PyTorch time ratio "
+          f"{e['seconds'] / t['seconds']:.3f}")
+PY

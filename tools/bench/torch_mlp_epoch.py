@@ -9,6 +9,7 @@ import argparse
 import gzip
 import json
 import os
+import re
 import struct
 import time
 
@@ -31,6 +32,31 @@ def find(dirname, stem):
         if os.path.exists(p):
             return p
     raise SystemExit(f"missing {stem}[.gz] in {dirname}: run tools/get-data.sh")
+
+
+def build_info():
+    """What this PyTorch computes with: its BLAS (as built, and the library actually loaded), oneDNN's
+    version, and the ISA its CPU kernels dispatched to."""
+    config = torch.__config__.show()
+    blas = re.search(r"BLAS_INFO=([^,\s]+)", config)
+    torch.mm(torch.ones(64, 64), torch.ones(64, 64))  # loads the BLAS if it is loaded lazily
+    with open("/proc/self/maps") as f:
+        loaded = sorted({os.path.basename(line.split()[-1]) for line in f
+                         if re.search(r"(blas|mkl|blis)[^/]*\.so", line.split()[-1])})
+    onednn = re.search(r"(?:MKL-DNN|oneDNN) v([\w.]+)", config)
+    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    if capability is not None:
+        isa = capability()
+    else:  # PyTorch 1.13 prints it in its config instead
+        m = re.search(r"CPU capability usage: (\S+)", config)
+        isa = m.group(1) if m else "unknown"
+    blas = blas.group(1) if blas else "unknown"
+    # "generic" means whatever libblas the system resolves (Debian: its alternatives): name it. A
+    # wheel's own BLAS (mkl) is linked in statically; the loaded list would only show numpy's.
+    loaded = [name for name in loaded if "cublas" not in name]
+    return {"blas": blas + (f" ({', '.join(loaded)})" if blas == "generic" and loaded else ""),
+            "onednn": onednn.group(1) if onednn and torch.backends.mkldnn.is_available() else "off",
+            "cpu_capability": isa}
 
 
 def main():
@@ -71,7 +97,7 @@ def main():
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         best = dt if best is None else min(best, dt)
-    print(json.dumps({"framework": "torch", "version": torch.__version__, "device": args.device,
+    print(json.dumps({"framework": "torch", "version": torch.__version__, **build_info(), "device": args.device,
                       "threads": args.threads, "seconds": round(best, 4),
                       "images_per_s": round(n / best, 1), "final_loss": round(loss.item(), 4)}))
 
