@@ -98,7 +98,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
     backend_for(device()).copy(*this, s);
   } else {
     // Cast on the source device, move contiguous bytes, then lay them out on this device.
-    Tensor staged = s.to(dtype()).contiguous();
+    Tensor staged = s.detach().to(dtype()).contiguous();
     Tensor moved = is_contiguous() && !s.is_same(*this) ? *this : make_empty(shape(), dtype(), device());
     Backend& mover = device().is_cpu() ? backend_for(s.device()) : backend_for(device());
     mover.transfer(moved, staged);
@@ -113,22 +113,6 @@ Tensor Tensor::contiguous() const {
   return clone();
 }
 
-Tensor Tensor::to(DType dt) const {
-  if (dt == dtype()) return *this;
-  Tensor out = make_empty(shape(), dt, device());
-  backend_for(device()).copy(out, *this);
-  return out;
-}
-
-Tensor Tensor::to(Device d) const {
-  if (d == device()) return *this;
-  Tensor out = make_empty(shape(), dtype(), d);
-  Tensor src = contiguous();
-  Backend& mover = d.is_cpu() ? backend_for(device()) : backend_for(d);
-  mover.transfer(out, src);
-  return out;
-}
-
 Tensor& Tensor::fill_(double value) {
   backend_for(device()).fill(*this, value);
   impl_->storage->version++;
@@ -141,14 +125,14 @@ Tensor& Tensor::zero_() { return fill_(0.0); }
 
 template <class T>
 std::vector<T> Tensor::to_vector() const {
-  Tensor c = to(Device::cpu()).to(dtype_of<T>).contiguous();
+  Tensor c = detach().to(Device::cpu()).to(dtype_of<T>).contiguous();  // reading records nothing
   const T* p = static_cast<const T*>(c.data_ptr());
   return std::vector<T>(p, p + c.numel());
 }
 
 template <>
 std::vector<bool> Tensor::to_vector<bool>() const {
-  Tensor c = to(Device::cpu()).to(DType::Bool).contiguous();
+  Tensor c = detach().to(Device::cpu()).to(DType::Bool).contiguous();
   const bool* p = static_cast<const bool*>(c.data_ptr());
   return std::vector<bool>(p, p + c.numel());
 }

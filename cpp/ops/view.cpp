@@ -230,6 +230,28 @@ Tensor Tensor::expand(const Shape& shape) const {
                      [in_shape](const Tensor& g) { return sum_to(g, in_shape); });
 }
 
+// Casts and moves are differentiable, as in PyTorch: the gradient is cast back to the input's dtype
+// or moved back to its device. A cast to an integer or bool dtype ends the graph there (such a
+// tensor cannot require grad), also as in PyTorch.
+Tensor Tensor::to(DType dt) const {
+  if (dt == dtype()) return *this;
+  Tensor out = make_empty(shape(), dt, device());
+  backend_for(device()).copy(out, *this);
+  if (!is_floating(dt)) return out;
+  const DType in_dtype = dtype();
+  return finish_view(*this, out, "to", [in_dtype](const Tensor& g) { return g.to(in_dtype); });
+}
+
+Tensor Tensor::to(Device d) const {
+  if (d == device()) return *this;
+  Tensor out = make_empty(shape(), dtype(), d);
+  Tensor src = detach().contiguous();  // the move records one node, below
+  Backend& mover = d.is_cpu() ? backend_for(device()) : backend_for(d);
+  mover.transfer(out, src);
+  const Device in_device = device();
+  return finish_view(*this, out, "to", [in_device](const Tensor& g) { return g.to(in_device); });
+}
+
 Tensor Tensor::clone() const {
   Tensor out = make_empty(shape(), dtype(), device());
   backend_for(device()).copy(out, *this);

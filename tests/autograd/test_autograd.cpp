@@ -1,4 +1,5 @@
-// Autograd engine: accumulation, graph lifetime, grad modes, version counter, anomaly mode.
+// Autograd engine: accumulation, graph lifetime, grad modes, version counter, anomaly mode, and
+// differentiable casts and moves.
 #include <cmath>
 
 #include "test_util.h"
@@ -147,4 +148,76 @@ TEST(Autograd, DeepChainRunsInDependencyOrder) {
   for (int i = 0; i < 200; ++i) h = add(mul(h, 1.01), mul(h, 0.0));
   sum(h).backward();
   EXPECT_TRUE(all_close(x.grad(), std::vector<double>(4, std::pow(1.01, 200)), Tol{1e-9, 1e-9}));
+}
+
+// ---- casts and moves are differentiable (as in PyTorch) ----
+
+TEST(AutogradCast, GradientIsCastBackToTheInputDType) {
+  Tensor x = from_vector<double>({0.5, -1.25, 2.0}, {3}).requires_grad_();
+  Tensor y = x.to(DType::F32);
+  ASSERT_TRUE(y.requires_grad());
+  ASSERT_TRUE(y.grad_fn() != nullptr);
+  const Tensor w = from_vector<float>({3.0f, -2.0f, 0.25f}, {3});
+  sum(mul(mul(y, y), w)).backward();  // d/dx = 2 x w, every value exact in f32
+  ASSERT_TRUE(x.grad().defined());
+  EXPECT_EQ(x.grad().dtype(), DType::F64);
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{2 * 0.5 * 3.0, 2 * -1.25 * -2.0, 2 * 2.0 * 0.25}));
+}
+
+// A central-difference gradient check in f64 through f64 -> f32 -> f64: the inputs and the step
+// (2^-10) lie on a grid f32 holds exactly, and the function is quadratic, so the finite difference
+// is exact and must equal the backward pass to f64 rounding.
+TEST(AutogradCast, F64GradcheckThroughACast) {
+  const std::vector<double> x0 = {0.5, -0.75, 1.125, 3.0, -2.0, 0.0078125};
+  const std::vector<double> w = {1.0, -3.0, 0.5, 2.0, -0.25, 4.0};
+  auto f = [&](const Tensor& x) {
+    Tensor y = x.to(DType::F32).to(DType::F64);
+    return sum(add(mul(mul(y, y), from_vector<double>(w, {6})), y));
+  };
+  Tensor x = from_vector<double>(x0, {6}).requires_grad_();
+  f(x).backward();
+  const std::vector<double> analytic = x.grad().to_vector<double>();
+  const double h = 1.0 / 1024;
+  autograd::NoGradGuard no_grad;
+  for (size_t i = 0; i < x0.size(); ++i) {
+    std::vector<double> up = x0, down = x0;
+    up[i] += h;
+    down[i] -= h;
+    const double numeric =
+        (f(from_vector<double>(up, {6})).item<double>() - f(from_vector<double>(down, {6})).item<double>()) / (2 * h);
+    EXPECT_NEAR(analytic[i], numeric, 1e-12) << "element " << i;
+    EXPECT_NEAR(analytic[i], 2 * x0[i] * w[i] + 1, 1e-12) << "element " << i;  // the formula
+  }
+}
+
+TEST(AutogradCast, CastToAnIntegerDTypeEndsTheGraph) {
+  Tensor x = from_vector<double>({1.5, -2.5}, {2}).requires_grad_();
+  Tensor i = x.to(DType::I64);
+  EXPECT_FALSE(i.requires_grad());
+  EXPECT_TRUE(x.to(DType::F64).is_same(x));  // the same dtype is the tensor itself
+}
+
+TEST(AutogradCast, ReadingValuesRecordsNothing) {
+  Tensor x = from_vector<double>({1, 2}, {2}).requires_grad_();
+  Tensor y = mul(x, 2.0);
+  const auto before = y.grad_fn();
+  Tensor s = sum(y);  // recorded: s is what is read below
+  const auto s_fn = s.grad_fn();
+  EXPECT_EQ(y.to_vector<float>(), (std::vector<float>{2, 4}));
+  EXPECT_EQ(s.item<double>(), 6.0);
+  EXPECT_EQ(s.grad_fn(), s_fn);
+  EXPECT_EQ(y.grad_fn(), before);
+}
+
+TEST(AutogradCast, CudaMoveIsDifferentiableBothWays) {
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device: the differentiable move to and from CUDA is not exercised";
+  Tensor x = from_vector<float>({1, -2, 3}, {3}).requires_grad_();
+  Tensor g = x.cuda();
+  ASSERT_TRUE(g.requires_grad());
+  Tensor back = mul(mul(g, g), 0.5).cpu();  // d/dx = x, computed on the GPU and moved back
+  ASSERT_TRUE(back.requires_grad());
+  sum(back).backward();
+  ASSERT_TRUE(x.grad().defined());
+  EXPECT_TRUE(x.grad().device().is_cpu());
+  EXPECT_EQ(x.grad().to_vector<float>(), (std::vector<float>{1, -2, 3}));
 }
