@@ -40,7 +40,7 @@ SavedTensor::SavedTensor(const Tensor& t, bool is_output) {
   version_ = t.version();
 }
 
-Tensor SavedTensor::unpack(const std::string& op) const {
+Tensor SavedTensor::unpack(const char* op) const {
   if (tensor_.defined() && tensor_.version() != version_)
     throw Error(detail::str_cat("autograd: a tensor that ", op, " saved for backward (shape ",
                                 shape_str(tensor_.shape()), ") was modified in place afterwards (version ",
@@ -113,7 +113,9 @@ void check_finite(const Tensor& t, const std::string& what) {
 }
 
 void record(const char* name, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn) {
-  for (const Tensor& out : outputs) check_finite(out, detail::str_cat(name, " (forward)"));
+  // Nothing here builds a string unless anomaly mode asks for the check (and its message).
+  if (g_anomaly)
+    for (const Tensor& out : outputs) check_finite(out, detail::str_cat(name, " (forward)"));
   auto node = std::make_shared<FunctionNode>(name, std::move(fn));
   node->sequence_nr = g_sequence++;
   node->next_edges.reserve(inputs.size());
@@ -226,7 +228,8 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
         out = node->apply(std::move(in));
       }
       if (!retain_graph) node->release_saved();
-      for (const Tensor& g : out) check_finite(g, detail::str_cat(node->name(), " (backward)"));
+      if (g_anomaly)
+        for (const Tensor& g : out) check_finite(g, detail::str_cat(node->name(), " (backward)"));
     }
     out.resize(node->next_edges.size());
     for (size_t i = 0; i < node->next_edges.size(); ++i) {

@@ -18,7 +18,7 @@ class SavedTensor {
   SavedTensor() = default;
   SavedTensor(const Tensor& t, bool is_output = false);
   // Returns the tensor, or throws when it was modified in place since it was saved.
-  Tensor unpack(const std::string& op) const;
+  Tensor unpack(const char* op) const;
   bool defined() const { return tensor_.defined(); }
 
  private:
@@ -29,14 +29,15 @@ class SavedTensor {
 using BackwardFn = std::function<std::vector<Tensor>(const std::vector<Tensor>& grad_outputs)>;
 
 // A node whose backward is a lambda holding its saved tensors; release_saved() drops the lambda.
+// `name` has static storage duration (a literal, or an op table's name): recording copies no string.
 struct FunctionNode final : Node {
-  FunctionNode(std::string name, BackwardFn fn) : name_(std::move(name)), fn_(std::move(fn)) {}
+  FunctionNode(const char* name, BackwardFn fn) : name_(name), fn_(std::move(fn)) {}
   std::vector<Tensor> apply(std::vector<Tensor>&& grad_outputs) override;
   std::string name() const override { return name_; }
   void release_saved() override { fn_ = nullptr; }
 
  private:
-  std::string name_;
+  const char* name_;
   BackwardFn fn_;
 };
 
@@ -53,7 +54,8 @@ bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
 bool any_requires_grad(const std::vector<Tensor>& inputs);
 
 // Records `name` with backward `fn` for `outputs` computed from `inputs`. fn returns one gradient
-// per input (undefined where none). Checks outputs for NaN/Inf in anomaly mode.
+// per input (undefined where none). Checks outputs for NaN/Inf in anomaly mode. `name` must outlive
+// the graph (a literal or an op table's name); no string is built unless anomaly mode is on.
 void record(const char* name, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, BackwardFn fn);
 
 // The edge a gradient for `t` flows into (its grad_fn, or a leaf's AccumulateGrad), or none.
