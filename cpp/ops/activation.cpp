@@ -1,5 +1,8 @@
 // Activations and softmax: forward through the backend's unary map, backward through the fused
 // derivative ops (BinaryOp::*Backward) whose arithmetic lives in elementwise_math.h.
+#include <cmath>
+#include <limits>
+
 #include "cpp/ops/op_utils.h"
 #include "ember/profile.h"
 
@@ -67,6 +70,18 @@ Tensor gelu(const Tensor& x, GeluApproximation approximate) {
 Tensor silu(const Tensor& x) { return activation(UnaryOp::Silu, BinaryOp::SiluBackward, x, "silu", false); }
 Tensor softplus(const Tensor& x) {
   return activation(UnaryOp::Softplus, BinaryOp::SoftplusBackward, x, "softplus", false);
+}
+Tensor softplus(const Tensor& x, double beta, double threshold) {
+  profile::Range range("softplus");
+  ops::check_defined(x, "softplus");
+  ops::check_floating(x, "softplus");
+  EMBER_CHECK(std::isfinite(beta) && beta > 0, "softplus: beta must be positive and finite, got ", beta);
+  EMBER_CHECK(!std::isnan(threshold), "softplus: threshold is NaN; PyTorch's default is 20");
+  if (beta == 1.0 && threshold == std::numeric_limits<double>::infinity()) return softplus(x);
+  // Composed, so the gradient comes for free: sigmoid(beta x) below the threshold, 1 above it.
+  Tensor bx = mul(x, beta);
+  Tensor soft = beta == 1.0 ? softplus(bx) : div(softplus(bx), beta);
+  return where(gt(bx, threshold), x, soft);
 }
 Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false, "softmax"); }
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true, "log_softmax"); }

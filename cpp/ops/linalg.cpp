@@ -1,4 +1,4 @@
-// matmul (2-D, batched 3-D, shared 2-D operand) and linear / linear_relu with their GEMM
+// matmul (any ranks, broadcast batch dims, as PyTorch) and linear / linear_relu with their GEMM
 // epilogues: bias (+ReLU) fused into the forward GEMM, the bias gradient into the weight GEMM.
 #include "cpp/ops/op_utils.h"
 #include "ember/profile.h"
@@ -28,8 +28,10 @@ Tensor gemm(const Tensor& a, const Tensor& b, const GemmOptions& o = {}) {
   out_shape.push_back(b.size(b.dim() - 1));
   if (out_shape.size() == 3) {
     // The 2-D operand is shared by every batch: a batch stride of 0.
-    if (ga.dim() == 2) ga = make_view(ga, {out_shape[0], ga.size(0), ga.size(1)}, {0, ga.stride(0), ga.stride(1)}, ga.offset());
-    if (gb.dim() == 2) gb = make_view(gb, {out_shape[0], gb.size(0), gb.size(1)}, {0, gb.stride(0), gb.stride(1)}, gb.offset());
+    if (ga.dim() == 2)
+      ga = make_view(ga, {out_shape[0], ga.size(0), ga.size(1)}, {0, ga.stride(0), ga.stride(1)}, ga.offset());
+    if (gb.dim() == 2)
+      gb = make_view(gb, {out_shape[0], gb.size(0), gb.size(1)}, {0, gb.stride(0), gb.stride(1)}, gb.offset());
   }
   Tensor out = make_empty(out_shape, a.dtype(), a.device());
   ops::backend_of(a).gemm(out, ga, gb, o);
@@ -49,8 +51,10 @@ void check_matmul_args(const Tensor& a, const Tensor& b, const char* op) {
 Tensor batched_to_shared(const Tensor& g) { return g.dim() == 3 ? sum(g, {0}) : g; }
 
 Tensor matmul_2d3d(const Tensor& a, const Tensor& b) {
-  EMBER_CHECK((a.dim() == 2 || a.dim() == 3) && (b.dim() == 2 || b.dim() == 3), "matmul: expected 1-D, 2-D or 3-D "
-              "operands, got shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()));
+  EMBER_CHECK((a.dim() == 2 || a.dim() == 3) && (b.dim() == 2 || b.dim() == 3),
+              "matmul: expected 1-D, 2-D or 3-D "
+              "operands, got shapes ",
+              shape_str(a.shape()), " and ", shape_str(b.shape()));
   const int64_t k1 = a.size(-1), k2 = b.size(-2);
   EMBER_CHECK(k1 == k2, "matmul: inner dimensions differ: ", shape_str(a.shape()), " @ ", shape_str(b.shape()), " (",
               k1, " vs ", k2, "); the last dim of the first must equal the second-to-last of the second");
@@ -133,15 +137,47 @@ Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& b, bool relu,
 
 }  // namespace
 
+// PyTorch's rules: 1-D operands gain a dim that is removed again (a row vector in front, a column
+// vector behind); the batch dims (all but the last two) broadcast; a 2-D second operand folds the
+// first's batch dims into its rows (one GEMM); otherwise the broadcast batch runs as one batched GEMM.
 Tensor matmul(const Tensor& a, const Tensor& b) {
   profile::Range range("matmul");
   check_matmul_args(a, b, "matmul");
   EMBER_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: operands must have at least 1 dim, got shapes ",
               shape_str(a.shape()), " and ", shape_str(b.shape()));
-  if (a.dim() == 1 && b.dim() == 1) return matmul_2d3d(a.unsqueeze(0), b.unsqueeze(1)).reshape({});
-  if (a.dim() == 1) return matmul_2d3d(a.unsqueeze(0), b).squeeze(-2);
-  if (b.dim() == 1) return matmul_2d3d(a, b.unsqueeze(1)).squeeze(-1);
-  return matmul_2d3d(a, b);
+  if (a.dim() == 1 && b.dim() == 1) {
+    EMBER_CHECK(a.size(0) == b.size(0), "matmul: a dot product needs equal lengths, got shapes ", shape_str(a.shape()),
+                " and ", shape_str(b.shape()));
+    return matmul_2d3d(a.unsqueeze(0), b.unsqueeze(1)).reshape({});
+  }
+  if (a.dim() == 1) return matmul(a.unsqueeze(0), b).squeeze(-2);
+  if (b.dim() == 1) return matmul(a, b.unsqueeze(1)).squeeze(-1);
+  const int64_t k1 = a.size(-1), k2 = b.size(-2);
+  EMBER_CHECK(k1 == k2, "matmul: inner dimensions differ: ", shape_str(a.shape()), " @ ", shape_str(b.shape()), " (",
+              k1, " vs ", k2, "); the last dim of the first must equal the second-to-last of the second");
+  const bool same_batch = a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0);
+  if ((a.dim() <= 3 && b.dim() == 2) || (a.dim() == 2 && b.dim() == 3) || same_batch) return matmul_2d3d(a, b);
+  if (b.dim() == 2) {
+    Shape out_shape = a.shape();
+    out_shape.back() = b.size(1);
+    return matmul_2d3d(a.reshape({-1, k1}), b).reshape(out_shape);
+  }
+  const Shape a_batch(a.shape().begin(), a.shape().end() - 2), b_batch(b.shape().begin(), b.shape().end() - 2);
+  for (size_t i = 1; i <= std::min(a_batch.size(), b_batch.size()); ++i) {
+    const int64_t p = a_batch[a_batch.size() - i], q = b_batch[b_batch.size() - i];
+    EMBER_CHECK(p == q || p == 1 || q == 1, "matmul: the batch dims ", shape_str(a_batch), " and ", shape_str(b_batch),
+                " do not broadcast (", p, " vs ", q, "; operands ", shape_str(a.shape()), " @ ", shape_str(b.shape()),
+                "); each pair must match or be 1");
+  }
+  const Shape batch = broadcast_shapes(a_batch, b_batch, "matmul");
+  const int64_t n = a.size(-2), m = b.size(-1);
+  Shape a_full = batch, b_full = batch, out_shape = batch;
+  a_full.insert(a_full.end(), {n, k1});
+  b_full.insert(b_full.end(), {k2, m});
+  out_shape.insert(out_shape.end(), {n, m});
+  const int64_t count = shape_numel(batch);
+  return matmul_2d3d(a.expand(a_full).reshape({count, n, k1}), b.expand(b_full).reshape({count, k2, m}))
+      .reshape(out_shape);
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) { return linear_impl(x, w, b, false, "linear"); }

@@ -1,4 +1,5 @@
-// Shape and indexing ops with gradients: cat, stack, split, index_select, embedding, one_hot;
+// Shape and indexing ops with gradients: cat, stack, split (by size or sizes), index_select, embedding
+// (with padding_idx), one_hot;
 // and dropout, whose mask comes from the counter-based generator.
 #include "cpp/ops/op_utils.h"
 #include "ember/profile.h"
@@ -79,6 +80,28 @@ std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
   return out;
 }
 
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
+  profile::Range range("split");
+  ops::check_defined(x, "split");
+  const int64_t d = wrap_dim(dim, x.dim(), "split");
+  int64_t total = 0;
+  for (int64_t s : sizes) {
+    EMBER_CHECK(s >= 0, "split: sizes must not be negative, got ", s, " in ", shape_str(sizes));
+    EMBER_CHECK(s <= x.size(d) - total, "split: sizes ", shape_str(sizes), " add up to more than dim ", d, "'s size ",
+                x.size(d), " (shape ", shape_str(x.shape()), ")");
+    total += s;
+  }
+  EMBER_CHECK(total == x.size(d), "split: sizes ", shape_str(sizes), " add up to ", total, " but dim ", d, " has size ",
+              x.size(d), " (shape ", shape_str(x.shape()), "); they must add up to it");
+  std::vector<Tensor> out;
+  int64_t start = 0;
+  for (int64_t s : sizes) {
+    out.push_back(x.narrow(d, start, s));
+    start += s;
+  }
+  return out;
+}
+
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   profile::Range range("index_select");
   ops::check_defined(x, "index_select");
@@ -113,14 +136,21 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   return out;
 }
 
-Tensor embedding(const Tensor& weight, const Tensor& indices) {
+Tensor embedding(const Tensor& weight, const Tensor& indices, std::optional<int64_t> padding_idx) {
   profile::Range range("embedding");
   ops::check_defined(weight, "embedding", "weight");
   ops::check_defined(indices, "embedding", "indices");
   EMBER_CHECK(weight.dim() == 2, "embedding: weight must be [num_embeddings, dim], got ", shape_str(weight.shape()));
   Shape shape = indices.shape();
   shape.push_back(weight.size(1));
-  return index_select(weight, 0, indices.reshape({-1})).reshape(shape);
+  Tensor out = index_select(weight, 0, indices.reshape({-1})).reshape(shape);
+  if (!padding_idx) return out;
+  const int64_t num = weight.size(0);
+  EMBER_CHECK(*padding_idx >= -num && *padding_idx < num, "embedding: padding_idx ", *padding_idx, " is outside [",
+              -num, ", ", num, ") for weight ", shape_str(weight.shape()));
+  const int64_t pad = *padding_idx < 0 ? *padding_idx + num : *padding_idx;
+  // The padding row's value is looked up as usual; only its gradient is cut (PyTorch's rule).
+  return where(eq(indices, static_cast<double>(pad)).unsqueeze(-1), out.detach(), out);
 }
 
 Tensor one_hot(const Tensor& labels, int64_t num_classes) {

@@ -286,11 +286,12 @@ class EMBER_API Loss : public Module {
   explicit Loss(Reduction r) : reduction(r) {}
 };
 
+// The class weight (args.weight), when given, is a buffer named "weight" (moves with to(), saved in
+// state_dict), as in PyTorch.
 class EMBER_API CrossEntropyLoss : public Loss {
  public:
-  explicit CrossEntropyLoss(const CrossEntropyArgs& args = {})
-      : Loss(args.reduction), ignore_index(args.ignore_index), label_smoothing(args.label_smoothing) {}
-  Tensor forward(const Tensor& logits, const Tensor& labels) override;
+  explicit CrossEntropyLoss(const CrossEntropyArgs& args = {});
+  Tensor forward(const Tensor& logits, const Tensor& target) override;
   using Loss::forward;
   std::string type_name() const override { return "CrossEntropyLoss"; }
   std::string extra_repr() const override;
@@ -302,6 +303,7 @@ class EMBER_API NLLLoss : public Loss {
  public:
   explicit NLLLoss(Reduction reduction = Reduction::Mean, int64_t ignore_index = -100)
       : Loss(reduction), ignore_index(ignore_index) {}
+  explicit NLLLoss(const NllLossArgs& args);
   Tensor forward(const Tensor& log_probs, const Tensor& labels) override;
   using Loss::forward;
   std::string type_name() const override { return "NLLLoss"; }
@@ -325,9 +327,19 @@ class EMBER_API L1Loss : public Loss {
   std::string type_name() const override { return "L1Loss"; }
 };
 
+// weight (and, with logits, pos_weight) are buffers when given, as in PyTorch.
+class EMBER_API BCELoss : public Loss {
+ public:
+  explicit BCELoss(const BceArgs& args = {});
+  Tensor forward(const Tensor& probs, const Tensor& target) override;
+  using Loss::forward;
+  std::string type_name() const override { return "BCELoss"; }
+};
+
 class EMBER_API BCEWithLogitsLoss : public Loss {
  public:
   explicit BCEWithLogitsLoss(Reduction reduction = Reduction::Mean) : Loss(reduction) {}
+  explicit BCEWithLogitsLoss(const BceArgs& args);
   Tensor forward(const Tensor& logits, const Tensor& target) override;
   using Loss::forward;
   std::string type_name() const override { return "BCEWithLogitsLoss"; }

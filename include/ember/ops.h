@@ -89,7 +89,8 @@ EMBER_API Tensor argmax(const Tensor& x);  // index into the flattened tensor
 EMBER_API Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 
 // ---- linear algebra ----
-// 2-D @ 2-D, batched 3-D @ 3-D, and 3-D @ 2-D (the 2-D operand shared by every batch).
+// PyTorch's matmul: operands of any rank >= 1; a 1-D operand is a row (first) or column (second)
+// vector whose dim is removed from the result; the batch dims (all but the last two) broadcast.
 EMBER_API Tensor matmul(const Tensor& a, const Tensor& b);
 // x [.., in] · w [out, in]ᵀ + b [out]; b may be undefined.
 EMBER_API Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
@@ -105,6 +106,9 @@ EMBER_API Tensor tanh(const Tensor& x);
 EMBER_API Tensor gelu(const Tensor& x, GeluApproximation approximate = GeluApproximation::None);
 EMBER_API Tensor silu(const Tensor& x);
 EMBER_API Tensor softplus(const Tensor& x);
+// PyTorch's Softplus(beta, threshold): log(1 + exp(beta x)) / beta, and x itself where
+// beta x > threshold (the two agree there to within exp(-threshold)).
+EMBER_API Tensor softplus(const Tensor& x, double beta, double threshold = 20.0);
 EMBER_API Tensor softmax(const Tensor& x, int64_t dim);
 EMBER_API Tensor log_softmax(const Tensor& x, int64_t dim);
 
@@ -114,26 +118,59 @@ struct CrossEntropyArgs {
   Reduction reduction = Reduction::Mean;
   int64_t ignore_index = -100;
   double label_smoothing = 0.0;
+  Tensor weight;  // optional [C] rescaling of each class (undefined: every class weighs 1)
 };
-// logits [N, C], labels [N] (I64). Mean divides by the number of non-ignored rows.
-EMBER_API Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const CrossEntropyArgs& args = {});
-// log_probs [N, C], labels [N].
+// PyTorch's cross_entropy. logits [N, C] or [N, C, d1, ...]. The target is either class indices
+// (I64, [N] or [N, d1, ...]; Mean divides by the summed weights of the non-ignored targets) or class
+// probabilities (floating, the shape of logits; ignore_index does not apply; Mean divides by the
+// number of targets, N * d1 * ...). label_smoothing mixes in the uniform distribution, as PyTorch.
+EMBER_API Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyArgs& args = {});
+struct NllLossArgs {
+  Reduction reduction = Reduction::Mean;
+  int64_t ignore_index = -100;
+  Tensor weight;  // optional [C]
+};
+// log_probs [N, C] or [N, C, d1, ...], labels [N] or [N, d1, ...] (I64). Mean divides by the summed
+// weights of the non-ignored labels.
 EMBER_API Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, Reduction reduction = Reduction::Mean,
                           int64_t ignore_index = -100);
+EMBER_API Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, const NllLossArgs& args);
 EMBER_API Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
 EMBER_API Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
+struct BceArgs {
+  Reduction reduction = Reduction::Mean;
+  Tensor weight;      // optional, broadcast against the input: rescales each element's loss
+  Tensor pos_weight;  // optional, with logits only: weight of the positive term, broadcast from the last dim ([C])
+};
+// Binary cross-entropy on probabilities in [0, 1]; as PyTorch, each log is clamped at -100 so a
+// probability of exactly 0 or 1 gives a finite loss. Values outside [0, 1] are an error.
+EMBER_API Tensor binary_cross_entropy(const Tensor& probs, const Tensor& target, const BceArgs& args = {});
 EMBER_API Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target,
                                                   Reduction reduction = Reduction::Mean);
+// With weight and pos_weight: -w [pw t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))], computed
+// without overflow for any x.
+EMBER_API Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, const BceArgs& args);
 
 // ---- shape and indexing ----
 EMBER_API Tensor cat(const std::vector<Tensor>& tensors, int64_t dim = 0);
 EMBER_API Tensor stack(const std::vector<Tensor>& tensors, int64_t dim = 0);
 // Pieces of `split_size` along dim (the last may be smaller).
 EMBER_API std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim = 0);
+// Pieces of the given sizes along dim; they must add up to x.size(dim).
+EMBER_API std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim = 0);
 // Rows (or slices along dim) picked by I64 `index` [k].
 EMBER_API Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
-// weight [num, dim] looked up at I64 indices of any shape: result indices.shape + [dim].
-EMBER_API Tensor embedding(const Tensor& weight, const Tensor& indices);
+// weight [num, dim] looked up at I64 indices of any shape: result indices.shape + [dim]. The row
+// `padding_idx` (if given; negative counts from the end) is looked up as usual but takes no gradient.
+EMBER_API Tensor embedding(const Tensor& weight, const Tensor& indices,
+                           std::optional<int64_t> padding_idx = std::nullopt);
+// PyTorch's gather: out[i][j][k] = x[index[i][j][k]][j][k] for dim 0 (and so on); index (I64) has
+// x's number of dims, each no larger than x's except along dim; out has index's shape.
+EMBER_API Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
+// PyTorch's scatter_add (out of place): x with src[i][j][k] added at [index[i][j][k]][j][k] for dim 0
+// (and so on); duplicates accumulate. index (I64) and src have the same shape, index's dims no
+// larger than src's nor, except along dim, than x's.
+EMBER_API Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src);
 // I64 labels -> [.., num_classes] I64 one-hot (no gradient).
 EMBER_API Tensor one_hot(const Tensor& labels, int64_t num_classes);
 

@@ -97,7 +97,7 @@ TEST(Autograd, DetachStopsGradientAndSharesStorage) {
 
 TEST(Autograd, InPlaceChangeOfSavedTensorIsAnError) {
   Tensor x = from_vector<double>({1, 2}, {2}).requires_grad_();
-  Tensor e = exp(x);      // saves its output
+  Tensor e = exp(x);  // saves its output
   Tensor y = sum(mul(e, e));
   mul_(e, 2.0);  // e was saved by mul (and exp): modified after saving
   EXPECT_TRUE(throws_with([&] { y.backward(); }, {"mul", "modified in place", "clone()"}));
@@ -210,7 +210,8 @@ TEST(AutogradCast, ReadingValuesRecordsNothing) {
 }
 
 TEST(AutogradCast, CudaMoveIsDifferentiableBothWays) {
-  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device: the differentiable move to and from CUDA is not exercised";
+  if (!cuda::is_available())
+    GTEST_SKIP() << "no CUDA device: the differentiable move to and from CUDA is not exercised";
   Tensor x = from_vector<float>({1, -2, 3}, {3}).requires_grad_();
   Tensor g = x.cuda();
   ASSERT_TRUE(g.requires_grad());

@@ -155,7 +155,7 @@ TEST_F(SafetensorsInterop, OfficialLibraryReadsEveryDTypeViewAndMetadataEmberWri
       {"f32", ember::test::uniform({2, 3}, -1, 1, DType::F32, 1)},
       {"f64", ember::test::uniform({4}, -5, 5, DType::F64, 2)},
       {"bf16", bits16({0x3F80, 0xC040, 0x7F80, 0x0001}, {2, 2}, DType::BF16)},  // 1, -3, inf, a denormal
-      {"f16", bits16({0x3C00, 0xC500, 0x7BFF}, {3}, DType::F16)},              // 1, -5, 65504
+      {"f16", bits16({0x3C00, 0xC500, 0x7BFF}, {3}, DType::F16)},               // 1, -5, 65504
       {"i64", from_vector<int64_t>({-3, 0, int64_t{1} << 40}, {3})},
       {"i32", from_vector<int32_t>({7, -8, 9, -2147483647 - 1}, {2, 2})},
       {"u8", from_vector<uint8_t>({0, 1, 128, 255, 42}, {5})},

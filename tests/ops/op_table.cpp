@@ -143,6 +143,45 @@ std::vector<OpRow> op_table() {
       {"index_select_dim1", {in({2, 5}), index({1, 3}, {2})}, [](V x) { return index_select(x[0], 1, x[1]); }},
       {"embedding", {in({6, 3}), index({5, 0, 5, 1, 2, 3}, {2, 3})}, [](V x) { return embedding(x[0], x[1]); }},
       {"dropout", {in({4, 5})}, [](V x) { Generator g(5); return dropout(x[0], 0.4, true, &g); }},
+      // PyTorch's everyday ops beyond the basics (issue: ops users reach for).
+      {"matmul_broadcast_batch", {in({2, 1, 3, 4}), in({3, 4, 2})}, [](V x) { return matmul(x[0], x[1]); }},
+      {"matmul_4d_2d", {in({2, 2, 3, 4}), in({4, 3})}, [](V x) { return matmul(x[0], x[1]); }},
+      {"matmul_vector_batched", {in({4}), in({2, 4, 3})}, [](V x) { return matmul(x[0], x[1]); }},
+      {"gather_dim1", {in({3, 4}), index({3, 0, 0, 1, 2, 2}, {3, 2})}, [](V x) { return gather(x[0], 1, x[1]); }},
+      {"gather_dim0_3d", {in({3, 2, 4}), index({2, 0, 1, 1, 0, 2, 0, 0, 1, 2, 2, 1}, {2, 2, 3})},
+       [](V x) { return gather(x[0], 0, x[1]); }},
+      {"scatter_add_dim1", {in({3, 5}), index({4, 4, 0, 1, 3, 1}, {3, 2}), in({3, 3})},
+       [](V x) { return scatter_add(x[0], 1, x[1], x[2]); }},
+      // (The padding row takes no gradient by design, which a finite difference cannot see: the
+      // row uses padding_idx 4, absent from the indices; Embedding.PaddingRowTakesNoGradient tests it.)
+      {"embedding_padding", {in({6, 3}), index({5, 0, 5, 1, 2, 3}, {2, 3})},
+       [](V x) { return mul(embedding(x[0], x[1], 4), 2.0); }},
+      {"split_sizes", {in({6, 2})}, [](V x) {
+         auto p = split(x[0], std::vector<int64_t>{1, 3, 2}, 0);
+         return add(mul(sum(p[1], {0}), p[0]), sum(mul(p[2], p[2]), {0}, true));
+       }},
+      {"softplus_beta_threshold", {in({3, 4}, -3, 3)}, [](V x) { return softplus(x[0], 2.0, 3.0); }},
+      {"cross_entropy_weighted", {in({4, 5}, -2, 2), labels({1, 4, -100, 2}), in({5}, 0.5, 2.0)},
+       [](V x) { return cross_entropy(x[0], x[1], {.weight = x[2]}); }},
+      {"cross_entropy_weighted_smoothing_sum", {in({4, 5}, -2, 2), labels({3, 0, 3, 7}), in({5}, 0.5, 2.0)},
+       [](V x) {
+         return cross_entropy(x[0], x[1],
+                              {.reduction = Reduction::Sum, .ignore_index = 7, .label_smoothing = 0.2, .weight = x[2]});
+       }},
+      {"cross_entropy_probs", {in({3, 4}, -2, 2), in({3, 4}, 0, 1), in({4}, 0.5, 2.0)},
+       [](V x) { return cross_entropy(x[0], x[1], {.label_smoothing = 0.1, .weight = x[2]}); }},
+      {"cross_entropy_spatial_none", {in({2, 3, 2, 2}, -2, 2), index({0, 2, 1, 1, 2, 0, 0, 1}, {2, 2, 2})},
+       [](V x) { return cross_entropy(x[0], x[1], {.reduction = Reduction::None}); }},
+      {"cross_entropy_spatial_weighted", {in({2, 3, 4}, -2, 2), index({0, 2, 1, 1, 2, 0, 0, 1}, {2, 4}),
+                                          in({3}, 0.5, 2.0)},
+       [](V x) { return cross_entropy(x[0], x[1], {.weight = x[2]}); }},
+      {"nll_loss_weighted_spatial", {in({2, 3, 4}, -3, -0.1), index({0, 2, 1, -100, 2, 0, 0, 1}, {2, 4}),
+                                     in({3}, 0.5, 2.0)},
+       [](V x) { return nll_loss(x[0], x[1], NllLossArgs{.weight = x[2]}); }},
+      {"bce", {in({3, 4}, 0.05, 0.95), in({3, 4}, 0, 1), in({4}, 0.5, 2.0)},
+       [](V x) { return binary_cross_entropy(x[0], x[1], {.weight = x[2]}); }},
+      {"bce_with_logits_pos_weight", {in({3, 4}, -3, 3), in({3, 4}, 0, 1), in({3, 1}, 0.5, 2.0), in({4}, 0.5, 3.0)},
+       [](V x) { return binary_cross_entropy_with_logits(x[0], x[1], {.weight = x[2], .pos_weight = x[3]}); }},
       // A composition: a two-layer MLP's loss.
       {"mlp_loss", {in({6, 4}), in({5, 4}), in({5}), in({3, 5}), in({3}), labels({0, 2, 1, 1, 0, 2})},
        [](V x) { return cross_entropy(linear(relu(linear(x[0], x[1], x[2])), x[3], x[4]), x[5]); }},

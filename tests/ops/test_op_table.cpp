@@ -300,6 +300,150 @@ std::map<std::string, R> references() {
          });
          return scalar(vsum(l.v) / l.n());
        }},
+      // ---- the ops users reach for: PyTorch's documented formulas, written out ----
+      {"matmul_broadcast_batch", [](auto& x) {  // [2, 1, 3, 4] @ [3, 4, 2] -> [2, 3, 3, 2]
+         A r{{2, 3, 3, 2}, {}};
+         for (int64_t i = 0; i < 2; ++i)
+           for (int64_t j = 0; j < 3; ++j) {
+             A p = matmul2(A{{3, 4}, std::vector<double>(x[0].v.begin() + i * 12, x[0].v.begin() + (i + 1) * 12)},
+                           batch(x[1], j));
+             r.v.insert(r.v.end(), p.v.begin(), p.v.end());
+           }
+         return r;
+       }},
+      {"matmul_4d_2d", [](auto& x) {
+         A r = matmul2(A{{12, 4}, x[0].v}, x[1]);
+         r.s = {2, 2, 3, 3};
+         return r;
+       }},
+      {"matmul_vector_batched", [](auto& x) {
+         A r{{2, 3}, {}};
+         for (int64_t b = 0; b < 2; ++b) {
+           A p = matmul2(A{{1, 4}, x[0].v}, batch(x[1], b));
+           r.v.insert(r.v.end(), p.v.begin(), p.v.end());
+         }
+         return r;
+       }},
+      {"gather_dim1", [](auto& x) {  // out[i][j] = x[i][index[i][j]]
+         A r{{3, 2}, {}};
+         for (int64_t i = 0; i < 3; ++i)
+           for (int64_t j = 0; j < 2; ++j) r.v.push_back(x[0].v[i * 4 + static_cast<int64_t>(x[1].v[i * 2 + j])]);
+         return r;
+       }},
+      {"gather_dim0_3d", [](auto& x) {  // out[i][j][k] = x[index[i][j][k]][j][k], x [3, 2, 4]
+         A r{{2, 2, 3}, {}};
+         for (int64_t i = 0; i < 2; ++i)
+           for (int64_t j = 0; j < 2; ++j)
+             for (int64_t k = 0; k < 3; ++k)
+               r.v.push_back(x[0].v[(static_cast<int64_t>(x[1].v[(i * 2 + j) * 3 + k]) * 2 + j) * 4 + k]);
+         return r;
+       }},
+      {"scatter_add_dim1", [](auto& x) {  // out = x; out[i][index[i][j]] += src[i][j] for the [3, 2] index
+         A r = x[0];
+         for (int64_t i = 0; i < 3; ++i)
+           for (int64_t j = 0; j < 2; ++j) r.v[i * 5 + static_cast<int64_t>(x[1].v[i * 2 + j])] += x[2].v[i * 3 + j];
+         return r;
+       }},
+      {"embedding_padding", [](auto& x) {
+         A r = gather_rows(x[0], A{{6}, x[1].v});
+         r.s = {2, 3, 3};
+         return map1(r, [](double a) { return 2 * a; });
+       }},
+      {"split_sizes", [](auto& x) {  // rows 1..3 summed, times row 0, plus the squares of rows 4..5 summed
+         A r{{1, 2}, {}};
+         for (int64_t c = 0; c < 2; ++c) {
+           const double s13 = x[0].v[1 * 2 + c] + x[0].v[2 * 2 + c] + x[0].v[3 * 2 + c];
+           const double sq = x[0].v[4 * 2 + c] * x[0].v[4 * 2 + c] + x[0].v[5 * 2 + c] * x[0].v[5 * 2 + c];
+           r.v.push_back(s13 * x[0].v[c] + sq);
+         }
+         return r;
+       }},
+      {"softplus_beta_threshold", [](auto& x) {
+         return map1(x[0], [](double a) { return 2 * a > 3 ? a : std::log(1 + std::exp(2 * a)) / 2; });
+       }},
+      {"cross_entropy_weighted", [](auto& x) {  // sum_i w[y_i] (lse_i - x_i,y_i) / sum_i w[y_i], ignoring -100
+         double num = 0, den = 0;
+         for (int64_t i = 0; i < 4; ++i) {
+           const auto y = static_cast<int64_t>(x[1].v[i]);
+           if (y == -100) continue;
+           std::vector<double> row(x[0].v.begin() + i * 5, x[0].v.begin() + (i + 1) * 5);
+           num += x[2].v[y] * (vlse(row) - row[y]);
+           den += x[2].v[y];
+         }
+         return scalar(num / den);
+       }},
+      {"cross_entropy_weighted_smoothing_sum", [](auto& x) {
+         // (1 - eps) w_y (lse - x_y) + eps / C sum_c w_c (lse - x_c), eps 0.2, C 5, label 7 ignored
+         double s = 0;
+         for (int64_t i = 0; i < 4; ++i) {
+           const auto y = static_cast<int64_t>(x[1].v[i]);
+           if (y == 7) continue;
+           std::vector<double> row(x[0].v.begin() + i * 5, x[0].v.begin() + (i + 1) * 5);
+           const double lse = vlse(row);
+           double smooth = 0;
+           for (int64_t c = 0; c < 5; ++c) smooth += x[2].v[c] * (lse - row[c]);
+           s += 0.8 * x[2].v[y] * (lse - row[y]) + 0.2 / 5 * smooth;
+         }
+         return scalar(s);
+       }},
+      {"cross_entropy_probs", [](auto& x) {  // mean_i -sum_c w_c t'_ic log p_ic, t' = 0.9 t + 0.1 / 4
+         double s = 0;
+         for (int64_t i = 0; i < 3; ++i) {
+           std::vector<double> row(x[0].v.begin() + i * 4, x[0].v.begin() + (i + 1) * 4);
+           const double lse = vlse(row);
+           for (int64_t c = 0; c < 4; ++c) s += x[2].v[c] * (0.9 * x[1].v[i * 4 + c] + 0.1 / 4) * (lse - row[c]);
+         }
+         return scalar(s / 3);
+       }},
+      {"cross_entropy_spatial_none", [](auto& x) {  // logits [2, 3, 2, 2], one loss per [n, h, w]
+         A r{{2, 2, 2}, {}};
+         for (int64_t n = 0; n < 2; ++n)
+           for (int64_t p = 0; p < 4; ++p) {
+             std::vector<double> row;
+             for (int64_t c = 0; c < 3; ++c) row.push_back(x[0].v[(n * 3 + c) * 4 + p]);
+             r.v.push_back(vlse(row) - row[static_cast<int64_t>(x[1].v[n * 4 + p])]);
+           }
+         return r;
+       }},
+      {"cross_entropy_spatial_weighted", [](auto& x) {  // logits [2, 3, 4], labels [2, 4], weight [3]
+         double num = 0, den = 0;
+         for (int64_t n = 0; n < 2; ++n)
+           for (int64_t p = 0; p < 4; ++p) {
+             std::vector<double> row;
+             for (int64_t c = 0; c < 3; ++c) row.push_back(x[0].v[(n * 3 + c) * 4 + p]);
+             const auto y = static_cast<int64_t>(x[1].v[n * 4 + p]);
+             num += x[2].v[y] * (vlse(row) - row[y]);
+             den += x[2].v[y];
+           }
+         return scalar(num / den);
+       }},
+      {"nll_loss_weighted_spatial", [](auto& x) {  // -sum w_y lp[n, y, p] / sum w_y, -100 ignored
+         double num = 0, den = 0;
+         for (int64_t n = 0; n < 2; ++n)
+           for (int64_t p = 0; p < 4; ++p) {
+             const auto y = static_cast<int64_t>(x[1].v[n * 4 + p]);
+             if (y == -100) continue;
+             num -= x[2].v[y] * x[0].v[(n * 3 + y) * 4 + p];
+             den += x[2].v[y];
+           }
+         return scalar(num / den);
+       }},
+      {"bce", [](auto& x) {  // mean of -w_c [t log p + (1 - t) log(1 - p)]
+         double s = 0;
+         for (int64_t i = 0; i < 12; ++i) {
+           const double p = x[0].v[i], t = x[1].v[i];
+           s -= x[2].v[i % 4] * (t * std::log(p) + (1 - t) * std::log(1 - p));
+         }
+         return scalar(s / 12);
+       }},
+      {"bce_with_logits_pos_weight", [](auto& x) {  // mean of -w_r [pw_c t log s(z) + (1 - t) log(1 - s(z))]
+         double s = 0;
+         for (int64_t i = 0; i < 12; ++i) {
+           const double z = x[0].v[i], t = x[1].v[i];
+           s -= x[2].v[i / 4] * (x[3].v[i % 4] * t * std::log(sigm(z)) + (1 - t) * std::log(1 - sigm(z)));
+         }
+         return scalar(s / 12);
+       }},
       {"reshape", [](auto& x) {
          A r{{2, 6}, x[0].v};
          for (int64_t i = 0; i < 12; ++i) r.v[i] *= static_cast<double>(i % 6 + 1);

@@ -197,3 +197,83 @@ TEST(Golden, MlpSgdStepsMatchHandWrittenLoops) {
   EXPECT_TRUE(all_close(w2, W2, tol));
   EXPECT_TRUE(all_close(b2, B2, tol));
 }
+
+// ---- ops users reach for: behaviour the op table's rows cannot show ----
+
+TEST(Embedding, PaddingRowTakesNoGradient) {
+  Tensor w = arange(0.0, 12.0, 1.0, DType::F64).reshape({4, 3}).detach().requires_grad_();
+  Tensor idx = from_vector<int64_t>({1, 3, 1, 0, 3}, {5});
+  Tensor out = embedding(w, idx, -1);  // -1 is row 3
+  // The padding row is looked up like any other (PyTorch's rule)...
+  EXPECT_EQ(out.to_vector<double>(), (std::vector<double>{3, 4, 5, 9, 10, 11, 3, 4, 5, 0, 1, 2, 9, 10, 11}));
+  sum(out).backward();
+  // ...but its gradient stays zero: rows 0 and 1 gather 1 and 2 uses, rows 2 and 3 none.
+  EXPECT_EQ(w.grad().to_vector<double>(), (std::vector<double>{1, 1, 1, 2, 2, 2, 0, 0, 0, 0, 0, 0}));
+  EXPECT_TRUE(throws_with([&] { embedding(w, idx, 4); }, {"embedding", "padding_idx 4", "[-4, 4)"}));
+}
+
+TEST(OpErrors, GatherScatterSplitAndLossArgumentsAreChecked) {
+  Tensor x = zeros({3, 4});
+  EXPECT_TRUE(throws_with(
+      [&] {
+        gather(x, 1, from_vector<int64_t>({0, 4}, {1, 2}));
+      },
+      {"gather", "[0, 4]", "dim 1 has size 4"}));
+  EXPECT_TRUE(throws_with([&] { gather(x, 1, zeros({2}, DType::I64)); }, {"gather", "1 dims", "same number"}));
+  EXPECT_TRUE(throws_with([&] { gather(x, 1, zeros({4, 1}, DType::I64)); }, {"gather", "larger", "dim 0"}));
+  EXPECT_TRUE(throws_with(
+      [&] {
+        scatter_add(x, 0, zeros({2, 2}, DType::I64), zeros({1, 2}));
+      },
+      {"scatter_add", "larger than src"}));
+  EXPECT_TRUE(throws_with([&] { split(x, std::vector<int64_t>{1, 1}, 0); }, {"split", "add up to 2", "size 3"}));
+  EXPECT_TRUE(throws_with([&] { split(x, std::vector<int64_t>{2, 2}, 0); }, {"split", "more than"}));
+  EXPECT_TRUE(throws_with(
+      [&] {
+        cross_entropy(zeros({2, 3}), from_vector<int64_t>({0, 1}, {2}), {.weight = ones({2})});
+      },
+      {"cross_entropy", "weight must be [3]"}));
+  EXPECT_TRUE(throws_with([&] { binary_cross_entropy(full({2}, 1.5), zeros({2})); },
+                          {"binary_cross_entropy", "[0, 1]", "1.5"}));
+  EXPECT_TRUE(throws_with(
+      [&] {
+        binary_cross_entropy_with_logits(zeros({2, 3}), zeros({2, 3}), {.pos_weight = ones({2})});
+      },
+      {"pos_weight", "[2]", "[2, 3]"}));
+  EXPECT_TRUE(throws_with([&] { matmul(zeros({2, 2, 3}), zeros({3, 3, 1})); }, {"matmul", "batch dims", "2 vs 3"}));
+  EXPECT_TRUE(throws_with([&] { softplus(x, 0.0); }, {"softplus", "beta"}));
+}
+
+// PyTorch's binary_cross_entropy clamps each log at -100 and keeps the gradient finite at 0 and 1.
+TEST(Losses, BinaryCrossEntropyAtZeroAndOneIsFinite) {
+  Tensor p = from_vector<double>({0.0, 1.0, 0.5}, {3}).requires_grad_();
+  Tensor t = from_vector<double>({1.0, 0.0, 1.0}, {3});
+  Tensor loss = binary_cross_entropy(p, t, {.reduction = Reduction::Sum});
+  EXPECT_DOUBLE_EQ(loss.item<double>(), 100.0 + 100.0 - std::log(0.5));
+  loss.backward();
+  // (p - t) / max(p (1 - p), 1e-12): -1e12, 1e12, (0.5 - 1) / 0.25 = -2.
+  EXPECT_EQ(p.grad().to_vector<double>(), (std::vector<double>{-1e12, 1e12, -2.0}));
+}
+
+TEST(Matmul, DotProductAndBroadcastShapes) {
+  EXPECT_EQ(matmul(ones({4}), ones({4})).shape(), Shape{});
+  EXPECT_EQ(matmul(ones({4}), ones({4})).item<float>(), 4.0f);
+  EXPECT_EQ(matmul(ones({5, 1, 2, 3}), ones({4, 3, 6})).shape(), (Shape{5, 4, 2, 6}));
+  EXPECT_EQ(matmul(ones({2, 3, 4}), ones({4})).shape(), (Shape{2, 3}));
+  EXPECT_EQ(matmul(ones({1, 2, 3}), ones({5, 3, 2})).shape(), (Shape{5, 2, 2}));
+  EXPECT_TRUE(throws_with([] { matmul(ones({3}), ones({4})); }, {"matmul", "dot product", "[3]", "[4]"}));
+}
+
+TEST(Losses, LossModulesCarryTheirWeightsAsBuffers) {
+  Tensor w = from_vector<float>({1.0f, 2.0f, 0.5f}, {3});
+  nn::CrossEntropyLoss ce({.weight = w});
+  const auto state = ce.state_dict();
+  ASSERT_EQ(state.size(), 1u);
+  EXPECT_EQ(state[0].first, "weight");
+  Tensor logits = from_vector<float>({0.5f, -1.0f, 2.0f, 1.0f, 0.0f, -0.5f}, {2, 3});
+  Tensor y = from_vector<int64_t>({2, 1}, {2});
+  EXPECT_EQ(ce(logits, y).item<float>(), cross_entropy(logits, y, {.weight = w}).item<float>());
+  nn::BCEWithLogitsLoss bce({.pos_weight = from_vector<float>({2.0f, 1.0f, 3.0f}, {3})});
+  EXPECT_EQ(bce.state_dict().at(0).first, "pos_weight");
+  EXPECT_TRUE(throws_with([] { nn::BCELoss({.pos_weight = ones({3})}); }, {"BCELoss", "pos_weight"}));
+}
