@@ -917,6 +917,8 @@ TEST(CudaIndexCheck, BadValuesRaiseAtTheNextHostWait) {
   const Tensor weight = on(host_random({5, 3}, DType::F32, 161), kCuda);
   const Tensor bad = on(from_vector<int64_t>({0, 4, 7, 1}), kCuda);
   const Tensor images = zeros({6, 4}, TensorOptions(DType::U8, kCuda));
+  const Tensor log_probs = on(host_random({4, 3}, DType::F32, 162), kCuda);
+  const Tensor labels = on(from_vector<int64_t>({0, -100, 3, 1}), kCuda);
   struct Case {
     const char* name;
     std::function<Tensor()> run;
@@ -927,8 +929,7 @@ TEST(CudaIndexCheck, BadValuesRaiseAtTheNextHostWait) {
        {"index_select: index values hold 7 at position 2", "size of the indexed dim is 5", "[0, 5)", "cuda:0"}},
       {"embedding", [&] { return embedding(weight, bad); }, {"index_select", "hold 7", "[0, 5)"}},
       {"one_hot", [&] { return one_hot(bad, 6); }, {"one_hot: labels hold 7 at position 2", "num_classes is 6"}},
-      {"nll_loss",
-       [&] { return nll_loss(on(host_random({4, 3}, DType::F32, 162), kCuda), on(from_vector<int64_t>({0, -100, 3, 1}), kCuda)); },
+      {"nll_loss", [&] { return nll_loss(log_probs, labels); },
        {"nll_loss: labels hold 3 at position 2", "number of classes is 3", "ignore_index"}},
       {"gather_normalize", [&] { return data::gather_normalize(images, bad, 0.5, 0.25); },
        {"gather_normalize: indices hold 7 at position 2", "number of images is 6"}},
