@@ -244,6 +244,34 @@ TEST(DeviceMemory, AllocationFailureReleasesCacheRetriesAndThrows) {
   EXPECT_EQ(t.to_vector<float>()[999], 4.0f);
 }
 
+// The retry after a failed allocation synchronises the device (so queued frees return to the pool
+// before it is trimmed): a host wait like any other, which sync debug mode sees. Not Cuda*: the
+// failing allocation is an API error under compute-sanitizer.
+TEST(DeviceMemory, AllocationRetryIsAHostWaitForSyncDebugMode) {
+  EMBER_SKIP_WITHOUT_CUDA();
+  size_t total_bytes = 0;
+  try {
+    empty({int64_t(1) << 48}, TensorOptions(DType::F32, kCuda));
+  } catch (const OutOfMemory& e) {
+    const std::string msg = e.what();
+    const size_t at = msg.find(" in total (");
+    ASSERT_NE(at, std::string::npos) << msg;
+    total_bytes = std::stoull(msg.substr(at + 11));
+  }
+  ASSERT_GT(total_bytes, 0u);
+  const cuda::TransferStats before = cuda::transfer_stats();
+  cuda::set_sync_debug_mode(cuda::SyncDebugMode::Error);
+  const bool refused = static_cast<bool>(test::throws_with(
+      [&] { empty({int64_t(total_bytes)}, TensorOptions(DType::U8, kCuda)); },
+      {"an allocation retrying after releasing the memory pool's cache", "makes the host wait"}));
+  cuda::set_sync_debug_mode(cuda::SyncDebugMode::Off);
+  EXPECT_TRUE(refused);
+  EXPECT_EQ(cuda::transfer_stats().synchronizations, before.synchronizations);
+  // Without the debug mode the retry runs, is counted, and the request still fails as OutOfMemory.
+  EXPECT_THROW(empty({int64_t(total_bytes)}, TensorOptions(DType::U8, kCuda)), OutOfMemory);
+  EXPECT_EQ(cuda::transfer_stats().synchronizations, before.synchronizations + 1);
+}
+
 // ---- transfers, fill, copy ----
 
 TEST(CudaBackend, TransferRoundTripsEveryDtype) {
