@@ -75,7 +75,8 @@ EMBER_HOST_DEVICE C unary(C x, C a, C b) {
   else if constexpr (OP == UnaryOp::LeakyRelu) return x < C(0) ? a * x : x;
   else if constexpr (OP == UnaryOp::Sigmoid) return sigmoid(x);
   else if constexpr (OP == UnaryOp::Tanh) return tanh_of(x);
-  else if constexpr (OP == UnaryOp::GeluTanh) return C(0.5) * x * (C(1) + tanh_of(kSqrt2OverPi * (x + C(0.044715) * x * x * x)));
+  else if constexpr (OP == UnaryOp::GeluTanh)
+    return C(0.5) * x * (C(1) + tanh_of(kSqrt2OverPi * (x + C(0.044715) * x * x * x)));
   else if constexpr (OP == UnaryOp::GeluErf) return C(0.5) * x * (C(1) + erf_of(x * kInvSqrt2));
   else if constexpr (OP == UnaryOp::Silu) return x * sigmoid(x);
   else if constexpr (OP == UnaryOp::Softplus) return (x > C(0) ? x : C(0)) + log1p_of(exp_of(-(x < C(0) ? -x : x)));
