@@ -4,7 +4,7 @@ include(CMakePackageConfigHelpers)
 # What a program linking ember::ember gets from the imported target: the public headers need C++20.
 target_compile_features(ember PUBLIC cxx_std_20)
 # The installed libember.so keeps a RUNPATH to the non-system directories it links from (the CUDA
-# toolkit's lib/, where cudart, cuBLAS and cuDNN live), so a program linking it needs nothing else.
+# toolkit's lib/, where cudart and cuBLAS live), so a program linking it needs nothing else.
 set_target_properties(ember PROPERTIES INSTALL_RPATH_USE_LINK_PATH ON)
 # Installed programs find libember.so.0 beside them, in ../lib.
 get_property(_ember_tool_targets DIRECTORY ${PROJECT_SOURCE_DIR}/tools PROPERTY BUILDSYSTEM_TARGETS)
@@ -30,7 +30,7 @@ install(FILES ${CMAKE_CURRENT_BINARY_DIR}/emberConfig.cmake ${CMAKE_CURRENT_BINA
 # ember.pc finds its prefix from its own place (${pcfiledir}), so `cmake --install --prefix DIR` works.
 set(EMBER_PC_PRIVATE_LIBS "")
 if(EMBER_WITH_CUDA)
-  set(EMBER_PC_PRIVATE_LIBS "-lcudart -lcublasLt -lcublas -lcudnn")
+  set(EMBER_PC_PRIVATE_LIBS "-lcudart -lcublasLt -lcublas")
 endif()
 if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
   set(EMBER_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")

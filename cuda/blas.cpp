@@ -303,14 +303,14 @@ void CudaBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, cons
     cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
     void* epilogue_ptr = nullptr;
     bool fusable = false;
+    // cuBLASLt's RELU epilogues turn NaN into 0, where the CPU and ember's relu pass it on (as
+    // PyTorch does) so that the anomaly check sees it: the ReLU always runs as the kernel, after
+    // the GEMM (with its bias fused where it can be).
     if (bias) {
       // cuBLASLt reads a packed bias vector.
       fusable = o.bias.stride(0) == 1 || N == 1;
-      epilogue = relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
+      epilogue = CUBLASLT_EPILOGUE_BIAS;
       epilogue_ptr = o.bias.data_ptr();
-    } else if (relu) {
-      fusable = true;
-      epilogue = CUBLASLT_EPILOGUE_RELU;
     } else if (bias_grad) {
       // The bias gradient is of op(a) alone (unscaled) and, on the CPU, of its first matrix only;
       // fuse only where those readings cannot differ: alpha 1, no batch, a packed vector.
@@ -323,6 +323,7 @@ void CudaBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, cons
   }
   if (!ran) batched_matmul(st, dt, A, b_bs, Bop, a_bs, out.data_ptr(), M * N, N, rows, K, batch, s);
   if (!fused && o.epilogue != Epilogue::None) gemm_epilogue_fallback(out, a, o, bias || relu, bias_grad);
+  else if (fused && relu) unary(UnaryOp::Relu, out, out, {});
 }
 
 void CudaBackend::gemm_epilogue_fallback(const Tensor& out, const Tensor& a, const GemmOptions& o, bool bias_relu,

@@ -29,19 +29,6 @@ class OnDevice {
   cuda::DeviceGuard guard_;
 };
 
-// The bytes a view can touch, [first, last], for overlap tests.
-std::pair<uintptr_t, uintptr_t> byte_span(const Tensor& t) {
-  const auto base = reinterpret_cast<uintptr_t>(t.data_ptr());
-  int64_t last = 0;
-  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
-  return {base, base + static_cast<uintptr_t>(last + 1) * dtype_size(t.dtype()) - 1};
-}
-
-bool same_view(const Tensor& a, const Tensor& b) {
-  return a.data_ptr() == b.data_ptr() && a.dtype() == b.dtype() && a.shape() == b.shape() &&
-         a.strides() == b.strides();
-}
-
 }  // namespace
 
 Backend& cuda_backend() {
@@ -65,18 +52,15 @@ void CudaBackend::fill(const Tensor& out, double value) {
 
 void CudaBackend::copy(const Tensor& dst, const Tensor& src) {
   OnDevice on(dst, "copy");
-  if (dst.numel() == 0 || same_view(dst, src)) return;
-  if (dst.shares_storage(src)) {
-    const auto [d0, d1] = byte_span(dst);
-    const auto [s0, s1] = byte_span(src);
-    if (d0 <= s1 && s0 <= d1) {
-      // Overlapping views (a shift within one buffer): threads would read elements others have
-      // already overwritten, so go through a temporary, as memmove does on the CPU.
-      Tensor tmp = make_empty(src.shape(), src.dtype(), src.device());
-      cuda::kernels::copy(tmp, src, on.stream);
-      cuda::kernels::copy(dst, tmp, on.stream);
-      return;
-    }
+  if (dst.numel() == 0 || (dst.data_ptr() == src.data_ptr() && dst.dtype() == src.dtype() &&
+                           dst.shape() == src.shape() && dst.strides() == src.strides()))
+    return;
+  if (overlapping_views(dst, src)) {
+    // Threads would read elements others have already overwritten: go through a temporary.
+    Tensor tmp = make_empty(src.shape(), src.dtype(), src.device());
+    cuda::kernels::copy(tmp, src, on.stream);
+    cuda::kernels::copy(dst, tmp, on.stream);
+    return;
   }
   cuda::kernels::copy(dst, src, on.stream);
 }
@@ -141,6 +125,11 @@ void CudaBackend::cross_entropy_backward(const Tensor& grad_logits, const Tensor
                                          const Tensor& lse, const Tensor& labels, const CrossEntropyOptions& o) {
   OnDevice on(logits, "cross_entropy_backward");
   cuda::kernels::cross_entropy_backward(grad_logits, grad_loss, logits, lse, labels, o, on.stream);
+}
+
+void CudaBackend::check_index(const Tensor& index, const IndexCheck& c) {
+  OnDevice on(index, "check_index");
+  cuda::kernels::check_index(index, c, cuda::device_checks(index.device().index), on.stream);
 }
 
 void CudaBackend::index_select(const Tensor& out, const Tensor& in, const Tensor& index, int64_t outer, int64_t n,

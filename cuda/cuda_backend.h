@@ -27,6 +27,7 @@ class CudaBackend final : public Backend {
                              const CrossEntropyOptions& o) override;
   void cross_entropy_backward(const Tensor& grad_logits, const Tensor& grad_loss, const Tensor& logits,
                               const Tensor& lse, const Tensor& labels, const CrossEntropyOptions& o) override;
+  void check_index(const Tensor& index, const IndexCheck& c) override;
   void index_select(const Tensor& out, const Tensor& in, const Tensor& index, int64_t outer, int64_t n,
                     int64_t inner) override;
   void index_add(const Tensor& out, const Tensor& src, const Tensor& index, int64_t outer, int64_t n,

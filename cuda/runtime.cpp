@@ -6,8 +6,10 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <string>
 
+#include "cpp/backend/index_check.h"
 #include "cuda/check.h"
 #include "ember/cuda.h"
 #include "ember/error.h"
@@ -68,6 +70,60 @@ void before_host_wait(const char* what, int index) {
 }
 
 void count_synchronization() { ++g_synchronizations; }
+
+const DeviceChecks& device_checks(int index) {
+  DeviceState& s = device_state(index);
+  if (DeviceChecks* c = s.checks.load(std::memory_order_acquire)) return *c;
+  std::lock_guard<std::mutex> lock(s.checks_mutex);
+  if (DeviceChecks* c = s.checks.load(std::memory_order_acquire)) return *c;
+  DeviceGuard guard(index);
+  auto c = std::make_unique<DeviceChecks>();
+  void* host = nullptr;
+  EMBER_CUDA_CHECK(cudaHostAlloc(&host, sizeof(CheckFailure), cudaHostAllocMapped));
+  c->host = new (host) CheckFailure();
+  void* device = nullptr;
+  EMBER_CUDA_CHECK(cudaHostGetDevicePointer(&device, host, 0));
+  c->device = static_cast<CheckFailure*>(device);
+  void* claim = nullptr;
+  EMBER_CUDA_CHECK(cudaMalloc(&claim, sizeof(unsigned long long)));
+  c->claim = static_cast<unsigned long long*>(claim);
+  // On the compute stream, so it is done before the first check kernel runs.
+  EMBER_CUDA_CHECK(cudaMemsetAsync(c->claim, 0, sizeof(unsigned long long), s.stream));
+  DeviceChecks* raw = c.release();  // never destroyed, like DeviceState
+  s.checks.store(raw, std::memory_order_release);
+  return *raw;
+}
+
+void raise_check_failure(int index, const char* reported_at) {
+  if (index < 0 || index >= kMaxDevices) return;
+  DeviceState* s = g_states[index].load(std::memory_order_acquire);
+  DeviceChecks* c = s ? s->checks.load(std::memory_order_acquire) : nullptr;
+  if (!c || !static_cast<volatile const CheckFailure*>(c->host)->failed) return;
+  std::atomic_thread_fence(std::memory_order_acquire);  // the fields were written before `failed`
+  const CheckFailure f = *c->host;
+  IndexCheck check;
+  check.op = f.op;
+  check.what = f.what;
+  check.bound_name = f.bound_name;
+  check.hint = f.hint;
+  // Re-arm: the next failure is recorded again (the claim is cleared behind the queued work).
+  static_cast<volatile CheckFailure*>(c->host)->failed = 0;
+  {
+    DeviceGuard guard(index);
+    EMBER_CUDA_CHECK(cudaMemsetAsync(c->claim, 0, sizeof(unsigned long long), s->stream));
+  }
+  throw Error(index_value_error(check, f.value, f.position, f.bound, detail::str_cat("cuda:", index), reported_at));
+}
+
+bool event_completed(cudaEvent_t event) {
+  const cudaError_t e = cudaEventQuery(event);
+  if (e == cudaErrorNotReady) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  EMBER_CUDA_CHECK(e);
+  return true;
+}
 
 namespace {
 
@@ -180,7 +236,7 @@ DeviceGuard::~DeviceGuard() {
   if (previous_ >= 0) (void)cudaSetDevice(previous_);
 }
 
-void* device_allocate(size_t nbytes, int index) {
+void* device_allocate(size_t nbytes, int index, Usage usage) {
   if (nbytes == 0) return nullptr;
   DeviceState& s = device_state(index);
   DeviceGuard guard(index);
@@ -192,6 +248,8 @@ void* device_allocate(size_t nbytes, int index) {
   if (e != cudaSuccess) {
     (void)cudaGetLastError();  // allocation failures are not sticky; keep them out of later checks
     // Release everything the pool caches (after the queued frees have completed) and retry once.
+    before_host_wait("an allocation retrying after releasing the memory pool's cache", index);
+    ++g_synchronizations;
     EMBER_CUDA_CHECK(cudaDeviceSynchronize());
     EMBER_CUDA_CHECK(cudaMemPoolTrimTo(s.pool, 0));
     p = nullptr;
@@ -203,15 +261,15 @@ void* device_allocate(size_t nbytes, int index) {
     }
     s.num_alloc_retries.fetch_add(1);
   }
-  note_allocated(s, nbytes);
+  if (usage == Usage::Tensor) note_allocated(s, nbytes);
   return p;
 }
 
-void device_free(void* ptr, size_t nbytes, int index) noexcept {
+void device_free(void* ptr, size_t nbytes, int index, Usage usage) noexcept {
   if (!ptr || index < 0 || index >= kMaxDevices) return;
   DeviceState* s = g_states[index].load(std::memory_order_acquire);
   if (!s) return;  // cannot happen for a pointer device_allocate returned
-  s->allocated.fetch_sub(nbytes);
+  if (usage == Usage::Tensor) s->allocated.fetch_sub(nbytes);
   QuietDeviceGuard guard(index);
   const cudaError_t e = cudaFreeAsync(ptr, s->stream);
   if (e == cudaSuccess) return;
@@ -238,13 +296,10 @@ void copy_host_to_device(void* dst, const void* src, size_t nbytes, int index) {
     s.next_slot ^= 1;
     // The slot's previous copy must have left it before it is overwritten (it usually has).
     if (slot.done) {
-      const cudaError_t q = cudaEventQuery(slot.done);
-      if (q == cudaErrorNotReady) {
+      if (!event_completed(slot.done)) {
         before_host_wait("waiting for a staging buffer (host-to-device copies back to back)", index);
         ++g_synchronizations;
         EMBER_CUDA_CHECK(cudaEventSynchronize(slot.done));
-      } else {
-        EMBER_CUDA_CHECK(q);
       }
     } else {
       EMBER_CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
@@ -283,6 +338,7 @@ void copy_device_to_host(void* dst, const void* src, size_t nbytes, int index) {
   EMBER_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, s.stream));
   // The caller reads `dst` next: this is one of the two places ember waits for the device.
   EMBER_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  raise_check_failure(index, "a read of a device tensor's values");
 }
 
 void copy_device_to_device(void* dst, int dst_index, const void* src, int src_index, size_t nbytes) {
@@ -350,6 +406,7 @@ void empty_cache(int device) {
   // Blocks freed on the stream return to the pool only once the stream reaches the free.
   EMBER_CUDA_CHECK(cudaDeviceSynchronize());
   EMBER_CUDA_CHECK(cudaMemPoolTrimTo(s.pool, 0));
+  raise_check_failure(device, "empty_cache()");
 }
 
 void synchronize(int device) {
@@ -359,6 +416,7 @@ void synchronize(int device) {
   before_host_wait("synchronize()", device);
   ++g_synchronizations;
   EMBER_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  raise_check_failure(device, "synchronize()");
 }
 
 TransferStats transfer_stats() {

@@ -20,6 +20,27 @@ struct StagingSlot {
   cudaEvent_t done = nullptr;  // recorded after the copy out of this slot
 };
 
+// A failed device-side check (Backend::check_index), in mapped pinned memory: written by the one
+// thread that claims it on the device, `failed` last; read by the host once it has waited for the
+// device anyway. The strings are the IndexCheck's literals.
+struct CheckFailure {
+  int64_t value = 0;
+  int64_t position = 0;
+  int64_t bound = 0;
+  const char* op = nullptr;
+  const char* what = nullptr;
+  const char* bound_name = nullptr;
+  const char* hint = nullptr;
+  int failed = 0;
+};
+
+// The device's check state, made on its first check.
+struct DeviceChecks {
+  unsigned long long* claim = nullptr;  // device memory: 0, or 1 once a thread has claimed `failure`
+  CheckFailure* host = nullptr;         // the record, as the host sees it
+  CheckFailure* device = nullptr;       // the same record, as kernels see it
+};
+
 // Everything ember keeps per device. Created on first use and never destroyed: at process exit
 // the CUDA runtime may already be unloading, and releasing streams or pools then fails.
 struct DeviceState {
@@ -34,6 +55,8 @@ struct DeviceState {
   std::mutex staging_mutex;
   StagingSlot staging[2];
   int next_slot = 0;
+  std::mutex checks_mutex;
+  std::atomic<DeviceChecks*> checks{nullptr};
 };
 
 // The device's state, created on first use. Throws ember::Error when `index` names no device.
@@ -54,19 +77,24 @@ class DeviceGuard {
   int previous_ = -1;
 };
 
+// What an allocation is for: memory_stats().allocated counts the bytes of live tensors only.
+enum class Usage : int8_t { Tensor, Scratch };
+
 // Stream-ordered allocation on the device's compute stream. Zero bytes give nullptr (which
 // device_free accepts). Throws ember::OutOfMemory after trimming the pool and retrying once.
-void* device_allocate(size_t nbytes, int index);
+void* device_allocate(size_t nbytes, int index, Usage usage = Usage::Tensor);
 // Never throws (it runs in Storage's destructor); a failure from earlier asynchronous work is
-// reported on stderr once, and ignored while the CUDA runtime is shutting down.
-void device_free(void* ptr, size_t nbytes, int index) noexcept;
+// reported on stderr once, and ignored while the CUDA runtime is shutting down. `usage` is the
+// allocation's.
+void device_free(void* ptr, size_t nbytes, int index, Usage usage = Usage::Tensor) noexcept;
 
 // A temporary device buffer for one launch sequence: allocated on the compute stream and freed
 // on it when the scope ends, which is safe because the kernels using it were queued before.
 class Scratch {
  public:
-  Scratch(size_t nbytes, int index) : ptr_(device_allocate(nbytes, index)), nbytes_(nbytes), index_(index) {}
-  ~Scratch() { device_free(ptr_, nbytes_, index_); }
+  Scratch(size_t nbytes, int index)
+      : ptr_(device_allocate(nbytes, index, Usage::Scratch)), nbytes_(nbytes), index_(index) {}
+  ~Scratch() { device_free(ptr_, nbytes_, index_, Usage::Scratch); }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   template <class T>
@@ -79,6 +107,18 @@ class Scratch {
   size_t nbytes_;
   int index_;
 };
+
+// The device's check state (allocated on first use), for the check kernels.
+const DeviceChecks& device_checks(int index);
+// Throws the Error of a failed device-side check on `index`, if one was recorded; `reported_at`
+// names the host wait it is raised at. Called only where the host has just waited for the device.
+void raise_check_failure(int index, const char* reported_at);
+
+// Whether the work before `event` has completed, without waiting; throws for a real error. Every
+// cudaEventQuery in ember goes through here: "not yet" comes back as cudaErrorNotReady, which the
+// runtime also keeps as its last error, so left alone the next EMBER_CUDA_LAUNCH_CHECK (which reads
+// cudaGetLastError) would report "launch of ... failed with cudaErrorNotReady". This clears it.
+bool event_completed(cudaEvent_t event);
 
 // Called before the host waits for `index` (sync debug mode: may warn or throw); `what` names the call.
 void before_host_wait(const char* what, int index);

@@ -43,7 +43,7 @@ if ((${#missing[@]})); then
   echo "setup: installed ${#missing[@]} package(s)"
 fi
 
-# The CUDA backend needs the CUDA toolkit with cuBLAS and cuDNN, which Debian does not ship: NVIDIA's
+# The CUDA backend needs the CUDA toolkit with cuBLAS, which Debian does not ship: NVIDIA's
 # installer puts it in /usr/local/cuda. Without it everything still builds and tests, CPU-only.
 if ! command -v nvcc >/dev/null 2>&1 && [[ ! -x /usr/local/cuda/bin/nvcc ]]; then
   echo "setup: no CUDA toolkit (nvcc) found: ember builds CPU-only (EMBER_CUDA=AUTO turns the CUDA backend off)"

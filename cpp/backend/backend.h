@@ -6,9 +6,15 @@
 //   - `out` tensors are allocated with the right shape and dtype (and are contiguous unless
 //     a primitive says "any strides");
 //   - inputs of elementwise primitives already have the output's shape (broadcast inputs arrive
-//     expanded, with stride 0), and any strides.
+//     expanded, with stride 0), and any strides;
+//   - the 1-D vectors that primitives read per row or item have any stride (element k is at
+//     data + k * vector_stride(t)): check_index's, index_select's and index_add's `index`, the
+//     cross-entropy's `labels`, `lse` and `grad_loss`, and gather_batch's `order`. Every other
+//     tensor argument is contiguous unless its primitive says "any strides". Every backend obeys
+//     both rules (tests/backend/test_backend_rules.cpp passes strided vectors to the CPU).
 #pragma once
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "ember/tensor.h"
@@ -84,6 +90,38 @@ struct GemmOptions {
   Epilogue epilogue = Epilogue::None;
   Tensor bias;       // [N], for Bias / BiasRelu
   Tensor bias_grad;  // [M], written by BiasGradA
+};
+
+// Whether two different views' byte ranges [first, last] intersect (copy's overlap rule). An
+// identical view is not an overlap: copying a view onto itself changes nothing.
+inline bool overlapping_views(const Tensor& a, const Tensor& b) {
+  if (a.numel() == 0 || b.numel() == 0 || !a.shares_storage(b)) return false;
+  if (a.data_ptr() == b.data_ptr() && a.dtype() == b.dtype() && a.shape() == b.shape() && a.strides() == b.strides())
+    return false;
+  auto span = [](const Tensor& t) {
+    const auto first = reinterpret_cast<uintptr_t>(t.data_ptr());
+    int64_t last = 0;
+    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+    return std::pair<uintptr_t, uintptr_t>(first, first + static_cast<uintptr_t>(last + 1) * dtype_size(t.dtype()) - 1);
+  };
+  const auto [a0, a1] = span(a);
+  const auto [b0, b1] = span(b);
+  return a0 <= b1 && b0 <= a1;
+}
+
+// The element stride of a 1-D vector argument (a 0-D one has one element).
+inline int64_t vector_stride(const Tensor& t) { return t.dim() == 1 ? t.stride(0) : 1; }
+
+// What check_index checks, and the words of its error. The strings must be literals: a CUDA
+// backend keeps the pointers until it reports the failure.
+struct IndexCheck {
+  const char* op = "";           // the op, first in the message: "index_select"
+  const char* what = "indices";  // the checked tensor's role: "index values", "labels"
+  const char* bound_name = "";   // what `bound` is: "num_classes", "the number of images"
+  const char* hint = "";         // appended: "; fix the labels or set ignore_index"
+  int64_t bound = 0;             // values must lie in [0, bound)
+  bool allow_ignore = false;     // a value equal to ignore_index passes
+  int64_t ignore_index = -100;
 };
 
 struct CrossEntropyOptions {
@@ -165,7 +203,9 @@ class Backend {
 
   // out (any strides) = value, converted to out's dtype.
   virtual void fill(const Tensor& out, double value) = 0;
-  // dst (any strides) = src (any strides, same shape), converting dtype when they differ.
+  // dst (any strides) = src (any strides, same shape), converting dtype when they differ. dst and
+  // src may overlap in memory: the result is as if src were read whole before dst is written (as
+  // memmove does; overlapping_views says when a backend must go through a temporary).
   virtual void copy(const Tensor& dst, const Tensor& src) = 0;
   // Copies contiguous `src` into contiguous `dst` of the same dtype and size across devices
   // (host<->device or device<->device). Implemented by the device backend.
@@ -206,12 +246,20 @@ class Backend {
   virtual void cross_entropy_backward(const Tensor& grad_logits, const Tensor& grad_loss, const Tensor& logits,
                                       const Tensor& lse, const Tensor& labels, const CrossEntropyOptions& o) = 0;
 
+  // Checks that every value of I64 `index` (0-D or 1-D, any stride) lies in [0, c.bound) (or is
+  // c.ignore_index when c.allow_ignore), else throws ember::Error naming c.op, the values and the
+  // bound. The CPU throws at once. A device backend need not make the host wait for it: CUDA
+  // records the first bad value in a device flag and throws at the next point where the host
+  // waits for the device anyway (reading a value back, synchronize(), AsyncRead::get()).
+  virtual void check_index(const Tensor& index, const IndexCheck& c) = 0;
+
   // Contiguous `in` viewed as [outer, n, inner]; I64 `index` [k] with values in [0, n) (checked
-  // by the op layer); out [outer, k, inner] = in[:, index, :].
+  // by the op layer with check_index); out [outer, k, inner] = in[:, index, :].
   virtual void index_select(const Tensor& out, const Tensor& in, const Tensor& index, int64_t outer, int64_t n,
                             int64_t inner) = 0;
   // out [outer, n, inner] (contiguous) += src [outer, k, inner] scattered at `index`; duplicate
-  // indices accumulate.
+  // indices accumulate. F32, F64, I64 and I32 only: U8 and Bool throw ember::Error (a GPU has no
+  // byte atomics, and PyTorch has no such op on bool).
   virtual void index_add(const Tensor& out, const Tensor& src, const Tensor& index, int64_t outer, int64_t n,
                          int64_t inner) = 0;
 
@@ -226,7 +274,7 @@ class Backend {
   // One fused pass: for b in [0, B), with i = order[p.first + b]:
   //   x[b] = normalise(augment ? warp(images[i]) : images[i]), y[b] = labels[i] (when y is defined).
   // images U8 [N, rows, cols] contiguous (for augment; else [N, ...] with D = numel / N pixels),
-  // labels I64 [N], order I64 1-D (any stride) with values in [0, N) (not checked: the caller made or
+  // labels I64 [N] contiguous, order I64 1-D (any stride) with values in [0, N) (not checked: the caller made or
   // checked them), x F32 contiguous with B * D elements, y I64 [B] contiguous or undefined.
   virtual void gather_batch(const Tensor& x, const Tensor& y, const Tensor& images, const Tensor& labels,
                             const Tensor& order, const BatchParams& p) = 0;

@@ -29,9 +29,19 @@ struct AsyncRead::Impl {
   cudaEvent_t arrived = nullptr;
 
   ~Impl() {
-    // cudaFreeHost waits for copies into the buffer; errors at exit (runtime unloading) are ignored.
+    // A copy still in flight writes into `pinned`: wait for its event before freeing the buffer
+    // (the event is recorded after every copy). Errors at exit (runtime unloading) are ignored.
+    if (arrived) (void)cudaEventSynchronize(arrived);
     if (pinned) (void)cudaFreeHost(pinned);
     if (arrived) (void)cudaEventDestroy(arrived);
+  }
+
+  // Before `pinned` is freed or reallocated: the copy queued into it must have arrived.
+  void wait_for_copy_in_flight() {
+    if (!arrived || cuda::event_completed(arrived)) return;
+    cuda::before_host_wait("AsyncRead::start() reusing its buffer while a copy into it is in flight", pinned_device);
+    cuda::count_synchronization();
+    EMBER_CUDA_CHECK(cudaEventSynchronize(arrived));
   }
 #endif
 };
@@ -58,13 +68,16 @@ void AsyncRead::start(const Tensor& t) {
   const size_t bytes = static_cast<size_t>(src.numel()) * dtype_size(src.dtype());
   cuda::DeviceGuard guard(index);
   if (bytes > m.capacity) {
-    if (m.pinned) EMBER_CUDA_CHECK(cudaFreeHost(m.pinned));  // waits for a copy still in flight into it
+    m.wait_for_copy_in_flight();
+    if (m.pinned) EMBER_CUDA_CHECK(cudaFreeHost(m.pinned));
     m.pinned = nullptr;
     m.capacity = 0;
     EMBER_CUDA_CHECK(cudaHostAlloc(&m.pinned, bytes, cudaHostAllocDefault));
     m.capacity = bytes;
   }
   if (m.arrived && m.pinned_device != index) {
+    // The new copy is queued on another device's stream, not behind the old one into the buffer.
+    m.wait_for_copy_in_flight();
     EMBER_CUDA_CHECK(cudaEventDestroy(m.arrived));
     m.arrived = nullptr;
   }
@@ -90,9 +103,7 @@ bool AsyncRead::ready() const {
 #if defined(EMBER_WITH_CUDA)
   if (m.device >= 0) {
     cuda::DeviceGuard guard(m.device);
-    const cudaError_t e = cudaEventQuery(m.arrived);
-    if (e == cudaErrorNotReady) return false;
-    EMBER_CUDA_CHECK(e);
+    if (!cuda::event_completed(m.arrived)) return false;
   }
 #endif
   return true;
@@ -111,6 +122,8 @@ Tensor AsyncRead::get() {
       cuda::DeviceGuard guard(m.device);
       EMBER_CUDA_CHECK(cudaEventSynchronize(m.arrived));
     }
+    // The work queued before start() has completed: a device-side check that failed there is raised here.
+    cuda::raise_check_failure(m.device, "AsyncRead::get()");
     Tensor out = empty(m.shape, TensorOptions(m.dtype));
     const size_t bytes = static_cast<size_t>(out.numel()) * dtype_size(m.dtype);
     if (bytes) std::memcpy(out.impl()->data(), m.pinned, bytes);

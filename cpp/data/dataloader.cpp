@@ -85,12 +85,12 @@ Tensor gather_normalize(const Tensor& images_u8, const Tensor& indices, double m
   EMBER_CHECK(images_u8.device() == indices.device(), "gather_normalize: images on ", images_u8.device(),
               " but indices on ", indices.device(), ", expected one device");
   check_normalization(mean, std, "gather_normalize");
-  if (indices.numel() > 0) {
-    autograd::NoGradGuard no_grad;
-    const int64_t lo = min(indices).item<int64_t>(), hi = max(indices).item<int64_t>();
-    EMBER_CHECK(lo >= 0 && hi < images_u8.size(0), "gather_normalize: indices range over [", lo, ", ", hi,
-                "] but there are ", images_u8.size(0), " images, expected indices in [0, ", images_u8.size(0), ")");
-  }
+  if (indices.numel() > 0)
+    backend_for(indices.device())
+        .check_index(indices, {.op = "gather_normalize",
+                               .what = "indices",
+                               .bound_name = "the number of images",
+                               .bound = images_u8.size(0)});
   Shape shape = images_u8.shape();
   shape[0] = indices.numel();
   Tensor out = make_empty(shape, DType::F32, images_u8.device());

@@ -32,15 +32,16 @@ void check_same_shape(const Tensor& a, const Tensor& b, const char* op) {
               shape_str(b.shape()), " differ; they must be equal");
 }
 
-// Host-side label check for the composite losses (reads the labels: a device sync on CUDA).
+// The label check of the composite losses, through the backend (on a device: no host wait).
 void check_label_range(const Tensor& labels, int64_t classes, int64_t ignore_index, const char* op) {
   if (labels.numel() == 0) return;
-  autograd::NoGradGuard no_grad;
-  Tensor valid = ne(labels, static_cast<double>(ignore_index));
-  Tensor probe = where(valid, labels, zeros_like(labels));
-  const int64_t lo = min(probe).item<int64_t>(), hi = max(probe).item<int64_t>();
-  EMBER_CHECK(lo >= 0 && hi < classes, op, ": labels must be in [0, ", classes, ") but range over [", lo, ", ", hi,
-              "]; fix the labels or set ignore_index");
+  ops::backend_of(labels).check_index(labels, {.op = op,
+                                               .what = "labels",
+                                               .bound_name = "the number of classes",
+                                               .hint = "; fix the labels or set ignore_index",
+                                               .bound = classes,
+                                               .allow_ignore = true,
+                                               .ignore_index = ignore_index});
 }
 
 }  // namespace
@@ -239,7 +240,9 @@ Tensor binary_cross_entropy(const Tensor& probs, const Tensor& target, const Bce
   EMBER_CHECK(!args.pos_weight.defined(),
               "binary_cross_entropy: pos_weight applies to logits only; use "
               "binary_cross_entropy_with_logits");
-  if (probs.numel() > 0) {
+  // Checked on the CPU (reading every value). On a device the check would be a host wait inside
+  // the op; there a value outside [0, 1] makes its log, and so the loss, NaN instead.
+  if (probs.numel() > 0 && probs.device().is_cpu()) {
     autograd::NoGradGuard no_grad;
     const double lo = min(probs).item<double>(), hi = max(probs).item<double>();
     EMBER_CHECK(lo >= 0.0 && hi <= 1.0, "binary_cross_entropy: probabilities must be in [0, 1] but range over [", lo,

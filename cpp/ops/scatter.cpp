@@ -10,13 +10,13 @@ using autograd::record;
 
 namespace {
 
-// index's values must lie in [0, n) (reads the index: a device sync on CUDA, as index_select's check).
-void check_index_values(const Tensor& index, int64_t n, int64_t dim, const Shape& shape, const char* op) {
+// index's values must lie in [0, n): through the backend's check (on a device: no host wait, raised
+// at the next one).
+void check_index_values(const Tensor& index, int64_t n, const char* op) {
   if (index.numel() == 0) return;
-  autograd::NoGradGuard no_grad;
-  const int64_t lo = min(index).item<int64_t>(), hi = max(index).item<int64_t>();
-  EMBER_CHECK(lo >= 0 && hi < n, op, ": index values range over [", lo, ", ", hi, "] but dim ", dim, " has size ", n,
-              " (shape ", shape_str(shape), ")");
+  ops::backend_of(index).check_index(index.reshape({-1}).contiguous(),
+                                     {.op = op, .what = "index values", .bound_name = "the size of the indexed dim",
+                                      .bound = n});
 }
 
 // The shape rules: `index` has `shape`'s number of dims, and no dim larger than `bound`'s except
@@ -63,7 +63,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   EMBER_CHECK(x.dim() >= 1, "gather: input must have at least 1 dim, got a 0-d tensor");
   const int64_t d = wrap_dim(dim, x.dim(), "gather");
   check_index_shape(index, x.shape(), d, true, "gather", "input");
-  check_index_values(index, x.size(d), d, x.shape(), "gather");
+  check_index_values(index, x.size(d), "gather");
   if (index.numel() == 0) return zeros(index.shape(), TensorOptions(x.dtype(), x.device()));
   Tensor flat = x.contiguous().reshape({-1});
   return index_select(flat, 0, linear_offsets(index, d, x.shape()).reshape({-1})).reshape(index.shape());
@@ -83,7 +83,7 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
   const int64_t d = wrap_dim(dim, x.dim(), "scatter_add");
   check_index_shape(index, src.shape(), d, false, "scatter_add", "src");
   check_index_shape(index, x.shape(), d, true, "scatter_add", "input");
-  check_index_values(index, x.size(d), d, x.shape(), "scatter_add");
+  check_index_values(index, x.size(d), "scatter_add");
   // Only the part of src that index covers is added (PyTorch's rule for a larger src).
   Tensor part = src.detach();
   for (int64_t i = 0; i < src.dim(); ++i) part = part.narrow(i, 0, index.size(i));

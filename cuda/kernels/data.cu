@@ -3,6 +3,7 @@
 // data_math.h, the code the CPU reference (cpp/backend/cpu/cpu_data.cpp) runs; this file is compiled
 // with -fmad=false (cmake/EmberCuda.cmake) so its f64 products and sums round as the host's do.
 #include <cub/device/device_radix_sort.cuh>
+#include <math_constants.h>
 
 #include <climits>
 
@@ -24,10 +25,13 @@ __global__ void permutation_keys_kernel(uint64_t* keys, int64_t* values, int64_t
 }
 
 // One block per sample: thread 0 draws the sample's warp (one Philox block and a sincos) and writes
-// its label; then the block's threads each produce pixels of the row.
+// its label; then the block's threads each produce pixels of the row. An index outside [0, count)
+// (gather_normalize checks its indices on the device and raises the error later) reads nothing:
+// its row is NaN and its label -1.
 __global__ void gather_batch_kernel(float* __restrict__ x, int64_t* __restrict__ y, const uint8_t* __restrict__ images,
-                                    const int64_t* __restrict__ labels, const int64_t* __restrict__ order,
-                                    int64_t order_stride, int64_t pixels, int64_t rows, int64_t cols, BatchParams p) {
+                                    int64_t count, const int64_t* __restrict__ labels,
+                                    const int64_t* __restrict__ order, int64_t order_stride, int64_t pixels,
+                                    int64_t rows, int64_t cols, BatchParams p) {
   __shared__ data_math::Warp warp;
   __shared__ int64_t index;
   const int64_t b = blockIdx.x;
@@ -35,11 +39,15 @@ __global__ void gather_batch_kernel(float* __restrict__ x, int64_t* __restrict__
   if (threadIdx.x == 0) {
     index = order[pos * order_stride];
     if (p.augment) warp = data_math::random_warp(p.seed, p.augment_counter + static_cast<uint64_t>(pos), p.max_degrees, p.max_shift);
-    if (y) y[b] = labels[index];
+    if (y) y[b] = index >= 0 && index < count ? labels[index] : -1;
   }
   __syncthreads();
-  const uint8_t* img = images + index * pixels;
   float* row = x + b * pixels;
+  if (index < 0 || index >= count) {
+    for (int64_t j = threadIdx.x; j < pixels; j += blockDim.x) row[j] = CUDART_NAN_F;
+    return;
+  }
+  const uint8_t* img = images + index * pixels;
   if (p.augment) {
     const data_math::Warp w = warp;
     for (int64_t j = threadIdx.x; j < pixels; j += blockDim.x) {
@@ -95,7 +103,7 @@ void CudaBackend::gather_batch(const Tensor& x, const Tensor& y, const Tensor& i
   const int64_t rows = images.dim() == 3 ? images.size(1) : 0, cols = images.dim() == 3 ? images.size(2) : 1;
   cuda::kernels::gather_batch_kernel<<<static_cast<unsigned>(batch), cuda::kernels::kThreads, 0, stream>>>(
       cuda::kernels::ptr<float>(x), y.defined() ? cuda::kernels::ptr<int64_t>(y) : nullptr,
-      cuda::kernels::ptr<const uint8_t>(images), y.defined() ? cuda::kernels::ptr<const int64_t>(labels) : nullptr,
+      cuda::kernels::ptr<const uint8_t>(images), n, y.defined() ? cuda::kernels::ptr<const int64_t>(labels) : nullptr,
       cuda::kernels::ptr<const int64_t>(order), order.stride(0), pixels, rows, cols, p);
   EMBER_CUDA_LAUNCH_CHECK("gather_batch_kernel");
 }

@@ -1,5 +1,7 @@
-// index_select (a gather of rows along the middle dim of [outer, n, inner]) and index_add (the
-// matching scatter-add, with atomics so duplicate indices accumulate).
+// check_index (bad values recorded in the device's check flag), index_select (a gather of rows
+// along the middle dim of [outer, n, inner]) and index_add (the matching scatter-add, with atomics
+// so duplicate indices accumulate).
+#include "cpp/backend/index_check.h"
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/kernels.h"
 
@@ -16,7 +18,9 @@ __global__ void index_select_kernel(U* out, const U* in, const int64_t* index, i
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += step) {
     const int64_t u = t % row_units, r = t / row_units;
     const int64_t j = r % k, b = r / k;
-    out[t] = in[(b * n + index[j * index_stride]) * row_units + u];
+    // A bad index reads nothing (zeros out): check_index has recorded it, and raises it later.
+    const int64_t i = index[j * index_stride];
+    out[t] = i >= 0 && i < n ? in[(b * n + i) * row_units + u] : U{};
   }
 }
 
@@ -27,26 +31,6 @@ __device__ __forceinline__ void atomic_add(int32_t* p, int32_t v) { atomicAdd(p,
 __device__ __forceinline__ void atomic_add(int64_t* p, int64_t v) {
   atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
 }
-// No byte atomics exist: compare-and-swap the aligned 32-bit word that holds the byte (the
-// neighbouring bytes are written back unchanged, or the swap retries).
-__device__ __forceinline__ void atomic_add(uint8_t* p, uint8_t v) {
-  const uintptr_t addr = reinterpret_cast<uintptr_t>(p);
-  unsigned* word = reinterpret_cast<unsigned*>(addr & ~uintptr_t(3));
-  const unsigned shift = static_cast<unsigned>(addr & 3) * 8;
-  unsigned old = *word, assumed;
-  do {
-    assumed = old;
-    const unsigned byte = ((assumed >> shift) + v) & 0xffu;
-    old = atomicCAS(word, assumed, (assumed & ~(0xffu << shift)) | (byte << shift));
-  } while (old != assumed);
-}
-// bool += bool is a logical or (as on the CPU: bool(a + b)).
-__device__ __forceinline__ void atomic_add(bool* p, bool v) {
-  if (!v) return;
-  const uintptr_t addr = reinterpret_cast<uintptr_t>(p);
-  atomicOr(reinterpret_cast<unsigned*>(addr & ~uintptr_t(3)), 1u << (static_cast<unsigned>(addr & 3) * 8));
-}
-
 // Atomic adds make duplicate indices safe; for floats the order of the additions (and so the last
 // bits of the sum) can vary from run to run.
 template <class T>
@@ -56,7 +40,30 @@ __global__ void index_add_kernel(T* out, const T* src, const int64_t* index, int
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += step) {
     const int64_t i = t % inner, r = t / inner;
     const int64_t j = r % k, b = r / k;
-    atomic_add(out + (b * n + index[j * index_stride]) * inner + i, src[t]);
+    const int64_t row = index[j * index_stride];
+    if (row >= 0 && row < n) atomic_add(out + (b * n + row) * inner + i, src[t]);
+  }
+}
+
+// The first thread to find a bad value claims the record and fills it (the host reads it after
+// its next wait for the device); the others only test the claim.
+__global__ void check_index_kernel(const int64_t* index, int64_t stride, int64_t k, IndexCheck c,
+                                   unsigned long long* claim, CheckFailure* failure) {
+  const int64_t step = int64_t(blockDim.x) * gridDim.x;
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < k; j += step) {
+    const int64_t v = index[j * stride];
+    if ((v >= 0 && v < c.bound) || (c.allow_ignore && v == c.ignore_index)) continue;
+    if (*static_cast<volatile unsigned long long*>(claim) != 0 || atomicCAS(claim, 0ull, 1ull) != 0) return;
+    failure->value = v;
+    failure->position = j;
+    failure->bound = c.bound;
+    failure->op = c.op;
+    failure->what = c.what;
+    failure->bound_name = c.bound_name;
+    failure->hint = c.hint;
+    __threadfence_system();  // the fields reach the host before the flag
+    *static_cast<volatile int*>(&failure->failed) = 1;
+    return;
   }
 }
 
@@ -65,13 +72,21 @@ void launch_select(const Tensor& out, const Tensor& in, const Tensor& index, int
                    int64_t row_bytes, cudaStream_t stream) {
   const int64_t row_units = row_bytes / int64_t(sizeof(U));
   const int64_t total = outer * k * row_units;
-  const int64_t index_stride = index.dim() == 1 ? index.stride(0) : 1;
+  const int64_t index_stride = vector_stride(index);
   index_select_kernel<U><<<blocks_for(total), kThreads, 0, stream>>>(
       ptr<U>(out), ptr<const U>(in), ptr<const int64_t>(index), index_stride, total, k, n, row_units);
   EMBER_CUDA_LAUNCH_CHECK("index_select_kernel");
 }
 
 }  // namespace
+
+void check_index(const Tensor& index, const IndexCheck& c, const DeviceChecks& checks, cudaStream_t stream) {
+  const int64_t k = index.numel();
+  if (k == 0) return;
+  check_index_kernel<<<blocks_for(k), kThreads, 0, stream>>>(ptr<const int64_t>(index), vector_stride(index), k, c,
+                                                             checks.claim, checks.device);
+  EMBER_CUDA_LAUNCH_CHECK("check_index_kernel");
+}
 
 void index_select(const Tensor& out, const Tensor& in, const Tensor& index, int64_t outer, int64_t n, int64_t inner,
                   cudaStream_t stream) {
@@ -89,15 +104,19 @@ void index_select(const Tensor& out, const Tensor& in, const Tensor& index, int6
 
 void index_add(const Tensor& out, const Tensor& src, const Tensor& index, int64_t outer, int64_t n, int64_t inner,
                cudaStream_t stream) {
+  // U8 and Bool are rejected (backend.h): a byte has no atomic add, and the 4-byte compare-and-swap
+  // on the word around it would reach past the end of the allocation.
+  check_index_add_dtype(out.dtype());
   const int64_t k = index.numel();
   const int64_t total = outer * k * inner;
   if (total == 0) return;
-  const int64_t index_stride = index.dim() == 1 ? index.stride(0) : 1;
+  const int64_t index_stride = vector_stride(index);
   visit_dtype(out.dtype(), "index_add", [&]<class T>() {
-    index_add_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(ptr<T>(out), ptr<const T>(src),
-                                                                    ptr<const int64_t>(index), index_stride, total, k,
-                                                                    n, inner);
-    EMBER_CUDA_LAUNCH_CHECK("index_add_kernel");
+    if constexpr (!std::is_same_v<T, uint8_t> && !std::is_same_v<T, bool>) {
+      index_add_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
+          ptr<T>(out), ptr<const T>(src), ptr<const int64_t>(index), index_stride, total, k, n, inner);
+      EMBER_CUDA_LAUNCH_CHECK("index_add_kernel");
+    }
   });
 }
 

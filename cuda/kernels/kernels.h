@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cpp/backend/backend.h"
+#include "cuda/runtime.h"
 
 namespace ember::cuda::kernels {
 
@@ -32,6 +33,7 @@ void cross_entropy_backward(const Tensor& grad_logits, const Tensor& grad_loss, 
                             const Tensor& lse, const Tensor& labels, const CrossEntropyOptions& o, cudaStream_t stream);
 
 // index.cu
+void check_index(const Tensor& index, const IndexCheck& c, const DeviceChecks& checks, cudaStream_t stream);
 void index_select(const Tensor& out, const Tensor& in, const Tensor& index, int64_t outer, int64_t n, int64_t inner,
                   cudaStream_t stream);
 void index_add(const Tensor& out, const Tensor& src, const Tensor& index, int64_t outer, int64_t n, int64_t inner,

@@ -6,6 +6,7 @@
 // for the row lengths of classifiers, well inside the f32 tolerance, at half the register cost.
 #include <cmath>
 
+#include "cpp/backend/elementwise_math.h"
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/kernels.h"
 #include "cuda/nvtx.h"
@@ -17,10 +18,8 @@ constexpr int64_t kWarpRowMaxCols = 1024;
 constexpr unsigned kRowsPerBlock = 8;
 constexpr unsigned kBlockRowThreads = 512;
 
-__device__ __forceinline__ float exp_of(float x) { return expf(x); }
-__device__ __forceinline__ double exp_of(double x) { return exp(x); }
-__device__ __forceinline__ float log_of(float x) { return logf(x); }
-__device__ __forceinline__ double log_of(double x) { return log(x); }
+using math::exp_of;
+using math::log_of;
 
 struct MaxOp {
   // A NaN max is harmless: a NaN element makes the row's sum, and so every output, NaN anyway,
@@ -73,8 +72,8 @@ __global__ void softmax_kernel(const T* in, T* out, int64_t rows, int64_t cols) 
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += exp_of(x[j] - m);
     s = row_allreduce(s, SumOp{});
     if constexpr (kLog) {
-      const T lse = m + log_of(s);
-      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) y[j] = x[j] - lse;
+      const T log_sum = log_of(s);
+      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) y[j] = math::log_softmax_element(x[j], m, log_sum);
     } else {
       for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) y[j] = exp_of(x[j] - m) / s;
     }
@@ -164,9 +163,6 @@ RowLaunch row_launch(int64_t rows, int64_t cols) {
   return {dim3(static_cast<unsigned>(std::max<int64_t>(blocks, 1))), dim3(kBlockRowThreads, 1)};
 }
 
-// The element stride of a 1-D per-row vector (labels, grad_loss, lse).
-int64_t vec_stride(const Tensor& t) { return t.dim() == 1 ? t.stride(0) : 1; }
-
 int64_t last_dim(const Tensor& t) { return t.size(t.dim() - 1); }
 
 }  // namespace
@@ -206,7 +202,7 @@ void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& 
   visit_floating(logits.dtype(), "cross_entropy", [&]<class T>() {
     const RowLaunch l = row_launch(N, C);
     cross_entropy_forward_kernel<T><<<l.grid, l.block, 0, stream>>>(
-        ptr<const T>(logits), ptr<const int64_t>(labels), vec_stride(labels), ptr<T>(loss), ptr<T>(lse), N, C,
+        ptr<const T>(logits), ptr<const int64_t>(labels), vector_stride(labels), ptr<T>(loss), ptr<T>(lse), N, C,
         o.ignore_index, o.label_smoothing);
     EMBER_CUDA_LAUNCH_CHECK("cross_entropy_forward_kernel");
   });
@@ -221,8 +217,8 @@ void cross_entropy_backward(const Tensor& grad_logits, const Tensor& grad_loss, 
   visit_floating(logits.dtype(), "cross_entropy_backward", [&]<class T>() {
     const RowLaunch l = row_launch(N, C);
     cross_entropy_backward_kernel<T><<<l.grid, l.block, 0, stream>>>(
-        ptr<const T>(logits), ptr<const T>(grad_loss), vec_stride(grad_loss), ptr<const T>(lse), vec_stride(lse),
-        ptr<const int64_t>(labels), vec_stride(labels), ptr<T>(grad_logits), N, C, o.ignore_index,
+        ptr<const T>(logits), ptr<const T>(grad_loss), vector_stride(grad_loss), ptr<const T>(lse), vector_stride(lse),
+        ptr<const int64_t>(labels), vector_stride(labels), ptr<T>(grad_logits), N, C, o.ignore_index,
         o.label_smoothing);
     EMBER_CUDA_LAUNCH_CHECK("cross_entropy_backward_kernel");
   });

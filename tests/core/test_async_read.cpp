@@ -75,3 +75,59 @@ TEST(CudaSyncDebug, BlockingReadsAreCountedAndCanBeForbidden) {
   EXPECT_TRUE(sync_throws);
   EXPECT_EQ(still_fine.cpu().to_vector<float>(), (std::vector<float>{2, 3, 4}));
 }
+
+namespace {
+
+// Work that keeps the GPU busy for tens of milliseconds (eight 4096^3 GEMMs), so a copy queued
+// behind it has surely not arrived when the host asks at once.
+Tensor busy_work() {
+  Generator g(3);
+  const Tensor a = mul(rand({4096, 4096}, DType::F32, &g).to(Device::cuda()), 1.0 / 4096);
+  Tensor last;
+  for (int i = 0; i < 8; ++i) last = matmul(a, a);
+  return last;
+}
+
+}  // namespace
+
+// Polling ready() before the copy arrives gets cudaErrorNotReady from cudaEventQuery, which the
+// runtime also keeps as its last error: left there, the next launch's check (cudaGetLastError)
+// throws "launch of ... failed with cudaErrorNotReady" (ember-mnist polls at every progress refresh).
+TEST(CudaAsyncRead, PollingBeforeArrivalLeavesNoErrorForTheNextLaunch) {
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only build)";
+  const Tensor last = busy_work();
+  AsyncRead r;
+  r.start(sum(last));
+  const bool arrived_at_once = r.ready();
+  EXPECT_FALSE(arrived_at_once) << "the copy arrived before the first poll: queue more work before it";
+  Tensor x = full({1000}, 1.0, TensorOptions(DType::F32, Device::cuda()));
+  EXPECT_NO_THROW(x = add(x, 1.0));
+  while (!r.ready()) {
+  }
+  EXPECT_NO_THROW(x = add(x, 1.0));
+  const double got = r.get().item<double>(), want = sum(last).item<double>();
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(x.cpu().to_vector<float>()[999], 3.0f);
+}
+
+// A start() that needs a bigger buffer while the previous copy is still in flight into the old one
+// waits for that copy first (an event synchronisation, counted and seen by the sync debug mode),
+// instead of relying on cudaFreeHost to wait for it.
+TEST(CudaAsyncRead, GrowingTheBufferWaitsForTheCopyInFlight) {
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only build)";
+  const Tensor last = busy_work();
+  const Tensor big = arange(100000, TensorOptions(DType::F32, Device::cuda()));
+  AsyncRead r;
+  r.start(sum(last));
+  const cuda::TransferStats before = cuda::transfer_stats();
+  cuda::set_sync_debug_mode(cuda::SyncDebugMode::Error);
+  const bool waited = static_cast<bool>(
+      throws_with([&] { r.start(big); }, {"AsyncRead::start()", "copy into it is in flight", "makes the host wait"}));
+  cuda::set_sync_debug_mode(cuda::SyncDebugMode::Off);
+  EXPECT_TRUE(waited);
+  EXPECT_EQ(cuda::transfer_stats().synchronizations, before.synchronizations);  // refused before waiting
+  r.start(big);
+  const std::vector<float> v = r.get().to_vector<float>();
+  ASSERT_EQ(v.size(), 100000u);
+  for (size_t i = 0; i < v.size(); i += 997) ASSERT_EQ(v[i], static_cast<float>(i)) << i;
+}

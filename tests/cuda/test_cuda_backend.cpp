@@ -15,6 +15,7 @@
 #include "cpp/backend/backend.h"
 #include "cpp/core/tensor_impl.h"
 #include "ember/ember.h"
+#include "test_util.h"
 
 namespace ember {
 namespace {
@@ -73,6 +74,11 @@ Tensor on(const Tensor& host, Device d) {
   return t;
 }
 
+// The parity tolerance of the kernels that are not compared bit for bit (all but the optimizer
+// and data kernels, which are: see tests/optim and tests/data). Both sides compute f32 in float
+// (elementwise_math.h's float overloads), but nvcc contracts multiply-adds in these kernels, CUDA's
+// float functions (expf, tanhf, erff, ...) are within 2 ulp of glibc's, and reductions sum in a
+// different order: a few ulp per op, which 1e-4 absolute plus relative covers.
 double tol_for(DType dt) {
   switch (dt) {
     case DType::F32: return 1e-4;
@@ -236,6 +242,34 @@ TEST(DeviceMemory, AllocationFailureReleasesCacheRetriesAndThrows) {
   EXPECT_LE(after.reserved, before.reserved) << "the failed attempt released the cache";
   Tensor t = full({1000}, 4.0, TensorOptions(DType::F32, kCuda));
   EXPECT_EQ(t.to_vector<float>()[999], 4.0f);
+}
+
+// The retry after a failed allocation synchronises the device (so queued frees return to the pool
+// before it is trimmed): a host wait like any other, which sync debug mode sees. Not Cuda*: the
+// failing allocation is an API error under compute-sanitizer.
+TEST(DeviceMemory, AllocationRetryIsAHostWaitForSyncDebugMode) {
+  EMBER_SKIP_WITHOUT_CUDA();
+  size_t total_bytes = 0;
+  try {
+    empty({int64_t(1) << 48}, TensorOptions(DType::F32, kCuda));
+  } catch (const OutOfMemory& e) {
+    const std::string msg = e.what();
+    const size_t at = msg.find(" in total (");
+    ASSERT_NE(at, std::string::npos) << msg;
+    total_bytes = std::stoull(msg.substr(at + 11));
+  }
+  ASSERT_GT(total_bytes, 0u);
+  const cuda::TransferStats before = cuda::transfer_stats();
+  cuda::set_sync_debug_mode(cuda::SyncDebugMode::Error);
+  const bool refused = static_cast<bool>(test::throws_with(
+      [&] { empty({int64_t(total_bytes)}, TensorOptions(DType::U8, kCuda)); },
+      {"an allocation retrying after releasing the memory pool's cache", "makes the host wait"}));
+  cuda::set_sync_debug_mode(cuda::SyncDebugMode::Off);
+  EXPECT_TRUE(refused);
+  EXPECT_EQ(cuda::transfer_stats().synchronizations, before.synchronizations);
+  // Without the debug mode the retry runs, is counted, and the request still fails as OutOfMemory.
+  EXPECT_THROW(empty({int64_t(total_bytes)}, TensorOptions(DType::U8, kCuda)), OutOfMemory);
+  EXPECT_EQ(cuda::transfer_stats().synchronizations, before.synchronizations + 1);
 }
 
 // ---- transfers, fill, copy ----
@@ -821,6 +855,7 @@ TEST(CudaBackend, IndexSelectAndIndexAddMatchCpu) {
       gpu().index_select(og, on(in, kCuda), on(index, kCuda), outer, n, inner);
       expect_close(og, oc, 0.0, 0.0, "index_select " + what);
 
+      if (dt == DType::U8 || dt == DType::Bool) continue;  // no index_add (IndexAddRejectsByteDtypes)
       const Tensor src = host_random({outer, k, inner}, dt, 152, 0, 20);
       Tensor ac = on(in, kCpu), ag = on(in, kCuda);
       cpu().index_add(ac, src, index, outer, n, inner);
@@ -828,6 +863,151 @@ TEST(CudaBackend, IndexSelectAndIndexAddMatchCpu) {
       expect_close(ag, ac, dt, "index_add " + what);
     }
   }
+}
+
+
+// U8 and Bool index_add are rejected on every backend (backend.h): the 4-byte compare-and-swap a
+// byte add would need reaches past the end of the allocation.
+TEST(CudaBackend, IndexAddRejectsByteDtypes) {
+  EMBER_SKIP_WITHOUT_CUDA();
+  const Tensor index = on(from_vector<int64_t>({0, 2}), kCuda);
+  for (DType dt : {DType::U8, DType::Bool}) {
+    Tensor out = zeros({3}, TensorOptions(dt, kCuda)), src = zeros({2}, TensorOptions(dt, kCuda));
+    EXPECT_THROW(gpu().index_add(out, src, index, 1, 3, 1), Error) << dtype_name(dt);
+  }
+}
+
+// ---- fixes from the review before the first GPU run (issue 9) ----
+
+// Host-to-device copies back to back reuse the two staging slots, so the third chunk finds its
+// slot's event still pending (cudaErrorNotReady): that must not be left as the runtime's last
+// error, which the next kernel launch's check would report as its own failure.
+TEST(CudaRuntime, BackToBackUploadsLeaveNoErrorForTheNextLaunch) {
+  EMBER_SKIP_WITHOUT_CUDA();
+  const int64_t n = int64_t(24) << 20;  // 96 MiB of f32: three 32 MiB staging chunks per upload
+  const Tensor host = full({n}, 1.5);
+  Tensor a = host.to(kCuda);
+  Tensor b = host.to(kCuda);
+  Tensor c;
+  EXPECT_NO_THROW(c = add(a, b));  // a launch, checked with cudaGetLastError
+  EXPECT_EQ(c.narrow(0, n - 1, 1).item<float>(), 3.0f);
+}
+
+// Logits near 1e4 in f32: (x - m) - log(sum) (math::log_softmax_element) keeps the outputs
+// within 1e-5 of the CPU; x - (m + log(sum)) was off by up to 5e-4. The outputs are O(1), x - m is
+// exact and the GPU's float sum of exps differs from the CPU's double sum by about 1e-7 relative,
+// hence the absolute 1e-5.
+TEST(CudaBackend, LogSoftmaxAtLargeLogitsMatchesCpu) {
+  EMBER_SKIP_WITHOUT_CUDA();
+  for (int64_t cols : {10, 3000}) {  // a warp per row, and a block per row
+    const Tensor x = add(host_random({16, cols}, DType::F32, 131, -4, 4), 1e4);
+    Tensor yc = poisoned({16, cols}, DType::F32, kCpu), yg = poisoned({16, cols}, DType::F32, kCuda);
+    cpu().softmax(yc, x, true);
+    gpu().softmax(yg, on(x, kCuda), true);
+    expect_close(yg, yc, 1e-5, 0.0, "log_softmax near 1e4, " + std::to_string(cols) + " columns");
+  }
+}
+
+// A NaN in the product stays NaN through the ReLU epilogues on every path (the cuBLASLt epilogue
+// would make it 0): fused bias + kernel ReLU, the unfused fallback (strided bias), and plain ReLU.
+TEST(CudaBackend, GemmReluEpiloguesPassNaNOn) {
+  EMBER_SKIP_WITHOUT_CUDA();
+  const int64_t M = 8, N = 16, K = 32;
+  Tensor a = host_random({M, K}, DType::F32, 95, -1, 1);
+  a.narrow(0, 3, 1).narrow(1, 5, 1).fill_(kNaN);
+  const Tensor b = host_random({K, N}, DType::F32, 96, -1, 1);
+  const Tensor bias = host_random({2 * N}, DType::F32, 97, -1, 1);
+  for (Epilogue e : {Epilogue::Relu, Epilogue::BiasRelu}) {
+    for (bool strided_bias : {false, true}) {
+      if (e == Epilogue::Relu && strided_bias) continue;
+      GemmOptions oc, og;
+      oc.epilogue = og.epilogue = e;
+      if (e == Epilogue::BiasRelu) {
+        const Tensor bc = strided_bias ? bias.slice(0, 0, 2 * N, 2) : bias.narrow(0, 0, N);
+        oc.bias = bc;
+        og.bias = strided_bias ? on(bias, kCuda).slice(0, 0, 2 * N, 2) : on(bias, kCuda).narrow(0, 0, N);
+      }
+      Tensor outc = poisoned({M, N}, DType::F32, kCpu), outg = poisoned({M, N}, DType::F32, kCuda);
+      cpu().gemm(outc, a, b, oc);
+      gpu().gemm(outg, on(a, kCuda), on(b, kCuda), og);
+      const std::string what = "epilogue " + std::to_string(int(e)) + (strided_bias ? " strided bias" : "");
+      const std::vector<float> v = outg.to_vector<float>();
+      for (int64_t j = 0; j < N; ++j) EXPECT_TRUE(std::isnan(v[3 * N + j])) << what << " column " << j;
+      expect_close(outg, outc, DType::F32, what);
+    }
+  }
+}
+
+// Index checks on the device make the host wait for nothing: a bad value is recorded there and
+// raised, naming the op, the value and the bound, at the next host wait; the next check works.
+TEST(CudaIndexCheck, BadValuesRaiseAtTheNextHostWait) {
+  EMBER_SKIP_WITHOUT_CUDA();
+  const Tensor weight = on(host_random({5, 3}, DType::F32, 161), kCuda);
+  const Tensor bad = on(from_vector<int64_t>({0, 4, 7, 1}), kCuda);
+  const Tensor images = zeros({6, 4}, TensorOptions(DType::U8, kCuda));
+  const Tensor log_probs = on(host_random({4, 3}, DType::F32, 162), kCuda);
+  const Tensor labels = on(from_vector<int64_t>({0, -100, 3, 1}), kCuda);
+  struct Case {
+    const char* name;
+    std::function<Tensor()> run;
+    std::vector<std::string> needles;
+  };
+  const std::vector<Case> cases = {
+      {"index_select", [&] { return index_select(weight, 0, bad); },
+       {"index_select: index values hold 7 at position 2", "size of the indexed dim is 5", "[0, 5)", "cuda:0"}},
+      {"embedding", [&] { return embedding(weight, bad); }, {"index_select", "hold 7", "[0, 5)"}},
+      {"one_hot", [&] { return one_hot(bad, 6); }, {"one_hot: labels hold 7 at position 2", "num_classes is 6"}},
+      {"nll_loss", [&] { return nll_loss(log_probs, labels); },
+       {"nll_loss: labels hold 3 at position 2", "number of classes is 3", "ignore_index"}},
+      {"gather_normalize", [&] { return data::gather_normalize(images, bad, 0.5, 0.25); },
+       {"gather_normalize: indices hold 7 at position 2", "number of images is 6"}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    cuda::synchronize();
+    const cuda::TransferStats before = cuda::transfer_stats();
+    cuda::set_sync_debug_mode(cuda::SyncDebugMode::Error);
+    Tensor out;
+    bool queued = true;
+    try {
+      out = c.run();
+    } catch (const Error& e) {
+      queued = false;
+      ADD_FAILURE() << "the op made the host wait or threw at once: " << e.what();
+    }
+    cuda::set_sync_debug_mode(cuda::SyncDebugMode::Off);
+    if (!queued) continue;
+    const cuda::TransferStats after = cuda::transfer_stats();
+    EXPECT_EQ(after.device_to_host_copies, before.device_to_host_copies);
+    EXPECT_EQ(after.synchronizations, before.synchronizations);
+    EXPECT_TRUE(test::throws_with([&] { cuda::synchronize(); }, c.needles));
+    // Raised once: the flag is re-armed, and a good call goes through.
+    EXPECT_NO_THROW(cuda::synchronize());
+  }
+  // A read of a value is a host wait too.
+  (void)index_select(weight, 0, bad);
+  EXPECT_TRUE(test::throws_with([&] { (void)sum(weight).item<double>(); }, {"index_select", "hold 7", "a read"}));
+  const Tensor good = on(from_vector<int64_t>({4, 0}), kCuda);
+  EXPECT_EQ(index_select(weight, 0, good).cpu().to_vector<float>(),
+            index_select(weight.cpu(), 0, good.cpu()).to_vector<float>());
+}
+
+// Scratch buffers (here the keys and CUB workspace of the permutation sort) are not tensors:
+// memory_stats().allocated and its peak count live tensor bytes only.
+TEST(CudaMemory, ScratchIsNotCountedAsTensorBytes) {
+  EMBER_SKIP_WITHOUT_CUDA();
+  Tensor out = empty({100000}, TensorOptions(DType::I64, kCuda));
+  cuda::synchronize();
+  cuda::reset_peak_memory_stats();
+  const cuda::MemoryStats before = cuda::memory_stats();
+  gpu().random_permutation(out, 5, 0);
+  const cuda::MemoryStats after = cuda::memory_stats();
+  EXPECT_EQ(after.allocated, before.allocated);
+  EXPECT_EQ(after.peak_allocated, before.allocated) << "scratch memory was counted as tensor bytes";
+  const std::vector<int64_t> p = out.to_vector<int64_t>();
+  std::vector<int64_t> sorted = p;
+  std::sort(sorted.begin(), sorted.end());
+  for (int64_t i = 0; i < 100000; ++i) ASSERT_EQ(sorted[static_cast<size_t>(i)], i);
 }
 
 }  // namespace

@@ -320,7 +320,7 @@ TEST(DataLoader, GatherNormalizeMatchesTheHostPath) {
     for (size_t j = 0; j < 12; ++j)
       EXPECT_NEAR(v[k * 12 + j], normalized(px[static_cast<size_t>(rows[k]) * 12 + j]), 1e-6);
   EXPECT_TRUE(throws_with([&] { data::gather_normalize(ds.images(), from_vector<int64_t>({9}), 0.1, 0.3); },
-                          {"gather_normalize", "[9, 9]", "9 images"}));
+                          {"gather_normalize", "[9, 9]", "number of images is 9"}));
   EXPECT_TRUE(throws_with([&] { data::gather_normalize(ds.images(), idx, 0.1, 0.0); }, {"std 0", "std > 0"}));
   EXPECT_TRUE(throws_with([&] { data::gather_normalize(ds.images().to(DType::F32), idx, 0.1, 0.3); }, {"U8"}));
 }

@@ -54,7 +54,7 @@ TEST(OpErrors, ShapeOpsNameArguments) {
   EXPECT_TRUE(throws_with([] { cat({}, 0); }, {"cat", "at least one"}));
   EXPECT_TRUE(throws_with([] { stack({zeros({2}), zeros({3})}); }, {"stack", "[3]"}));
   EXPECT_TRUE(throws_with([] { index_select(zeros({3, 2}), 0, from_vector<int64_t>({0, 3}, {2})); },
-                          {"index_select", "[0, 3]", "size 3"}));
+                          {"index_select", "[0, 3]", "size of the indexed dim is 3"}));
   EXPECT_TRUE(throws_with([] { one_hot(from_vector<int64_t>({0, 4}, {2}), 3); }, {"one_hot", "num_classes is 3"}));
   EXPECT_TRUE(throws_with([] { dropout(zeros({2}), 1.5); }, {"dropout", "[0, 1]"}));
   EXPECT_TRUE(throws_with([] { split(zeros({2}), 0); }, {"split", "positive"}));
@@ -218,7 +218,7 @@ TEST(OpErrors, GatherScatterSplitAndLossArgumentsAreChecked) {
       [&] {
         gather(x, 1, from_vector<int64_t>({0, 4}, {1, 2}));
       },
-      {"gather", "[0, 4]", "dim 1 has size 4"}));
+      {"gather", "[0, 4]", "the size of the indexed dim is 4"}));
   EXPECT_TRUE(throws_with([&] { gather(x, 1, zeros({2}, DType::I64)); }, {"gather", "1 dims", "same number"}));
   EXPECT_TRUE(throws_with([&] { gather(x, 1, zeros({4, 1}, DType::I64)); }, {"gather", "larger", "dim 0"}));
   EXPECT_TRUE(throws_with(

@@ -29,6 +29,14 @@ void CpuBackend::fill(const Tensor& out, double value) {
 }
 
 void CpuBackend::copy(const Tensor& dst, const Tensor& src) {
+  if (overlapping_views(dst, src) && !(dst.is_contiguous() && src.is_contiguous() && dst.dtype() == src.dtype())) {
+    // The strided loop would read elements it has already overwritten: go through a temporary
+    // (contiguous same-dtype views take memmove below, which handles the overlap itself).
+    Tensor tmp = make_empty(src.shape(), src.dtype(), src.device());
+    copy(tmp, src);
+    copy(dst, tmp);
+    return;
+  }
   cpu::visit_dtype(dst.dtype(), "copy", [&]<class D>() {
     cpu::visit_dtype(src.dtype(), "copy", [&]<class S>() {
       D* d = cpu::ptr<D>(dst);

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "cpp/backend/cpu/cpu_backend.h"
+#include "cpp/backend/elementwise_math.h"
 
 namespace ember {
 
@@ -18,9 +19,8 @@ void CpuBackend::softmax(const Tensor& out, const Tensor& in, bool log) {
       double sum = 0.0;
       for (int64_t j = 0; j < cols; ++j) sum += std::exp(static_cast<double>(xr[j] - m));
       if (log) {
-        // (x - m) - log(sum), not x - (m + log(sum)): the latter rounds at large |m|.
         const T log_sum = static_cast<T>(std::log(sum));
-        for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_sum;
+        for (int64_t j = 0; j < cols; ++j) yr[j] = math::log_softmax_element(xr[j], m, log_sum);
       } else {
         for (int64_t j = 0; j < cols; ++j) yr[j] = static_cast<T>(std::exp(static_cast<double>(xr[j] - m)) / sum);
       }
@@ -51,10 +51,12 @@ void CpuBackend::cross_entropy_forward(const Tensor& loss, const Tensor& lse, co
   const int64_t N = logits.size(0), C = logits.size(1);
   cpu::visit_floating(logits.dtype(), "cross_entropy", [&]<class T>() {
     const T* x = cpu::ptr<T>(logits);
-    const int64_t* y = cpu::ptr<int64_t>(labels);
+    const int64_t* labels_data = cpu::ptr<int64_t>(labels);
+    const int64_t label_step = vector_stride(labels);
     T* l = cpu::ptr<T>(loss);
     T* s = cpu::ptr<T>(lse);
     for (int64_t i = 0; i < N; ++i) {
+      const int64_t label = labels_data[i * label_step];
       const T* xr = x + i * C;
       T m = xr[0];
       for (int64_t j = 1; j < C; ++j) m = xr[j] > m ? xr[j] : m;
@@ -65,15 +67,15 @@ void CpuBackend::cross_entropy_forward(const Tensor& loss, const Tensor& lse, co
       }
       const double row_lse = static_cast<double>(m) + std::log(sum);
       s[i] = static_cast<T>(row_lse);
-      if (y[i] == o.ignore_index) {
+      if (label == o.ignore_index) {
         l[i] = T(0);
         continue;
       }
-      if (y[i] < 0 || y[i] >= C)
-        throw Error(detail::str_cat("cross_entropy: label ", y[i], " at row ", i, " is outside [0, ", C,
+      if (label < 0 || label >= C)
+        throw Error(detail::str_cat("cross_entropy: label ", label, " at row ", i, " is outside [0, ", C,
                                     ") (logits have ", C, " classes); fix the labels or pass ignore_index"));
       const double sm = o.label_smoothing;
-      l[i] = static_cast<T>((1.0 - sm) * (row_lse - xr[y[i]]) + sm * (row_lse - xsum / static_cast<double>(C)));
+      l[i] = static_cast<T>((1.0 - sm) * (row_lse - xr[label]) + sm * (row_lse - xsum / static_cast<double>(C)));
     }
   });
 }
@@ -86,18 +88,20 @@ void CpuBackend::cross_entropy_backward(const Tensor& grad_logits, const Tensor&
     const T* g = cpu::ptr<T>(grad_loss);
     const T* s = cpu::ptr<T>(lse);
     const int64_t* y = cpu::ptr<int64_t>(labels);
+    const int64_t g_step = vector_stride(grad_loss), s_step = vector_stride(lse), y_step = vector_stride(labels);
     T* gx = cpu::ptr<T>(grad_logits);
     const double sm = o.label_smoothing, off = sm / static_cast<double>(C);
     for (int64_t i = 0; i < N; ++i) {
       T* gr = gx + i * C;
-      if (y[i] == o.ignore_index) {
+      const int64_t label = y[i * y_step];
+      if (label == o.ignore_index) {
         for (int64_t j = 0; j < C; ++j) gr[j] = T(0);
         continue;
       }
-      const double gi = g[i];
+      const double gi = g[i * g_step], row_lse = s[i * s_step];
       for (int64_t j = 0; j < C; ++j) {
-        const double p = std::exp(static_cast<double>(x[i * C + j]) - static_cast<double>(s[i]));
-        const double target = (j == y[i] ? 1.0 - sm : 0.0) + off;
+        const double p = std::exp(static_cast<double>(x[i * C + j]) - row_lse);
+        const double target = (j == label ? 1.0 - sm : 0.0) + off;
         gr[j] = static_cast<T>((p - target) * gi);
       }
     }

@@ -1,0 +1,46 @@
+# Checks that libember.so depends only on libraries it uses: not on cuDNN while no source includes
+# cudnn.h, neither in its NEEDED entries nor on its link line (a linker that drops unused libraries,
+# as Ubuntu's --as-needed default does, would hide a needless -lcudnn there), and, where `ldd -u`
+# works, on no unused direct dependency at all.
+# Usage: cmake -DLIB=<libember.so> -DSOURCE_DIR=<repo> -DBUILD_NINJA=<build.ninja or ""> -DSANITIZE=<...> -P library_deps.cmake
+file(GLOB_RECURSE _sources ${SOURCE_DIR}/cuda/*.cpp ${SOURCE_DIR}/cuda/*.cu ${SOURCE_DIR}/cuda/*.h ${SOURCE_DIR}/cuda/*.cuh)
+set(_uses_cudnn OFF)
+foreach(_f IN LISTS _sources)
+  file(STRINGS ${_f} _hits REGEX "#include <cudnn")
+  if(_hits)
+    set(_uses_cudnn ON)
+  endif()
+endforeach()
+message(STATUS "a source includes cudnn.h: ${_uses_cudnn}")
+
+find_program(_objdump objdump REQUIRED)
+execute_process(COMMAND ${_objdump} -p ${LIB} OUTPUT_VARIABLE _dyn RESULT_VARIABLE _rc)
+if(NOT _rc EQUAL 0)
+  message(FATAL_ERROR "objdump -p ${LIB} failed (${_rc})")
+endif()
+string(REGEX MATCHALL "NEEDED +[^\n]+" _needed "${_dyn}")
+message(STATUS "${LIB}: ${_needed}")
+if(NOT _uses_cudnn AND _needed MATCHES "cudnn")
+  message(FATAL_ERROR "libember.so NEEDs cuDNN, but no source includes cudnn.h: link cuDNN only once it is used")
+endif()
+
+if(BUILD_NINJA AND EXISTS ${BUILD_NINJA})
+  file(READ ${BUILD_NINJA} _ninja)
+  string(REGEX MATCH "\nbuild libember\\.so[^\n]*\n([ ][^\n]*\n)*" _rule "${_ninja}")
+  if(NOT _rule)
+    message(FATAL_ERROR "no link rule for libember.so in ${BUILD_NINJA}")
+  endif()
+  string(REGEX MATCH "LINK_LIBRARIES = [^\n]*" _libs "${_rule}")
+  message(STATUS "libember.so link line: ${_libs}")
+  if(NOT _uses_cudnn AND _libs MATCHES "cudnn")
+    message(FATAL_ERROR "libember.so is linked with cuDNN, but no source includes cudnn.h: link it only once it is used")
+  endif()
+endif()
+
+find_program(_ldd ldd)
+if(_ldd AND NOT SANITIZE)
+  execute_process(COMMAND ${_ldd} -u -r ${LIB} OUTPUT_VARIABLE _unused ERROR_VARIABLE _err)
+  if(_unused MATCHES "Unused direct dependencies")
+    message(FATAL_ERROR "libember.so has dependencies it uses no symbol of (ldd -u -r):\n${_unused}")
+  endif()
+endif()
