@@ -409,7 +409,7 @@ std::vector<Malformed> malformed_cases() {
        st_file(R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"foo":1}})", eight),
        {"unexpected key 'foo'"}},
       {"entry not an object", st_file(R"({"t":[1,2]})", ""), {"tensor 't' must be an object"}},
-      {"nesting too deep", st_file(R"({"t":{"shape":[[[1]]]}})", ""), {"deeper than the 3 levels"}},
+      {"nesting too deep", st_file(R"({"t":{"shape":[[[1]]]}})", ""), {"deeper than 3 levels", "header, tensor entry, shape"}},
   };
 }
 }  // namespace

@@ -2,8 +2,10 @@
 // TrainingState::extra, so a checkpoint of another model shape is refused with a clear message.
 #include "checkpoint_io.h"
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "cpp/io/json_limits.h"
 #include "ember/checkpoint.h"
 #include "ember/io.h"
 
@@ -19,18 +21,32 @@ nlohmann::json history_json(const std::vector<EpochStats>& h) {
   return a;
 }
 
-std::vector<EpochStats> history_from(const std::string& text) {
+// The trainer's per-epoch history, as history_json wrote it: an array of 8-number rows. Anything
+// else in the file is refused with ember::Error (never an escaping nlohmann exception).
+std::vector<EpochStats> history_from(const std::string& text, const std::string& path) {
+  const std::string who = "checkpoint " + path + ": extra.history";
+  const nlohmann::json rows = ember::detail::parse_json_limited(text, {.max_bytes = size_t{16} << 20, .max_depth = 2}, who);
+  if (!rows.is_array()) throw Error(who + " must be an array of epoch rows, got " + ember::detail::json_brief(rows));
   std::vector<EpochStats> h;
-  for (const auto& e : nlohmann::json::parse(text)) {
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const nlohmann::json& e = rows[i];
+    // A non-finite figure was written as null (JSON has no NaN); it reads back as NaN.
+    bool ok = e.is_array() && e.size() == 8 && e[0].is_number_integer();
+    for (size_t k = 1; ok && k < 8; ++k) ok = e[k].is_number() || e[k].is_null();
+    if (!ok)
+      throw Error(ember::detail::str_cat(who, " row ", i, " must be [epoch, train_loss, train_acc, test_loss, test_acc, "
+                                         "seconds, images_per_s, lr] (an integer, then 7 numbers), got ",
+                                         ember::detail::json_brief(e)));
+    auto number = [&](size_t k) { return e[k].is_null() ? std::nan("") : e[k].get<double>(); };
     EpochStats s;
-    s.epoch = e[0];
-    s.train_loss = e[1];
-    s.train_acc = e[2];
-    s.test_loss = e[3];
-    s.test_acc = e[4];
-    s.seconds = e[5];
-    s.images_per_s = e[6];
-    s.lr = e[7];
+    s.epoch = e[0].get<int64_t>();
+    s.train_loss = number(1);
+    s.train_acc = number(2);
+    s.test_loss = number(3);
+    s.test_acc = number(4);
+    s.seconds = number(5);
+    s.images_per_s = number(6);
+    s.lr = number(7);
     h.push_back(s);
   }
   return h;
@@ -84,7 +100,7 @@ void load_training_checkpoint(const std::string& path, ember::nn::Module& model,
     ember::TrainingState st = ember::load_checkpoint(path, model, *opt, sched);
     progress.epoch = st.epoch;
     progress.step_in_epoch = st.step;
-    progress.history = history_from(get(file.metadata, "extra.history", path));
+    progress.history = history_from(get(file.metadata, "extra.history", path), path);
     return;
   }
   // Evaluation: the model's tensors alone, onto the model's device.

@@ -73,5 +73,13 @@ int main(int argc, char** argv) {
   } catch (const ember::Error& e) {
     std::fprintf(stderr, "\nember-mnist: error: %s\n", e.what());
     return 2;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "\nember-mnist: error: out of host memory (std::bad_alloc); try a smaller --batch-size or "
+                         "--hidden\n");
+    return 2;
+  } catch (const std::exception& e) {
+    // A library below ember threw past it: a bug to report, but still a clear exit, not an abort.
+    std::fprintf(stderr, "\nember-mnist: internal error (please report it): %s\n", e.what());
+    return 2;
   }
 }

@@ -1,0 +1,174 @@
+// Hostile checkpoints and safetensors headers: a real checkpoint with one metadata entry or header
+// byte rewritten, as an attacker (or a damaged disk) would. Each must be refused with ember::Error
+// naming the problem, in a message of bounded size, and leave the objects it was loading into as
+// they were; none may crash (deep nesting once overflowed the stack) or escape as another exception.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "ember/checkpoint.h"
+#include "ember/io.h"
+#include "test_util.h"
+
+using namespace ember;
+using ember::test::throws_with;
+namespace fs = std::filesystem;
+
+namespace {
+
+class HostileCheckpoint : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "ember-hostile-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    Generator g(5);
+    model_ = nn::sequential({std::make_shared<nn::Linear>(3, 4, nn::LinearOptions{.generator = &g}),
+                             std::make_shared<nn::ReLU>(),
+                             std::make_shared<nn::Linear>(4, 2, nn::LinearOptions{.generator = &g})});
+    opt_ = std::make_unique<optim::Adam>(model_->parameters(), optim::AdamOptions{.lr = 0.01});
+    sched_ = std::make_unique<optim::StepLR>(*opt_, 2, 0.5);
+    good_ = path("good.safetensors");
+    save_checkpoint(good_, *model_, *opt_, sched_.get(), {.epoch = 1, .step = 3});
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  // The good checkpoint with metadata `key` set to `value`, written to a new file.
+  std::string with_meta(const std::string& key, const std::string& value) {
+    io::SafetensorsFile f = io::load_safetensors(good_);
+    f.metadata[key] = value;
+    const std::string p = path("edited.safetensors");
+    io::save_safetensors(p, f.tensors, f.metadata);
+    return p;
+  }
+
+  // Loads `p` into the test's objects; the weights must be unchanged afterwards.
+  ::testing::AssertionResult refused(const std::string& p, const std::vector<std::string>& needles,
+                                     size_t max_message = 2000) {
+    const std::vector<float> before = model_->at<nn::Linear>(0)->weight.to_vector<float>();
+    std::string msg;
+    try {
+      load_checkpoint(p, *model_, *opt_, sched_.get());
+      return ::testing::AssertionFailure() << "loaded without an error";
+    } catch (const Error& e) {
+      msg = e.what();
+    } catch (const std::exception& e) {
+      return ::testing::AssertionFailure() << "a non-ember exception escaped: " << e.what();
+    }
+    for (const std::string& n : needles)
+      if (msg.find(n) == std::string::npos) return ::testing::AssertionFailure() << "\"" << msg << "\" lacks " << n;
+    if (msg.size() > max_message) return ::testing::AssertionFailure() << "message of " << msg.size() << " bytes";
+    if (model_->at<nn::Linear>(0)->weight.to_vector<float>() != before)
+      return ::testing::AssertionFailure() << "the model changed";
+    return ::testing::AssertionSuccess();
+  }
+
+  fs::path dir_;
+  std::shared_ptr<nn::Sequential> model_;
+  std::unique_ptr<optim::Adam> opt_;
+  std::unique_ptr<optim::StepLR> sched_;
+  std::string good_;
+};
+
+std::string nested(const std::string& open, const std::string& inner, const std::string& close, int depth) {
+  std::string s;
+  for (int i = 0; i < depth; ++i) s += open;
+  s += inner;
+  for (int i = 0; i < depth; ++i) s += close;
+  return s;
+}
+
+TEST_F(HostileCheckpoint, DeeplyNestedOptimizerOptionsAreRefusedNotRecursedInto) {
+  // 65k levels once crashed in the recursive dump() that built the "not a number" message.
+  const std::string options = "{\"lr\":" + nested("[", "1", "]", 65'000) + "}";
+  const std::string p = with_meta("optimizer", "{\"type\":\"Adam\",\"param_groups\":[{\"options\":" + options +
+                                                   ",\"params\":[0,1,2,3]}]}");
+  EXPECT_TRUE(refused(p, {"\"optimizer\" metadata", "deeper than 32 levels"}));
+}
+
+TEST_F(HostileCheckpoint, DeeplyNestedSchedulerChildrenAreRefusedNotRecursedInto) {
+  // 16k levels once overflowed decode_scheduler's recursion.
+  const std::string chain = nested("{\"type\":\"StepLR\",\"children\":[", "{\"type\":\"StepLR\"}", "]}", 16'000);
+  EXPECT_TRUE(refused(with_meta("scheduler", chain), {"\"scheduler\" metadata", "deeper than 32 levels"}));
+}
+
+TEST_F(HostileCheckpoint, MalformedMetadataIsAnEmberErrorWithABoundedMessage) {
+  // A huge unterminated string: nlohmann's message quotes the token it read.
+  const std::string huge(4'000'000, 'x');
+  EXPECT_TRUE(refused(with_meta("generator", "{\"seed\":\"" + huge), {"\"generator\" metadata", "not valid JSON"}));
+  EXPECT_TRUE(refused(with_meta("epoch", huge), {"\"epoch\"", "is not an integer", "4000000 bytes"}));
+  EXPECT_TRUE(refused(with_meta("format_version", huge), {"format version", "4000000 bytes"}));
+  EXPECT_TRUE(refused(with_meta("optimizer", "{\"type\":\"Adam\",\"param_groups\":[{\"options\":{\"lr\":[\"" + huge +
+                                                 "\"]},\"params\":[0,1,2,3]}]}"),
+                      {"optimizer options", "is not a number"}));
+  EXPECT_TRUE(refused(with_meta("scheduler", "{\"type\":\"StepLR\",\"children\":7}"), {"\"children\" is not an array"}));
+  EXPECT_TRUE(refused(with_meta("optimizer", "[1]"), {"optimizer metadata", "malformed"}));
+  EXPECT_TRUE(refused(with_meta("generator", "{\"seed\":-1,\"offset\":0}"), {"generator metadata", "malformed"}));
+  EXPECT_TRUE(refused(with_meta("optimizer", std::string(17 << 20, ' ')), {"more than the limit"}));
+}
+
+TEST_F(HostileCheckpoint, NegativeCountersAreRefused) {
+  EXPECT_TRUE(refused(with_meta("step", "-3"), {"step -3", "never negative"}));
+  EXPECT_TRUE(refused(with_meta("epoch", "-1"), {"epoch -1", "never negative"}));
+}
+
+void write_all(const std::string& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::string le64(uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>((v >> (8 * i)) & 0xFF);
+  return s;
+}
+
+TEST_F(HostileCheckpoint, NulByteInsideTheHeaderIsRefused) {
+  // nlohmann stops at a NUL, so "{} <NUL> <html>" once parsed as an empty header.
+  const std::string header = std::string("{}") + '\0' + "<html>oops</html>";
+  const std::string p = path("nul.safetensors");
+  write_all(p, le64(header.size()) + header);
+  EXPECT_TRUE(throws_with([&] { io::load_safetensors(p); }, {"NUL byte at offset 2"}));
+}
+
+TEST_F(HostileCheckpoint, NamedPipeIsRefusedWithoutBlocking) {
+  // fopen on a FIFO waits for a writer: --resume and --eval once hung here forever.
+  const std::string fifo = path("pipe.safetensors");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_TRUE(refused(fifo, {"load_safetensors: ", fifo, "not a regular file", "FIFO"}));
+  EXPECT_TRUE(throws_with([&] { io::load_safetensors(fifo); }, {"FIFO", "expected a safetensors file"}));
+}
+
+TEST_F(HostileCheckpoint, HugeNamesInTheHeaderAreQuotedShort) {
+  const std::string name(5'000'000, 'n');
+  const std::string header = "{\"" + name + "\":{\"dtype\":\"Q7\",\"shape\":[1],\"data_offsets\":[0,1]}}";
+  const std::string p = path("longname.safetensors");
+  write_all(p, le64(header.size()) + header + "x");
+  try {
+    io::load_safetensors(p);
+    ADD_FAILURE() << "loaded";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("unknown dtype 'Q7'"), std::string::npos) << msg.substr(0, 300);
+    EXPECT_NE(msg.find("(5000000 bytes)"), std::string::npos) << msg.substr(0, 300);
+    EXPECT_LT(msg.size(), 1000u);
+  }
+  // A duplicate key is quoted short too.
+  const std::string dup = "{\"" + name + "\":1,\"" + name + "\":2}";
+  write_all(p, le64(dup.size()) + dup);
+  try {
+    io::load_safetensors(p);
+    ADD_FAILURE() << "loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("duplicate tensor name"), std::string::npos);
+    EXPECT_LT(std::string(e.what()).size(), 1000u);
+  }
+}
+
+}  // namespace

@@ -1,0 +1,118 @@
+// ember-mnist as a hostile user runs it: the real binary on a tiny hand-made dataset (64 training
+// and 20 test images of 4x4 pixels), with flags, checkpoints and output paths chosen to break it.
+// Every case must end with a clear message and a non-zero exit, never an abort, a hang or an exit 0
+// that reports numbers nobody measured.
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "ember/checkpoint.h"
+#include "ember/data.h"
+#include "ember/io.h"
+#include "test_util.h"
+
+using namespace ember;
+namespace fs = std::filesystem;
+
+#ifdef EMBER_MNIST_BIN
+
+namespace {
+
+struct Result {
+  int rc = -1;
+  std::string out;  // stdout and stderr together
+};
+
+class MnistCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "ember-cli-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    write_dataset(data_dir(), 64, 20);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string data_dir() const { return path("data"); }
+
+  // A dataset of `n_train` and `n_test` 4x4 images whose class shows in the pixels, so training learns.
+  static void write_dataset(const std::string& dir, int64_t n_train, int64_t n_test) {
+    fs::create_directories(dir);
+    auto split = [&](const std::string& prefix, int64_t n) {
+      std::vector<uint8_t> px(static_cast<size_t>(n * 16));
+      std::vector<int64_t> y(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) {
+        y[i] = i % 10;
+        for (int64_t k = 0; k < 16; ++k) px[i * 16 + k] = static_cast<uint8_t>(k == y[i] ? 250 : (i * 7 + k) % 40);
+      }
+      data::write_idx(dir + "/" + prefix + "-images-idx3-ubyte", from_vector<uint8_t>(px, {n, 4, 4}));
+      data::write_idx(dir + "/" + prefix + "-labels-idx1-ubyte", from_vector<int64_t>(y, {n}));
+    };
+    split("train", n_train);
+    split("t10k", n_test);
+  }
+
+  // Runs ember-mnist with the tiny dataset, the CPU and a small model, plus `args`.
+  Result run(const std::string& args, const std::string& data = "") const {
+    const std::string log = path("log.txt");
+    const std::string cmd = std::string("'") + EMBER_MNIST_BIN + "' --data '" + (data.empty() ? data_dir() : data) +
+                            "' --device cpu --hidden 8 --quiet " + args + " > '" + log + "' 2>&1 < /dev/null";
+    const int status = std::system(cmd.c_str());
+    Result r;
+    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    std::ifstream in(log);
+    r.out.assign(std::istreambuf_iterator<char>(in), {});
+    return r;
+  }
+
+  // Rewrites one metadata entry of the checkpoint at `p`.
+  static void edit_meta(const std::string& p, const std::string& key, const std::string& value) {
+    io::SafetensorsFile f = io::load_safetensors(p);
+    f.metadata[key] = value;
+    io::save_safetensors(p, f.tensors, f.metadata);
+  }
+
+  fs::path dir_;
+};
+
+::testing::AssertionResult fails_with(const Result& r, int rc, const std::vector<std::string>& needles) {
+  if (r.rc != rc) return ::testing::AssertionFailure() << "exit " << r.rc << " (expected " << rc << "): " << r.out;
+  for (const std::string& n : needles)
+    if (r.out.find(n) == std::string::npos)
+      return ::testing::AssertionFailure() << "output lacks \"" << n << "\": " << r.out;
+  return ::testing::AssertionSuccess();
+}
+
+TEST_F(MnistCli, TrainsAndResumesOnTheTinyDataset) {
+  const std::string ck = path("ck.safetensors");
+  const Result first = run("--epochs 1 --save '" + ck + "'");
+  ASSERT_EQ(first.rc, 0) << first.out;
+  const Result resumed = run("--epochs 2 --save '" + ck + "' --resume '" + ck + "'");
+  EXPECT_EQ(resumed.rc, 0) << resumed.out;
+  EXPECT_NE(resumed.out.find("best epoch"), std::string::npos) << resumed.out;
+}
+
+TEST_F(MnistCli, MalformedHistoryInACheckpointIsAnErrorNotAnAbort) {
+  const std::string ck = path("ck.safetensors");
+  ASSERT_EQ(run("--epochs 1 --save '" + ck + "'").rc, 0);
+  // [[1]] once read past a 1-element row; "{" and "7" made nlohmann's exceptions escape (rc 134).
+  for (const std::string& history : std::vector<std::string>{"[[1]]", "{", "7", "[[1,2,3,4,5,6,7,\"x\"]]", "[" + std::string(100, '[')}) {
+    edit_meta(ck, "extra.history", history);
+    EXPECT_TRUE(fails_with(run("--epochs 2 --resume '" + ck + "'"), 2, {"error:", "extra.history"})) << history;
+  }
+}
+
+}  // namespace
+
+#else
+TEST(MnistCli, NeedsTheTrainer) { GTEST_SKIP() << "ember-mnist is not built (EMBER_BUILD_TOOLS=OFF)"; }
+#endif
