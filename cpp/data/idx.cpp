@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cpp/core/tensor_impl.h"
+#include "cpp/io/atomic_file.h"
 #include "cpp/io/read_file.h"
 #include "ember/data.h"
 
@@ -428,6 +429,7 @@ void write_idx(const std::string& path, const Tensor& t, IdxCompression compress
   // failed write leaves the old file in place. (No fsync: this guards against concurrent readers and
   // errors, not power loss.)
   static std::atomic<uint64_t> serial{0};  // two threads writing one path get separate temporaries
+  io::detail::remove_stale_temps(path);    // those of writers killed mid-write
   const std::string tmp = detail::str_cat(path, ".tmp.", getpid(), ".", serial++);
   try {
     IdxOutput out(tmp, path, compression);

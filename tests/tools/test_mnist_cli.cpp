@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 
 #include "ember/checkpoint.h"
 #include "ember/data.h"
@@ -109,6 +110,55 @@ TEST_F(MnistCli, MalformedHistoryInACheckpointIsAnErrorNotAnAbort) {
     edit_meta(ck, "extra.history", history);
     EXPECT_TRUE(fails_with(run("--epochs 2 --resume '" + ck + "'"), 2, {"error:", "extra.history"})) << history;
   }
+}
+
+// ---- honest results: nothing reported that was not measured ----
+
+TEST_F(MnistCli, HugeBatchSizeTrainsOneBatchInsteadOfNothing) {
+  // (n + b - 1) / b overflowed into 0 batches: the run "trained" and printed the untrained model.
+  const std::string metrics = path("m.jsonl");
+  const Result r = run("--epochs 1 --batch-size 9223372036854775807 --metrics-out '" + metrics + "'");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  std::ifstream in(metrics);
+  std::string first;
+  std::getline(in, first);
+  const nlohmann::json epoch = nlohmann::json::parse(first);
+  EXPECT_GT(epoch.at("train_loss").get<double>(), 0.0) << first;
+  EXPECT_GT(epoch.at("images_per_s").get<double>(), 0.0) << first;
+}
+
+TEST_F(MnistCli, NoTrainingImagesIsAnError) {
+  write_dataset(path("empty-train"), 0, 20);
+  EXPECT_TRUE(fails_with(run("--epochs 1", path("empty-train")), 2, {"training set holds 0 images"}));
+}
+
+TEST_F(MnistCli, NoTestImagesIsStatedNotReportedAsZero) {
+  write_dataset(path("no-test"), 64, 0);
+  const std::string metrics = path("m.jsonl");
+  const Result r = run("--epochs 1 --metrics-out '" + metrics + "'", path("no-test"));
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("no test images: the test loss and accuracy were not measured"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("0.00%"), std::string::npos) << r.out;
+  std::ifstream in(metrics);
+  std::string line, last;
+  while (std::getline(in, line)) last = line;
+  const nlohmann::json summary = nlohmann::json::parse(last);
+  EXPECT_TRUE(summary.at("test_accuracy").is_null()) << last;
+  // A target cannot be checked against nothing.
+  EXPECT_TRUE(fails_with(run("--epochs 1 --target-accuracy 50", path("no-test")), 2, {"0 test images"}));
+}
+
+TEST_F(MnistCli, MetricsOnAFullDiskFailTheRun) {
+  // /dev/full accepts the open and fails the flush: the run once exited 0 with two empty files.
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full on this machine";
+  EXPECT_TRUE(fails_with(run("--epochs 1 --metrics-out /dev/full"), 2, {"--metrics-out", "/dev/full", "No space"}));
+}
+
+TEST_F(MnistCli, MetricsPlotThatCannotBeWrittenFailsTheRun) {
+  // The JSON lines can be written but the plot beside them cannot (a directory holds its name).
+  const std::string metrics = path("m.jsonl");
+  fs::create_directories(path("m.svg"));
+  EXPECT_TRUE(fails_with(run("--epochs 1 --metrics-out '" + metrics + "'"), 2, {"--metrics-out: the plot", "m.svg"}));
 }
 
 }  // namespace

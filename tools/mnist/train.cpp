@@ -65,7 +65,7 @@ std::unique_ptr<optim::EpochLRScheduler> make_scheduler(const Config& cfg, optim
 }
 
 struct EvalResult {
-  double loss = 0, accuracy = 0;
+  double loss = NAN, accuracy = NAN;  // NaN: not measured (no test images)
 };
 
 // Test loss and accuracy; fills `cm` when given.
@@ -121,6 +121,16 @@ int run(const Config& cfg) {
   const Device device = pick_device(cfg.device, cfg.quiet);
   const std::string dir = resolve_data_dir(cfg);
   data::Mnist ds = data::load_mnist_dir(dir);
+  const int64_t n_train = ds.train.images.size(0), n_test = ds.test.images.size(0);
+  // Numbers nobody measured are never reported: no training images is an error, and without test
+  // images the test figures are stated as absent (so a target accuracy cannot be checked).
+  EMBER_CHECK(n_train > 0, dir, ": the training set holds 0 images, so there is nothing to train on; check the "
+              "train-images-idx3-ubyte file (or pass another --data)");
+  if (n_test == 0) {
+    EMBER_CHECK(cfg.eval_path.empty(), "--eval: ", dir, " holds 0 test images, so there is nothing to evaluate on");
+    EMBER_CHECK(cfg.target_accuracy < 0, "--target-accuracy: ", dir,
+                " holds 0 test images, so the test accuracy cannot be measured");
+  }
   const int64_t in_features = ds.train.images.size(1) * ds.train.images.size(2);
   const bool fashion = dir.find("fashion") != std::string::npos;
 
@@ -232,8 +242,8 @@ int run(const Config& cfg) {
     EvalResult test = evaluate(*model, test_loader, nullptr);
     EpochStats s;
     s.epoch = epoch + 1;
-    s.train_loss = images ? loss_sum.item<double>() / static_cast<double>(images) : 0.0;
-    s.train_acc = images ? static_cast<double>(correct.item<int64_t>()) / static_cast<double>(images) : 0.0;
+    s.train_loss = images ? loss_sum.item<double>() / static_cast<double>(images) : NAN;
+    s.train_acc = images ? static_cast<double>(correct.item<int64_t>()) / static_cast<double>(images) : NAN;
     s.test_loss = test.loss;
     s.test_acc = test.accuracy;
     s.seconds = seconds;
