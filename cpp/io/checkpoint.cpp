@@ -214,6 +214,38 @@ TrainingState load_checkpoint(const std::string& path, nn::Module& model, optim:
     throw Error(detail::str_cat("load_checkpoint: the generator metadata of ", path, " is malformed: ", e.what()));
   }
 
+  // A checkpoint restores a run exactly: every tensor must have the dtype of what it restores (a
+  // file whose F32 was changed to I32 is refused, not cast).
+  {
+    std::vector<std::string> wrong;
+    std::map<std::string, DType> own;
+    for (const auto& [n, t] : model.state_dict()) own.emplace(n, t.dtype());
+    for (const auto& [n, t] : model_state)
+      if (auto it = own.find(n); it != own.end() && it->second != t.dtype())
+        wrong.push_back(detail::str_cat("\"", n, "\" is ", dtype_name(t.dtype()), " but the model's is ",
+                                        dtype_name(it->second)));
+    const std::vector<Tensor> params = optimizer.parameters();
+    for (const auto& [n, t] : opt_state.tensors) {
+      // "state.<index>.<buffer>"; the step counters are integers by design, and malformed names are
+      // left to Optimizer::load_state_dict, which lists them.
+      const size_t dot = n.find('.', 6);
+      if (n.rfind("state.", 0) != 0 || dot == std::string::npos || n.substr(dot + 1) == "step") continue;
+      const std::string idx = n.substr(6, dot - 6);
+      if (idx.empty() || idx.size() > 9 || idx.find_first_not_of("0123456789") != std::string::npos) continue;
+      const size_t i = std::stoul(idx);
+      if (i < params.size() && params[i].dtype() != t.dtype())
+        wrong.push_back(detail::str_cat("\"", kOptPrefix, n, "\" is ", dtype_name(t.dtype()), " but parameter ", i,
+                                        " is ", dtype_name(params[i].dtype())));
+    }
+    if (!wrong.empty()) {
+      std::string list;
+      for (size_t k = 0; k < wrong.size() && k < 8; ++k) list += "\n  " + wrong[k];
+      if (wrong.size() > 8) list += detail::str_cat("\n  (and ", wrong.size() - 8, " more)");
+      throw Error(detail::str_cat("load_checkpoint: ", path, " holds tensors of another dtype than the objects they "
+                                  "restore (a damaged or edited file; nothing was changed):", list));
+    }
+  }
+
   // Apply, rolling every object back if one part does not fit.
   nn::StateDict model_backup;
   {

@@ -15,6 +15,11 @@
 
 namespace ember::nn {
 namespace {
+// 0: floating, 1: integer, 2: bool. load_state_dict converts within a kind only.
+int dtype_kind(DType dt) { return is_floating(dt) ? 0 : dt == DType::Bool ? 2 : 1; }
+}  // namespace
+
+namespace {
 
 // The summary in progress on this thread: which modules to report (by address, with their dotted
 // names) and one row per call, in call order.
@@ -225,6 +230,11 @@ LoadResult Module::load_state_dict(const StateDict& state, bool strict) {
     } else if (it->second->defined() && it->second->shape() != t.shape()) {
       mismatched.push_back("size mismatch for \"" + name + "\": the state dict has shape " +
                            shape_str(it->second->shape()) + ", the module has " + shape_str(t.shape()));
+    } else if (it->second->defined() && dtype_kind(it->second->dtype()) != dtype_kind(t.dtype())) {
+      // Floating values convert between precisions; a float read as an integer (or bool) is not a
+      // conversion but a damaged or foreign file, so it is refused rather than cast.
+      mismatched.push_back("dtype mismatch for \"" + name + "\": the state dict has " +
+                           dtype_name(it->second->dtype()) + ", the module has " + dtype_name(t.dtype()));
     }
   }
   for (const auto& [name, t] : state)
@@ -239,7 +249,7 @@ LoadResult Module::load_state_dict(const StateDict& state, bool strict) {
     for (const std::string& e : errors) msg << "\n  " << e;
     msg << "\nThe state dict must come from a module of the same architecture";
     if (key_errors) msg << "; strict=false loads only the matching keys";
-    if (!mismatched.empty()) msg << "; mis-shaped keys are errors even with strict=false";
+    if (!mismatched.empty()) msg << "; mis-shaped or mis-typed keys are errors even with strict=false";
     throw Error(msg.str());
   }
   autograd::NoGradGuard no_grad;

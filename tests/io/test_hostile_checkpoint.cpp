@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "ember/checkpoint.h"
 #include "ember/io.h"
@@ -30,6 +31,10 @@ class HostileCheckpoint : public ::testing::Test {
                              std::make_shared<nn::Linear>(4, 2, nn::LinearOptions{.generator = &g})});
     opt_ = std::make_unique<optim::Adam>(model_->parameters(), optim::AdamOptions{.lr = 0.01});
     sched_ = std::make_unique<optim::StepLR>(*opt_, 2, 0.5);
+    // One step, so the optimizer has state buffers to save.
+    Tensor loss = cross_entropy((*model_)(randn({5, 3}, DType::F32, &g)), randint(0, 2, {5}, DType::I64, &g));
+    loss.backward();
+    opt_->step();
     good_ = path("good.safetensors");
     save_checkpoint(good_, *model_, *opt_, sched_.get(), {.epoch = 1, .step = 3});
   }
@@ -127,6 +132,58 @@ std::string le64(uint64_t v) {
   std::string s(8, '\0');
   for (int i = 0; i < 8; ++i) s[i] = static_cast<char>((v >> (8 * i)) & 0xFF);
   return s;
+}
+
+// The saved scheduler JSON with values[key] replaced by `value` (JSON text).
+std::string scheduler_with(const std::string& saved, const std::string& key, const std::string& value) {
+  nlohmann::json j = nlohmann::json::parse(saved);
+  j["values"][key] = nlohmann::json::parse(value);
+  return j.dump();
+}
+
+TEST_F(HostileCheckpoint, RestoredSchedulerStateIsValidatedAsTheConstructorValidatesIt) {
+  // A StepLR gamma of NaN or -5 once loaded, and the run died an epoch later without naming the file.
+  const std::string saved = io::load_safetensors(good_).metadata.at("scheduler");
+  EXPECT_TRUE(refused(with_meta("scheduler", scheduler_with(saved, "gamma", "\"nan\"")),
+                      {"edited.safetensors", "StepLR.load_state_dict: gamma must be finite"}));
+  EXPECT_TRUE(refused(with_meta("scheduler", scheduler_with(saved, "gamma", "-5")), {"gamma", "got -5"}));
+  EXPECT_TRUE(refused(with_meta("scheduler", scheduler_with(saved, "step_size", "1e300")), {"step_size", "integer"}));
+  EXPECT_TRUE(refused(with_meta("scheduler", scheduler_with(saved, "step_size", "2.5")), {"step_size", "integer"}));
+  EXPECT_TRUE(refused(with_meta("scheduler", scheduler_with(saved, "last_epoch", "\"nan\"")), {"last_epoch"}));
+  EXPECT_TRUE(refused(with_meta("scheduler", scheduler_with(saved, "last_epoch", "-7")), {"last_epoch -7"}));
+  nlohmann::json lrs = nlohmann::json::parse(saved);
+  lrs["lists"]["base_lrs"] = {"inf"};
+  EXPECT_TRUE(refused(with_meta("scheduler", lrs.dump()), {"base_lrs must be finite"}));
+  // The scheduler is unchanged by the refused loads.
+  EXPECT_EQ(sched_->state_dict().values.at("gamma"), 0.5);
+}
+
+TEST_F(HostileCheckpoint, RestoredOptimizerOptionsAreValidatedAsTheConstructorValidatesThem) {
+  nlohmann::json o = nlohmann::json::parse(io::load_safetensors(good_).metadata.at("optimizer"));
+  o["param_groups"][0]["options"]["lr"] = -1;
+  EXPECT_TRUE(refused(with_meta("optimizer", o.dump()), {"options of parameter group 0 are invalid", "lr"}));
+}
+
+TEST_F(HostileCheckpoint, ADtypeChangedInTheFileIsRefusedNotCast) {
+  io::SafetensorsFile f = io::load_safetensors(good_);
+  for (auto& [name, t] : f.tensors)
+    if (name == "0.weight") t = t.to(DType::I32);
+  const std::string p = path("retyped.safetensors");
+  io::save_safetensors(p, f.tensors, f.metadata);
+  EXPECT_TRUE(refused(p, {"\"0.weight\" is i32 but the model's is f32", "nothing was changed"}));
+  // An optimizer buffer retyped within the floats is refused too: a checkpoint restores exactly.
+  f = io::load_safetensors(good_);
+  bool retyped = false;
+  for (auto& [name, t] : f.tensors)
+    if (name == "optimizer.state.0.exp_avg") t = t.to(DType::F64), retyped = true;
+  ASSERT_TRUE(retyped) << "no optimizer.state.0.exp_avg in the checkpoint";
+  io::save_safetensors(p, f.tensors, f.metadata);
+  EXPECT_TRUE(refused(p, {"optimizer.state.0.exp_avg\" is f64 but parameter 0 is f32"}));
+  // Plain load_state_dict converts between float precisions but refuses a float read as an integer.
+  nn::StateDict sd = model_->state_dict();
+  for (auto& [name, t] : sd)
+    if (name == "2.bias") t = t.to(DType::I64);
+  EXPECT_TRUE(throws_with([&] { model_->load_state_dict(sd); }, {"dtype mismatch for \"2.bias\"", "i64", "f32"}));
 }
 
 TEST_F(HostileCheckpoint, NulByteInsideTheHeaderIsRefused) {
