@@ -161,6 +161,71 @@ TEST_F(MnistCli, MetricsPlotThatCannotBeWrittenFailsTheRun) {
   EXPECT_TRUE(fails_with(run("--epochs 1 --metrics-out '" + metrics + "'"), 2, {"--metrics-out: the plot", "m.svg"}));
 }
 
+// ---- resume checks what it resumes ----
+
+TEST_F(MnistCli, ResumeRefusesChangedSettingsListingEachDifference) {
+  const std::string ck = path("ck.safetensors");
+  ASSERT_EQ(run("--epochs 1 --save '" + ck + "'").rc, 0);
+  // Once: --batch-size 1000 silently skipped the rest of the epoch, --seed 8 changed the order.
+  EXPECT_TRUE(fails_with(run("--epochs 2 --batch-size 32 --seed 8 --lr 0.01 --resume '" + ck + "'"), 2,
+                         {"other settings", "--batch-size: saved '64', this run '32'", "--seed: saved '1', this run '8'",
+                          "--lr: saved '0.001", "only --epochs"}));
+  // Another dataset of the same shape: its checksum differs.
+  write_dataset(path("other"), 64, 20);
+  std::ofstream(path("other") + "/train-labels-idx1-ubyte", std::ios::binary | std::ios::in | std::ios::out)
+      .seekp(8)
+      .put(3);  // the first label 0 -> 3
+  const Result other = run("--epochs 2 --resume '" + ck + "'", path("other"));
+  EXPECT_TRUE(fails_with(other, 2, {"dataset: saved '64 training and 20 test images of 4x4, checksum"}));
+  // --epochs may change without a scheduler, not with one.
+  EXPECT_EQ(run("--epochs 2 --resume '" + ck + "'").rc, 0);
+  const std::string cos = path("cos.safetensors");
+  ASSERT_EQ(run("--epochs 1 --scheduler cosine --save '" + cos + "'").rc, 0);
+  EXPECT_TRUE(fails_with(run("--epochs 2 --scheduler cosine --resume '" + cos + "'"), 2,
+                         {"--epochs: saved '1', this run '2'"}));
+}
+
+TEST_F(MnistCli, ResumeValidatesTheStoredCounters) {
+  const std::string ck = path("ck.safetensors");
+  ASSERT_EQ(run("--epochs 1 --save '" + ck + "'").rc, 0);
+  EXPECT_TRUE(fails_with(run("--epochs 1 --resume '" + ck + "'"), 2, {"completed 1 epoch(s)", "nothing to train"}));
+  // A stored step of 1000000 or -3 was accepted.
+  edit_meta(ck, "step", "1000000");
+  EXPECT_TRUE(fails_with(run("--epochs 2 --resume '" + ck + "'"), 2, {"stopped at step 1000000", "has 1 steps"}));
+  edit_meta(ck, "step", "-3");
+  EXPECT_TRUE(fails_with(run("--epochs 2 --resume '" + ck + "'"), 2, {"step -3", "never negative"}));
+  edit_meta(ck, "step", "0");
+  edit_meta(ck, "epoch", "0");
+  EXPECT_TRUE(fails_with(run("--epochs 2 --resume '" + ck + "'"), 2, {"completed 0 epoch(s) but its history holds 1"}));
+}
+
+TEST_F(MnistCli, EvalWithResumeIsAUsageError) {
+  const std::string ck = path("ck.safetensors");
+  ASSERT_EQ(run("--epochs 1 --save '" + ck + "'").rc, 0);
+  const Result r = run("--eval '" + ck + "' --resume '" + ck + "'");
+  EXPECT_NE(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("excludes"), std::string::npos) << r.out;
+}
+
+TEST_F(MnistCli, SaveIntoAMissingOrUnwritableFolderFailsBeforeTraining) {
+  const std::string metrics = path("m.jsonl");
+  EXPECT_TRUE(fails_with(run("--epochs 1 --metrics-out '" + metrics + "' --save '" + path("no/such/ck") + "'"), 2,
+                         {"--save", "does not exist"}));
+  EXPECT_FALSE(fs::exists(metrics)) << "training started before --save was checked";
+  // /proc takes no new files, even from root (a chmod'ed folder would not stop root).
+  EXPECT_TRUE(fails_with(run("--epochs 1 --metrics-out '" + metrics + "' --save /proc/ember-ck.safetensors"), 2,
+                         {"--save", "cannot create files in '/proc'"}));
+  EXPECT_FALSE(fs::exists(metrics));
+  EXPECT_TRUE(fails_with(run("--epochs 1 --save '" + data_dir() + "'"), 2, {"is a folder"}));
+}
+
+TEST_F(MnistCli, NamedPipeAsResumeOrEvalIsRefusedWithoutBlocking) {
+  const std::string fifo = path("pipe");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_TRUE(fails_with(run("--epochs 1 --resume '" + fifo + "'"), 2, {"FIFO"}));
+  EXPECT_TRUE(fails_with(run("--eval '" + fifo + "'"), 2, {"FIFO"}));
+}
+
 }  // namespace
 
 #else

@@ -67,10 +67,33 @@ void check_model_flags(const std::map<std::string, std::string>& meta, const std
                 cfg.model + " with --hidden " + std::to_string(cfg.hidden) + "; pass the flags it was trained with");
 }
 
+// The saved run's settings against this run's: every difference, one per line.
+void check_run_settings(const std::map<std::string, std::string>& meta, const std::string& path,
+                        const RunSettings& settings) {
+  const std::string who = "checkpoint " + path + ": extra.run";
+  const nlohmann::json saved =
+      ember::detail::parse_json_limited(get(meta, "extra.run", path), {.max_bytes = 1 << 16, .max_depth = 1}, who);
+  if (!saved.is_object()) throw Error(who + " must be an object, got " + ember::detail::json_brief(saved));
+  std::string diffs;
+  for (const auto& [flag, value] : settings) {
+    auto it = saved.find(flag);
+    const std::string was = it == saved.end() ? "(not recorded)"
+                            : it->is_string() ? ember::detail::quote_brief(it->get<std::string>())
+                                              : ember::detail::json_brief(*it);
+    if (it == saved.end() || !it->is_string() || it->get<std::string>() != value)
+      diffs += "\n  " + flag + ": saved " + was + ", this run '" + value + "'";
+  }
+  if (!diffs.empty())
+    throw Error("checkpoint " + path + " was saved by a run with other settings, so resuming would not continue it:" +
+                diffs + "\npass the saved values; on --resume only --epochs (with --scheduler none), --device, "
+                "--threads, --deterministic, --save, --metrics-out and --quiet may change");
+}
+
 }  // namespace
 
 void save_training_checkpoint(const std::string& path, const ember::nn::Module& model, const ember::optim::Optimizer& opt,
-                              const ember::optim::LRScheduler* sched, const Progress& progress, const Config& cfg) {
+                              const ember::optim::LRScheduler* sched, const Progress& progress, const Config& cfg,
+                              const RunSettings& settings) {
   ember::TrainingState state;
   state.epoch = progress.epoch;
   state.step = progress.step_in_epoch;
@@ -80,11 +103,15 @@ void save_training_checkpoint(const std::string& path, const ember::nn::Module& 
                  {"optimizer", cfg.optimizer},
                  {"scheduler", cfg.scheduler},
                  {"history", history_json(progress.history).dump()}};
+  nlohmann::json run = nlohmann::json::object();
+  for (const auto& [flag, value] : settings) run[flag] = value;
+  state.extra["run"] = run.dump();
   ember::save_checkpoint(path, model, opt, sched, state);
 }
 
 void load_training_checkpoint(const std::string& path, ember::nn::Module& model, ember::optim::Optimizer* opt,
-                              ember::optim::LRScheduler* sched, Progress& progress, const Config& cfg) {
+                              ember::optim::LRScheduler* sched, Progress& progress, const Config& cfg,
+                              const RunSettings& settings) {
   // Read the metadata first: a wrong model shape gets a message about flags, not tensor shapes.
   ember::io::SafetensorsFile file = ember::io::load_safetensors(path);
   check_model_flags(file.metadata, path, cfg);
@@ -97,6 +124,7 @@ void load_training_checkpoint(const std::string& path, ember::nn::Module& model,
     if (saved_sched != cfg.scheduler)
       throw Error("checkpoint " + path + " was trained with --scheduler " + saved_sched + ", this run uses " +
                   cfg.scheduler + "; pass --scheduler " + saved_sched + " to resume it");
+    check_run_settings(file.metadata, path, settings);
     ember::TrainingState st = ember::load_checkpoint(path, model, *opt, sched);
     progress.epoch = st.epoch;
     progress.step_in_epoch = st.step;

@@ -53,8 +53,8 @@ int main(int argc, char** argv) {
   app.add_option("--threads", cfg.threads, "CPU threads for matrix products (0: the BLAS default)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--save", cfg.save_path, "training checkpoint (safetensors) written atomically after each epoch");
-  app.add_option("--resume", cfg.resume_path, "continue training from a checkpoint written by --save");
-  app.add_option("--eval", cfg.eval_path, "evaluate a checkpoint on the test set; no training");
+  auto resume_opt = app.add_option("--resume", cfg.resume_path, "continue training from a checkpoint written by --save");
+  app.add_option("--eval", cfg.eval_path, "evaluate a checkpoint on the test set; no training")->excludes(resume_opt);
   app.add_option("--metrics-out", cfg.metrics_out, "JSON lines per epoch and a summary; an SVG plot is written beside it");
   app.add_option("--target-accuracy", cfg.target_accuracy,
                  "exit with status 3 when the final test accuracy (percent) is below this")

@@ -1,10 +1,15 @@
 // ember-mnist's training loop. A step reads top to bottom: batch, forward, loss, backward, step.
 #include "train.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 
@@ -105,6 +110,64 @@ std::string resolve_data_dir(const Config& cfg) {
               "'; fetch it with tools/get-data.sh (from ember's source folder), or pass --data DIR");
 }
 
+// FNV-1a over the bytes of every tensor: the dataset's identity for --resume, whatever its path.
+std::string fingerprint(const std::vector<Tensor>& tensors) {
+  uint64_t h = 14695981039346656037ull;
+  for (const Tensor& t : tensors) {
+    const Tensor c = t.cpu().contiguous();
+    const auto* p = static_cast<const unsigned char*>(c.data_ptr());
+    const size_t n = static_cast<size_t>(c.numel()) * dtype_size(c.dtype());
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  }
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+std::string exact(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+// See RunSettings (checkpoint_io.h): what a resumed run must share with the saved one.
+RunSettings run_settings(const Config& cfg, const data::Mnist& ds, const data::DataLoaderOptions& train) {
+  const Tensor& x = ds.train.images;
+  RunSettings s = {
+      {"dataset", detail::str_cat(x.size(0), " training and ", ds.test.images.size(0), " test images of ", x.size(1),
+                                  "x", x.size(2), ", checksum ",
+                                  fingerprint({x, ds.train.labels, ds.test.images, ds.test.labels}))},
+      {"--batch-size", std::to_string(cfg.batch_size)},
+      {"--seed", std::to_string(cfg.seed)},
+      {"--lr", exact(cfg.lr)},
+      {"--weight-decay", exact(cfg.weight_decay)},
+      {"--augment", cfg.augment ? "on" : "off"},
+      {"normalisation", "mean " + exact(train.mean) + ", std " + exact(train.std)}};
+  // A schedule is laid out over the whole run, so its length is part of it.
+  if (cfg.scheduler != "none") s.emplace_back("--epochs", std::to_string(cfg.epochs));
+  return s;
+}
+
+// --save must be writable before an epoch is spent: a file is created (and removed) beside it, as
+// the atomic save will.
+void check_save_path(const std::string& path) {
+  const std::filesystem::path p(path);
+  const std::filesystem::path dir = p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
+  std::error_code ec;
+  EMBER_CHECK(std::filesystem::is_directory(dir, ec), "--save ", path, ": the folder '", dir.string(),
+              "' does not exist (or is not a folder); create it first");
+  EMBER_CHECK(!std::filesystem::is_directory(p, ec), "--save ", path, ": is a folder; pass a file name");
+  const std::string probe = detail::str_cat(path, ".tmp.", ::getpid(), ".probe");
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    const int err = errno;
+    throw Error(detail::str_cat("--save ", path, ": cannot create files in '", dir.string(), "': ",
+                                std::strerror(err), "; pick a writable folder"));
+  }
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
 }  // namespace
 
 void request_stop() { g_stop = true; }
@@ -116,6 +179,9 @@ int run(const Config& cfg) {
   EMBER_CHECK(cfg.lr > 0, "--lr must be positive, got ", cfg.lr);
   EMBER_CHECK(cfg.weight_decay >= 0, "--weight-decay must be >= 0, got ", cfg.weight_decay);
   EMBER_CHECK(cfg.target_accuracy <= 100, "--target-accuracy is a percentage (0-100), got ", cfg.target_accuracy);
+  EMBER_CHECK(cfg.eval_path.empty() || cfg.resume_path.empty(),
+              "--eval and --resume do not go together: --eval evaluates a checkpoint, --resume trains on from one");
+  if (!cfg.save_path.empty()) check_save_path(cfg.save_path);
   if (cfg.threads > 0) set_num_threads(cfg.threads);
   if (cfg.deterministic) cuda::set_allow_tf32(false);
   const Device device = pick_device(cfg.device, cfg.quiet);
@@ -151,12 +217,13 @@ int run(const Config& cfg) {
   test_opts.device = device;
   data::DataLoader test_loader(data::TensorDataset(ds.test.images, ds.test.labels), test_opts);
   const int64_t steps_per_epoch = train_loader.num_batches();
+  const RunSettings settings = cfg.eval_path.empty() ? run_settings(cfg, ds, train_opts) : RunSettings{};
   auto sched = make_scheduler(cfg, *opt, steps_per_epoch);
   const bool per_batch_sched = cfg.scheduler == "onecycle";
 
   if (!cfg.eval_path.empty()) {
     Progress ignored;
-    load_training_checkpoint(cfg.eval_path, *model, nullptr, nullptr, ignored, cfg);
+    load_training_checkpoint(cfg.eval_path, *model, nullptr, nullptr, ignored, cfg, settings);
     metrics::ConfusionMatrix cm(10);
     EvalResult r = evaluate(*model, test_loader, &cm);
     std::printf("evaluated %s on %lld test images: loss %.4f\n", cfg.eval_path.c_str(),
@@ -167,7 +234,18 @@ int run(const Config& cfg) {
 
   Progress progress;
   if (!cfg.resume_path.empty()) {
-    load_training_checkpoint(cfg.resume_path, *model, opt.get(), sched.get(), progress, cfg);
+    load_training_checkpoint(cfg.resume_path, *model, opt.get(), sched.get(), progress, cfg, settings);
+    // The stored counters must describe a point inside this run.
+    EMBER_CHECK(progress.epoch < cfg.epochs, "--resume ", cfg.resume_path, ": the checkpoint has completed ",
+                progress.epoch, " epoch(s), so --epochs ", cfg.epochs, " leaves nothing to train; pass a larger "
+                "--epochs (with --scheduler none), or --eval it");
+    EMBER_CHECK(progress.step_in_epoch >= 0 && progress.step_in_epoch < steps_per_epoch, "--resume ",
+                cfg.resume_path, ": the checkpoint stopped at step ", progress.step_in_epoch, " of epoch ",
+                progress.epoch + 1, ", but an epoch here has ", steps_per_epoch, " steps (0 to ", steps_per_epoch - 1,
+                "); the file is damaged or edited");
+    EMBER_CHECK(static_cast<int64_t>(progress.history.size()) == progress.epoch, "--resume ", cfg.resume_path,
+                ": the checkpoint has completed ", progress.epoch, " epoch(s) but its history holds ",
+                progress.history.size(), "; the file is damaged or edited");
     if (!cfg.quiet)
       std::printf("resumed from %s at epoch %lld, step %lld\n", cfg.resume_path.c_str(),
                   static_cast<long long>(progress.epoch + 1), static_cast<long long>(progress.step_in_epoch));
@@ -254,13 +332,13 @@ int run(const Config& cfg) {
     metrics_out.epoch(s, history);
     progress.epoch = epoch + 1;
     progress.history = history;
-    if (!cfg.save_path.empty()) save_training_checkpoint(cfg.save_path, *model, *opt, sched.get(), progress, cfg);
+    if (!cfg.save_path.empty()) save_training_checkpoint(cfg.save_path, *model, *opt, sched.get(), progress, cfg, settings);
   }
 
   if (interrupted) {
     progress.history = history;
     if (!cfg.save_path.empty()) {
-      save_training_checkpoint(cfg.save_path, *model, *opt, sched.get(), progress, cfg);
+      save_training_checkpoint(cfg.save_path, *model, *opt, sched.get(), progress, cfg, settings);
       std::printf("\ninterrupted at epoch %lld, step %lld: checkpoint saved to %s\nresume with: ember-mnist --resume %s "
                   "(and the same flags)\n", static_cast<long long>(progress.epoch + 1),
                   static_cast<long long>(progress.step_in_epoch), cfg.save_path.c_str(), cfg.save_path.c_str());
