@@ -88,6 +88,7 @@ T* Tensor::data() const {
 
 Tensor& Tensor::copy_(const Tensor& src) {
   EMBER_CHECK(src.defined(), "copy_: source tensor is undefined");
+  autograd::check_inplace(*this, "copy_");
   Tensor s = src;
   if (s.shape() != shape()) {
     const Shape b = broadcast_shapes(shape(), s.shape(), "copy_");
@@ -131,6 +132,7 @@ Tensor Tensor::to(Device d) const {
 }
 
 Tensor& Tensor::fill_(double value) {
+  autograd::check_inplace(*this, "fill_");
   backend_for(device()).fill(*this, value);
   impl_->storage->version++;
   return *this;

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "ember/checkpoint.h"
@@ -224,6 +225,43 @@ TEST_F(MnistCli, NamedPipeAsResumeOrEvalIsRefusedWithoutBlocking) {
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   EXPECT_TRUE(fails_with(run("--epochs 1 --resume '" + fifo + "'"), 2, {"FIFO"}));
   EXPECT_TRUE(fails_with(run("--eval '" + fifo + "'"), 2, {"FIFO"}));
+}
+
+// ---- flags out of range are refused, not clamped, with the value as given ----
+
+TEST_F(MnistCli, OutOfRangeFlagsAreRefusedWithTheValueAsGiven) {
+  struct Case {
+    std::string args;
+    std::string message;
+  };
+  const std::string huge(400, '9');
+  const std::vector<Case> cases = {
+      {"--epochs 99999999999999999999", "--epochs: must be an integer from 1 to 1000000, got 99999999999999999999"},
+      {"--epochs 1.5", "--epochs: must be an integer from 1 to 1000000, got 1.5"},
+      {"--epochs " + huge, "got 9999999999999999999999999999999999999..."},
+      {"--seed -1", "--seed: must be an integer from 0 to 18446744073709551615, got -1"},
+      {"--seed 18446744073709551616", "got 18446744073709551616"},
+      {"--threads -1", "--threads: must be an integer from 0 to 4096, got -1"},
+      {"--weight-decay inf", "--weight-decay: must be a finite number >= 0, got inf"},
+      {"--lr nan", "--lr: must be a finite number > 0, got nan"},
+      {"--lr 1e400", "--lr: must be a finite number > 0, got 1e400"},
+      {"--hidden 99999999999", "--hidden: must be an integer from 1 to 2147483647"},
+      {"--batch-size 0", "--batch-size: must be an integer from 1 to 9223372036854775807, got 0"},
+  };
+  for (const Case& c : cases) {
+    const Result r = run(c.args);
+    EXPECT_NE(r.rc, 0) << c.args;
+    EXPECT_NE(r.out.find(c.message), std::string::npos) << c.args << ": " << r.out;
+    EXPECT_LT(r.out.size(), 1000u) << c.args;
+  }
+}
+
+TEST_F(MnistCli, MoreThreadsThanCoresAreCappedWithAWarning) {
+  const Result r = run("--epochs 1 --threads 4096");
+  EXPECT_EQ(r.rc, 0) << r.out;
+  const std::string warning = "--threads 4096 is more than the " +
+                              std::to_string(std::thread::hardware_concurrency()) + " cores present";
+  EXPECT_NE(r.out.find(warning), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <thread>
 
 #include "checkpoint_io.h"
 #include "ember/ember.h"
@@ -182,7 +183,17 @@ int run(const Config& cfg) {
   EMBER_CHECK(cfg.eval_path.empty() || cfg.resume_path.empty(),
               "--eval and --resume do not go together: --eval evaluates a checkpoint, --resume trains on from one");
   if (!cfg.save_path.empty()) check_save_path(cfg.save_path);
-  if (cfg.threads > 0) set_num_threads(cfg.threads);
+  if (cfg.threads > 0) {
+    // More threads than cores only oversubscribe them: capped, and said so.
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    int threads = cfg.threads;
+    if (cores > 0 && threads > cores) {
+      std::fprintf(stderr, "ember-mnist: warning: --threads %d is more than the %d cores present; using %d\n",
+                   threads, cores, cores);
+      threads = cores;
+    }
+    set_num_threads(threads);
+  }
   if (cfg.deterministic) cuda::set_allow_tf32(false);
   const Device device = pick_device(cfg.device, cfg.quiet);
   const std::string dir = resolve_data_dir(cfg);
