@@ -264,6 +264,30 @@ TEST_F(MnistCli, MoreThreadsThanCoresAreCappedWithAWarning) {
   EXPECT_NE(r.out.find(warning), std::string::npos) << r.out;
 }
 
+// ---- the NaN/Inf guard ----
+
+TEST_F(MnistCli, NonFiniteStepStopsTheRunAndSavesNothing) {
+  // lr 1e38: the first update is finite, the second forward overflows.
+  const std::string ck = path("ck.safetensors");
+  const Result r = run("--epochs 2 --batch-size 8 --optimizer sgd --lr 1e38 --save '" + ck + "'");
+  EXPECT_TRUE(fails_with(r, 2, {"non-finite loss or gradient norm at epoch 1, step 2 of 8",
+                                "no checkpoint was written", "--skip-nonfinite"}));
+  EXPECT_FALSE(fs::exists(ck)) << "a checkpoint was written after a non-finite step";
+  // Anomaly mode names the op.
+  EXPECT_TRUE(fails_with(run("--epochs 1 --batch-size 8 --optimizer sgd --lr 1e38 --detect-anomaly"), 2,
+                         {"--detect-anomaly: epoch 1, step 2", "anomaly detected", "NaN/Inf"}));
+}
+
+TEST_F(MnistCli, SkipNonFiniteSkipsAndCountsThoseSteps) {
+  const std::string ck = path("ck.safetensors");
+  const Result r = run("--epochs 1 --batch-size 8 --optimizer sgd --lr 1e38 --skip-nonfinite --save '" + ck + "'");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  // Step 1's update was applied; all 7 later steps overflow from its huge weights, and are skipped.
+  EXPECT_NE(r.out.find("skipped 7 non-finite step(s)"), std::string::npos) << r.out;
+  for (const auto& [name, t] : io::load_safetensors(ck).tensors)
+    if (name.rfind("optimizer.", 0) != 0) EXPECT_EQ(sum(isfinite(t)).item<int64_t>(), t.numel()) << name;
+}
+
 }  // namespace
 
 #else

@@ -98,6 +98,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 100.0));
   app.add_flag("--augment", cfg.augment, "random shifts (up to 2 px) and rotations (up to 10 degrees) of training images");
   app.add_flag("--deterministic", cfg.deterministic, "turn off TF32 on the GPU (results as close to the CPU as possible)");
+  app.add_flag("--skip-nonfinite", cfg.skip_nonfinite,
+               "skip (and count) steps whose loss or gradient norm is NaN/Inf instead of stopping the run there "
+               "(reads a flag back every step: a host wait per step on a GPU)");
+  app.add_flag("--detect-anomaly", cfg.detect_anomaly,
+               "stop at the first op whose output is NaN/Inf and name it (slow: every op is checked)");
   app.add_flag("--quiet,-q", cfg.quiet, "no progress bar or per-epoch lines; only the final report");
   try {
     app.parse(argc, argv);

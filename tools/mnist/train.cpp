@@ -111,6 +111,58 @@ std::string resolve_data_dir(const Config& cfg) {
               "'; fetch it with tools/get-data.sh (from ember's source folder), or pass --data DIR");
 }
 
+// The NaN/Inf guard. Each step's loss plus its squared gradient norm is tested on the device, and
+// two counters kept there: steps that were finite, and steps before the first that was not (a 0/1
+// "all finite so far" flag summed). The loop never waits for them: the count is read back
+// asynchronously, like the progress bar's loss (at once on the CPU, a step or two later on a GPU),
+// and synchronously only before a checkpoint is written, so nothing non-finite is ever saved.
+class NonFiniteGuard {
+ public:
+  NonFiniteGuard(Device device, int64_t first_step)
+      : finite_(zeros({}, TensorOptions(DType::I64, device))),
+        clean_(zeros({}, TensorOptions(DType::I64, device))),
+        all_ok_(ones({}, TensorOptions(DType::I64, device))),
+        first_step_(first_step) {}
+
+  // Records the step just computed (loss and gradients) and returns its "finite" flag (a bool on the
+  // device; reading it is a host wait, which only --skip-nonfinite pays).
+  Tensor record(const Tensor& loss, const std::vector<Tensor>& params) {
+    autograd::NoGradGuard no_grad;
+    Tensor total = loss.detach();
+    for (const Tensor& p : params)
+      if (p.grad().defined()) total = add(total, sum(square(p.grad())));
+    Tensor ok = isfinite(total);
+    Tensor ok_i = ok.to(DType::I64);
+    finite_ = add(finite_, ok_i);
+    all_ok_ = mul(all_ok_, ok_i);
+    clean_ = add(clean_, all_ok_);
+    ++steps_;
+    if (reader_.pending() && reader_.ready()) {
+      seen_finite_ = reader_.get().item<int64_t>();
+      seen_steps_ = read_steps_;
+    }
+    if (!reader_.pending()) {
+      reader_.start(finite_);
+      read_steps_ = steps_;
+    }
+    return ok;
+  }
+
+  // From the latest count read back: a step was non-finite (no wait).
+  bool tripped() const { return seen_finite_ < seen_steps_; }
+  // Waits for the counters: every recorded step was finite.
+  bool all_finite() const { return finite_.item<int64_t>() == steps_; }
+  int64_t nonfinite_steps() const { return steps_ - finite_.item<int64_t>(); }
+  // The run's index (from 0) of the first non-finite step; only when !all_finite().
+  int64_t first_bad_step() const { return first_step_ + clean_.item<int64_t>(); }
+
+ private:
+  Tensor finite_, clean_, all_ok_;
+  int64_t first_step_ = 0, steps_ = 0;
+  AsyncRead reader_;
+  int64_t read_steps_ = 0, seen_finite_ = 0, seen_steps_ = 0;
+};
+
 // FNV-1a over the bytes of every tensor: the dataset's identity for --resume, whatever its path.
 std::string fingerprint(const std::vector<Tensor>& tensors) {
   uint64_t h = 14695981039346656037ull;
@@ -195,6 +247,7 @@ int run(const Config& cfg) {
     set_num_threads(threads);
   }
   if (cfg.deterministic) cuda::set_allow_tf32(false);
+  if (cfg.detect_anomaly) autograd::detect_anomaly(true);
   const Device device = pick_device(cfg.device, cfg.quiet);
   const std::string dir = resolve_data_dir(cfg);
   data::Mnist ds = data::load_mnist_dir(dir);
@@ -272,6 +325,17 @@ int run(const Config& cfg) {
   std::vector<EpochStats> history = progress.history;
   bool interrupted = false;
   AsyncRead loss_reader;  // one pinned buffer for the whole run
+  NonFiniteGuard guard(device, progress.epoch * steps_per_epoch + progress.step_in_epoch);
+  int64_t skipped = 0;  // --skip-nonfinite: steps whose update was not applied
+  // Stops the run at a non-finite step: nothing is saved from here on, and the exit is non-zero.
+  auto stop_nonfinite = [&] {
+    const int64_t first = guard.first_bad_step();
+    throw Error(detail::str_cat(
+        "non-finite loss or gradient norm at epoch ", first / steps_per_epoch + 1, ", step ",
+        first % steps_per_epoch + 1, " of ", steps_per_epoch, " (", guard.nonfinite_steps(),
+        " non-finite step(s) so far); training stopped and no checkpoint was written after it. Try a lower --lr, "
+        "--detect-anomaly to name the op that produced it, or --skip-nonfinite to skip such steps"));
+  };
   for (int64_t epoch = progress.epoch; epoch < cfg.epochs && !interrupted; ++epoch) {
     train_loader.set_epoch(epoch);
     ProgressBar bar(epoch + 1, cfg.epochs, steps_per_epoch, cfg.quiet);
@@ -290,19 +354,31 @@ int run(const Config& cfg) {
         continue;
       }
       profile::Range step_range("train.step");  // Nsight: one range per step, ember's op ranges inside
-      Tensor logits = (*model)(batch.x);
-      Tensor loss = cross_entropy(logits, batch.y);
-      opt->zero_grad();
-      loss.backward();
-      opt->step();
-      if (per_batch_sched) sched->step();
-      {
+      Tensor logits, loss;
+      try {
+        logits = (*model)(batch.x);
+        loss = cross_entropy(logits, batch.y);
+        opt->zero_grad();
+        loss.backward();
+      } catch (const Error& e) {
+        if (!autograd::anomaly_enabled()) throw;
+        throw Error(detail::str_cat("--detect-anomaly: epoch ", epoch + 1, ", step ", step + 1, ": ", e.what()));
+      }
+      const Tensor finite = guard.record(loss, model->parameters());
+      // --skip-nonfinite decides on the host before the update: one wait per step on a GPU.
+      const bool skip = cfg.skip_nonfinite && !finite.item<bool>();
+      if (!skip) opt->step();
+      if (per_batch_sched) sched->step();  // the schedule follows the steps taken or skipped
+      ++step;
+      if (skip) {
+        ++skipped;
+      } else {
         autograd::NoGradGuard no_grad;
         loss_sum = add(loss_sum, mul(loss.detach(), static_cast<double>(batch.y.size(0))));
         correct = add(correct, sum(eq(argmax(logits.detach(), 1), batch.y)));
+        images += batch.y.size(0);
       }
-      ++step;
-      images += batch.y.size(0);
+      if (!cfg.skip_nonfinite && guard.tripped()) stop_nonfinite();
       if (bar.due(step)) {
         if (!loss_reader.pending()) {
           loss_reader.start(loss_sum);
@@ -320,6 +396,7 @@ int run(const Config& cfg) {
       }
     }
     bar.finish();
+    if (!cfg.skip_nonfinite && !guard.all_finite()) stop_nonfinite();
     if (interrupted) {
       progress.epoch = epoch;
       progress.step_in_epoch = step;
@@ -361,6 +438,9 @@ int run(const Config& cfg) {
     return 130;
   }
 
+  if (skipped > 0)
+    std::printf("\nskipped %lld non-finite step(s) (--skip-nonfinite): their updates were not applied\n",
+                static_cast<long long>(skipped));
   metrics::ConfusionMatrix cm(10);
   EvalResult final_test = evaluate(*model, test_loader, &cm);
   print_final(history, cm, fashion ? kFashionNames : std::vector<std::string>{});
