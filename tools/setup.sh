@@ -11,6 +11,7 @@ packages=(
   libgtest-dev googletest                                   # the test suite
   libcli11-dev                                              # ember-mnist's command line
   nlohmann-json3-dev                                        # safetensors headers, JSON logs
+  clang-14 libclang-rt-14-dev                               # fuzz/: libFuzzer and the sanitizers (.ci/run)
   dataset-fashion-mnist                                     # Fashion-MNIST, 60,000/10,000 images in IDX form
 )
 # Python and Node.js may come from elsewhere than Debian (pyenv, NodeSource): take Debian's only when

@@ -249,8 +249,9 @@ constexpr uint64_t kMaxDeflateRatio = 1032;
 // bytes from 0, after checking what the file can hold: a raw file's size must match the header
 // exactly before anything is read; a gzip stream must be able to expand to the claimed size, must
 // hold every claimed byte and end right after them. The sink allocates only as the data arrives.
-template <class Sink>
-void read_payload(IdxInput& in, const IdxHeader& h, Sink&& sink) {
+// Throws unless the file can hold what the header claims: a raw file exactly (by its size), a gzip
+// file within the size limit and deflate's ratio. Nothing may be allocated for the data before this.
+void check_claim(IdxInput& in, const IdxHeader& h) {
   const uint64_t start = h.header_bytes, end = h.header_bytes + h.data_bytes;
   if (!in.gzip()) {
     const uint64_t avail = in.file_size() - start;
@@ -269,6 +270,12 @@ void read_payload(IdxInput& in, const IdxHeader& h, Sink&& sink) {
                                  "-byte gzip file can expand to (deflate expands at most ", kMaxDeflateRatio,
                                  ":1): the header is wrong or the file was cut short"));
   }
+}
+
+template <class Sink>
+void read_payload(IdxInput& in, const IdxHeader& h, Sink&& sink) {
+  const uint64_t start = h.header_bytes, end = h.header_bytes + h.data_bytes;
+  check_claim(in, h);
   std::vector<unsigned char> chunk(static_cast<size_t>(std::min<uint64_t>(h.data_bytes, uint64_t{1} << 20)));
   for (uint64_t done = 0; done < h.data_bytes;) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk.size(), h.data_bytes - done));
@@ -299,6 +306,7 @@ void read_payload(IdxInput& in, const IdxHeader& h, Sink&& sink) {
 template <class T, class Check>
 Tensor read_payload_as(IdxInput& in, const IdxHeader& h, const Shape& shape, DType dtype, Check&& check) {
   if (!in.gzip()) {
+    check_claim(in, h);  // before the allocation: the header's claim is not trusted
     Tensor out = make_empty(shape, dtype, Device::cpu());
     T* dst = static_cast<T*>(out.data_ptr());
     read_payload(in, h, [&](const unsigned char* p, size_t n, uint64_t at) {

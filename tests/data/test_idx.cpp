@@ -74,6 +74,10 @@ std::vector<MalformedCase> malformed_cases() {
        {"byte 40:", "2 trailing bytes", "expected the file to end at byte 40"}},
       {"TruncatedInLabelData", Reader::Labels, [] { return idx_bytes(kLabels, {5}, {1, 2, 3}); },
        {"byte 11:", "ends after 3 data bytes", "expected 5 bytes"}},
+      // Found by fuzz_idx: the 34 GB of i64 labels this claims were allocated before the file's
+      // size was checked.
+      {"LabelsClaimFarBeyondTheFile", Reader::Labels, [] { return idx_bytes(kLabels, {0xFFFFFFFFu}, {1, 2, 3}); },
+       {"byte 11:", "ends after 3 data bytes", "expected 4294967295 bytes"}},
       {"TrailingBytesAfterLabels", Reader::Labels, [] { return idx_bytes(kLabels, {3}, {1, 2, 3, 4, 5}); },
        {"byte 11:", "2 trailing bytes"}},
       {"LabelOutOfRange", Reader::Labels, [] { return idx_bytes(kLabels, {4}, {1, 2, 10, 3}); },
