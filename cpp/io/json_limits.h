@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "cpp/core/text_brief.h"
 #include "ember/error.h"
 
 namespace ember::detail {
@@ -17,13 +18,6 @@ struct JsonLimits {
   int max_depth = 32;                   // objects and arrays open at once
   const char* depth_hint = "";          // appended to the depth error, e.g. what the levels are
 };
-
-// `s` quoted for a message, cut to `max` characters ("..." and the full length when cut), so a
-// hostile input cannot make a huge message.
-inline std::string quote_brief(std::string_view s, size_t max = 64) {
-  if (s.size() <= max) return str_cat("'", s, "'");
-  return str_cat("'", s.substr(0, max), "...' (", s.size(), " bytes)");
-}
 
 // A JSON value for a message, cut to `max` characters. Safe on anything parse_json_limited returned
 // (its depth is bounded, so the recursive dump is too).

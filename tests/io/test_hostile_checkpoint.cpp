@@ -186,6 +186,32 @@ TEST_F(HostileCheckpoint, ADtypeChangedInTheFileIsRefusedNotCast) {
   EXPECT_TRUE(throws_with([&] { model_->load_state_dict(sd); }, {"dtype mismatch for \"2.bias\"", "i64", "f32"}));
 }
 
+TEST_F(HostileCheckpoint, ManyAndLongKeysAreListedShort) {
+  // A state with 1000 foreign keys, one of them 5 MB long: the message names a few, cut short.
+  nn::StateDict sd = model_->state_dict();
+  sd.emplace_back(std::string(5'000'000, 'k'), zeros({1}));
+  for (int i = 0; i < 1000; ++i) sd.emplace_back("extra." + std::to_string(i), zeros({1}));
+  try {
+    model_->load_state_dict(sd);
+    ADD_FAILURE() << "loaded";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("unexpected key(s)"), std::string::npos) << msg.substr(0, 300);
+    EXPECT_NE(msg.find("(5000000 bytes)"), std::string::npos) << msg.substr(0, 300);
+    EXPECT_NE(msg.find("(and 981 more)"), std::string::npos) << msg.substr(0, 600);
+    EXPECT_LT(msg.size(), 4000u);
+  }
+  optim::OptimizerState os = opt_->state_dict();
+  for (int i = 0; i < 1000; ++i) os.tensors.emplace_back(std::string(100'000, 'x') + std::to_string(i), zeros({1}));
+  try {
+    opt_->load_state_dict(os);
+    ADD_FAILURE() << "loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("(and 980 more)"), std::string::npos);
+    EXPECT_LT(std::string(e.what()).size(), 6000u);
+  }
+}
+
 TEST_F(HostileCheckpoint, NulByteInsideTheHeaderIsRefused) {
   // nlohmann stops at a NUL, so "{} <NUL> <html>" once parsed as an empty header.
   const std::string header = std::string("{}") + '\0' + "<html>oops</html>";
