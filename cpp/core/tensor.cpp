@@ -49,6 +49,9 @@ Tensor make_empty(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor make_view(const Tensor& t, Shape shape, Shape strides, int64_t offset) {
+  // A view adds no storage, but its shape must still have a countable size (expand can ask for
+  // [2^62, 4] of a [1, 4] tensor); shape_numel throws naming it otherwise.
+  (void)shape_numel(shape);
   return Tensor(make_impl(t.impl()->storage, std::move(shape), std::move(strides), offset, t.dtype()));
 }
 

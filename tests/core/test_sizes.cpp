@@ -29,6 +29,12 @@ TEST(Sizes, StrideOverflowIsAnErrorEvenWithNoElements) {
   EXPECT_TRUE(throws_with([] { contiguous_strides({2, int64_t{1} << 62, 4}); }, {"strides"}));
 }
 
+TEST(Sizes, ViewsOfImpossibleShapesAreRefused) {
+  // expand adds no storage, so its shape was never counted; numel() of it overflowed.
+  EXPECT_TRUE(throws_with([] { ones({1, 4}).expand({int64_t{1} << 62, 4}); }, {"[4611686018427387904, 4]"}));
+  EXPECT_EQ(ones({1, 4}).expand({int64_t{1} << 40, 4}).numel(), int64_t{1} << 42);
+}
+
 TEST(Sizes, TooLargeForMemoryIsOutOfMemoryNamingTheBytes) {
   try {
     zeros({int64_t{1} << 42});  // 16 TiB of f32
