@@ -155,6 +155,19 @@ TEST_F(MnistCli, MetricsOnAFullDiskFailTheRun) {
   EXPECT_TRUE(fails_with(run("--epochs 1 --metrics-out /dev/full"), 2, {"--metrics-out", "/dev/full", "No space"}));
 }
 
+TEST_F(MnistCli, AReportThatCannotBeWrittenFailsTheRun) {
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full on this machine";
+  const std::string err = path("err.txt");
+  const std::string cmd = std::string("'") + EMBER_MNIST_BIN + "' --data '" + data_dir() +
+                          "' --device cpu --hidden 8 --epochs 1 > /dev/full 2> '" + err + "'";
+  const int status = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  std::ifstream in(err);
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(text.find("writing the report to stdout failed"), std::string::npos) << text;
+}
+
 TEST_F(MnistCli, MetricsPlotThatCannotBeWrittenFailsTheRun) {
   // The JSON lines can be written but the plot beside them cannot (a directory holds its name).
   const std::string metrics = path("m.jsonl");

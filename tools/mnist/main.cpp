@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -111,7 +112,16 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, on_sigint);
   try {
-    return mnist::run(cfg);
+    const int rc = mnist::run(cfg);
+    // The report is the run's result: if it could not be written (stdout on a full disk, a closed
+    // pipe), the run did not succeed.
+    errno = 0;
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+      std::fprintf(stderr, "\nember-mnist: error: writing the report to stdout failed: %s\n",
+                   errno ? std::strerror(errno) : "stream error");
+      return 2;
+    }
+    return rc;
   } catch (const ember::Error& e) {
     std::fprintf(stderr, "\nember-mnist: error: %s\n", e.what());
     return 2;
