@@ -7,7 +7,11 @@ target_compile_features(ember PUBLIC cxx_std_20)
 # toolkit's lib/, where cudart and cuBLAS live), so a program linking it needs nothing else.
 set_target_properties(ember PROPERTIES INSTALL_RPATH_USE_LINK_PATH ON)
 # Installed programs find libember.so.0 beside them, in ../lib.
-get_property(_ember_tool_targets DIRECTORY ${PROJECT_SOURCE_DIR}/tools PROPERTY BUILDSYSTEM_TARGETS)
+# (EMBER_BUILD_TOOLS=OFF: there is no tools directory to ask.)
+set(_ember_tool_targets "")
+if(EMBER_BUILD_TOOLS)
+  get_property(_ember_tool_targets DIRECTORY ${PROJECT_SOURCE_DIR}/tools PROPERTY BUILDSYSTEM_TARGETS)
+endif()
 foreach(_t IN LISTS _ember_tool_targets)
   get_target_property(_type ${_t} TYPE)
   if(_type STREQUAL "EXECUTABLE")

@@ -61,8 +61,7 @@ void record(const char* name, const std::vector<Tensor>& inputs, const std::vect
 // The edge a gradient for `t` flows into (its grad_fn, or a leaf's AccumulateGrad), or none.
 Edge gradient_edge(const Tensor& t);
 
-// Throws when an in-place op would write into a tensor autograd must protect.
-void check_inplace(const Tensor& t, const char* op);
+// check_inplace(t, op) is declared in cpp/core/tensor_impl.h: Tensor's own in-place methods use it.
 
 // In anomaly mode, throws naming `what` when `t` holds NaN or Inf.
 void check_finite(const Tensor& t, const std::string& what);

@@ -41,13 +41,17 @@ static void check_shape(const Shape& shape, const char* op) {
 Tensor make_empty(const Shape& shape, DType dtype, Device device) {
   check_shape(shape, "empty");
   Backend& backend = backend_for(device);
-  const size_t nbytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
-  void* data = backend.allocate(nbytes, device);
+  const size_t nbytes = shape_nbytes(shape, dtype);  // throws for a shape no tensor can have
+  const Shape strides = contiguous_strides(shape);
+  void* data = backend.allocate(nbytes, device);  // throws OutOfMemory naming nbytes
   auto storage = std::make_shared<Storage>(data, nbytes, device, &backend);
-  return Tensor(make_impl(std::move(storage), shape, contiguous_strides(shape), 0, dtype));
+  return Tensor(make_impl(std::move(storage), shape, strides, 0, dtype));
 }
 
 Tensor make_view(const Tensor& t, Shape shape, Shape strides, int64_t offset) {
+  // A view adds no storage, but its shape must still have a countable size (expand can ask for
+  // [2^62, 4] of a [1, 4] tensor); shape_numel throws naming it otherwise.
+  (void)shape_numel(shape);
   return Tensor(make_impl(t.impl()->storage, std::move(shape), std::move(strides), offset, t.dtype()));
 }
 
@@ -87,6 +91,7 @@ T* Tensor::data() const {
 
 Tensor& Tensor::copy_(const Tensor& src) {
   EMBER_CHECK(src.defined(), "copy_: source tensor is undefined");
+  autograd::check_inplace(*this, "copy_");
   Tensor s = src;
   if (s.shape() != shape()) {
     const Shape b = broadcast_shapes(shape(), s.shape(), "copy_");
@@ -114,6 +119,7 @@ Tensor Tensor::contiguous() const {
 }
 
 Tensor& Tensor::fill_(double value) {
+  autograd::check_inplace(*this, "fill_");
   backend_for(device()).fill(*this, value);
   impl_->storage->version++;
   return *this;
@@ -240,10 +246,15 @@ Tensor arange(double start, double end, double step, const TensorOptions& opts) 
               step, ")");
   EMBER_CHECK((end - start) / step >= 0 || start == end, "arange: step ", step, " moves away from end ", end,
               " (start ", start, ")");
-  const auto n = static_cast<int64_t>(std::ceil((end - start) / step));
-  std::vector<double> v(static_cast<size_t>(std::max<int64_t>(n, 0)));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = start + static_cast<double>(i) * step;
-  Tensor host = from_vector<double>(v, {static_cast<int64_t>(v.size())});
+  // The count is checked as a double first: casting one beyond int64_t's range is undefined. Past
+  // 2^53 consecutive values are no longer distinct doubles, so that is the limit.
+  const double count = std::max(0.0, std::ceil((end - start) / step));
+  EMBER_CHECK(count <= 9007199254740992.0, "arange: [", start, ", ", end, ") in steps of ", step, " has ", count,
+              " values, more than 2^53 (where doubles stop being distinct); use a larger step or a smaller range");
+  const auto n = static_cast<int64_t>(count);
+  Tensor host = make_empty({n}, DType::F64, Device::cpu());  // an OutOfMemory error, not std::bad_alloc
+  double* v = host.data<double>();
+  for (int64_t i = 0; i < n; ++i) v[i] = start + static_cast<double>(i) * step;
   return finish(host.to(opts.dtype).to(opts.device), opts);
 }
 
@@ -270,7 +281,7 @@ template EMBER_API Tensor from_vector<bool>(const std::vector<bool>&, const Shap
 Tensor from_blob(void* data, const Shape& shape, DType dtype) {
   check_shape(shape, "from_blob");
   EMBER_CHECK(data != nullptr || shape_numel(shape) == 0, "from_blob: null data for shape ", shape_str(shape));
-  const size_t nbytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+  const size_t nbytes = shape_nbytes(shape, dtype);
   auto storage = std::make_shared<Storage>(data, nbytes, Device::cpu(), nullptr);
   return Tensor(make_impl(std::move(storage), shape, contiguous_strides(shape), 0, dtype));
 }

@@ -54,4 +54,11 @@ Tensor make_empty(const Shape& shape, DType dtype, Device device);
 Tensor make_view(const Tensor& t, Shape shape, Shape strides, int64_t offset);
 bool compute_contiguous(const Shape& shape, const Shape& strides);
 
+namespace autograd {
+// Throws when an in-place op would write into a tensor autograd must protect: a leaf that
+// requires grad, while grad mode is on (as PyTorch refuses). Defined with the engine; declared
+// here so Tensor::fill_/zero_/copy_ (core) and the in-place ops (ops) share it.
+void check_inplace(const Tensor& t, const char* op);
+}  // namespace autograd
+
 }  // namespace ember

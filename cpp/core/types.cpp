@@ -49,8 +49,22 @@ std::ostream& operator<<(std::ostream& os, DType dt) { return os << dtype_name(d
 
 int64_t shape_numel(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  bool overflow = false;
+  for (int64_t d : s) overflow |= __builtin_mul_overflow(n, d, &n);
+  if (overflow)
+    throw Error(detail::str_cat("shape ", shape_str(s), " has more elements than a 64-bit count holds (2^63 - 1); "
+                                "no tensor can have that shape"));
   return n;
+}
+
+size_t shape_nbytes(const Shape& s, DType dt) {
+  const int64_t n = shape_numel(s);
+  int64_t bytes = 0;
+  if (n < 0 || __builtin_mul_overflow(n, static_cast<int64_t>(dtype_size(dt)), &bytes))
+    throw Error(detail::str_cat("shape ", shape_str(s), " of ", dtype_name(dt), " (", n, " elements of ",
+                                dtype_size(dt), " bytes) needs more bytes than a 64-bit size holds; no tensor can "
+                                "have that shape"));
+  return static_cast<size_t>(bytes);
 }
 
 std::string shape_str(const Shape& s) {
@@ -66,7 +80,10 @@ Shape contiguous_strides(const Shape& s) {
   int64_t acc = 1;
   for (size_t i = s.size(); i-- > 0;) {
     st[i] = acc;
-    acc *= std::max<int64_t>(s[i], 1);
+    // With a zero extent the element count is 0, but the other strides must still be representable.
+    if (i > 0 && __builtin_mul_overflow(acc, std::max<int64_t>(s[i], 1), &acc))
+      throw Error(detail::str_cat("shape ", shape_str(s), " has strides that overflow 64 bits; no tensor can have "
+                                  "that shape"));
   }
   return st;
 }

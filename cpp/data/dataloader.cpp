@@ -173,7 +173,8 @@ DataLoader::~DataLoader() { stop_epoch(); }
 
 int64_t DataLoader::num_batches() const {
   const int64_t n = dataset_.size(), b = options_.batch_size;
-  return options_.drop_last ? n / b : (n + b - 1) / b;
+  // Not (n + b - 1) / b: that overflows for a batch size near INT64_MAX and gives 0 batches.
+  return n / b + (!options_.drop_last && n % b != 0 ? 1 : 0);
 }
 
 bool DataLoader::device_resident() const {

@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "cpp/core/tensor_impl.h"
+#include "cpp/io/atomic_file.h"
+#include "cpp/io/read_file.h"
 #include "ember/data.h"
 
 namespace ember::data {
@@ -59,12 +61,7 @@ uint32_t load_be32(const unsigned char* p) {
 class IdxInput {
  public:
   IdxInput(std::string path, const char* fn) : path_(std::move(path)), fn_(fn) {
-    file_ = std::fopen(path_.c_str(), "rb");
-    if (!file_) fail_io(detail::str_cat("cannot open: ", std::strerror(errno)));
-    struct stat st {};
-    if (fstat(fileno(file_), &st) != 0) fail_io(detail::str_cat("cannot stat: ", std::strerror(errno)));
-    if (!S_ISREG(st.st_mode)) fail_io("not a regular file, expected an IDX file");
-    file_size_ = static_cast<uint64_t>(st.st_size);
+    file_ = io::detail::open_regular_file(path_, detail::str_cat(fn_, ": ", path_), "an IDX file", file_size_);
     // Detection by content: a .gz renamed without the suffix (or the reverse) still reads correctly.
     unsigned char magic[2] = {0, 0};
     const size_t got = std::fread(magic, 1, 2, file_);
@@ -245,11 +242,17 @@ IdxHeader read_header(IdxInput& in, IdxKind kind) {
   return h;
 }
 
-// The data bytes after the header, as a U8 tensor of `shape`, allocated only once the data is known
-// to be there (raw: from the file's size; gzip: decoded into a buffer that grows with the data).
-Tensor read_payload(IdxInput& in, const IdxHeader& h, const Shape& shape) {
+// deflate expands at most 1032:1 (RFC 1951 length/distance codes: 258 bytes per 2 bits at best).
+constexpr uint64_t kMaxDeflateRatio = 1032;
+
+// Calls `sink(bytes, n, at)` for consecutive pieces of the data after the header, `at` counting data
+// bytes from 0, after checking what the file can hold: a raw file's size must match the header
+// exactly before anything is read; a gzip stream must be able to expand to the claimed size, must
+// hold every claimed byte and end right after them. The sink allocates only as the data arrives.
+// Throws unless the file can hold what the header claims: a raw file exactly (by its size), a gzip
+// file within the size limit and deflate's ratio. Nothing may be allocated for the data before this.
+void check_claim(IdxInput& in, const IdxHeader& h) {
   const uint64_t start = h.header_bytes, end = h.header_bytes + h.data_bytes;
-  Tensor out;
   if (!in.gzip()) {
     const uint64_t avail = in.file_size() - start;
     if (avail < h.data_bytes)
@@ -258,27 +261,32 @@ Tensor read_payload(IdxInput& in, const IdxHeader& h, const Shape& shape) {
     if (avail > h.data_bytes)
       in.fail(end, detail::str_cat(avail - h.data_bytes, " trailing bytes after the data (", h.claim, " from byte ",
                                    start, "), expected the file to end at byte ", end));
-    out = make_empty(shape, DType::U8, Device::cpu());
-    const size_t got = h.data_bytes ? in.read(out.data_ptr(), h.data_bytes) : 0;
-    if (got != h.data_bytes)  // the file shrank after it was measured
-      in.fail(start + got, detail::str_cat("the data ends after ", got, " bytes, expected ", h.claim));
-    return out;
+  } else {
+    if (h.data_bytes > kMaxGzipIdxBytes)
+      in.fail(4, detail::str_cat("dims claim ", h.claim, ", more than the ", kMaxGzipIdxBytes,
+                                 "-byte limit for gzip IDX files, expected a smaller file (gunzip it to read it raw)"));
+    if (end > kMaxDeflateRatio * in.file_size())
+      in.fail(4, detail::str_cat("dims claim ", h.claim, ", more than a ", in.file_size(),
+                                 "-byte gzip file can expand to (deflate expands at most ", kMaxDeflateRatio,
+                                 ":1): the header is wrong or the file was cut short"));
   }
-  if (h.data_bytes > kMaxGzipIdxBytes)
-    in.fail(4, detail::str_cat("dims claim ", h.claim, ", more than the ", kMaxGzipIdxBytes,
-                               "-byte limit for gzip IDX files, expected a smaller file (gunzip it to read it raw)"));
-  std::vector<unsigned char> buf;
-  constexpr uint64_t kChunk = uint64_t{1} << 22;
-  while (buf.size() < h.data_bytes) {
-    const size_t old = buf.size();
-    const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, h.data_bytes - old));
-    buf.resize(old + want);
-    const size_t got = in.read(buf.data() + old, want);
+}
+
+template <class Sink>
+void read_payload(IdxInput& in, const IdxHeader& h, Sink&& sink) {
+  const uint64_t start = h.header_bytes, end = h.header_bytes + h.data_bytes;
+  check_claim(in, h);
+  std::vector<unsigned char> chunk(static_cast<size_t>(std::min<uint64_t>(h.data_bytes, uint64_t{1} << 20)));
+  for (uint64_t done = 0; done < h.data_bytes;) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk.size(), h.data_bytes - done));
+    const size_t got = in.read(chunk.data(), want);
+    if (got > 0) sink(chunk.data(), got, done);
+    done += got;
     if (got < want)
-      in.fail(start + old + got,
-              detail::str_cat("the data ends after ", old + got, " data bytes, expected ", h.claim, " from byte ",
-                              start, " (the header claims more than the file holds)"));
+      in.fail(start + done, detail::str_cat("the data ends after ", done, " data bytes, expected ", h.claim,
+                                            " from byte ", start, " (the header claims more than the file holds)"));
   }
+  if (!in.gzip()) return;
   // Reading past the data drives the decoder to the end of the stream, so a missing or damaged
   // trailer (CRC, length) is caught even when every data byte arrived.
   // The stray bytes are counted up to 1 MiB only: a stream may decompress to far more than that.
@@ -289,9 +297,48 @@ Tensor read_payload(IdxInput& in, const IdxHeader& h, const Shape& shape) {
     in.fail(end, detail::str_cat(trailing >= (uint64_t{1} << 20) ? "at least " : "", trailing,
                                  " trailing bytes after the data (", h.claim, " from byte ", start,
                                  "), expected the data to end at byte ", end));
-  out = make_empty(shape, DType::U8, Device::cpu());
-  if (!buf.empty()) std::memcpy(out.data_ptr(), buf.data(), buf.size());
+}
+
+// The payload as a tensor of `dtype` (u8 bytes widened, each passed through `check(value, index)`).
+// A raw file's size is proven before the tensor is allocated, so its bytes go straight in; a gzip
+// stream's bytes are first kept as they arrive (memory follows the data actually decoded, never
+// the claim), then converted into the one tensor.
+template <class T, class Check>
+Tensor read_payload_as(IdxInput& in, const IdxHeader& h, const Shape& shape, DType dtype, Check&& check) {
+  if (!in.gzip()) {
+    check_claim(in, h);  // before the allocation: the header's claim is not trusted
+    Tensor out = make_empty(shape, dtype, Device::cpu());
+    T* dst = static_cast<T*>(out.data_ptr());
+    read_payload(in, h, [&](const unsigned char* p, size_t n, uint64_t at) {
+      for (size_t i = 0; i < n; ++i) dst[at + i] = static_cast<T>(check(p[i], at + i));
+    });
+    return out;
+  }
+  std::vector<unsigned char> bytes;
+  read_payload(in, h, [&](const unsigned char* p, size_t n, uint64_t) { bytes.insert(bytes.end(), p, p + n); });
+  Tensor out = make_empty(shape, dtype, Device::cpu());
+  T* dst = static_cast<T*>(out.data_ptr());
+  for (size_t i = 0; i < bytes.size(); ++i) dst[i] = static_cast<T>(check(bytes[i], i));
   return out;
+}
+
+Tensor read_images(IdxInput& in, const IdxHeader& h) {
+  return read_payload_as<uint8_t>(in, h, {h.dims[0], h.dims[1], h.dims[2]}, DType::U8,
+                                  [](unsigned char v, uint64_t) { return v; });
+}
+
+Tensor read_labels(IdxInput& in, const IdxHeader& h, int64_t num_classes) {
+  return read_payload_as<int64_t>(in, h, {h.dims[0]}, DType::I64, [&](unsigned char v, uint64_t i) {
+    if (v >= num_classes)
+      in.fail(h.header_bytes + i, detail::str_cat("label ", unsigned{v}, " of sample ", i, " is outside [0, ",
+                                                  num_classes, "), expected a class index below num_classes"));
+    return v;
+  });
+}
+
+void check_num_classes(const char* who, const std::string& path, int64_t num_classes) {
+  EMBER_CHECK(num_classes >= 1 && num_classes <= 256, who, ": ", path, ": num_classes is ", num_classes,
+              ", expected 1 to 256 (u8 labels)");
 }
 
 // Writes all of `bytes` to a raw or gzip file; throws naming `path` on failure.
@@ -354,26 +401,13 @@ class IdxOutput {
 
 Tensor read_idx_images(const std::string& path) {
   IdxInput in(path, "read_idx_images");
-  const IdxHeader h = read_header(in, IdxKind::Images);
-  return read_payload(in, h, {h.dims[0], h.dims[1], h.dims[2]});
+  return read_images(in, read_header(in, IdxKind::Images));
 }
 
 Tensor read_idx_labels(const std::string& path, int64_t num_classes) {
-  EMBER_CHECK(num_classes >= 1 && num_classes <= 256, "read_idx_labels: ", path, ": num_classes is ", num_classes,
-              ", expected 1 to 256 (u8 labels)");
+  check_num_classes("read_idx_labels", path, num_classes);
   IdxInput in(path, "read_idx_labels");
-  const IdxHeader h = read_header(in, IdxKind::Labels);
-  const Tensor raw = read_payload(in, h, {h.dims[0]});
-  const uint8_t* src = raw.data<uint8_t>();
-  Tensor out = make_empty({h.dims[0]}, DType::I64, Device::cpu());
-  int64_t* dst = out.data<int64_t>();
-  for (int64_t i = 0; i < raw.numel(); ++i) {
-    if (src[i] >= num_classes)
-      in.fail(h.header_bytes + i, detail::str_cat("label ", unsigned{src[i]}, " of sample ", i, " is outside [0, ",
-                                                  num_classes, "), expected a class index below num_classes"));
-    dst[i] = src[i];
-  }
-  return out;
+  return read_labels(in, read_header(in, IdxKind::Labels), num_classes);
 }
 
 void write_idx(const std::string& path, const Tensor& t, IdxCompression compression) {
@@ -403,6 +437,7 @@ void write_idx(const std::string& path, const Tensor& t, IdxCompression compress
   // failed write leaves the old file in place. (No fsync: this guards against concurrent readers and
   // errors, not power loss.)
   static std::atomic<uint64_t> serial{0};  // two threads writing one path get separate temporaries
+  io::detail::remove_stale_temps(path);    // those of writers killed mid-write
   const std::string tmp = detail::str_cat(path, ".tmp.", getpid(), ".", serial++);
   try {
     IdxOutput out(tmp, path, compression);
@@ -433,13 +468,18 @@ Mnist load_mnist_dir(const std::string& dir, int64_t num_classes) {
     if (fs::exists(raw + ".gz", ec)) return raw + ".gz";
     throw Error(detail::str_cat("load_mnist_dir: missing ", raw, "[.gz]; ", fetch));
   };
+  check_num_classes("load_mnist_dir", dir, num_classes);
+  // Both headers are read and compared before either payload: a label file that claims another
+  // count is refused before anything is allocated for it.
   auto load_split = [&](const char* split, const std::string& prefix) {
     const std::string images_path = find(prefix + "-images-idx3-ubyte");
     const std::string labels_path = find(prefix + "-labels-idx1-ubyte");
-    MnistSplit s{read_idx_images(images_path), read_idx_labels(labels_path, num_classes)};
-    EMBER_CHECK(s.images.size(0) == s.labels.size(0), "load_mnist_dir: ", split, ": ", images_path, " has ",
-                s.images.size(0), " images but ", labels_path, " has ", s.labels.size(0),
+    IdxInput images_in(images_path, "read_idx_images"), labels_in(labels_path, "read_idx_labels");
+    const IdxHeader ih = read_header(images_in, IdxKind::Images), lh = read_header(labels_in, IdxKind::Labels);
+    EMBER_CHECK(ih.dims[0] == lh.dims[0], "load_mnist_dir: ", split, ": ", images_path, " declares ", ih.dims[0],
+                " images but ", labels_path, " declares ", lh.dims[0],
                 " labels, expected equal counts (a mismatched pair of files)");
+    MnistSplit s{read_images(images_in, ih), read_labels(labels_in, lh, num_classes)};
     return std::make_pair(s, images_path);
   };
   auto [train, train_path] = load_split("train", "train");

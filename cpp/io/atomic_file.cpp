@@ -1,7 +1,9 @@
 // Atomic file writes: a temporary file beside the target, fsync, rename over it, fsync the directory.
 #include "cpp/io/atomic_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,9 +46,44 @@ std::string temp_path(const std::string& path) {
   return ember::detail::str_cat(path, ".tmp.", ::getpid(), ".", counter.fetch_add(1));
 }
 
+// "<pid>.<n>" with both all digits: the tail temp_path() puts after "<target>.tmp.".
+bool parse_temp_tail(const std::string& tail, long long& pid) {
+  const size_t dot = tail.find('.');
+  if (dot == 0 || dot == std::string::npos || dot + 1 == tail.size() || dot > 9) return false;
+  for (size_t i = 0; i < tail.size(); ++i)
+    if (i != dot && (tail[i] < '0' || tail[i] > '9')) return false;
+  pid = std::stoll(tail.substr(0, dot));
+  return pid > 0;
+}
+
 }  // namespace
 
+void remove_stale_temps(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  const std::string prefix = base + ".tmp.";
+  DIR* dir = ::opendir(parent_dir(path).c_str());
+  if (!dir) return;  // best effort: the write itself reports a directory it cannot use
+  while (const dirent* e = ::readdir(dir)) {
+    const std::string name = e->d_name;
+    long long pid = 0;
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0 ||
+        !parse_temp_tail(name.substr(prefix.size()), pid) || pid == ::getpid())
+      continue;
+    // Only a writer that is gone: kill(pid, 0) fails with ESRCH when no process has that id (a
+    // live one, or one we may not signal, keeps its file). Only regular files, never followed links.
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    struct stat st {};
+    if (::fstatat(::dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+    ::unlinkat(::dirfd(dir), e->d_name, 0);
+  }
+  ::closedir(dir);
+}
+
 void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& writer, const char* who) {
+  // A writer killed mid-save leaves its temporary behind; each later save of the same target
+  // removes those of processes that no longer exist.
+  remove_stale_temps(path);
   const std::string tmp = temp_path(path);
   const std::string prefix = ember::detail::str_cat(who, ": cannot write '", path, "': ");
   const std::string unchanged = ember::detail::str_cat(" (temporary file removed; '", path, "' left unchanged)");

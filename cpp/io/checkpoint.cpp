@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "cpp/io/json_limits.h"
 #include "ember/autograd.h"
 #include "ember/checkpoint.h"
 #include "ember/io.h"
@@ -13,9 +14,12 @@ namespace ember {
 namespace {
 
 using json = nlohmann::json;
+using detail::json_brief;
 constexpr const char* kFormat = "ember-checkpoint";
 constexpr const char* kVersion = "1";
 const std::string kOptPrefix = "optimizer.";
+// Metadata JSON larger than this is refused (a long run's history is a few hundred KB).
+constexpr size_t kMaxMetadataJsonBytes = size_t{16} << 20;
 
 // JSON has no Inf/NaN: those go as strings ("inf", "-inf", "nan"), finite values as numbers.
 json encode_double(double v) {
@@ -32,7 +36,7 @@ double decode_double(const json& j, const std::string& what) {
     if (s == "-inf") return -std::numeric_limits<double>::infinity();
     if (s == "nan") return std::numeric_limits<double>::quiet_NaN();
   }
-  throw Error("load_checkpoint: " + what + " is not a number: " + j.dump());
+  throw Error("load_checkpoint: " + what + " is not a number: " + json_brief(j));
 }
 
 json encode_values(const std::map<std::string, double>& m) {
@@ -42,9 +46,9 @@ json encode_values(const std::map<std::string, double>& m) {
 }
 
 std::map<std::string, double> decode_values(const json& j, const std::string& what) {
-  if (!j.is_object()) throw Error("load_checkpoint: " + what + " must be a JSON object, got " + j.dump());
+  if (!j.is_object()) throw Error("load_checkpoint: " + what + " must be a JSON object, got " + json_brief(j));
   std::map<std::string, double> out;
-  for (const auto& [k, v] : j.items()) out[k] = decode_double(v, what + "." + k);
+  for (const auto& [k, v] : j.items()) out[k] = decode_double(v, what + "." + detail::quote_brief(k));
   return out;
 }
 
@@ -62,31 +66,32 @@ json encode_scheduler(const optim::SchedulerState& s) {
 
 optim::SchedulerState decode_scheduler(const json& j) {
   if (!j.is_object() || !j.contains("type") || !j["type"].is_string())
-    throw Error("load_checkpoint: the scheduler metadata lacks its \"type\": " + j.dump());
+    throw Error("load_checkpoint: the scheduler metadata lacks its \"type\": " + json_brief(j));
   optim::SchedulerState s;
   s.type = j["type"].get<std::string>();
   if (j.contains("values")) s.values = decode_values(j["values"], "scheduler values");
   if (j.contains("lists")) {
     for (const auto& [k, arr] : j["lists"].items()) {
-      if (!arr.is_array()) throw Error("load_checkpoint: scheduler list \"" + k + "\" is not an array");
+      if (!arr.is_array()) throw Error("load_checkpoint: scheduler list " + detail::quote_brief(k) + " is not an array");
       std::vector<double>& out = s.lists[k];
-      for (const json& x : arr) out.push_back(decode_double(x, "scheduler list " + k));
+      for (const json& x : arr) out.push_back(decode_double(x, "scheduler list " + detail::quote_brief(k)));
     }
   }
-  if (j.contains("children"))
+  // Recursion is bounded: parse_json_limited capped the nesting of what is walked here.
+  if (j.contains("children")) {
+    if (!j["children"].is_array())
+      throw Error("load_checkpoint: the scheduler's \"children\" is not an array: " + json_brief(j["children"]));
     for (const json& c : j["children"]) s.children.push_back(decode_scheduler(c));
+  }
   return s;
 }
 
 json parse_json(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& path) {
   auto it = meta.find(key);
   EMBER_CHECK(it != meta.end(), "load_checkpoint: ", path, " has no \"", key, "\" entry in its metadata");
-  try {
-    return json::parse(it->second);
-  } catch (const json::exception& e) {
-    throw Error(detail::str_cat("load_checkpoint: the \"", key, "\" metadata of ", path, " is not valid JSON: ",
-                                e.what()));
-  }
+  // The deepest metadata ember writes is a scheduler chain; 32 levels hold 15 nested schedulers.
+  return detail::parse_json_limited(it->second, {.max_bytes = kMaxMetadataJsonBytes, .max_depth = 32},
+                                    detail::str_cat("load_checkpoint: the \"", key, "\" metadata of ", path));
 }
 
 int64_t parse_int(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& path) {
@@ -100,7 +105,7 @@ int64_t parse_int(const std::map<std::string, std::string>& meta, const std::str
     used = 0;
   }
   EMBER_CHECK(used == it->second.size() && used > 0, "load_checkpoint: \"", key, "\" in ", path,
-              " is not an integer: \"", it->second, "\"");
+              " is not an integer: ", detail::quote_brief(it->second));
   return v;
 }
 
@@ -158,12 +163,14 @@ TrainingState load_checkpoint(const std::string& path, nn::Module& model, optim:
               "\"); load plain weights with io::load_safetensors and Module::load_state_dict");
   auto ver = meta.find("format_version");
   EMBER_CHECK(ver != meta.end() && ver->second == kVersion, "load_checkpoint: ", path, " has checkpoint format version ",
-              ver == meta.end() ? "(none)" : ver->second, " but this ember reads version ", kVersion);
+              ver == meta.end() ? "(none)" : detail::quote_brief(ver->second), " but this ember reads version ", kVersion);
 
   // Parse everything before touching any object.
   TrainingState ts;
   ts.epoch = parse_int(meta, "epoch", path);
   ts.step = parse_int(meta, "step", path);
+  EMBER_CHECK(ts.epoch >= 0 && ts.step >= 0, "load_checkpoint: ", path, " stores epoch ", ts.epoch, " and step ",
+              ts.step, "; counters are never negative (a damaged or hand-edited checkpoint)");
   for (const auto& [k, v] : meta)
     if (k.rfind("extra.", 0) == 0) ts.extra[k.substr(6)] = v;
   nn::StateDict model_state;
@@ -197,10 +204,46 @@ TrainingState load_checkpoint(const std::string& path, nn::Module& model, optim:
   uint64_t seed = 0, offset = 0;
   const json gj = parse_json(meta, "generator", path);
   try {
+    // nlohmann casts a negative integer to uint64_t without complaint; the saved values never are.
+    EMBER_CHECK(gj.at("seed").is_number_unsigned() && gj.at("offset").is_number_unsigned(), "load_checkpoint: the "
+                "generator metadata of ", path, " is malformed: seed and offset must be non-negative integers, got ",
+                json_brief(gj));
     seed = gj.at("seed").get<uint64_t>();
     offset = gj.at("offset").get<uint64_t>();
   } catch (const json::exception& e) {
     throw Error(detail::str_cat("load_checkpoint: the generator metadata of ", path, " is malformed: ", e.what()));
+  }
+
+  // A checkpoint restores a run exactly: every tensor must have the dtype of what it restores (a
+  // file whose F32 was changed to I32 is refused, not cast).
+  {
+    std::vector<std::string> wrong;
+    std::map<std::string, DType> own;
+    for (const auto& [n, t] : model.state_dict()) own.emplace(n, t.dtype());
+    for (const auto& [n, t] : model_state)
+      if (auto it = own.find(n); it != own.end() && it->second != t.dtype())
+        wrong.push_back(detail::str_cat("\"", n, "\" is ", dtype_name(t.dtype()), " but the model's is ",
+                                        dtype_name(it->second)));
+    const std::vector<Tensor> params = optimizer.parameters();
+    for (const auto& [n, t] : opt_state.tensors) {
+      // "state.<index>.<buffer>"; the step counters are integers by design, and malformed names are
+      // left to Optimizer::load_state_dict, which lists them.
+      const size_t dot = n.find('.', 6);
+      if (n.rfind("state.", 0) != 0 || dot == std::string::npos || n.substr(dot + 1) == "step") continue;
+      const std::string idx = n.substr(6, dot - 6);
+      if (idx.empty() || idx.size() > 9 || idx.find_first_not_of("0123456789") != std::string::npos) continue;
+      const size_t i = std::stoul(idx);
+      if (i < params.size() && params[i].dtype() != t.dtype())
+        wrong.push_back(detail::str_cat("\"", kOptPrefix, n, "\" is ", dtype_name(t.dtype()), " but parameter ", i,
+                                        " is ", dtype_name(params[i].dtype())));
+    }
+    if (!wrong.empty()) {
+      std::string list;
+      for (size_t k = 0; k < wrong.size() && k < 8; ++k) list += "\n  " + wrong[k];
+      if (wrong.size() > 8) list += detail::str_cat("\n  (and ", wrong.size() - 8, " more)");
+      throw Error(detail::str_cat("load_checkpoint: ", path, " holds tensors of another dtype than the objects they "
+                                  "restore (a damaged or edited file; nothing was changed):", list));
+    }
   }
 
   // Apply, rolling every object back if one part does not fit.

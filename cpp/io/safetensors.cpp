@@ -14,6 +14,8 @@
 #include <tuple>
 
 #include "cpp/io/atomic_file.h"
+#include "cpp/io/json_limits.h"
+#include "cpp/io/read_file.h"
 #include "ember/error.h"
 #include "ember/io.h"
 
@@ -80,12 +82,8 @@ size_t utf8_invalid_at(std::string_view s) {
   return std::string_view::npos;
 }
 
-// A JSON value in an error message, cut short so a hostile header cannot make a huge message.
-std::string brief(const json& v) {
-  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
-  if (s.size() > 64) s = s.substr(0, 61) + "...";
-  return s;
-}
+using ember::detail::json_brief;
+using ember::detail::quote_brief;
 
 // ---- loading ----
 
@@ -101,13 +99,10 @@ class Loader {
   explicit Loader(std::string path) : path_(std::move(path)) {}
 
   SafetensorsFile load(Device device) {
-    std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path_.c_str(), "rb"), &std::fclose);
-    if (!file) fail("cannot open: ", std::strerror(errno));
+    uint64_t file_size = 0;
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(
+        detail::open_regular_file(path_, "load_safetensors: " + path_, "a safetensors file", file_size), &std::fclose);
     f_ = file.get();
-    struct stat st {};
-    if (::fstat(::fileno(f_), &st) != 0) fail("fstat failed: ", std::strerror(errno));
-    if (!S_ISREG(st.st_mode)) fail("not a regular file");
-    const auto file_size = static_cast<uint64_t>(st.st_size);
 
     if (file_size < 8)
       fail("file is ", file_size, " bytes, too short for the 8-byte header length that starts a safetensors file");
@@ -170,7 +165,7 @@ class Loader {
       if (x < 0) fail(what, " is ", x, "; it must be a non-negative integer");
       return static_cast<uint64_t>(x);
     }
-    fail(what, " must be a non-negative integer, got ", v.type_name(), " ", brief(v));
+    fail(what, " must be a non-negative integer, got ", v.type_name(), " ", json_brief(v));
   }
 
   json parse_json(const std::string& header) const {
@@ -181,8 +176,8 @@ class Loader {
     }
 
     // nlohmann keeps the last of duplicate keys silently, so the parser callback tracks the keys
-    // of every open object. It also caps nesting at the 3 levels a valid header uses (header
-    // object, tensor entry, shape array), which bounds what a hostile header can build.
+    // of every open object. Nesting is capped at the 3 levels a valid header uses (header object,
+    // tensor entry, shape array), which bounds what a hostile header can build.
     struct Frame {
       std::set<std::string> keys;
       std::string last_key;
@@ -192,10 +187,6 @@ class Loader {
       switch (event) {
         case json::parse_event_t::object_start:
         case json::parse_event_t::array_start:
-          if (frames.size() >= 3)
-            fail(
-                "header nests objects or arrays deeper than the 3 levels of a safetensors header "
-                "(header, tensor entry, shape)");
           frames.emplace_back();
           break;
         case json::parse_event_t::object_end:
@@ -207,8 +198,8 @@ class Loader {
           Frame& top = frames.back();
           if (!top.keys.insert(key).second) {
             if (frames.size() == 1 && key == "__metadata__") fail("header has more than one __metadata__ object");
-            if (frames.size() == 1) fail("duplicate tensor name '", key, "' in the header");
-            fail("duplicate key '", key, "' in header entry '", frames.front().last_key, "'");
+            if (frames.size() == 1) fail("duplicate tensor name ", quote_brief(key), " in the header");
+            fail("duplicate key ", quote_brief(key), " in header entry ", quote_brief(frames.front().last_key));
           }
           top.last_key = key;
           break;
@@ -218,17 +209,18 @@ class Loader {
       }
       return true;
     };
-    try {
-      return json::parse(header, callback);
-    } catch (const json::parse_error& e) {
-      fail("header is not valid JSON: ", e.what());
-    }
+    const ember::detail::JsonLimits limits{
+        .max_bytes = kMaxHeaderBytes,
+        .max_depth = 3,
+        .depth_hint = " (a safetensors header has 3: header, tensor entry, shape)"};
+    return ember::detail::parse_json_limited(header, limits, str_cat("load_safetensors: ", path_, ": header"),
+                                             callback);
   }
 
   std::vector<Entry> parse_header(const std::string& header, uint64_t data_size,
                                   std::map<std::string, std::string>& metadata) const {
     const json doc = parse_json(header);
-    if (!doc.is_object()) fail("header must be a JSON object, got ", doc.type_name(), " ", brief(doc));
+    if (!doc.is_object()) fail("header must be a JSON object, got ", doc.type_name(), " ", json_brief(doc));
 
     std::vector<Entry> entries;
     for (const auto& [name, v] : doc.items()) {
@@ -236,7 +228,7 @@ class Loader {
         if (!v.is_object()) fail("__metadata__ must be an object of string values, got ", v.type_name());
         for (const auto& [k, value] : v.items()) {
           if (!value.is_string())
-            fail("__metadata__ value for key '", k, "' must be a string, got ", value.type_name(), " ", brief(value));
+            fail("__metadata__ value for key ", quote_brief(k), " must be a string, got ", value.type_name(), " ", json_brief(value));
           metadata[k] = value.get<std::string>();
         }
         continue;
@@ -247,31 +239,31 @@ class Loader {
   }
 
   Entry parse_entry(const std::string& name, const json& v, uint64_t data_size) const {
-    const std::string who = "tensor '" + name + "'";
+    const std::string who = "tensor " + quote_brief(name);
     if (!v.is_object())
-      fail(who, " must be an object with dtype, shape and data_offsets, got ", v.type_name(), " ", brief(v));
+      fail(who, " must be an object with dtype, shape and data_offsets, got ", v.type_name(), " ", json_brief(v));
     for (const auto& [k, unused] : v.items())
       if (k != "dtype" && k != "shape" && k != "data_offsets")
-        fail(who, " has unexpected key '", k, "' (an entry holds exactly dtype, shape and data_offsets)");
+        fail(who, " has unexpected key ", quote_brief(k), " (an entry holds exactly dtype, shape and data_offsets)");
     for (const char* k : {"dtype", "shape", "data_offsets"})
       if (!v.contains(k)) fail(who, " is missing '", k, "'");
 
     Entry e;
     e.name = name;
     const json& dt = v["dtype"];
-    if (!dt.is_string()) fail(who, " dtype must be a string, got ", dt.type_name(), " ", brief(dt));
+    if (!dt.is_string()) fail(who, " dtype must be a string, got ", dt.type_name(), " ", json_brief(dt));
     const auto& dts = dt.get_ref<const std::string&>();
     const DTypeName* known =
         std::find_if(std::begin(kDTypes), std::end(kDTypes), [&](const DTypeName& d) { return dts == d.name; });
     if (known == std::end(kDTypes)) {
       const bool defined =
           std::any_of(std::begin(kUnsupported), std::end(kUnsupported), [&](const char* u) { return dts == u; });
-      fail(who, " has ", defined ? "unsupported" : "unknown", " dtype '", dts, "' (ember reads ", kSupportedList, ")");
+      fail(who, " has ", defined ? "unsupported" : "unknown", " dtype ", quote_brief(dts), " (ember reads ", kSupportedList, ")");
     }
     e.dtype = known->dtype;
 
     const json& shape = v["shape"];
-    if (!shape.is_array()) fail(who, " shape must be an array of integers, got ", shape.type_name(), " ", brief(shape));
+    if (!shape.is_array()) fail(who, " shape must be an array of integers, got ", shape.type_name(), " ", json_brief(shape));
     uint64_t numel = 1;
     bool overflow = false;
     for (size_t i = 0; i < shape.size(); ++i) {
@@ -289,7 +281,7 @@ class Loader {
 
     const json& off = v["data_offsets"];
     if (!off.is_array() || off.size() != 2)
-      fail(who, " data_offsets must be an array [begin, end], got ", off.type_name(), " ", brief(off));
+      fail(who, " data_offsets must be an array [begin, end], got ", off.type_name(), " ", json_brief(off));
     e.begin = non_negative(off[0], who + " data_offsets[0]");
     e.end = non_negative(off[1], who + " data_offsets[1]");
     const std::string range = str_cat("data_offsets [", e.begin, ", ", e.end, "]");
@@ -311,11 +303,11 @@ class Loader {
     const Entry* prev = nullptr;
     for (const Entry& e : entries) {
       if (e.begin < covered)
-        fail("tensor '", e.name, "' data_offsets [", e.begin, ", ", e.end, "] overlap tensor '", prev->name,
-             "' data_offsets [", prev->begin, ", ", prev->end, "]");
+        fail("tensor ", quote_brief(e.name), " data_offsets [", e.begin, ", ", e.end, "] overlap tensor ",
+             quote_brief(prev->name), " data_offsets [", prev->begin, ", ", prev->end, "]");
       if (e.begin > covered)
-        fail("gap in the data buffer: bytes [", covered, ", ", e.begin, ") belong to no tensor (next is tensor '",
-             e.name, "' at data_offsets [", e.begin, ", ", e.end, "])");
+        fail("gap in the data buffer: bytes [", covered, ", ", e.begin, ") belong to no tensor (next is tensor ",
+             quote_brief(e.name), " at data_offsets [", e.begin, ", ", e.end, "])");
       covered = e.end;
       prev = &e;
     }

@@ -8,12 +8,18 @@
 #include <unordered_set>
 
 #include "cpp/core/tensor_impl.h"
+#include "cpp/core/text_brief.h"
 #include "ember/autograd.h"
 #include "cpp/nn/nn_internal.h"
 #include "ember/nn.h"
 #include "ember/profile.h"
 
 namespace ember::nn {
+namespace {
+// 0: floating, 1: integer, 2: bool. load_state_dict converts within a kind only.
+int dtype_kind(DType dt) { return is_floating(dt) ? 0 : dt == DType::Bool ? 2 : 1; }
+}  // namespace
+
 namespace {
 
 // The summary in progress on this thread: which modules to report (by address, with their dotted
@@ -31,9 +37,11 @@ struct SummaryRecorder {
 };
 thread_local SummaryRecorder* g_recorder = nullptr;
 
+// Names cut to 64 characters and at most 20 of them: the keys may come from a hostile file.
 std::string quoted_list(const std::vector<std::string>& items) {
   std::string out;
-  for (size_t i = 0; i < items.size(); ++i) out += (i ? ", \"" : "\"") + items[i] + "\"";
+  for (size_t i = 0; i < items.size() && i < 20; ++i) out += (i ? ", \"" : "\"") + detail::cut_brief(items[i]) + "\"";
+  if (items.size() > 20) out += detail::str_cat(" (and ", items.size() - 20, " more)");
   return out;
 }
 
@@ -223,8 +231,13 @@ LoadResult Module::load_state_dict(const StateDict& state, bool strict) {
     if (it == given.end()) {
       result.missing_keys.push_back(name);
     } else if (it->second->defined() && it->second->shape() != t.shape()) {
-      mismatched.push_back("size mismatch for \"" + name + "\": the state dict has shape " +
+      mismatched.push_back("size mismatch for \"" + detail::cut_brief(name) + "\": the state dict has shape " +
                            shape_str(it->second->shape()) + ", the module has " + shape_str(t.shape()));
+    } else if (it->second->defined() && dtype_kind(it->second->dtype()) != dtype_kind(t.dtype())) {
+      // Floating values convert between precisions; a float read as an integer (or bool) is not a
+      // conversion but a damaged or foreign file, so it is refused rather than cast.
+      mismatched.push_back("dtype mismatch for \"" + detail::cut_brief(name) + "\": the state dict has " +
+                           dtype_name(it->second->dtype()) + ", the module has " + dtype_name(t.dtype()));
     }
   }
   for (const auto& [name, t] : state)
@@ -235,11 +248,12 @@ LoadResult Module::load_state_dict(const StateDict& state, bool strict) {
     msg << "load_state_dict: error(s) loading the state dict into " << type_name() << ":";
     if (strict && !result.missing_keys.empty()) msg << "\n  missing key(s): " << quoted_list(result.missing_keys);
     if (strict && !result.unexpected_keys.empty()) msg << "\n  unexpected key(s): " << quoted_list(result.unexpected_keys);
-    for (const std::string& e : mismatched) msg << "\n  " << e;
+    for (size_t k = 0; k < mismatched.size() && k < 20; ++k) msg << "\n  " << mismatched[k];
+    if (mismatched.size() > 20) msg << "\n  (and " << mismatched.size() - 20 << " more mismatched keys)";
     for (const std::string& e : errors) msg << "\n  " << e;
     msg << "\nThe state dict must come from a module of the same architecture";
     if (key_errors) msg << "; strict=false loads only the matching keys";
-    if (!mismatched.empty()) msg << "; mis-shaped keys are errors even with strict=false";
+    if (!mismatched.empty()) msg << "; mis-shaped or mis-typed keys are errors even with strict=false";
     throw Error(msg.str());
   }
   autograd::NoGradGuard no_grad;

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <unordered_set>
 
+#include "cpp/core/text_brief.h"
 #include "cpp/optim/optim_internal.h"
 
 namespace ember::optim {
@@ -162,49 +163,49 @@ void Optimizer::load_state_dict(const OptimizerState& s) {
   std::set<std::string> keys;
   for (const auto& [key, t] : s.tensors) {
     if (!keys.insert(key).second) {
-      errors.push_back("key \"" + key + "\" appears twice");
+      errors.push_back("key \"" + detail::cut_brief(key) + "\" appears twice");
       continue;
     }
     // "state.<index>.<name>"
     const size_t dot = key.find('.', 6);
     if (key.rfind("state.", 0) != 0 || dot == std::string::npos || dot == 6 || dot + 1 == key.size()) {
-      errors.push_back("key \"" + key + "\" is not of the form state.<index>.<name>");
+      errors.push_back("key \"" + detail::cut_brief(key) + "\" is not of the form state.<index>.<name>");
       continue;
     }
     const std::string idx_text = key.substr(6, dot - 6), name = key.substr(dot + 1);
     if (idx_text.find_first_not_of("0123456789") != std::string::npos || idx_text.size() > 9) {
-      errors.push_back("key \"" + key + "\" has a malformed parameter index");
+      errors.push_back("key \"" + detail::cut_brief(key) + "\" has a malformed parameter index");
       continue;
     }
     const size_t i = std::stoul(idx_text);
     if (i >= params.size()) {
-      errors.push_back("key \"" + key + "\" refers to parameter " + idx_text + " but there are " +
+      errors.push_back("key \"" + detail::cut_brief(key) + "\" refers to parameter " + idx_text + " but there are " +
                        std::to_string(params.size()));
       continue;
     }
     if (!t.defined()) {
-      errors.push_back("key \"" + key + "\" holds an undefined tensor");
+      errors.push_back("key \"" + detail::cut_brief(key) + "\" holds an undefined tensor");
       continue;
     }
     seen[i].insert(name);
     const Tensor& p = *params[i];
     if (name == "step") {
       if (t.numel() != 1 || is_floating(t.dtype()) || t.dtype() == DType::Bool) {
-        errors.push_back("key \"" + key + "\" must be one integer, got " + dtype_name(t.dtype()) + " of shape " +
+        errors.push_back("key \"" + detail::cut_brief(key) + "\" must be one integer, got " + dtype_name(t.dtype()) + " of shape " +
                          shape_str(t.shape()));
         continue;
       }
       fresh[i].step = t.item<int64_t>();
-      if (fresh[i].step < 0) errors.push_back("key \"" + key + "\" is negative");
+      if (fresh[i].step < 0) errors.push_back("key \"" + detail::cut_brief(key) + "\" is negative");
       continue;
     }
     const std::vector<std::string> allowed = buffer_names(s.param_groups[group_of[i]].options);
     if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
-      errors.push_back("key \"" + key + "\": " + type_ + " keeps no buffer \"" + name + "\" with these options");
+      errors.push_back("key \"" + detail::cut_brief(key) + "\": " + type_ + " keeps no buffer \"" + name + "\" with these options");
       continue;
     }
     if (t.shape() != p.shape() || !is_floating(t.dtype())) {
-      errors.push_back("key \"" + key + "\" has " + dtype_name(t.dtype()) + " shape " + shape_str(t.shape()) +
+      errors.push_back("key \"" + detail::cut_brief(key) + "\" has " + dtype_name(t.dtype()) + " shape " + shape_str(t.shape()) +
                        " but parameter " + idx_text + " has shape " + shape_str(p.shape()));
       continue;
     }
@@ -217,7 +218,9 @@ void Optimizer::load_state_dict(const OptimizerState& s) {
   if (!errors.empty()) {
     std::ostringstream msg;
     msg << type_ << ".load_state_dict: the state does not fit this optimizer:";
-    for (const std::string& e : errors) msg << "\n  " << e;
+    // At most 20 lines: a hostile state may hold thousands of bad keys.
+    for (size_t k = 0; k < errors.size() && k < 20; ++k) msg << "\n  " << errors[k];
+    if (errors.size() > 20) msg << "\n  (and " << errors.size() - 20 << " more)";
     throw Error(msg.str());
   }
   // Copies on each parameter's device and dtype (the saved tensors may be on the CPU).

@@ -30,7 +30,50 @@ const std::vector<double>& list_of(const SchedulerState& s, const char* key) {
   return it->second;
 }
 
-int64_t as_int(double v) { return static_cast<int64_t>(v); }
+// A saved counter or size: casting a NaN, a fraction or a double beyond int64_t would be undefined
+// or silently wrong, so each is checked first.
+int64_t int_of(const SchedulerState& s, const char* key) {
+  const double v = value_of(s, key);
+  EMBER_CHECK(std::isfinite(v) && v == std::floor(v) && std::abs(v) <= 9007199254740992.0, s.type,
+              ".load_state_dict: \"", key, "\" must be an integer (at most 2^53 in size), got ", v);
+  return static_cast<int64_t>(v);
+}
+
+// The checks each constructor makes, shared with load_state_dict so that a restored state is held to
+// the same rules as a built one (`who` is "StepLR" or "StepLR.load_state_dict").
+void check_gamma(const std::string& who, double gamma) {
+  EMBER_CHECK(std::isfinite(gamma) && gamma >= 0.0, who, ": gamma must be finite and >= 0, got ", gamma);
+}
+void check_eta_min(const std::string& who, double eta_min) {
+  EMBER_CHECK(std::isfinite(eta_min) && eta_min >= 0.0, who, ": eta_min must be finite and >= 0, got ", eta_min);
+}
+void check_positive(const std::string& who, const char* what, int64_t v) {
+  EMBER_CHECK(v > 0, who, ": ", what, " must be positive, got ", v);
+}
+void check_linear(const std::string& who, double start_factor, double end_factor) {
+  EMBER_CHECK(start_factor > 0.0 && start_factor <= 1.0, who, ": start_factor must be in (0, 1], got ", start_factor);
+  EMBER_CHECK(end_factor >= 0.0 && end_factor <= 1.0, who, ": end_factor must be in [0, 1], got ", end_factor);
+}
+void check_one_cycle(const std::string& who, const OneCycleLROptions& o) {
+  EMBER_CHECK(o.pct_start >= 0.0 && o.pct_start <= 1.0, who, ": pct_start must be in [0, 1], got ", o.pct_start);
+  EMBER_CHECK(std::isfinite(o.div_factor) && std::isfinite(o.final_div_factor) && o.div_factor > 0.0 &&
+                  o.final_div_factor > 0.0,
+              who, ": div_factor and final_div_factor must be positive, got ", o.div_factor, " and ",
+              o.final_div_factor);
+  if (o.cycle_momentum)
+    EMBER_CHECK(o.base_momentum >= 0.0 && o.max_momentum >= o.base_momentum && o.max_momentum < 1.0 + 1e-12, who,
+                ": needs 0 <= base_momentum <= max_momentum, got ", o.base_momentum, " and ", o.max_momentum);
+}
+void check_plateau(const std::string& who, const ReduceLROnPlateauOptions& o) {
+  EMBER_CHECK(o.factor >= 0.0 && o.factor < 1.0, who, ": factor must be in [0, 1), got ", o.factor);
+  EMBER_CHECK(o.patience >= 0 && o.cooldown >= 0, who, ": patience and cooldown must be >= 0, got ", o.patience,
+              " and ", o.cooldown);
+  EMBER_CHECK(std::isfinite(o.threshold) && o.threshold >= 0.0, who, ": threshold must be >= 0, got ", o.threshold);
+  EMBER_CHECK(std::isfinite(o.eps) && o.eps >= 0.0, who, ": eps must be >= 0, got ", o.eps);
+}
+void check_lrs(const std::string& who, const char* what, const std::vector<double>& lrs) {
+  for (double v : lrs) EMBER_CHECK(std::isfinite(v) && v >= 0.0, who, ": ", what, " must be finite and >= 0, got ", v);
+}
 
 }  // namespace
 
@@ -78,8 +121,14 @@ void LRScheduler::load_state_dict(const SchedulerState& s) {
   EMBER_CHECK(base.size() == opt_->num_param_groups() && last.size() == opt_->num_param_groups(), type_,
               ".load_state_dict: the state covers ", base.size(), " parameter group(s) but the optimizer has ",
               opt_->num_param_groups());
-  const int64_t last_epoch = as_int(value_of(s, "last_epoch"));
-  const int64_t step_count = as_int(value_of(s, "step_count"));
+  const std::string who = type_ + ".load_state_dict";
+  check_lrs(who, "base_lrs", base);
+  check_lrs(who, "last_lr", last);
+  const int64_t last_epoch = int_of(s, "last_epoch");
+  const int64_t step_count = int_of(s, "step_count");
+  // PyTorch's schedulers start at last_epoch -1 and count up; step_count counts step() calls.
+  EMBER_CHECK(last_epoch >= -1 && step_count >= 0, who, ": last_epoch ", last_epoch, " and step_count ", step_count,
+              " must be >= -1 and >= 0");
   load_extra(s);
   last_epoch_ = last_epoch;
   step_count_ = step_count;
@@ -120,7 +169,7 @@ std::vector<double> current_lrs(const Optimizer& o) {
 StepLR::StepLR(Optimizer& optimizer, int64_t step_size, double gamma)
     : EpochLRScheduler("StepLR", optimizer), step_size_(step_size), gamma_(gamma) {
   EMBER_CHECK(step_size > 0, "StepLR: step_size must be positive, got ", step_size);
-  EMBER_CHECK(std::isfinite(gamma) && gamma >= 0.0, "StepLR: gamma must be finite and >= 0, got ", gamma);
+  check_gamma("StepLR", gamma);
   init_base_lrs();
   initial_step();
 }
@@ -144,17 +193,19 @@ void StepLR::save_extra(SchedulerState& s) const {
 }
 
 void StepLR::load_extra(const SchedulerState& s) {
-  const int64_t step_size = as_int(value_of(s, "step_size"));
-  EMBER_CHECK(step_size > 0, "StepLR.load_state_dict: step_size must be positive, got ", step_size);
+  const int64_t step_size = int_of(s, "step_size");
+  check_positive("StepLR.load_state_dict", "step_size", step_size);
+  const double gamma = value_of(s, "gamma");
+  check_gamma("StepLR.load_state_dict", gamma);
   step_size_ = step_size;
-  gamma_ = value_of(s, "gamma");
+  gamma_ = gamma;
 }
 
 // ---- MultiStepLR ----
 
 MultiStepLR::MultiStepLR(Optimizer& optimizer, std::vector<int64_t> milestones, double gamma)
     : EpochLRScheduler("MultiStepLR", optimizer), milestones_(std::move(milestones)), gamma_(gamma) {
-  EMBER_CHECK(std::isfinite(gamma) && gamma >= 0.0, "MultiStepLR: gamma must be finite and >= 0, got ", gamma);
+  check_gamma("MultiStepLR", gamma);
   for (int64_t m : milestones_) EMBER_CHECK(m >= 0, "MultiStepLR: milestones must be >= 0, got ", m);
   std::sort(milestones_.begin(), milestones_.end());
   init_base_lrs();
@@ -184,16 +235,22 @@ void MultiStepLR::save_extra(SchedulerState& s) const {
 
 void MultiStepLR::load_extra(const SchedulerState& s) {
   std::vector<int64_t> m;
-  for (double v : list_of(s, "milestones")) m.push_back(as_int(v));
+  for (double v : list_of(s, "milestones")) {
+    EMBER_CHECK(std::isfinite(v) && v == std::floor(v) && v >= 0.0 && v <= 9007199254740992.0,
+                "MultiStepLR.load_state_dict: milestones must be integers >= 0, got ", v);
+    m.push_back(static_cast<int64_t>(v));
+  }
   std::sort(m.begin(), m.end());
-  gamma_ = value_of(s, "gamma");
+  const double gamma = value_of(s, "gamma");
+  check_gamma("MultiStepLR.load_state_dict", gamma);
+  gamma_ = gamma;
   milestones_ = std::move(m);
 }
 
 // ---- ExponentialLR ----
 
 ExponentialLR::ExponentialLR(Optimizer& optimizer, double gamma) : EpochLRScheduler("ExponentialLR", optimizer), gamma_(gamma) {
-  EMBER_CHECK(std::isfinite(gamma) && gamma >= 0.0, "ExponentialLR: gamma must be finite and >= 0, got ", gamma);
+  check_gamma("ExponentialLR", gamma);
   init_base_lrs();
   initial_step();
 }
@@ -212,15 +269,18 @@ std::vector<double> ExponentialLR::closed_form_lr() {
 }
 
 void ExponentialLR::save_extra(SchedulerState& s) const { s.values["gamma"] = gamma_; }
-void ExponentialLR::load_extra(const SchedulerState& s) { gamma_ = value_of(s, "gamma"); }
+void ExponentialLR::load_extra(const SchedulerState& s) {
+  const double gamma = value_of(s, "gamma");
+  check_gamma("ExponentialLR.load_state_dict", gamma);
+  gamma_ = gamma;
+}
 
 // ---- CosineAnnealingLR ----
 
 CosineAnnealingLR::CosineAnnealingLR(Optimizer& optimizer, int64_t t_max, double eta_min)
     : EpochLRScheduler("CosineAnnealingLR", optimizer), t_max_(t_max), eta_min_(eta_min) {
-  EMBER_CHECK(t_max > 0, "CosineAnnealingLR: t_max must be positive, got ", t_max);
-  EMBER_CHECK(std::isfinite(eta_min) && eta_min >= 0.0, "CosineAnnealingLR: eta_min must be finite and >= 0, got ",
-              eta_min);
+  check_positive("CosineAnnealingLR", "t_max", t_max);
+  check_eta_min("CosineAnnealingLR", eta_min);
   init_base_lrs();
   initial_step();
 }
@@ -256,10 +316,12 @@ void CosineAnnealingLR::save_extra(SchedulerState& s) const {
 }
 
 void CosineAnnealingLR::load_extra(const SchedulerState& s) {
-  const int64_t t_max = as_int(value_of(s, "t_max"));
-  EMBER_CHECK(t_max > 0, "CosineAnnealingLR.load_state_dict: t_max must be positive, got ", t_max);
+  const int64_t t_max = int_of(s, "t_max");
+  check_positive("CosineAnnealingLR.load_state_dict", "t_max", t_max);
+  const double eta_min = value_of(s, "eta_min");
+  check_eta_min("CosineAnnealingLR.load_state_dict", eta_min);
   t_max_ = t_max;
-  eta_min_ = value_of(s, "eta_min");
+  eta_min_ = eta_min;
 }
 
 // ---- LinearLR ----
@@ -269,9 +331,7 @@ LinearLR::LinearLR(Optimizer& optimizer, double start_factor, double end_factor,
       start_factor_(start_factor),
       end_factor_(end_factor),
       total_iters_(total_iters) {
-  EMBER_CHECK(start_factor > 0.0 && start_factor <= 1.0, "LinearLR: start_factor must be in (0, 1], got ",
-              start_factor);
-  EMBER_CHECK(end_factor >= 0.0 && end_factor <= 1.0, "LinearLR: end_factor must be in [0, 1], got ", end_factor);
+  check_linear("LinearLR", start_factor, end_factor);
   EMBER_CHECK(total_iters > 0, "LinearLR: total_iters must be positive, got ", total_iters);
   init_base_lrs();
   initial_step();
@@ -305,10 +365,12 @@ void LinearLR::save_extra(SchedulerState& s) const {
 }
 
 void LinearLR::load_extra(const SchedulerState& s) {
-  const int64_t total = as_int(value_of(s, "total_iters"));
-  EMBER_CHECK(total > 0, "LinearLR.load_state_dict: total_iters must be positive, got ", total);
-  start_factor_ = value_of(s, "start_factor");
-  end_factor_ = value_of(s, "end_factor");
+  const int64_t total = int_of(s, "total_iters");
+  check_positive("LinearLR.load_state_dict", "total_iters", total);
+  const double start_factor = value_of(s, "start_factor"), end_factor = value_of(s, "end_factor");
+  check_linear("LinearLR.load_state_dict", start_factor, end_factor);
+  start_factor_ = start_factor;
+  end_factor_ = end_factor;
   total_iters_ = total;
 }
 
@@ -325,17 +387,11 @@ OneCycleLR::OneCycleLR(Optimizer& optimizer, const std::vector<double>& max_lrs,
   EMBER_CHECK(max_lrs.size() == optimizer.num_param_groups(), "OneCycleLR: got ", max_lrs.size(),
               " max_lr value(s) for ", optimizer.num_param_groups(), " parameter group(s)");
   for (double m : max_lrs) EMBER_CHECK(std::isfinite(m) && m >= 0.0, "OneCycleLR: max_lr must be >= 0, got ", m);
-  EMBER_CHECK(o.pct_start >= 0.0 && o.pct_start <= 1.0, "OneCycleLR: pct_start must be in [0, 1], got ", o.pct_start);
-  EMBER_CHECK(o.div_factor > 0.0 && o.final_div_factor > 0.0,
-              "OneCycleLR: div_factor and final_div_factor must be positive, got ", o.div_factor, " and ",
-              o.final_div_factor);
+  check_one_cycle("OneCycleLR", o);
   if (o.cycle_momentum) {
     EMBER_CHECK(optimizer.has_option("momentum") || optimizer.has_option("beta1"), "OneCycleLR: cycle_momentum needs "
                 "an optimizer with momentum or beta1, and ", optimizer.type_name(), " has neither; pass "
                 "cycle_momentum=false");
-    EMBER_CHECK(o.base_momentum >= 0.0 && o.max_momentum >= o.base_momentum && o.max_momentum < 1.0 + 1e-12,
-                "OneCycleLR: needs 0 <= base_momentum <= max_momentum, got ", o.base_momentum, " and ",
-                o.max_momentum);
     use_beta1_ = optimizer.has_option("beta1");
   }
   build_phases();
@@ -409,8 +465,8 @@ void OneCycleLR::save_extra(SchedulerState& s) const {
 }
 
 void OneCycleLR::load_extra(const SchedulerState& s) {
-  const int64_t total = as_int(value_of(s, "total_steps"));
-  EMBER_CHECK(total > 0, "OneCycleLR.load_state_dict: total_steps must be positive, got ", total);
+  const int64_t total = int_of(s, "total_steps");
+  check_positive("OneCycleLR.load_state_dict", "total_steps", total);
   OneCycleLROptions o;
   o.pct_start = value_of(s, "pct_start");
   o.anneal_strategy = value_of(s, "anneal_linear") != 0.0 ? AnnealStrategy::Linear : AnnealStrategy::Cos;
@@ -420,9 +476,16 @@ void OneCycleLR::load_extra(const SchedulerState& s) {
   o.div_factor = value_of(s, "div_factor");
   o.final_div_factor = value_of(s, "final_div_factor");
   o.three_phase = value_of(s, "three_phase") != 0.0;
+  check_one_cycle("OneCycleLR.load_state_dict", o);
+  const bool use_beta1 = value_of(s, "use_beta1") != 0.0;
+  if (o.cycle_momentum)
+    EMBER_CHECK(opt_->has_option(use_beta1 ? "beta1" : "momentum"), "OneCycleLR.load_state_dict: the state cycles ",
+                use_beta1 ? "beta1" : "momentum", ", which ", opt_->type_name(), " does not have");
+  EMBER_CHECK(int_of(s, "last_epoch") <= total, "OneCycleLR.load_state_dict: stepped ", int_of(s, "last_epoch"),
+              " times but total_steps is ", total);
   total_steps_ = total;
   o_ = o;
-  use_beta1_ = value_of(s, "use_beta1") != 0.0;
+  use_beta1_ = use_beta1;
   build_phases();
 }
 
@@ -477,7 +540,10 @@ void SequentialLR::load_state_dict(const SchedulerState& s) {
   EMBER_CHECK(s.children.size() == schedulers_.size(), "SequentialLR.load_state_dict: the state holds ",
               s.children.size(), " scheduler(s) but this SequentialLR has ", schedulers_.size());
   std::vector<int64_t> m;
-  for (double v : list_of(s, "milestones")) m.push_back(as_int(v));
+  // A value that is no exact integer becomes -1, which no milestone equals (they are all positive).
+  for (double v : list_of(s, "milestones"))
+    m.push_back(std::isfinite(v) && v == std::floor(v) && std::abs(v) <= 9007199254740992.0 ? static_cast<int64_t>(v)
+                                                                                             : -1);
   EMBER_CHECK(m == milestones_, "SequentialLR.load_state_dict: the saved milestones differ from this scheduler's");
   for (size_t i = 0; i < schedulers_.size(); ++i)
     EMBER_CHECK(s.children[i].type == schedulers_[i]->type_name(), "SequentialLR.load_state_dict: scheduler ", i,
@@ -490,12 +556,7 @@ void SequentialLR::load_state_dict(const SchedulerState& s) {
 
 ReduceLROnPlateau::ReduceLROnPlateau(Optimizer& optimizer, const ReduceLROnPlateauOptions& o)
     : LRScheduler("ReduceLROnPlateau", optimizer), o_(o) {
-  EMBER_CHECK(o.factor >= 0.0 && o.factor < 1.0, "ReduceLROnPlateau: factor must be in [0, 1), got ", o.factor);
-  EMBER_CHECK(o.patience >= 0 && o.cooldown >= 0, "ReduceLROnPlateau: patience and cooldown must be >= 0, got ",
-              o.patience, " and ", o.cooldown);
-  EMBER_CHECK(std::isfinite(o.threshold) && o.threshold >= 0.0, "ReduceLROnPlateau: threshold must be >= 0, got ",
-              o.threshold);
-  EMBER_CHECK(std::isfinite(o.eps) && o.eps >= 0.0, "ReduceLROnPlateau: eps must be >= 0, got ", o.eps);
+  check_plateau("ReduceLROnPlateau", o);
   const size_t groups = optimizer.num_param_groups();
   if (o.min_lrs.empty()) {
     min_lrs_.assign(groups, o.min_lr);
@@ -569,14 +630,20 @@ void ReduceLROnPlateau::load_extra(const SchedulerState& s) {
   o.threshold_mode = value_of(s, "threshold_abs") != 0.0 ? ReduceLROnPlateauOptions::ThresholdMode::Abs
                                                           : ReduceLROnPlateauOptions::ThresholdMode::Rel;
   o.factor = value_of(s, "factor");
-  o.patience = as_int(value_of(s, "patience"));
+  o.patience = int_of(s, "patience");
   o.threshold = value_of(s, "threshold");
-  o.cooldown = as_int(value_of(s, "cooldown"));
+  o.cooldown = int_of(s, "cooldown");
   o.eps = value_of(s, "eps");
   o.min_lrs = min_lrs;
-  best_ = value_of(s, "best");
-  num_bad_epochs_ = as_int(value_of(s, "num_bad_epochs"));
-  cooldown_counter_ = as_int(value_of(s, "cooldown_counter"));
+  check_plateau("ReduceLROnPlateau.load_state_dict", o);
+  check_lrs("ReduceLROnPlateau.load_state_dict", "min_lrs", min_lrs);
+  const double best = value_of(s, "best");
+  const int64_t bad = int_of(s, "num_bad_epochs"), cooldown = int_of(s, "cooldown_counter");
+  EMBER_CHECK(!std::isnan(best) && bad >= 0 && cooldown >= 0, "ReduceLROnPlateau.load_state_dict: best ", best,
+              ", num_bad_epochs ", bad, " and cooldown_counter ", cooldown, " must be a number, >= 0 and >= 0");
+  best_ = best;
+  num_bad_epochs_ = bad;
+  cooldown_counter_ = cooldown;
   o_ = o;
   min_lrs_ = min_lrs;
 }

@@ -17,7 +17,8 @@ namespace ember::io {
 // (path + ".tmp.<pid>.<n>"), which is flushed, fsync'ed, closed and renamed over `path`; then the
 // directory is fsync'ed so the rename itself survives a crash. If `writer` throws or any step
 // fails, the temporary file is removed and whatever was at `path` before is left untouched.
-// A process killed mid-write can leave a stale "*.tmp.*" file behind, never a torn `path`.
+// A process killed mid-write can leave a stale "*.tmp.*" file behind, never a torn `path`; the next
+// write of the same `path` removes the temporaries of processes that no longer run.
 // The writer should write through write_bytes(), which throws with strerror(errno) on a short
 // write; stream errors it does not check are still caught (ferror) before the rename.
 // Failures throw ember::Error naming `path`, the failed step and strerror(errno).

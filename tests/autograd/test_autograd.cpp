@@ -106,9 +106,15 @@ TEST(Autograd, InPlaceChangeOfSavedTensorIsAnError) {
 TEST(Autograd, InPlaceOnLeafThatRequiresGradIsRejected) {
   Tensor w = ones({2}).requires_grad_();
   EXPECT_TRUE(throws_with([&] { mul_(w, 2.0); }, {"mul_", "leaf", "NoGradGuard"}));
+  // Tensor's own in-place methods follow the same rule (they once wrote silently).
+  EXPECT_TRUE(throws_with([&] { w.fill_(3.0); }, {"fill_", "leaf", "NoGradGuard"}));
+  EXPECT_TRUE(throws_with([&] { w.zero_(); }, {"fill_", "leaf"}));
+  EXPECT_TRUE(throws_with([&] { w.copy_(zeros({2})); }, {"copy_", "leaf"}));
+  EXPECT_EQ(w.to_vector<float>(), (std::vector<float>{1, 1}));
   autograd::NoGradGuard g;
   mul_(w, 2.0);
-  EXPECT_EQ(w.to_vector<float>(), (std::vector<float>{2, 2}));
+  w.fill_(5.0);
+  EXPECT_EQ(w.to_vector<float>(), (std::vector<float>{5, 5}));
 }
 
 TEST(Autograd, RequiresGradRules) {

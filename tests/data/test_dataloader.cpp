@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <limits>
 #include <numeric>
 #include <set>
 
@@ -110,6 +111,18 @@ TEST(DataLoader, DropLast) {
   // Exactly divisible: nothing dropped.
   o.batch_size = 5;
   EXPECT_EQ(DataLoader(numbered_dataset(10), o).num_batches(), 2);
+}
+
+TEST(DataLoader, HugeBatchSizeIsOneBatchOfEverything) {
+  // (n + b - 1) / b overflowed for b near INT64_MAX: 0 batches, and a trainer that trained nothing.
+  DataLoader loader(numbered_dataset(10), opts(std::numeric_limits<int64_t>::max()));
+  EXPECT_EQ(loader.num_batches(), 1);
+  std::vector<int64_t> sizes;
+  for (Batch& b : loader) sizes.push_back(b.y.numel());
+  EXPECT_EQ(sizes, (std::vector<int64_t>{10}));
+  DataLoaderOptions o = opts(std::numeric_limits<int64_t>::max() - 3);
+  o.drop_last = true;
+  EXPECT_EQ(DataLoader(numbered_dataset(10), o).num_batches(), 0);
 }
 
 TEST(DataLoader, EverySampleOncePerEpochWithItsOwnImage) {

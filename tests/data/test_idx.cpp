@@ -1,5 +1,9 @@
 // IDX reader and writer tests: malformed files (raw and gzip) with the file, offset and expectation in
 // each message, round trips, gzip detection by content, load_mnist_dir, and the fetched datasets.
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
 #include <functional>
 #include <numeric>
 
@@ -70,6 +74,10 @@ std::vector<MalformedCase> malformed_cases() {
        {"byte 40:", "2 trailing bytes", "expected the file to end at byte 40"}},
       {"TruncatedInLabelData", Reader::Labels, [] { return idx_bytes(kLabels, {5}, {1, 2, 3}); },
        {"byte 11:", "ends after 3 data bytes", "expected 5 bytes"}},
+      // Found by fuzz_idx: the 34 GB of i64 labels this claims were allocated before the file's
+      // size was checked.
+      {"LabelsClaimFarBeyondTheFile", Reader::Labels, [] { return idx_bytes(kLabels, {0xFFFFFFFFu}, {1, 2, 3}); },
+       {"byte 11:", "ends after 3 data bytes", "expected 4294967295 bytes"}},
       {"TrailingBytesAfterLabels", Reader::Labels, [] { return idx_bytes(kLabels, {3}, {1, 2, 3, 4, 5}); },
        {"byte 11:", "2 trailing bytes"}},
       {"LabelOutOfRange", Reader::Labels, [] { return idx_bytes(kLabels, {4}, {1, 2, 10, 3}); },
@@ -124,6 +132,10 @@ std::vector<MalformedCase> malformed_cases() {
       {"GzipClaimOverTheLimit", Reader::Images,
        [] { return gzip_stored(idx_bytes(kImages, {1u << 16, 1u << 8, 1u << 8}, pattern(64))); },
        {"byte 4 of the decompressed data:", "65536 x 256 x 256 = 4294967296 bytes", "limit"}},
+      // 10^7 bytes claimed by a file of about a hundred: refused before decoding or allocating.
+      {"GzipClaimBeyondDeflateRatio", Reader::Images,
+       [] { return gzip_stored(idx_bytes(kImages, {1000, 100, 100}, pattern(64))); },
+       {"byte 4 of the decompressed data:", "1000 x 100 x 100 = 10000000 bytes", "deflate expands at most 1032:1"}},
       {"GzipTruncatedInHeader", Reader::Images,
        [] {
          Bytes h = valid_images();
@@ -293,8 +305,32 @@ TEST(Idx, LoadMnistDirCountMismatch) {
   write_mnist(dir, 6, 3, data::IdxCompression::Raw);
   write_idx(dir.path("train-labels-idx1-ubyte"), from_vector<int64_t>({1, 2, 3, 4, 5}, {5}));
   EXPECT_TRUE(throws_with([&] { data::load_mnist_dir(dir.dir().string()); },
-                          {"train: ", dir.path("train-images-idx3-ubyte"), "has 6 images but",
-                           dir.path("train-labels-idx1-ubyte"), "has 5 labels", "expected equal counts"}));
+                          {"train: ", dir.path("train-images-idx3-ubyte"), "declares 6 images but",
+                           dir.path("train-labels-idx1-ubyte"), "declares 5 labels", "expected equal counts"}));
+}
+
+TEST(Idx, LoadMnistDirComparesHeaderCountsBeforeReadingData) {
+  // A label file claiming 2^28 labels once took 2.5 GB before the mismatch was noticed; now the two
+  // headers are compared first, so the claim is refused before its data is read at all.
+  ScratchDir dir;
+  write_mnist(dir, 6, 3, data::IdxCompression::Raw);
+  fs::remove(dir.path("train-labels-idx1-ubyte"));
+  write_file(dir.path("train-labels-idx1-ubyte.gz"), gzip_stored(idx_bytes(kLabels, {1u << 28}, {1, 2, 3})));
+  EXPECT_TRUE(throws_with([&] { data::load_mnist_dir(dir.dir().string()); },
+                          {"declares 6 images but", "declares 268435456 labels", "expected equal counts"}));
+}
+
+TEST(Idx, NamedPipeIsRefusedWithoutBlocking) {
+  // fopen on a FIFO waits for a writer: the reader once hung here forever.
+  ScratchDir dir;
+  const std::string fifo = dir.path("pipe");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  EXPECT_TRUE(throws_with([&] { read_idx_images(fifo); }, {"read_idx_images: ", fifo, "not a regular file", "FIFO"}));
+  EXPECT_TRUE(throws_with([&] { read_idx_labels(fifo); }, {"read_idx_labels: ", fifo, "FIFO"}));
+  write_mnist(dir, 6, 3, data::IdxCompression::Raw);
+  fs::remove(dir.path("t10k-images-idx3-ubyte"));
+  ASSERT_EQ(::mkfifo(dir.path("t10k-images-idx3-ubyte").c_str(), 0600), 0);
+  EXPECT_TRUE(throws_with([&] { data::load_mnist_dir(dir.dir().string()); }, {"t10k-images-idx3-ubyte", "FIFO"}));
 }
 
 TEST(Idx, LoadMnistDirImageSizeMismatch) {

@@ -409,7 +409,7 @@ std::vector<Malformed> malformed_cases() {
        st_file(R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"foo":1}})", eight),
        {"unexpected key 'foo'"}},
       {"entry not an object", st_file(R"({"t":[1,2]})", ""), {"tensor 't' must be an object"}},
-      {"nesting too deep", st_file(R"({"t":{"shape":[[[1]]]}})", ""), {"deeper than the 3 levels"}},
+      {"nesting too deep", st_file(R"({"t":{"shape":[[[1]]]}})", ""), {"deeper than 3 levels", "header, tensor entry, shape"}},
   };
 }
 }  // namespace
@@ -576,6 +576,30 @@ TEST_F(SafetensorsTest, AtomicWriteKilledMidwayLeavesOriginal) {
   EXPECT_EQ(names[0], "ckpt.safetensors");
   EXPECT_EQ(names[1].rfind("ckpt.safetensors.tmp.", 0), 0u) << names[1];
   EXPECT_EQ(read_all(path(names[1])), "partial");
+
+  // The next save of the same target removes what the killed writer left (45 kills once left 9
+  // such files, 40 MB, forever).
+  io::save_safetensors(p, {{"a", from_vector<float>({4, 5})}});
+  EXPECT_EQ(listing(), (std::vector<std::string>{"ckpt.safetensors"}));
+}
+
+TEST_F(SafetensorsTest, StaleTemporaryCleanupTouchesOnlyDeadWritersOfTheSameTarget) {
+  const std::string p = path("ckpt.safetensors");
+  // pid_max is at most 2^22 on Linux, so this writer cannot be running.
+  const std::string dead = "ckpt.safetensors.tmp.999999999.0";
+  const std::string live = "ckpt.safetensors.tmp." + std::to_string(::getppid()) + ".3";  // our parent runs
+  const std::vector<std::string> kept = {live, "ckpt.safetensors.tmp.notes", "ckpt.safetensors.tmp.999999999.x",
+                                         "other.safetensors.tmp.999999999.0", "ckpt.safetensors.tmp.999999998.1"};
+  write_all(path(dead), "stale");
+  for (const std::string& k : kept) write_all(path(k), "keep");
+  // A link named like a stale temporary is left alone (never followed, never removed).
+  fs::remove(path(kept.back()));
+  fs::create_symlink(path("ckpt.safetensors.tmp.notes"), path(kept.back()));
+  io::save_safetensors(p, {{"a", zeros({2})}});
+  std::vector<std::string> expected = kept;
+  expected.push_back("ckpt.safetensors");
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(listing(), expected);
 }
 
 TEST_F(SafetensorsTest, SaveIntoMissingDirectoryNamesThePath) {

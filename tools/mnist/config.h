@@ -27,6 +27,8 @@ struct Config {
   bool augment = false;
   bool deterministic = false;
   bool quiet = false;
+  bool skip_nonfinite = false;  // skip steps with a non-finite loss or gradient norm instead of stopping
+  bool detect_anomaly = false;  // autograd anomaly mode: name the op whose output is first non-finite
 };
 
 }  // namespace mnist

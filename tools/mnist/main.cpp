@@ -1,6 +1,14 @@
 // ember-mnist: trains an MLP on MNIST or Fashion-MNIST with ember, on the GPU when there is one.
+#include <cerrno>
+#include <charconv>
+#include <climits>
+#include <cmath>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
@@ -8,16 +16,39 @@
 #include "train.h"
 
 namespace {
-// CLI11's PositiveNumber prints the whole double range in its message; this says it plainly.
-const CLI::Validator kPositive(
-    [](std::string& v) {
-      try {
-        return std::stod(v) > 0 ? std::string() : "must be positive, got " + v;
-      } catch (const std::exception&) {
-        return "expected a number, got " + v;
-      }
-    },
-    "POSITIVE");
+// The value as the user typed it, cut short: a message never prints a 300-digit number.
+std::string as_given(const std::string& v) { return v.size() <= 40 ? v : v.substr(0, 37) + "..."; }
+
+// An integer flag in [lo, hi], written in plain decimal digits. A fraction, an exponent or a value
+// beyond the range is refused, never clamped or wrapped (CLI11 clamps, and -1 wraps to 2^64 - 1).
+template <class T>
+CLI::Validator integer_in(T lo, T hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& v) {
+        T x{};
+        const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+        if (ec != std::errc() || end != v.data() + v.size() || x < lo || x > hi)
+          return "must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi) + ", got " +
+                 as_given(v);
+        return std::string();
+      },
+      "INT in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+}
+
+// A finite number, > 0 or (zero_ok) >= 0; inf, nan and out-of-range text are refused.
+CLI::Validator finite_number(bool zero_ok) {
+  return CLI::Validator(
+      [zero_ok](std::string& v) {
+        char* end = nullptr;
+        errno = 0;
+        const double x = std::strtod(v.c_str(), &end);
+        const bool ok = !v.empty() && end == v.c_str() + v.size() && errno != ERANGE && std::isfinite(x) &&
+                        (zero_ok ? x >= 0 : x > 0);
+        return ok ? std::string() : std::string("must be a finite number ") + (zero_ok ? ">= 0" : "> 0") + ", got " +
+                                        as_given(v);
+      },
+      zero_ok ? "NUMBER >= 0" : "NUMBER > 0");
+}
 
 void on_sigint(int) {
   mnist::request_stop();
@@ -39,29 +70,41 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"mnist", "fashion-mnist"}))
       ->excludes(data_opt);
   app.add_option("--model", cfg.model, "model architecture")->check(CLI::IsMember({"mlp", "cnn"}));
-  app.add_option("--hidden", cfg.hidden, "hidden units of the MLP")->check(kPositive);
-  app.add_option("--epochs", cfg.epochs, "passes over the training set")->check(kPositive);
-  app.add_option("--batch-size", cfg.batch_size, "images per training step")->check(kPositive);
-  app.add_option("--lr", cfg.lr, "learning rate (the peak rate with --scheduler onecycle)")->check(kPositive);
+  // 2^31 - 1: the CPU BLAS takes 32-bit extents.
+  app.add_option("--hidden", cfg.hidden, "hidden units of the MLP")->check(integer_in<int64_t>(1, INT32_MAX));
+  // A million epochs is far beyond any useful run and well inside the DataLoader's epoch counter.
+  app.add_option("--epochs", cfg.epochs, "passes over the training set")->check(integer_in<int64_t>(1, 1'000'000));
+  app.add_option("--batch-size", cfg.batch_size, "images per training step")
+      ->check(integer_in<int64_t>(1, INT64_MAX));
+  app.add_option("--lr", cfg.lr, "learning rate (the peak rate with --scheduler onecycle)")
+      ->check(finite_number(false));
   app.add_option("--optimizer", cfg.optimizer, "sgd, momentum (SGD with momentum 0.9), adam or adamw")
       ->check(CLI::IsMember({"sgd", "momentum", "adam", "adamw"}));
-  app.add_option("--weight-decay", cfg.weight_decay, "L2 penalty (decoupled for adamw)")->check(CLI::NonNegativeNumber);
+  app.add_option("--weight-decay", cfg.weight_decay, "L2 penalty (decoupled for adamw)")->check(finite_number(true));
   app.add_option("--scheduler", cfg.scheduler,
                  "learning-rate schedule: none, step (x0.1 every epochs/3), cosine (to 0 over the run), onecycle")
       ->check(CLI::IsMember({"none", "step", "cosine", "onecycle"}));
   app.add_option("--device", cfg.device, "auto (CUDA when available, else CPU), cpu, cuda or cuda:N");
-  app.add_option("--seed", cfg.seed, "seeds initialisation, shuffling and augmentation");
-  app.add_option("--threads", cfg.threads, "CPU threads for matrix products (0: the BLAS default)")
-      ->check(CLI::NonNegativeNumber);
+  app.add_option("--seed", cfg.seed, "seeds initialisation, shuffling and augmentation")
+      ->check(integer_in<uint64_t>(0, UINT64_MAX));
+  app.add_option("--threads", cfg.threads,
+                 "CPU threads for matrix products (0: the BLAS default; more than the cores present: capped, with a "
+                 "warning)")
+      ->check(integer_in<int>(0, 4096));
   app.add_option("--save", cfg.save_path, "training checkpoint (safetensors) written atomically after each epoch");
-  app.add_option("--resume", cfg.resume_path, "continue training from a checkpoint written by --save");
-  app.add_option("--eval", cfg.eval_path, "evaluate a checkpoint on the test set; no training");
+  auto resume_opt = app.add_option("--resume", cfg.resume_path, "continue training from a checkpoint written by --save");
+  app.add_option("--eval", cfg.eval_path, "evaluate a checkpoint on the test set; no training")->excludes(resume_opt);
   app.add_option("--metrics-out", cfg.metrics_out, "JSON lines per epoch and a summary; an SVG plot is written beside it");
   app.add_option("--target-accuracy", cfg.target_accuracy,
                  "exit with status 3 when the final test accuracy (percent) is below this")
       ->check(CLI::Range(0.0, 100.0));
   app.add_flag("--augment", cfg.augment, "random shifts (up to 2 px) and rotations (up to 10 degrees) of training images");
   app.add_flag("--deterministic", cfg.deterministic, "turn off TF32 on the GPU (results as close to the CPU as possible)");
+  app.add_flag("--skip-nonfinite", cfg.skip_nonfinite,
+               "skip (and count) steps whose loss or gradient norm is NaN/Inf instead of stopping the run there "
+               "(reads a flag back every step: a host wait per step on a GPU)");
+  app.add_flag("--detect-anomaly", cfg.detect_anomaly,
+               "stop at the first op whose output is NaN/Inf and name it (slow: every op is checked)");
   app.add_flag("--quiet,-q", cfg.quiet, "no progress bar or per-epoch lines; only the final report");
   try {
     app.parse(argc, argv);
@@ -70,9 +113,26 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, on_sigint);
   try {
-    return mnist::run(cfg);
+    const int rc = mnist::run(cfg);
+    // The report is the run's result: if it could not be written (stdout on a full disk, a closed
+    // pipe), the run did not succeed.
+    errno = 0;
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+      std::fprintf(stderr, "\nember-mnist: error: writing the report to stdout failed: %s\n",
+                   errno ? std::strerror(errno) : "stream error");
+      return 2;
+    }
+    return rc;
   } catch (const ember::Error& e) {
     std::fprintf(stderr, "\nember-mnist: error: %s\n", e.what());
+    return 2;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "\nember-mnist: error: out of host memory (std::bad_alloc); try a smaller --batch-size or "
+                         "--hidden\n");
+    return 2;
+  } catch (const std::exception& e) {
+    // A library below ember threw past it: a bug to report, but still a clear exit, not an abort.
+    std::fprintf(stderr, "\nember-mnist: internal error (please report it): %s\n", e.what());
     return 2;
   }
 }

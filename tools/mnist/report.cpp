@@ -4,14 +4,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
-#include <fstream>
+#include <cstdio>
+#include <cstring>
 #include <iomanip>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "ember/error.h"
+#include "ember/io.h"
 
 namespace mnist {
 
@@ -66,14 +69,22 @@ void ProgressBar::finish() {
 
 void print_epoch(const EpochStats& s, int64_t epochs, bool quiet) {
   if (quiet) return;
-  std::printf("epoch %lld/%lld: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.1f s, %.0f img/s, lr %.3g\n",
-              static_cast<long long>(s.epoch), static_cast<long long>(epochs), s.train_loss, 100 * s.train_acc,
-              s.test_loss, 100 * s.test_acc, s.seconds, s.images_per_s, s.lr);
+  char test[64];
+  if (std::isnan(s.test_acc)) std::snprintf(test, sizeof test, "test not measured (no test images)");
+  else std::snprintf(test, sizeof test, "test loss %.4f acc %.2f%%", s.test_loss, 100 * s.test_acc);
+  std::printf("epoch %lld/%lld: train loss %.4f acc %.2f%% | %s | %.1f s, %.0f img/s, lr %.3g\n",
+              static_cast<long long>(s.epoch), static_cast<long long>(epochs), s.train_loss, 100 * s.train_acc, test,
+              s.seconds, s.images_per_s, s.lr);
   std::fflush(stdout);
 }
 
 void print_final(const std::vector<EpochStats>& history, const ember::metrics::ConfusionMatrix& cm,
                  const std::vector<std::string>& class_names) {
+  if (cm.total() == 0) {
+    std::printf("\nno test images: the test loss and accuracy were not measured\n");
+    std::fflush(stdout);
+    return;
+  }
   if (!history.empty()) {
     const auto best = std::max_element(history.begin(), history.end(),
                                        [](const EpochStats& a, const EpochStats& b) { return a.test_acc < b.test_acc; });
@@ -85,10 +96,24 @@ void print_final(const std::vector<EpochStats>& history, const ember::metrics::C
   std::fflush(stdout);
 }
 
+namespace {
+// Writes `text` to `path` opened with `mode` ("wb" or "ab"), checking the open, the write, the flush
+// and the close: a full disk shows at one of them, and the run must not exit 0 having lost it.
+void write_checked(const std::string& path, const std::string& text, const char* mode) {
+  std::FILE* f = std::fopen(path.c_str(), mode);
+  EMBER_CHECK(f, "--metrics-out: cannot open '", path, "': ", std::strerror(errno));
+  errno = 0;
+  const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0;
+  const int err = errno;
+  const bool closed = std::fclose(f) == 0;
+  EMBER_CHECK(written && closed, "--metrics-out: writing '", path, "' failed: ",
+              std::strerror(err ? err : errno ? errno : EIO));
+}
+}  // namespace
+
 MetricsWriter::MetricsWriter(std::string path) : path_(std::move(path)) {
   if (!enabled()) return;
-  std::ofstream f(path_, std::ios::trunc);
-  EMBER_CHECK(f.good(), "--metrics-out: cannot write '", path_, "': ", std::strerror(errno));
+  write_checked(path_, "", "wb");
 }
 
 std::string MetricsWriter::svg_path() const {
@@ -98,11 +123,7 @@ std::string MetricsWriter::svg_path() const {
   return stem + ".svg";
 }
 
-void MetricsWriter::append(const std::string& line) {
-  std::ofstream f(path_, std::ios::app);
-  f << line << '\n';
-  EMBER_CHECK(f.good(), "--metrics-out: write to '", path_, "' failed: ", std::strerror(errno));
-}
+void MetricsWriter::append(const std::string& line) { write_checked(path_, line + "\n", "ab"); }
 
 void MetricsWriter::epoch(const EpochStats& s, const std::vector<EpochStats>& history) {
   if (!enabled()) return;
@@ -110,8 +131,13 @@ void MetricsWriter::epoch(const EpochStats& s, const std::vector<EpochStats>& hi
                       {"train_accuracy", s.train_acc}, {"test_loss", s.test_loss}, {"test_accuracy", s.test_acc},
                       {"seconds", s.seconds},     {"images_per_s", s.images_per_s}, {"lr", s.lr}};
   append(j.dump());
-  std::ofstream svg(svg_path(), std::ios::trunc);
-  svg << svg_plot(history);
+  // Replaced atomically, so a viewer never sees a half-written plot; every step is checked.
+  const std::string svg = svg_plot(history);
+  try {
+    ember::io::write_file_atomic(svg_path(), [&](std::FILE* f) { ember::io::write_bytes(f, svg.data(), svg.size()); });
+  } catch (const ember::Error& e) {
+    throw ember::Error(std::string("--metrics-out: the plot: ") + e.what());
+  }
 }
 
 void MetricsWriter::summary(const std::vector<EpochStats>& history, const ember::metrics::ConfusionMatrix& cm) {
@@ -130,9 +156,10 @@ void MetricsWriter::summary(const std::vector<EpochStats>& history, const ember:
     if (history[i].test_acc > history[best].test_acc) best = static_cast<int64_t>(i);
   nlohmann::json j = {{"type", "summary"},
                       {"epochs", history.size()},
-                      {"best_epoch", history.empty() ? 0 : history[best].epoch},
-                      {"test_accuracy", cm.accuracy()},
-                      {"macro_f1", cm.macro_f1()},
+                      {"best_epoch", history.empty() || cm.total() == 0 ? nlohmann::json() : nlohmann::json(history[best].epoch)},
+                      // null: not measured (no test images), rather than a 0 that reads as a result
+                      {"test_accuracy", cm.total() ? nlohmann::json(cm.accuracy()) : nlohmann::json()},
+                      {"macro_f1", cm.total() ? nlohmann::json(cm.macro_f1()) : nlohmann::json()},
                       {"per_class", per_class},
                       {"confusion_matrix", matrix}};
   append(j.dump());
@@ -150,7 +177,8 @@ std::string svg_plot(const std::vector<EpochStats>& history) {
   auto polyline = [&](auto value, auto y, const char* color, const char* dash) {
     std::ostringstream os;
     os << "<polyline fill='none' stroke='" << color << "' stroke-width='2' stroke-dasharray='" << dash << "' points='";
-    for (size_t i = 0; i < n; ++i) os << std::fixed << std::setprecision(1) << x(i) << ',' << y(value(history[i])) << ' ';
+    for (size_t i = 0; i < n; ++i)
+      if (std::isfinite(value(history[i]))) os << std::fixed << std::setprecision(1) << x(i) << ',' << y(value(history[i])) << ' ';
     os << "'/>\n";
     return os.str();
   };

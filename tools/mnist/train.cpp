@@ -1,12 +1,18 @@
 // ember-mnist's training loop. A step reads top to bottom: batch, forward, loss, backward, step.
 #include "train.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
+#include <thread>
 
 #include "checkpoint_io.h"
 #include "ember/ember.h"
@@ -65,7 +71,7 @@ std::unique_ptr<optim::EpochLRScheduler> make_scheduler(const Config& cfg, optim
 }
 
 struct EvalResult {
-  double loss = 0, accuracy = 0;
+  double loss = NAN, accuracy = NAN;  // NaN: not measured (no test images)
 };
 
 // Test loss and accuracy; fills `cm` when given.
@@ -106,6 +112,116 @@ std::string resolve_data_dir(const Config& cfg) {
               "links Fashion-MNIST into data/fashion-mnist; or pass --data DIR");
 }
 
+// The NaN/Inf guard. Each step's loss plus its squared gradient norm is tested on the device, and
+// two counters kept there: steps that were finite, and steps before the first that was not (a 0/1
+// "all finite so far" flag summed). The loop never waits for them: the count is read back
+// asynchronously, like the progress bar's loss (at once on the CPU, a step or two later on a GPU),
+// and synchronously only before a checkpoint is written, so nothing non-finite is ever saved.
+class NonFiniteGuard {
+ public:
+  NonFiniteGuard(Device device, int64_t first_step)
+      : finite_(zeros({}, TensorOptions(DType::I64, device))),
+        clean_(zeros({}, TensorOptions(DType::I64, device))),
+        all_ok_(ones({}, TensorOptions(DType::I64, device))),
+        first_step_(first_step) {}
+
+  // Records the step just computed (loss and gradients) and returns its "finite" flag (a bool on the
+  // device; reading it is a host wait, which only --skip-nonfinite pays).
+  Tensor record(const Tensor& loss, const std::vector<Tensor>& params) {
+    autograd::NoGradGuard no_grad;
+    Tensor total = loss.detach();
+    for (const Tensor& p : params)
+      if (p.grad().defined()) total = add(total, sum(square(p.grad())));
+    Tensor ok = isfinite(total);
+    Tensor ok_i = ok.to(DType::I64);
+    finite_ = add(finite_, ok_i);
+    all_ok_ = mul(all_ok_, ok_i);
+    clean_ = add(clean_, all_ok_);
+    ++steps_;
+    if (reader_.pending() && reader_.ready()) {
+      seen_finite_ = reader_.get().item<int64_t>();
+      seen_steps_ = read_steps_;
+    }
+    if (!reader_.pending()) {
+      reader_.start(finite_);
+      read_steps_ = steps_;
+    }
+    return ok;
+  }
+
+  // From the latest count read back: a step was non-finite (no wait).
+  bool tripped() const { return seen_finite_ < seen_steps_; }
+  // Waits for the counters: every recorded step was finite.
+  bool all_finite() const { return finite_.item<int64_t>() == steps_; }
+  int64_t nonfinite_steps() const { return steps_ - finite_.item<int64_t>(); }
+  // The run's index (from 0) of the first non-finite step; only when !all_finite().
+  int64_t first_bad_step() const { return first_step_ + clean_.item<int64_t>(); }
+
+ private:
+  Tensor finite_, clean_, all_ok_;
+  int64_t first_step_ = 0, steps_ = 0;
+  AsyncRead reader_;
+  int64_t read_steps_ = 0, seen_finite_ = 0, seen_steps_ = 0;
+};
+
+// FNV-1a over the bytes of every tensor: the dataset's identity for --resume, whatever its path.
+std::string fingerprint(const std::vector<Tensor>& tensors) {
+  uint64_t h = 14695981039346656037ull;
+  for (const Tensor& t : tensors) {
+    const Tensor c = t.cpu().contiguous();
+    const auto* p = static_cast<const unsigned char*>(c.data_ptr());
+    const size_t n = static_cast<size_t>(c.numel()) * dtype_size(c.dtype());
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  }
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+std::string exact(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+// See RunSettings (checkpoint_io.h): what a resumed run must share with the saved one.
+RunSettings run_settings(const Config& cfg, const data::Mnist& ds, const data::DataLoaderOptions& train) {
+  const Tensor& x = ds.train.images;
+  RunSettings s = {
+      {"dataset", detail::str_cat(x.size(0), " training and ", ds.test.images.size(0), " test images of ", x.size(1),
+                                  "x", x.size(2), ", checksum ",
+                                  fingerprint({x, ds.train.labels, ds.test.images, ds.test.labels}))},
+      {"--batch-size", std::to_string(cfg.batch_size)},
+      {"--seed", std::to_string(cfg.seed)},
+      {"--lr", exact(cfg.lr)},
+      {"--weight-decay", exact(cfg.weight_decay)},
+      {"--augment", cfg.augment ? "on" : "off"},
+      {"normalisation", "mean " + exact(train.mean) + ", std " + exact(train.std)}};
+  // A schedule is laid out over the whole run, so its length is part of it.
+  if (cfg.scheduler != "none") s.emplace_back("--epochs", std::to_string(cfg.epochs));
+  return s;
+}
+
+// --save must be writable before an epoch is spent: a file is created (and removed) beside it, as
+// the atomic save will.
+void check_save_path(const std::string& path) {
+  const std::filesystem::path p(path);
+  const std::filesystem::path dir = p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
+  std::error_code ec;
+  EMBER_CHECK(std::filesystem::is_directory(dir, ec), "--save ", path, ": the folder '", dir.string(),
+              "' does not exist (or is not a folder); create it first");
+  EMBER_CHECK(!std::filesystem::is_directory(p, ec), "--save ", path, ": is a folder; pass a file name");
+  const std::string probe = detail::str_cat(path, ".tmp.", ::getpid(), ".probe");
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    const int err = errno;
+    throw Error(detail::str_cat("--save ", path, ": cannot create files in '", dir.string(), "': ",
+                                std::strerror(err), "; pick a writable folder"));
+  }
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
 }  // namespace
 
 void request_stop() { g_stop = true; }
@@ -117,11 +233,35 @@ int run(const Config& cfg) {
   EMBER_CHECK(cfg.lr > 0, "--lr must be positive, got ", cfg.lr);
   EMBER_CHECK(cfg.weight_decay >= 0, "--weight-decay must be >= 0, got ", cfg.weight_decay);
   EMBER_CHECK(cfg.target_accuracy <= 100, "--target-accuracy is a percentage (0-100), got ", cfg.target_accuracy);
-  if (cfg.threads > 0) set_num_threads(cfg.threads);
+  EMBER_CHECK(cfg.eval_path.empty() || cfg.resume_path.empty(),
+              "--eval and --resume do not go together: --eval evaluates a checkpoint, --resume trains on from one");
+  if (!cfg.save_path.empty()) check_save_path(cfg.save_path);
+  if (cfg.threads > 0) {
+    // More threads than cores only oversubscribe them: capped, and said so.
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    int threads = cfg.threads;
+    if (cores > 0 && threads > cores) {
+      std::fprintf(stderr, "ember-mnist: warning: --threads %d is more than the %d cores present; using %d\n",
+                   threads, cores, cores);
+      threads = cores;
+    }
+    set_num_threads(threads);
+  }
   if (cfg.deterministic) cuda::set_allow_tf32(false);
+  if (cfg.detect_anomaly) autograd::detect_anomaly(true);
   const Device device = pick_device(cfg.device, cfg.quiet);
   const std::string dir = resolve_data_dir(cfg);
   data::Mnist ds = data::load_mnist_dir(dir);
+  const int64_t n_train = ds.train.images.size(0), n_test = ds.test.images.size(0);
+  // Numbers nobody measured are never reported: no training images is an error, and without test
+  // images the test figures are stated as absent (so a target accuracy cannot be checked).
+  EMBER_CHECK(n_train > 0, dir, ": the training set holds 0 images, so there is nothing to train on; check the "
+              "train-images-idx3-ubyte file (or pass another --data)");
+  if (n_test == 0) {
+    EMBER_CHECK(cfg.eval_path.empty(), "--eval: ", dir, " holds 0 test images, so there is nothing to evaluate on");
+    EMBER_CHECK(cfg.target_accuracy < 0, "--target-accuracy: ", dir,
+                " holds 0 test images, so the test accuracy cannot be measured");
+  }
   const int64_t in_features = ds.train.images.size(1) * ds.train.images.size(2);
   const bool fashion = dir.find("fashion") != std::string::npos;
 
@@ -142,12 +282,13 @@ int run(const Config& cfg) {
   test_opts.device = device;
   data::DataLoader test_loader(data::TensorDataset(ds.test.images, ds.test.labels), test_opts);
   const int64_t steps_per_epoch = train_loader.num_batches();
+  const RunSettings settings = cfg.eval_path.empty() ? run_settings(cfg, ds, train_opts) : RunSettings{};
   auto sched = make_scheduler(cfg, *opt, steps_per_epoch);
   const bool per_batch_sched = cfg.scheduler == "onecycle";
 
   if (!cfg.eval_path.empty()) {
     Progress ignored;
-    load_training_checkpoint(cfg.eval_path, *model, nullptr, nullptr, ignored, cfg);
+    load_training_checkpoint(cfg.eval_path, *model, nullptr, nullptr, ignored, cfg, settings);
     metrics::ConfusionMatrix cm(10);
     EvalResult r = evaluate(*model, test_loader, &cm);
     std::printf("evaluated %s on %lld test images: loss %.4f\n", cfg.eval_path.c_str(),
@@ -158,7 +299,18 @@ int run(const Config& cfg) {
 
   Progress progress;
   if (!cfg.resume_path.empty()) {
-    load_training_checkpoint(cfg.resume_path, *model, opt.get(), sched.get(), progress, cfg);
+    load_training_checkpoint(cfg.resume_path, *model, opt.get(), sched.get(), progress, cfg, settings);
+    // The stored counters must describe a point inside this run.
+    EMBER_CHECK(progress.epoch < cfg.epochs, "--resume ", cfg.resume_path, ": the checkpoint has completed ",
+                progress.epoch, " epoch(s), so --epochs ", cfg.epochs, " leaves nothing to train; pass a larger "
+                "--epochs (with --scheduler none), or --eval it");
+    EMBER_CHECK(progress.step_in_epoch >= 0 && progress.step_in_epoch < steps_per_epoch, "--resume ",
+                cfg.resume_path, ": the checkpoint stopped at step ", progress.step_in_epoch, " of epoch ",
+                progress.epoch + 1, ", but an epoch here has ", steps_per_epoch, " steps (0 to ", steps_per_epoch - 1,
+                "); the file is damaged or edited");
+    EMBER_CHECK(static_cast<int64_t>(progress.history.size()) == progress.epoch, "--resume ", cfg.resume_path,
+                ": the checkpoint has completed ", progress.epoch, " epoch(s) but its history holds ",
+                progress.history.size(), "; the file is damaged or edited");
     if (!cfg.quiet)
       std::printf("resumed from %s at epoch %lld, step %lld\n", cfg.resume_path.c_str(),
                   static_cast<long long>(progress.epoch + 1), static_cast<long long>(progress.step_in_epoch));
@@ -174,6 +326,17 @@ int run(const Config& cfg) {
   std::vector<EpochStats> history = progress.history;
   bool interrupted = false;
   AsyncRead loss_reader;  // one pinned buffer for the whole run
+  NonFiniteGuard guard(device, progress.epoch * steps_per_epoch + progress.step_in_epoch);
+  int64_t skipped = 0;  // --skip-nonfinite: steps whose update was not applied
+  // Stops the run at a non-finite step: nothing is saved from here on, and the exit is non-zero.
+  auto stop_nonfinite = [&] {
+    const int64_t first = guard.first_bad_step();
+    throw Error(detail::str_cat(
+        "non-finite loss or gradient norm at epoch ", first / steps_per_epoch + 1, ", step ",
+        first % steps_per_epoch + 1, " of ", steps_per_epoch, " (", guard.nonfinite_steps(),
+        " non-finite step(s) so far); training stopped and no checkpoint was written after it. Try a lower --lr, "
+        "--detect-anomaly to name the op that produced it, or --skip-nonfinite to skip such steps"));
+  };
   for (int64_t epoch = progress.epoch; epoch < cfg.epochs && !interrupted; ++epoch) {
     train_loader.set_epoch(epoch);
     ProgressBar bar(epoch + 1, cfg.epochs, steps_per_epoch, cfg.quiet);
@@ -192,19 +355,31 @@ int run(const Config& cfg) {
         continue;
       }
       profile::Range step_range("train.step");  // Nsight: one range per step, ember's op ranges inside
-      Tensor logits = (*model)(batch.x);
-      Tensor loss = cross_entropy(logits, batch.y);
-      opt->zero_grad();
-      loss.backward();
-      opt->step();
-      if (per_batch_sched) sched->step();
-      {
+      Tensor logits, loss;
+      try {
+        logits = (*model)(batch.x);
+        loss = cross_entropy(logits, batch.y);
+        opt->zero_grad();
+        loss.backward();
+      } catch (const Error& e) {
+        if (!autograd::anomaly_enabled()) throw;
+        throw Error(detail::str_cat("--detect-anomaly: epoch ", epoch + 1, ", step ", step + 1, ": ", e.what()));
+      }
+      const Tensor finite = guard.record(loss, model->parameters());
+      // --skip-nonfinite decides on the host before the update: one wait per step on a GPU.
+      const bool skip = cfg.skip_nonfinite && !finite.item<bool>();
+      if (!skip) opt->step();
+      if (per_batch_sched) sched->step();  // the schedule follows the steps taken or skipped
+      ++step;
+      if (skip) {
+        ++skipped;
+      } else {
         autograd::NoGradGuard no_grad;
         loss_sum = add(loss_sum, mul(loss.detach(), static_cast<double>(batch.y.size(0))));
         correct = add(correct, sum(eq(argmax(logits.detach(), 1), batch.y)));
+        images += batch.y.size(0);
       }
-      ++step;
-      images += batch.y.size(0);
+      if (!cfg.skip_nonfinite && guard.tripped()) stop_nonfinite();
       if (bar.due(step)) {
         if (!loss_reader.pending()) {
           loss_reader.start(loss_sum);
@@ -222,6 +397,7 @@ int run(const Config& cfg) {
       }
     }
     bar.finish();
+    if (!cfg.skip_nonfinite && !guard.all_finite()) stop_nonfinite();
     if (interrupted) {
       progress.epoch = epoch;
       progress.step_in_epoch = step;
@@ -233,8 +409,8 @@ int run(const Config& cfg) {
     EvalResult test = evaluate(*model, test_loader, nullptr);
     EpochStats s;
     s.epoch = epoch + 1;
-    s.train_loss = images ? loss_sum.item<double>() / static_cast<double>(images) : 0.0;
-    s.train_acc = images ? static_cast<double>(correct.item<int64_t>()) / static_cast<double>(images) : 0.0;
+    s.train_loss = images ? loss_sum.item<double>() / static_cast<double>(images) : NAN;
+    s.train_acc = images ? static_cast<double>(correct.item<int64_t>()) / static_cast<double>(images) : NAN;
     s.test_loss = test.loss;
     s.test_acc = test.accuracy;
     s.seconds = seconds;
@@ -245,13 +421,13 @@ int run(const Config& cfg) {
     metrics_out.epoch(s, history);
     progress.epoch = epoch + 1;
     progress.history = history;
-    if (!cfg.save_path.empty()) save_training_checkpoint(cfg.save_path, *model, *opt, sched.get(), progress, cfg);
+    if (!cfg.save_path.empty()) save_training_checkpoint(cfg.save_path, *model, *opt, sched.get(), progress, cfg, settings);
   }
 
   if (interrupted) {
     progress.history = history;
     if (!cfg.save_path.empty()) {
-      save_training_checkpoint(cfg.save_path, *model, *opt, sched.get(), progress, cfg);
+      save_training_checkpoint(cfg.save_path, *model, *opt, sched.get(), progress, cfg, settings);
       std::printf("\ninterrupted at epoch %lld, step %lld: checkpoint saved to %s\nresume with: ember-mnist --resume %s "
                   "(and the same flags)\n", static_cast<long long>(progress.epoch + 1),
                   static_cast<long long>(progress.step_in_epoch), cfg.save_path.c_str(), cfg.save_path.c_str());
@@ -263,6 +439,9 @@ int run(const Config& cfg) {
     return 130;
   }
 
+  if (skipped > 0)
+    std::printf("\nskipped %lld non-finite step(s) (--skip-nonfinite): their updates were not applied\n",
+                static_cast<long long>(skipped));
   metrics::ConfusionMatrix cm(10);
   EvalResult final_test = evaluate(*model, test_loader, &cm);
   print_final(history, cm, fashion ? kFashionNames : std::vector<std::string>{});

@@ -1,6 +1,8 @@
 // CPU backend: GEMM through OpenBLAS (cblas), with the bias/ReLU/bias-gradient epilogues as loops.
 #include <cblas.h>
 
+#include <cstdint>
+
 #include "cpp/backend/cpu/cpu_backend.h"
 
 namespace ember {
@@ -27,6 +29,10 @@ MatLayout layout_of(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
 template <class T>
 void gemm_call(MatLayout la, MatLayout lb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, const T* B, T beta,
                T* C) {
+  // cblas takes 32-bit ints: a larger extent or leading dimension would be silently truncated.
+  for (const int64_t v : {M, N, K, la.ld, lb.ld})
+    EMBER_CHECK(v <= INT32_MAX, "gemm: [", M, ", ", K, "] x [", K, ", ", N, "] (leading dims ", la.ld, ", ", lb.ld,
+                ") has an extent above 2^31 - 1, more than the CPU BLAS takes; split the product into smaller ones");
   if constexpr (std::is_same_v<T, float>)
     cblas_sgemm(CblasRowMajor, la.trans, lb.trans, M, N, K, alpha, A, la.ld, B, lb.ld, beta, C, N);
   else

@@ -1,4 +1,5 @@
 // CPU backend: allocation, fill, copy/cast, random fills.
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -11,9 +12,12 @@ namespace ember {
 
 void* CpuBackend::allocate(size_t nbytes, Device) {
   // 64-byte alignment suits AVX-512 loads and OpenBLAS.
-  size_t rounded = (nbytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
-  if (!p) throw OutOfMemory(detail::str_cat("cpu: failed to allocate ", nbytes, " bytes of host memory"));
+  void* p = nbytes > SIZE_MAX - 63 ? nullptr : std::aligned_alloc(64, nbytes == 0 ? 64 : (nbytes + 63) / 64 * 64);
+  if (!p)
+    throw OutOfMemory(detail::str_cat("cpu: failed to allocate ", nbytes, " bytes (",
+                                      static_cast<double>(nbytes) / double(1 << 30),
+                                      " GiB) of host memory; use smaller tensors or batches"));
+  const size_t rounded = nbytes == 0 ? 64 : (nbytes + 63) / 64 * 64;
   if (debug::poison_allocations()) std::memset(p, 0xFF, rounded);
   return p;
 }

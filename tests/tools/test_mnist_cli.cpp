@@ -1,0 +1,308 @@
+// ember-mnist as a hostile user runs it: the real binary on a tiny hand-made dataset (64 training
+// and 20 test images of 4x4 pixels), with flags, checkpoints and output paths chosen to break it.
+// Every case must end with a clear message and a non-zero exit, never an abort, a hang or an exit 0
+// that reports numbers nobody measured.
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <thread>
+#include <nlohmann/json.hpp>
+
+#include "ember/checkpoint.h"
+#include "ember/data.h"
+#include "ember/io.h"
+#include "test_util.h"
+
+using namespace ember;
+namespace fs = std::filesystem;
+
+#ifdef EMBER_MNIST_BIN
+
+namespace {
+
+struct Result {
+  int rc = -1;
+  std::string out;  // stdout and stderr together
+};
+
+class MnistCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "ember-cli-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    write_dataset(data_dir(), 64, 20);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string data_dir() const { return path("data"); }
+
+  // A dataset of `n_train` and `n_test` 4x4 images whose class shows in the pixels, so training learns.
+  static void write_dataset(const std::string& dir, int64_t n_train, int64_t n_test) {
+    fs::create_directories(dir);
+    auto split = [&](const std::string& prefix, int64_t n) {
+      std::vector<uint8_t> px(static_cast<size_t>(n * 16));
+      std::vector<int64_t> y(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) {
+        y[i] = i % 10;
+        for (int64_t k = 0; k < 16; ++k) px[i * 16 + k] = static_cast<uint8_t>(k == y[i] ? 250 : (i * 7 + k) % 40);
+      }
+      data::write_idx(dir + "/" + prefix + "-images-idx3-ubyte", from_vector<uint8_t>(px, {n, 4, 4}));
+      data::write_idx(dir + "/" + prefix + "-labels-idx1-ubyte", from_vector<int64_t>(y, {n}));
+    };
+    split("train", n_train);
+    split("t10k", n_test);
+  }
+
+  // Runs ember-mnist with the tiny dataset, the CPU and a small model, plus `args`.
+  Result run(const std::string& args, const std::string& data = "") const {
+    const std::string log = path("log.txt");
+    const std::string cmd = std::string("'") + EMBER_MNIST_BIN + "' --data '" + (data.empty() ? data_dir() : data) +
+                            "' --device cpu --hidden 8 --quiet " + args + " > '" + log + "' 2>&1 < /dev/null";
+    const int status = std::system(cmd.c_str());
+    Result r;
+    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    std::ifstream in(log);
+    r.out.assign(std::istreambuf_iterator<char>(in), {});
+    return r;
+  }
+
+  // Rewrites one metadata entry of the checkpoint at `p`.
+  static void edit_meta(const std::string& p, const std::string& key, const std::string& value) {
+    io::SafetensorsFile f = io::load_safetensors(p);
+    f.metadata[key] = value;
+    io::save_safetensors(p, f.tensors, f.metadata);
+  }
+
+  fs::path dir_;
+};
+
+::testing::AssertionResult fails_with(const Result& r, int rc, const std::vector<std::string>& needles) {
+  if (r.rc != rc) return ::testing::AssertionFailure() << "exit " << r.rc << " (expected " << rc << "): " << r.out;
+  for (const std::string& n : needles)
+    if (r.out.find(n) == std::string::npos)
+      return ::testing::AssertionFailure() << "output lacks \"" << n << "\": " << r.out;
+  return ::testing::AssertionSuccess();
+}
+
+TEST_F(MnistCli, TrainsAndResumesOnTheTinyDataset) {
+  const std::string ck = path("ck.safetensors");
+  const Result first = run("--epochs 1 --save '" + ck + "'");
+  ASSERT_EQ(first.rc, 0) << first.out;
+  const Result resumed = run("--epochs 2 --save '" + ck + "' --resume '" + ck + "'");
+  EXPECT_EQ(resumed.rc, 0) << resumed.out;
+  EXPECT_NE(resumed.out.find("best epoch"), std::string::npos) << resumed.out;
+}
+
+TEST_F(MnistCli, MalformedHistoryInACheckpointIsAnErrorNotAnAbort) {
+  const std::string ck = path("ck.safetensors");
+  ASSERT_EQ(run("--epochs 1 --save '" + ck + "'").rc, 0);
+  // [[1]] once read past a 1-element row; "{" and "7" made nlohmann's exceptions escape (rc 134).
+  for (const std::string& history : std::vector<std::string>{"[[1]]", "{", "7", "[[1,2,3,4,5,6,7,\"x\"]]", "[" + std::string(100, '[')}) {
+    edit_meta(ck, "extra.history", history);
+    EXPECT_TRUE(fails_with(run("--epochs 2 --resume '" + ck + "'"), 2, {"error:", "extra.history"})) << history;
+  }
+}
+
+// ---- honest results: nothing reported that was not measured ----
+
+TEST_F(MnistCli, HugeBatchSizeTrainsOneBatchInsteadOfNothing) {
+  // (n + b - 1) / b overflowed into 0 batches: the run "trained" and printed the untrained model.
+  const std::string metrics = path("m.jsonl");
+  const Result r = run("--epochs 1 --batch-size 9223372036854775807 --metrics-out '" + metrics + "'");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  std::ifstream in(metrics);
+  std::string first;
+  std::getline(in, first);
+  const nlohmann::json epoch = nlohmann::json::parse(first);
+  EXPECT_GT(epoch.at("train_loss").get<double>(), 0.0) << first;
+  EXPECT_GT(epoch.at("images_per_s").get<double>(), 0.0) << first;
+}
+
+TEST_F(MnistCli, NoTrainingImagesIsAnError) {
+  write_dataset(path("empty-train"), 0, 20);
+  EXPECT_TRUE(fails_with(run("--epochs 1", path("empty-train")), 2, {"training set holds 0 images"}));
+}
+
+TEST_F(MnistCli, NoTestImagesIsStatedNotReportedAsZero) {
+  write_dataset(path("no-test"), 64, 0);
+  const std::string metrics = path("m.jsonl");
+  const Result r = run("--epochs 1 --metrics-out '" + metrics + "'", path("no-test"));
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("no test images: the test loss and accuracy were not measured"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("0.00%"), std::string::npos) << r.out;
+  std::ifstream in(metrics);
+  std::string line, last;
+  while (std::getline(in, line)) last = line;
+  const nlohmann::json summary = nlohmann::json::parse(last);
+  EXPECT_TRUE(summary.at("test_accuracy").is_null()) << last;
+  // A target cannot be checked against nothing.
+  EXPECT_TRUE(fails_with(run("--epochs 1 --target-accuracy 50", path("no-test")), 2, {"0 test images"}));
+}
+
+TEST_F(MnistCli, MetricsOnAFullDiskFailTheRun) {
+  // /dev/full accepts the open and fails the flush: the run once exited 0 with two empty files.
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full on this machine";
+  EXPECT_TRUE(fails_with(run("--epochs 1 --metrics-out /dev/full"), 2, {"--metrics-out", "/dev/full", "No space"}));
+}
+
+TEST_F(MnistCli, AReportThatCannotBeWrittenFailsTheRun) {
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full on this machine";
+  const std::string err = path("err.txt");
+  const std::string cmd = std::string("'") + EMBER_MNIST_BIN + "' --data '" + data_dir() +
+                          "' --device cpu --hidden 8 --epochs 1 > /dev/full 2> '" + err + "'";
+  const int status = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  std::ifstream in(err);
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(text.find("writing the report to stdout failed"), std::string::npos) << text;
+}
+
+TEST_F(MnistCli, MetricsPlotThatCannotBeWrittenFailsTheRun) {
+  // The JSON lines can be written but the plot beside them cannot (a directory holds its name).
+  const std::string metrics = path("m.jsonl");
+  fs::create_directories(path("m.svg"));
+  EXPECT_TRUE(fails_with(run("--epochs 1 --metrics-out '" + metrics + "'"), 2, {"--metrics-out: the plot", "m.svg"}));
+}
+
+// ---- resume checks what it resumes ----
+
+TEST_F(MnistCli, ResumeRefusesChangedSettingsListingEachDifference) {
+  const std::string ck = path("ck.safetensors");
+  ASSERT_EQ(run("--epochs 1 --save '" + ck + "'").rc, 0);
+  // Once: --batch-size 1000 silently skipped the rest of the epoch, --seed 8 changed the order.
+  EXPECT_TRUE(fails_with(run("--epochs 2 --batch-size 32 --seed 8 --lr 0.01 --resume '" + ck + "'"), 2,
+                         {"other settings", "--batch-size: saved '64', this run '32'", "--seed: saved '1', this run '8'",
+                          "--lr: saved '0.001", "only --epochs"}));
+  // Another dataset of the same shape: its checksum differs.
+  write_dataset(path("other"), 64, 20);
+  std::ofstream(path("other") + "/train-labels-idx1-ubyte", std::ios::binary | std::ios::in | std::ios::out)
+      .seekp(8)
+      .put(3);  // the first label 0 -> 3
+  const Result other = run("--epochs 2 --resume '" + ck + "'", path("other"));
+  EXPECT_TRUE(fails_with(other, 2, {"dataset: saved '64 training and 20 test images of 4x4, checksum"}));
+  // --epochs may change without a scheduler, not with one.
+  EXPECT_EQ(run("--epochs 2 --resume '" + ck + "'").rc, 0);
+  const std::string cos = path("cos.safetensors");
+  ASSERT_EQ(run("--epochs 1 --scheduler cosine --save '" + cos + "'").rc, 0);
+  EXPECT_TRUE(fails_with(run("--epochs 2 --scheduler cosine --resume '" + cos + "'"), 2,
+                         {"--epochs: saved '1', this run '2'"}));
+}
+
+TEST_F(MnistCli, ResumeValidatesTheStoredCounters) {
+  const std::string ck = path("ck.safetensors");
+  ASSERT_EQ(run("--epochs 1 --save '" + ck + "'").rc, 0);
+  EXPECT_TRUE(fails_with(run("--epochs 1 --resume '" + ck + "'"), 2, {"completed 1 epoch(s)", "nothing to train"}));
+  // A stored step of 1000000 or -3 was accepted.
+  edit_meta(ck, "step", "1000000");
+  EXPECT_TRUE(fails_with(run("--epochs 2 --resume '" + ck + "'"), 2, {"stopped at step 1000000", "has 1 steps"}));
+  edit_meta(ck, "step", "-3");
+  EXPECT_TRUE(fails_with(run("--epochs 2 --resume '" + ck + "'"), 2, {"step -3", "never negative"}));
+  edit_meta(ck, "step", "0");
+  edit_meta(ck, "epoch", "0");
+  EXPECT_TRUE(fails_with(run("--epochs 2 --resume '" + ck + "'"), 2, {"completed 0 epoch(s) but its history holds 1"}));
+}
+
+TEST_F(MnistCli, EvalWithResumeIsAUsageError) {
+  const std::string ck = path("ck.safetensors");
+  ASSERT_EQ(run("--epochs 1 --save '" + ck + "'").rc, 0);
+  const Result r = run("--eval '" + ck + "' --resume '" + ck + "'");
+  EXPECT_NE(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("excludes"), std::string::npos) << r.out;
+}
+
+TEST_F(MnistCli, SaveIntoAMissingOrUnwritableFolderFailsBeforeTraining) {
+  const std::string metrics = path("m.jsonl");
+  EXPECT_TRUE(fails_with(run("--epochs 1 --metrics-out '" + metrics + "' --save '" + path("no/such/ck") + "'"), 2,
+                         {"--save", "does not exist"}));
+  EXPECT_FALSE(fs::exists(metrics)) << "training started before --save was checked";
+  // /proc takes no new files, even from root (a chmod'ed folder would not stop root).
+  EXPECT_TRUE(fails_with(run("--epochs 1 --metrics-out '" + metrics + "' --save /proc/ember-ck.safetensors"), 2,
+                         {"--save", "cannot create files in '/proc'"}));
+  EXPECT_FALSE(fs::exists(metrics));
+  EXPECT_TRUE(fails_with(run("--epochs 1 --save '" + data_dir() + "'"), 2, {"is a folder"}));
+}
+
+TEST_F(MnistCli, NamedPipeAsResumeOrEvalIsRefusedWithoutBlocking) {
+  const std::string fifo = path("pipe");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_TRUE(fails_with(run("--epochs 1 --resume '" + fifo + "'"), 2, {"FIFO"}));
+  EXPECT_TRUE(fails_with(run("--eval '" + fifo + "'"), 2, {"FIFO"}));
+}
+
+// ---- flags out of range are refused, not clamped, with the value as given ----
+
+TEST_F(MnistCli, OutOfRangeFlagsAreRefusedWithTheValueAsGiven) {
+  struct Case {
+    std::string args;
+    std::string message;
+  };
+  const std::string huge(400, '9');
+  const std::vector<Case> cases = {
+      {"--epochs 99999999999999999999", "--epochs: must be an integer from 1 to 1000000, got 99999999999999999999"},
+      {"--epochs 1.5", "--epochs: must be an integer from 1 to 1000000, got 1.5"},
+      {"--epochs " + huge, "got 9999999999999999999999999999999999999..."},
+      {"--seed -1", "--seed: must be an integer from 0 to 18446744073709551615, got -1"},
+      {"--seed 18446744073709551616", "got 18446744073709551616"},
+      {"--threads -1", "--threads: must be an integer from 0 to 4096, got -1"},
+      {"--weight-decay inf", "--weight-decay: must be a finite number >= 0, got inf"},
+      {"--lr nan", "--lr: must be a finite number > 0, got nan"},
+      {"--lr 1e400", "--lr: must be a finite number > 0, got 1e400"},
+      {"--hidden 99999999999", "--hidden: must be an integer from 1 to 2147483647"},
+      {"--batch-size 0", "--batch-size: must be an integer from 1 to 9223372036854775807, got 0"},
+  };
+  for (const Case& c : cases) {
+    const Result r = run(c.args);
+    EXPECT_NE(r.rc, 0) << c.args;
+    EXPECT_NE(r.out.find(c.message), std::string::npos) << c.args << ": " << r.out;
+    EXPECT_LT(r.out.size(), 1000u) << c.args;
+  }
+}
+
+TEST_F(MnistCli, MoreThreadsThanCoresAreCappedWithAWarning) {
+  const Result r = run("--epochs 1 --threads 4096");
+  EXPECT_EQ(r.rc, 0) << r.out;
+  const std::string warning = "--threads 4096 is more than the " +
+                              std::to_string(std::thread::hardware_concurrency()) + " cores present";
+  EXPECT_NE(r.out.find(warning), std::string::npos) << r.out;
+}
+
+// ---- the NaN/Inf guard ----
+
+TEST_F(MnistCli, NonFiniteStepStopsTheRunAndSavesNothing) {
+  // lr 1e38: the first update is finite, the second forward overflows.
+  const std::string ck = path("ck.safetensors");
+  const Result r = run("--epochs 2 --batch-size 8 --optimizer sgd --lr 1e38 --save '" + ck + "'");
+  EXPECT_TRUE(fails_with(r, 2, {"non-finite loss or gradient norm at epoch 1, step 2 of 8",
+                                "no checkpoint was written", "--skip-nonfinite"}));
+  EXPECT_FALSE(fs::exists(ck)) << "a checkpoint was written after a non-finite step";
+  // Anomaly mode names the op.
+  EXPECT_TRUE(fails_with(run("--epochs 1 --batch-size 8 --optimizer sgd --lr 1e38 --detect-anomaly"), 2,
+                         {"--detect-anomaly: epoch 1, step 2", "anomaly detected", "NaN/Inf"}));
+}
+
+TEST_F(MnistCli, SkipNonFiniteSkipsAndCountsThoseSteps) {
+  const std::string ck = path("ck.safetensors");
+  const Result r = run("--epochs 1 --batch-size 8 --optimizer sgd --lr 1e38 --skip-nonfinite --save '" + ck + "'");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  // Step 1's update was applied; all 7 later steps overflow from its huge weights, and are skipped.
+  EXPECT_NE(r.out.find("skipped 7 non-finite step(s)"), std::string::npos) << r.out;
+  for (const auto& [name, t] : io::load_safetensors(ck).tensors)
+    if (name.rfind("optimizer.", 0) != 0) EXPECT_EQ(sum(isfinite(t)).item<int64_t>(), t.numel()) << name;
+}
+
+}  // namespace
+
+#else
+TEST(MnistCli, NeedsTheTrainer) { GTEST_SKIP() << "ember-mnist is not built (EMBER_BUILD_TOOLS=OFF)"; }
+#endif
