@@ -222,11 +222,28 @@ void check_save_path(const std::string& path) {
   ::unlink(probe.c_str());
 }
 
-}  // namespace
+// Everything a run is made of, built by set_up(): the data, the model and its optimizer and
+// schedule, the loaders, and what a checkpoint must agree on.
+struct Session {
+  const Config& cfg;
+  Device device;
+  std::string dir;
+  bool fashion = false;
+  data::Mnist ds;
+  int64_t in_features = 0;
+  std::shared_ptr<nn::Sequential> model;
+  std::unique_ptr<optim::Optimizer> opt;
+  std::unique_ptr<optim::EpochLRScheduler> sched;
+  bool per_batch_sched = false;
+  std::unique_ptr<data::DataLoader> train_loader, test_loader;
+  int64_t steps_per_epoch = 0;
+  RunSettings settings;
 
-void request_stop() { g_stop = true; }
+  std::vector<std::string> class_names() const { return fashion ? kFashionNames : std::vector<std::string>{}; }
+};
 
-int run(const Config& cfg) {
+// The flags that no data is needed to judge.
+void check_flags(const Config& cfg) {
   EMBER_CHECK(cfg.epochs >= 1, "--epochs must be at least 1, got ", cfg.epochs);
   EMBER_CHECK(cfg.batch_size >= 1, "--batch-size must be at least 1, got ", cfg.batch_size);
   EMBER_CHECK(cfg.hidden >= 1, "--hidden must be at least 1, got ", cfg.hidden);
@@ -236,6 +253,10 @@ int run(const Config& cfg) {
   EMBER_CHECK(cfg.eval_path.empty() || cfg.resume_path.empty(),
               "--eval and --resume do not go together: --eval evaluates a checkpoint, --resume trains on from one");
   if (!cfg.save_path.empty()) check_save_path(cfg.save_path);
+}
+
+// Threads, TF32 and anomaly mode: process-wide settings.
+void apply_process_settings(const Config& cfg) {
   if (cfg.threads > 0) {
     // More threads than cores only oversubscribe them: capped, and said so.
     const int cores = static_cast<int>(std::thread::hardware_concurrency());
@@ -249,202 +270,233 @@ int run(const Config& cfg) {
   }
   if (cfg.deterministic) cuda::set_allow_tf32(false);
   if (cfg.detect_anomaly) autograd::detect_anomaly(true);
-  const Device device = pick_device(cfg.device, cfg.quiet);
-  const std::string dir = resolve_data_dir(cfg);
-  data::Mnist ds = data::load_mnist_dir(dir);
-  const int64_t n_train = ds.train.images.size(0), n_test = ds.test.images.size(0);
+}
+
+std::unique_ptr<Session> set_up(const Config& cfg) {
+  auto s = std::make_unique<Session>(Session{cfg, pick_device(cfg.device, cfg.quiet), resolve_data_dir(cfg)});
+  s->ds = data::load_mnist_dir(s->dir);
+  const int64_t n_train = s->ds.train.images.size(0), n_test = s->ds.test.images.size(0);
   // Numbers nobody measured are never reported: no training images is an error, and without test
   // images the test figures are stated as absent (so a target accuracy cannot be checked).
-  EMBER_CHECK(n_train > 0, dir, ": the training set holds 0 images, so there is nothing to train on; check the "
+  EMBER_CHECK(n_train > 0, s->dir, ": the training set holds 0 images, so there is nothing to train on; check the "
               "train-images-idx3-ubyte file (or pass another --data)");
   if (n_test == 0) {
-    EMBER_CHECK(cfg.eval_path.empty(), "--eval: ", dir, " holds 0 test images, so there is nothing to evaluate on");
-    EMBER_CHECK(cfg.target_accuracy < 0, "--target-accuracy: ", dir,
+    EMBER_CHECK(cfg.eval_path.empty(), "--eval: ", s->dir, " holds 0 test images, so there is nothing to evaluate on");
+    EMBER_CHECK(cfg.target_accuracy < 0, "--target-accuracy: ", s->dir,
                 " holds 0 test images, so the test accuracy cannot be measured");
   }
-  const int64_t in_features = ds.train.images.size(1) * ds.train.images.size(2);
-  const bool fashion = dir.find("fashion") != std::string::npos;
+  s->in_features = s->ds.train.images.size(1) * s->ds.train.images.size(2);
+  s->fashion = s->dir.find("fashion") != std::string::npos;
 
   manual_seed(cfg.seed);
-  auto model = make_model(cfg, in_features, 10);
-  model->to(device);
-  auto opt = make_optimizer(cfg, model->parameters());
+  s->model = make_model(cfg, s->in_features, 10);
+  s->model->to(s->device);
+  s->opt = make_optimizer(cfg, s->model->parameters());
 
   data::DataLoaderOptions train_opts;
   train_opts.batch_size = cfg.batch_size;
   train_opts.shuffle = true;
   train_opts.seed = cfg.seed;
-  train_opts.device = device;
+  train_opts.device = s->device;
   train_opts.augment = cfg.augment;
-  data::DataLoader train_loader(data::TensorDataset(ds.train.images, ds.train.labels), train_opts);
+  s->train_loader =
+      std::make_unique<data::DataLoader>(data::TensorDataset(s->ds.train.images, s->ds.train.labels), train_opts);
   data::DataLoaderOptions test_opts;
   test_opts.batch_size = 1000;
-  test_opts.device = device;
-  data::DataLoader test_loader(data::TensorDataset(ds.test.images, ds.test.labels), test_opts);
-  const int64_t steps_per_epoch = train_loader.num_batches();
-  const RunSettings settings = cfg.eval_path.empty() ? run_settings(cfg, ds, train_opts) : RunSettings{};
-  auto sched = make_scheduler(cfg, *opt, steps_per_epoch);
-  const bool per_batch_sched = cfg.scheduler == "onecycle";
+  test_opts.device = s->device;
+  s->test_loader =
+      std::make_unique<data::DataLoader>(data::TensorDataset(s->ds.test.images, s->ds.test.labels), test_opts);
+  s->steps_per_epoch = s->train_loader->num_batches();
+  s->settings = cfg.eval_path.empty() ? run_settings(cfg, s->ds, train_opts) : RunSettings{};
+  s->sched = make_scheduler(cfg, *s->opt, s->steps_per_epoch);
+  s->per_batch_sched = cfg.scheduler == "onecycle";
+  return s;
+}
 
-  if (!cfg.eval_path.empty()) {
-    Progress ignored;
-    load_training_checkpoint(cfg.eval_path, *model, nullptr, nullptr, ignored, cfg, settings);
-    metrics::ConfusionMatrix cm(10);
-    EvalResult r = evaluate(*model, test_loader, &cm);
-    std::printf("evaluated %s on %lld test images: loss %.4f\n", cfg.eval_path.c_str(),
-                static_cast<long long>(cm.total()), r.loss);
-    print_final({}, cm, fashion ? kFashionNames : std::vector<std::string>{});
-    return cfg.target_accuracy >= 0 && 100 * r.accuracy < cfg.target_accuracy ? 3 : 0;
-  }
+// --eval: the checkpoint's model on the test set; the exit code says whether it met the target.
+int evaluate_checkpoint(Session& s) {
+  const Config& cfg = s.cfg;
+  Progress ignored;
+  load_training_checkpoint(cfg.eval_path, *s.model, nullptr, nullptr, ignored, cfg, s.settings);
+  metrics::ConfusionMatrix cm(10);
+  EvalResult r = evaluate(*s.model, *s.test_loader, &cm);
+  std::printf("evaluated %s on %lld test images: loss %.4f\n", cfg.eval_path.c_str(),
+              static_cast<long long>(cm.total()), r.loss);
+  print_final({}, cm, s.class_names());
+  return cfg.target_accuracy >= 0 && 100 * r.accuracy < cfg.target_accuracy ? 3 : 0;
+}
 
+// Where training starts: from scratch, or (--resume) where a checkpoint of this same run stopped.
+Progress start_or_resume(Session& s) {
+  const Config& cfg = s.cfg;
   Progress progress;
-  if (!cfg.resume_path.empty()) {
-    load_training_checkpoint(cfg.resume_path, *model, opt.get(), sched.get(), progress, cfg, settings);
-    // The stored counters must describe a point inside this run.
-    EMBER_CHECK(progress.epoch < cfg.epochs, "--resume ", cfg.resume_path, ": the checkpoint has completed ",
-                progress.epoch, " epoch(s), so --epochs ", cfg.epochs, " leaves nothing to train; pass a larger "
-                "--epochs (with --scheduler none), or --eval it");
-    EMBER_CHECK(progress.step_in_epoch >= 0 && progress.step_in_epoch < steps_per_epoch, "--resume ",
-                cfg.resume_path, ": the checkpoint stopped at step ", progress.step_in_epoch, " of epoch ",
-                progress.epoch + 1, ", but an epoch here has ", steps_per_epoch, " steps (0 to ", steps_per_epoch - 1,
-                "); the file is damaged or edited");
-    EMBER_CHECK(static_cast<int64_t>(progress.history.size()) == progress.epoch, "--resume ", cfg.resume_path,
-                ": the checkpoint has completed ", progress.epoch, " epoch(s) but its history holds ",
-                progress.history.size(), "; the file is damaged or edited");
-    if (!cfg.quiet)
-      std::printf("resumed from %s at epoch %lld, step %lld\n", cfg.resume_path.c_str(),
-                  static_cast<long long>(progress.epoch + 1), static_cast<long long>(progress.step_in_epoch));
-  }
+  if (cfg.resume_path.empty()) return progress;
+  load_training_checkpoint(cfg.resume_path, *s.model, s.opt.get(), s.sched.get(), progress, cfg, s.settings);
+  // The stored counters must describe a point inside this run.
+  EMBER_CHECK(progress.epoch < cfg.epochs, "--resume ", cfg.resume_path, ": the checkpoint has completed ",
+              progress.epoch, " epoch(s), so --epochs ", cfg.epochs, " leaves nothing to train; pass a larger "
+              "--epochs (with --scheduler none), or --eval it");
+  EMBER_CHECK(progress.step_in_epoch >= 0 && progress.step_in_epoch < s.steps_per_epoch, "--resume ",
+              cfg.resume_path, ": the checkpoint stopped at step ", progress.step_in_epoch, " of epoch ",
+              progress.epoch + 1, ", but an epoch here has ", s.steps_per_epoch, " steps (0 to ",
+              s.steps_per_epoch - 1, "); the file is damaged or edited");
+  EMBER_CHECK(static_cast<int64_t>(progress.history.size()) == progress.epoch, "--resume ", cfg.resume_path,
+              ": the checkpoint has completed ", progress.epoch, " epoch(s) but its history holds ",
+              progress.history.size(), "; the file is damaged or edited");
   if (!cfg.quiet)
-    std::printf("ember-mnist: %s MLP %lld-%lld-10, %s lr %g, batch %lld, %lld epochs on %s (%lld train / %lld test)\n",
-                cfg.dataset.c_str(), static_cast<long long>(in_features), static_cast<long long>(cfg.hidden),
-                cfg.optimizer.c_str(), cfg.lr, static_cast<long long>(cfg.batch_size),
-                static_cast<long long>(cfg.epochs), device.str().c_str(), static_cast<long long>(ds.train.images.size(0)),
-                static_cast<long long>(ds.test.images.size(0)));
+    std::printf("resumed from %s at epoch %lld, step %lld\n", cfg.resume_path.c_str(),
+                static_cast<long long>(progress.epoch + 1), static_cast<long long>(progress.step_in_epoch));
+  return progress;
+}
 
-  MetricsWriter metrics_out(cfg.metrics_out);
-  std::vector<EpochStats> history = progress.history;
-  bool interrupted = false;
+void print_header(const Session& s) {
+  const Config& cfg = s.cfg;
+  if (cfg.quiet) return;
+  std::printf("ember-mnist: %s MLP %lld-%lld-10, %s lr %g, batch %lld, %lld epochs on %s (%lld train / %lld test)\n",
+              cfg.dataset.c_str(), static_cast<long long>(s.in_features), static_cast<long long>(cfg.hidden),
+              cfg.optimizer.c_str(), cfg.lr, static_cast<long long>(cfg.batch_size), static_cast<long long>(cfg.epochs),
+              s.device.str().c_str(), static_cast<long long>(s.ds.train.images.size(0)),
+              static_cast<long long>(s.ds.test.images.size(0)));
+}
+
+// What lives across the epochs of a training run: the guard, the progress bar's reader, the counts.
+struct Training {
+  Training(const Session& s, const Progress& p)
+      : guard(s.device, p.epoch * s.steps_per_epoch + p.step_in_epoch), steps_per_epoch(s.steps_per_epoch) {}
   AsyncRead loss_reader;  // one pinned buffer for the whole run
-  NonFiniteGuard guard(device, progress.epoch * steps_per_epoch + progress.step_in_epoch);
+  NonFiniteGuard guard;
+  int64_t steps_per_epoch;
   int64_t skipped = 0;  // --skip-nonfinite: steps whose update was not applied
+
   // Stops the run at a non-finite step: nothing is saved from here on, and the exit is non-zero.
-  auto stop_nonfinite = [&] {
+  [[noreturn]] void stop_nonfinite() const {
     const int64_t first = guard.first_bad_step();
     throw Error(detail::str_cat(
         "non-finite loss or gradient norm at epoch ", first / steps_per_epoch + 1, ", step ",
         first % steps_per_epoch + 1, " of ", steps_per_epoch, " (", guard.nonfinite_steps(),
         " non-finite step(s) so far); training stopped and no checkpoint was written after it. Try a lower --lr, "
         "--detect-anomaly to name the op that produced it, or --skip-nonfinite to skip such steps"));
-  };
-  for (int64_t epoch = progress.epoch; epoch < cfg.epochs && !interrupted; ++epoch) {
-    train_loader.set_epoch(epoch);
-    ProgressBar bar(epoch + 1, cfg.epochs, steps_per_epoch, cfg.quiet);
-    const auto t0 = std::chrono::steady_clock::now();
-    Tensor loss_sum = zeros({}, TensorOptions(DType::F32, device));
-    Tensor correct = zeros({}, TensorOptions(DType::I64, device));
-    int64_t step = 0, images = 0;
-    // The bar's running loss is read back asynchronously (no wait on the device inside the loop): it
-    // shows the latest copy that has arrived, at most one refresh old.
-    if (loss_reader.pending()) (void)loss_reader.get();  // last epoch's, long arrived: dropped
-    double shown_loss = NAN;
-    int64_t read_images = 0, shown_images = 0;
-    for (data::Batch& batch : train_loader) {
-      if (step < progress.step_in_epoch) {  // resuming mid-epoch: replay the order, skip the work
-        ++step;
-        continue;
-      }
-      profile::Range step_range("train.step");  // Nsight: one range per step, ember's op ranges inside
-      Tensor logits, loss;
-      try {
-        logits = (*model)(batch.x);
-        loss = cross_entropy(logits, batch.y);
-        opt->zero_grad();
-        loss.backward();
-      } catch (const Error& e) {
-        if (!autograd::anomaly_enabled()) throw;
-        throw Error(detail::str_cat("--detect-anomaly: epoch ", epoch + 1, ", step ", step + 1, ": ", e.what()));
-      }
-      const Tensor finite = guard.record(loss, model->parameters());
-      // --skip-nonfinite decides on the host before the update: one wait per step on a GPU.
-      const bool skip = cfg.skip_nonfinite && !finite.item<bool>();
-      if (!skip) opt->step();
-      if (per_batch_sched) sched->step();  // the schedule follows the steps taken or skipped
+  }
+};
+
+struct EpochResult {
+  bool interrupted = false;
+  int64_t steps = 0;  // steps done in this epoch (where an interrupted epoch stopped)
+  EpochStats stats;   // for a finished epoch
+};
+
+// One epoch: each step reads batch, forward, loss, backward, guard, step; then the test set.
+EpochResult train_epoch(Session& s, Training& t, int64_t epoch, int64_t first_step) {
+  const Config& cfg = s.cfg;
+  s.train_loader->set_epoch(epoch);
+  ProgressBar bar(epoch + 1, cfg.epochs, s.steps_per_epoch, cfg.quiet);
+  const auto t0 = std::chrono::steady_clock::now();
+  Tensor loss_sum = zeros({}, TensorOptions(DType::F32, s.device));
+  Tensor correct = zeros({}, TensorOptions(DType::I64, s.device));
+  EpochResult r;
+  int64_t& step = r.steps;
+  int64_t images = 0;
+  // The bar's running loss is read back asynchronously (no wait on the device inside the loop): it
+  // shows the latest copy that has arrived, at most one refresh old.
+  if (t.loss_reader.pending()) (void)t.loss_reader.get();  // last epoch's, long arrived: dropped
+  double shown_loss = NAN;
+  int64_t read_images = 0, shown_images = 0;
+  for (data::Batch& batch : *s.train_loader) {
+    if (step < first_step) {  // resuming mid-epoch: replay the order, skip the work
       ++step;
-      if (skip) {
-        ++skipped;
-      } else {
-        autograd::NoGradGuard no_grad;
-        loss_sum = add(loss_sum, mul(loss.detach(), static_cast<double>(batch.y.size(0))));
-        correct = add(correct, sum(eq(argmax(logits.detach(), 1), batch.y)));
-        images += batch.y.size(0);
-      }
-      if (!cfg.skip_nonfinite && guard.tripped()) stop_nonfinite();
-      if (bar.due(step)) {
-        if (!loss_reader.pending()) {
-          loss_reader.start(loss_sum);
-          read_images = images;
-        }
-        if (loss_reader.ready()) {  // on the CPU at once; on a GPU usually at the next refresh
-          shown_loss = loss_reader.get().item<double>();
-          shown_images = read_images;
-        }
-        bar.update(step, shown_images ? shown_loss / static_cast<double>(shown_images) : NAN, images);
-      }
-      if (g_stop) {
-        interrupted = true;
-        break;
-      }
+      continue;
     }
-    bar.finish();
-    if (!cfg.skip_nonfinite && !guard.all_finite()) stop_nonfinite();
-    if (interrupted) {
-      progress.epoch = epoch;
-      progress.step_in_epoch = step;
+    profile::Range step_range("train.step");  // Nsight: one range per step, ember's op ranges inside
+    Tensor logits, loss;
+    try {
+      logits = (*s.model)(batch.x);
+      loss = cross_entropy(logits, batch.y);
+      s.opt->zero_grad();
+      loss.backward();
+    } catch (const Error& e) {
+      if (!autograd::anomaly_enabled()) throw;
+      throw Error(detail::str_cat("--detect-anomaly: epoch ", epoch + 1, ", step ", step + 1, ": ", e.what()));
+    }
+    const Tensor finite = t.guard.record(loss, s.model->parameters());
+    // --skip-nonfinite decides on the host before the update: one wait per step on a GPU.
+    const bool skip = cfg.skip_nonfinite && !finite.item<bool>();
+    if (!skip) s.opt->step();
+    if (s.per_batch_sched) s.sched->step();  // the schedule follows the steps taken or skipped
+    ++step;
+    if (skip) {
+      ++t.skipped;
+    } else {
+      autograd::NoGradGuard no_grad;
+      loss_sum = add(loss_sum, mul(loss.detach(), static_cast<double>(batch.y.size(0))));
+      correct = add(correct, sum(eq(argmax(logits.detach(), 1), batch.y)));
+      images += batch.y.size(0);
+    }
+    if (!cfg.skip_nonfinite && t.guard.tripped()) t.stop_nonfinite();
+    if (bar.due(step)) {
+      if (!t.loss_reader.pending()) {
+        t.loss_reader.start(loss_sum);
+        read_images = images;
+      }
+      if (t.loss_reader.ready()) {  // on the CPU at once; on a GPU usually at the next refresh
+        shown_loss = t.loss_reader.get().item<double>();
+        shown_images = read_images;
+      }
+      bar.update(step, shown_images ? shown_loss / static_cast<double>(shown_images) : NAN, images);
+    }
+    if (g_stop) {
+      r.interrupted = true;
       break;
     }
-    progress.step_in_epoch = 0;
-    if (sched && !per_batch_sched) sched->step();
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    EvalResult test = evaluate(*model, test_loader, nullptr);
-    EpochStats s;
-    s.epoch = epoch + 1;
-    s.train_loss = images ? loss_sum.item<double>() / static_cast<double>(images) : NAN;
-    s.train_acc = images ? static_cast<double>(correct.item<int64_t>()) / static_cast<double>(images) : NAN;
-    s.test_loss = test.loss;
-    s.test_acc = test.accuracy;
-    s.seconds = seconds;
-    s.images_per_s = static_cast<double>(images) / seconds;
-    s.lr = opt->lr(0);
-    history.push_back(s);
-    print_epoch(s, cfg.epochs, cfg.quiet);
-    metrics_out.epoch(s, history);
-    progress.epoch = epoch + 1;
-    progress.history = history;
-    if (!cfg.save_path.empty()) save_training_checkpoint(cfg.save_path, *model, *opt, sched.get(), progress, cfg, settings);
   }
+  bar.finish();
+  if (!cfg.skip_nonfinite && !t.guard.all_finite()) t.stop_nonfinite();
+  if (r.interrupted) return r;
+  if (s.sched && !s.per_batch_sched) s.sched->step();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EvalResult test = evaluate(*s.model, *s.test_loader, nullptr);
+  EpochStats& st = r.stats;
+  st.epoch = epoch + 1;
+  st.train_loss = images ? loss_sum.item<double>() / static_cast<double>(images) : NAN;
+  st.train_acc = images ? static_cast<double>(correct.item<int64_t>()) / static_cast<double>(images) : NAN;
+  st.test_loss = test.loss;
+  st.test_acc = test.accuracy;
+  st.seconds = seconds;
+  st.images_per_s = static_cast<double>(images) / seconds;
+  st.lr = s.opt->lr(0);
+  return r;
+}
 
-  if (interrupted) {
-    progress.history = history;
-    if (!cfg.save_path.empty()) {
-      save_training_checkpoint(cfg.save_path, *model, *opt, sched.get(), progress, cfg, settings);
-      std::printf("\ninterrupted at epoch %lld, step %lld: checkpoint saved to %s\nresume with: ember-mnist --resume %s "
-                  "(and the same flags)\n", static_cast<long long>(progress.epoch + 1),
-                  static_cast<long long>(progress.step_in_epoch), cfg.save_path.c_str(), cfg.save_path.c_str());
-    } else {
-      std::printf("\ninterrupted at epoch %lld, step %lld; no checkpoint written (pass --save PATH to make runs "
-                  "resumable)\n", static_cast<long long>(progress.epoch + 1),
-                  static_cast<long long>(progress.step_in_epoch));
-    }
-    return 130;
+void checkpoint(Session& s, const Progress& progress) {
+  if (!s.cfg.save_path.empty())
+    save_training_checkpoint(s.cfg.save_path, *s.model, *s.opt, s.sched.get(), progress, s.cfg, s.settings);
+}
+
+// Ctrl-C: saves where the run stopped (with --save) and says how to go on; exit 130.
+int stop_interrupted(Session& s, const Progress& progress) {
+  const Config& cfg = s.cfg;
+  if (!cfg.save_path.empty()) {
+    checkpoint(s, progress);
+    std::printf("\ninterrupted at epoch %lld, step %lld: checkpoint saved to %s\nresume with: ember-mnist --resume %s "
+                "(and the same flags)\n", static_cast<long long>(progress.epoch + 1),
+                static_cast<long long>(progress.step_in_epoch), cfg.save_path.c_str(), cfg.save_path.c_str());
+  } else {
+    std::printf("\ninterrupted at epoch %lld, step %lld; no checkpoint written (pass --save PATH to make runs "
+                "resumable)\n", static_cast<long long>(progress.epoch + 1),
+                static_cast<long long>(progress.step_in_epoch));
   }
+  return 130;
+}
 
-  if (skipped > 0)
+// The end of a finished run: the best epoch, the confusion matrix and per-class scores, the metrics
+// summary; exit 3 below --target-accuracy.
+int report(Session& s, const Training& t, const std::vector<EpochStats>& history, MetricsWriter& metrics_out) {
+  const Config& cfg = s.cfg;
+  if (t.skipped > 0)
     std::printf("\nskipped %lld non-finite step(s) (--skip-nonfinite): their updates were not applied\n",
-                static_cast<long long>(skipped));
+                static_cast<long long>(t.skipped));
   metrics::ConfusionMatrix cm(10);
-  EvalResult final_test = evaluate(*model, test_loader, &cm);
-  print_final(history, cm, fashion ? kFashionNames : std::vector<std::string>{});
+  EvalResult final_test = evaluate(*s.model, *s.test_loader, &cm);
+  print_final(history, cm, s.class_names());
   metrics_out.summary(history, cm);
   if (metrics_out.enabled() && !cfg.quiet)
     std::printf("\nmetrics: %s, plot: %s\n", cfg.metrics_out.c_str(), metrics_out.svg_path().c_str());
@@ -454,6 +506,38 @@ int run(const Config& cfg) {
     return 3;
   }
   return 0;
+}
+
+}  // namespace
+
+void request_stop() { g_stop = true; }
+
+// The program: set up, then per epoch train, evaluate, record and checkpoint, then report.
+int run(const Config& cfg) {
+  check_flags(cfg);
+  apply_process_settings(cfg);
+  std::unique_ptr<Session> s = set_up(cfg);
+  if (!cfg.eval_path.empty()) return evaluate_checkpoint(*s);
+
+  Progress progress = start_or_resume(*s);
+  print_header(*s);
+  MetricsWriter metrics_out(cfg.metrics_out);
+  Training training(*s, progress);
+  for (int64_t epoch = progress.epoch; epoch < cfg.epochs; ++epoch) {
+    const EpochResult r = train_epoch(*s, training, epoch, progress.step_in_epoch);
+    if (r.interrupted) {
+      progress.epoch = epoch;
+      progress.step_in_epoch = r.steps;
+      return stop_interrupted(*s, progress);
+    }
+    progress.history.push_back(r.stats);
+    print_epoch(r.stats, cfg.epochs, cfg.quiet);
+    metrics_out.epoch(r.stats, progress.history);
+    progress.epoch = epoch + 1;
+    progress.step_in_epoch = 0;
+    checkpoint(*s, progress);
+  }
+  return report(*s, training, progress.history, metrics_out);
 }
 
 }  // namespace mnist
