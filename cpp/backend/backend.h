@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "ember/export.h"
 #include "ember/tensor.h"
 
 namespace ember {
@@ -312,8 +313,15 @@ class Backend {
                             const Tensor& order, const BatchParams& p) = 0;
 };
 
-// The backend that runs ops for tensors on `device`.
-Backend& backend_for(Device device);
+// The backend that runs ops for tensors on `device`: the built-in one for its type unless
+// set_backend replaced it.
+EMBER_API Backend& backend_for(Device device);
+// Installs `backend` for every device of `type` (a decorator around the previous one: a profiler,
+// a checker: wrap backend_for(device) read before) and returns the installed one it replaces
+// (nullptr for the built-in one); nullptr restores the built-in one. A tensor's storage
+// keeps a pointer to the backend that allocated it, so an installed backend must live until the
+// process ends or until every tensor it allocated is gone.
+EMBER_API Backend* set_backend(DeviceType type, Backend* backend);
 Backend& cpu_backend();
 // The CUDA backend; throws ember::Error when ember was built without it.
 Backend& cuda_backend();

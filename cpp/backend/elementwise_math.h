@@ -69,7 +69,6 @@ EMBER_HOST_DEVICE C unary(C x, C a, C b) {
   else if constexpr (OP == UnaryOp::Abs) return x < C(0) ? -x : x;
   else if constexpr (OP == UnaryOp::Sign) return x > C(0) ? C(1) : (x < C(0) ? C(-1) : C(0));
   else if constexpr (OP == UnaryOp::Square) return x * x;
-  else if constexpr (OP == UnaryOp::Reciprocal) return C(1) / x;
   else if constexpr (OP == UnaryOp::Clamp) return x < a ? a : (x > b ? b : x);
   else if constexpr (OP == UnaryOp::Relu) return x < C(0) ? C(0) : x;  // NaN passes through
   else if constexpr (OP == UnaryOp::LeakyRelu) return x < C(0) ? a * x : x;
