@@ -40,7 +40,8 @@ function(ember_configure_cuda_target target)
   # C++20 for CUDA sources through CUDA_STANDARD, now that CMake knows nvcc's flag for it (see above).
   set_target_properties(${target} PROPERTIES CUDA_STANDARD 20 CUDA_STANDARD_REQUIRED ON CUDA_EXTENSIONS OFF)
   target_compile_options(${target} PRIVATE
-    $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -Xcompiler=-fvisibility=hidden -Wno-deprecated-declarations>)
+    $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -Xcompiler=-fvisibility=hidden -Xcompiler=-Werror=switch
+                                      -Wno-deprecated-declarations>)
   target_include_directories(${target} PRIVATE ${CUDAToolkit_INCLUDE_DIRS}/cccl)
   target_link_libraries(${target} PRIVATE CUDA::cudart CUDA::cublas CUDA::cublasLt)
   if(TARGET CUDA::nvtx3)

@@ -261,9 +261,8 @@ void CudaBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, cons
   const int64_t M = out.size(out.dim() - 2), N = out.size(out.dim() - 1), K = a.size(a.dim() - 1);
   const int64_t ad = a.dim(), bd = b.dim();
   const int64_t a_bs = ad == 3 ? a.stride(0) : 0, b_bs = bd == 3 ? b.stride(0) : 0;
-  const bool bias = o.epilogue == Epilogue::Bias || o.epilogue == Epilogue::BiasRelu;
-  const bool relu = o.epilogue == Epilogue::Relu || o.epilogue == Epilogue::BiasRelu;
-  const bool bias_grad = o.epilogue == Epilogue::BiasGradA;
+  const EpilogueParts ep = epilogue_parts(o.epilogue, "cuda");
+  const bool bias = ep.bias, relu = ep.relu, bias_grad = ep.bias_grad;
 
   if (B == 0) return;
   if (M == 0 || N == 0) {
@@ -333,9 +332,10 @@ void CudaBackend::gemm_epilogue_fallback(const Tensor& out, const Tensor& a, con
     // the same thread).
     const int64_t N = out.size(out.dim() - 1), rows = N == 0 ? 0 : out.numel() / N;
     const Tensor c = make_view(out, {rows, N}, {N, 1}, out.offset());
-    if (o.epilogue == Epilogue::Bias || o.epilogue == Epilogue::BiasRelu)
+    const EpilogueParts ep = epilogue_parts(o.epilogue, "cuda");
+    if (ep.bias)
       binary(BinaryOp::Add, c, c, make_view(o.bias, {rows, N}, {0, o.bias.stride(0)}, o.bias.offset()), {});
-    if (o.epilogue == Epilogue::Relu || o.epilogue == Epilogue::BiasRelu) unary(UnaryOp::Relu, c, c, {});
+    if (ep.relu) unary(UnaryOp::Relu, c, c, {});
   }
   if (bias_grad) {
     // bias_grad[i] = sum_k op(a)[i, k] over a's first matrix (as the CPU reads it), summed in

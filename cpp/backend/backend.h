@@ -14,45 +14,63 @@
 //     both rules (tests/backend/test_backend_rules.cpp passes strided vectors to the CPU).
 #pragma once
 #include <cstdint>
+#include <iterator>
 #include <utility>
 #include <vector>
 
+#include "ember/export.h"
 #include "ember/tensor.h"
 
 namespace ember {
 
+// The elementwise op enums, generated from their lists (unary_ops.def, binary_ops.def) together
+// with the names and every backend's dispatch table, so that no list can disagree with another.
 enum class UnaryOp : int8_t {
-  // Arithmetic with a scalar (alpha).
-  AddScalar,   // x + alpha
-  MulScalar,   // x * alpha
-  RSubScalar,  // alpha - x
-  RDivScalar,  // alpha / x
-  PowScalar,   // x ^ alpha
-  RPowScalar,  // alpha ^ x
-  // Math.
-  Neg, Exp, Log, Sqrt, Rsqrt, Abs, Sign, Square, Reciprocal,
-  Clamp,      // min(max(x, alpha), beta)
-  // Activations.
-  Relu, LeakyRelu /* slope alpha */, Sigmoid, Tanh, GeluTanh, GeluErf, Silu, Softplus,
-  // Predicates (output dtype Bool).
-  IsFinite,
+#define EMBER_UNARY_OP(NAME, STR) NAME,
+#include "cpp/backend/unary_ops.def"
+#undef EMBER_UNARY_OP
 };
 
 enum class BinaryOp : int8_t {
-  Add, Sub, Mul, Div, Pow, Maximum, Minimum,
-  // Comparisons (output dtype Bool).
-  Eq, Ne, Lt, Le, Gt, Ge,
-  // Activation backward: out = grad * f'(x) with a = grad, b = the saved value named here.
-  ReluBackward,       // b = x (or y: same sign)
-  LeakyReluBackward,  // b = x, slope alpha
-  SigmoidBackward,    // b = y = sigmoid(x)
-  TanhBackward,       // b = y = tanh(x)
-  GeluTanhBackward,   // b = x
-  GeluErfBackward,    // b = x
-  SiluBackward,       // b = x
-  SoftplusBackward,   // b = x
-  ClampBackward,      // b = x; passes grad where alpha <= x <= beta
+#define EMBER_BINARY_OP(NAME, STR, COMPARES) NAME,
+#include "cpp/backend/binary_ops.def"
+#undef EMBER_BINARY_OP
 };
+
+inline constexpr const char* kUnaryOpNames[] = {
+#define EMBER_UNARY_OP(NAME, STR) STR,
+#include "cpp/backend/unary_ops.def"
+#undef EMBER_UNARY_OP
+};
+inline constexpr const char* kBinaryOpNames[] = {
+#define EMBER_BINARY_OP(NAME, STR, COMPARES) STR,
+#include "cpp/backend/binary_ops.def"
+#undef EMBER_BINARY_OP
+};
+inline constexpr bool kBinaryOpCompares[] = {
+#define EMBER_BINARY_OP(NAME, STR, COMPARES) COMPARES,
+#include "cpp/backend/binary_ops.def"
+#undef EMBER_BINARY_OP
+};
+inline constexpr int kUnaryOpCount = static_cast<int>(std::size(kUnaryOpNames));
+inline constexpr int kBinaryOpCount = static_cast<int>(std::size(kBinaryOpNames));
+static_assert(kUnaryOpCount <= 127 && kBinaryOpCount <= 127, "an op list outgrew its int8_t enum");
+
+// The op's index in its list; throws ember::Error naming the value and `backend` for a value
+// outside the list (an integer cast to the enum), so no dispatch table is read out of bounds.
+int op_index(UnaryOp op, const char* backend);
+int op_index(BinaryOp op, const char* backend);
+// The op's name in its list ("softplus", "relu_backward"); "unknown" for a value outside it.
+inline const char* op_name(UnaryOp op) {
+  const int i = static_cast<int>(op);
+  return i >= 0 && i < kUnaryOpCount ? kUnaryOpNames[i] : "unknown";
+}
+inline const char* op_name(BinaryOp op) {
+  const int i = static_cast<int>(op);
+  return i >= 0 && i < kBinaryOpCount ? kBinaryOpNames[i] : "unknown";
+}
+// Whether a binary op compares (output dtype Bool).
+constexpr bool is_comparison(BinaryOp op) { return kBinaryOpCompares[static_cast<int>(op)]; }
 
 struct ElementwiseParams {
   double alpha = 0.0;
@@ -83,6 +101,21 @@ enum class Epilogue : int8_t {
   BiasRelu,   // out = max(out + bias[j], 0)
   BiasGradA,  // also writes bias_grad[i] = sum_k op(a)[i, k] (the bias gradient of a linear layer)
 };
+
+// What an epilogue asks of a GEMM. Every backend reads its epilogue through this one switch over
+// every Epilogue (a missing case is a compile error: -Werror=switch), so a new epilogue cannot pass
+// as None on one backend; a value outside the enum throws ember::Error naming `backend`.
+struct EpilogueParts {
+  bool bias = false;       // out[i, j] += bias[j]
+  bool relu = false;       // then out = max(out, 0)
+  bool bias_grad = false;  // bias_grad[i] = sum_k op(a)[i, k]
+};
+EpilogueParts epilogue_parts(Epilogue e, const char* backend);
+
+// Throws ember::Error for an enum value that a backend's switch does not list: `primitive` (the
+// caller), the enum's name, the value and the backend. Backends call it after a switch that
+// covers every enumerator and returns from each case.
+[[noreturn]] void throw_unhandled(const char* primitive, const char* enum_name, int value, const char* backend);
 
 struct GemmOptions {
   double alpha = 1.0;
@@ -280,8 +313,15 @@ class Backend {
                             const Tensor& order, const BatchParams& p) = 0;
 };
 
-// The backend that runs ops for tensors on `device`.
-Backend& backend_for(Device device);
+// The backend that runs ops for tensors on `device`: the built-in one for its type unless
+// set_backend replaced it.
+EMBER_API Backend& backend_for(Device device);
+// Installs `backend` for every device of `type` (a decorator around the previous one: a profiler,
+// a checker: wrap backend_for(device) read before) and returns the installed one it replaces
+// (nullptr for the built-in one); nullptr restores the built-in one. A tensor's storage
+// keeps a pointer to the backend that allocated it, so an installed backend must live until the
+// process ends or until every tensor it allocated is gone.
+EMBER_API Backend* set_backend(DeviceType type, Backend* backend);
 Backend& cpu_backend();
 // The CUDA backend; throws ember::Error when ember was built without it.
 Backend& cuda_backend();

@@ -69,7 +69,6 @@ EMBER_HOST_DEVICE C unary(C x, C a, C b) {
   else if constexpr (OP == UnaryOp::Abs) return x < C(0) ? -x : x;
   else if constexpr (OP == UnaryOp::Sign) return x > C(0) ? C(1) : (x < C(0) ? C(-1) : C(0));
   else if constexpr (OP == UnaryOp::Square) return x * x;
-  else if constexpr (OP == UnaryOp::Reciprocal) return C(1) / x;
   else if constexpr (OP == UnaryOp::Clamp) return x < a ? a : (x > b ? b : x);
   else if constexpr (OP == UnaryOp::Relu) return x < C(0) ? C(0) : x;  // NaN passes through
   else if constexpr (OP == UnaryOp::LeakyRelu) return x < C(0) ? a * x : x;
@@ -87,8 +86,7 @@ EMBER_HOST_DEVICE C unary(C x, C a, C b) {
 EMBER_HOST_DEVICE bool is_finite(double x) { return x - x == 0.0; }  // false for NaN and +-Inf
 
 template <BinaryOp OP>
-inline constexpr bool is_comparison = OP == BinaryOp::Eq || OP == BinaryOp::Ne || OP == BinaryOp::Lt ||
-                                      OP == BinaryOp::Le || OP == BinaryOp::Gt || OP == BinaryOp::Ge;
+inline constexpr bool is_comparison = ::ember::is_comparison(OP);  // from binary_ops.def
 
 template <BinaryOp OP, class C>
 EMBER_HOST_DEVICE bool compare(C x, C y) {
@@ -97,7 +95,10 @@ EMBER_HOST_DEVICE bool compare(C x, C y) {
   else if constexpr (OP == BinaryOp::Lt) return x < y;
   else if constexpr (OP == BinaryOp::Le) return x <= y;
   else if constexpr (OP == BinaryOp::Gt) return x > y;
-  else return x >= y;
+  else {
+    static_assert(OP == BinaryOp::Ge, "math::compare: a comparison in binary_ops.def has no line here");
+    return x >= y;
+  }
 }
 
 // For the backward ops, x is the incoming gradient and y the saved forward value.

@@ -1,4 +1,5 @@
-// Backend lookup by device, the default generator, and Storage release.
+// The backend registry (lookup by device, replacement by a decorator), the default generator, and
+// Storage release.
 #include "cpp/backend/backend.h"
 #include "cpp/backend/cpu/cpu_backend.h"
 #include "cpp/core/tensor_impl.h"
@@ -13,7 +14,19 @@ Backend& cpu_backend() {
   return backend;
 }
 
-Backend& backend_for(Device device) { return device.is_cpu() ? cpu_backend() : cuda_backend(); }
+namespace {
+// The installed backends by DeviceType; null means the built-in one.
+std::atomic<Backend*> g_installed[2] = {nullptr, nullptr};
+}  // namespace
+
+Backend& backend_for(Device device) {
+  if (Backend* b = g_installed[device.is_cpu() ? 0 : 1].load(std::memory_order_acquire)) return *b;
+  return device.is_cpu() ? cpu_backend() : cuda_backend();
+}
+
+Backend* set_backend(DeviceType type, Backend* backend) {
+  return g_installed[type == DeviceType::CPU ? 0 : 1].exchange(backend, std::memory_order_acq_rel);
+}
 
 Storage::~Storage() {
   if (owner && data) owner->deallocate(data, nbytes, device);

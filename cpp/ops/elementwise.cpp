@@ -28,11 +28,9 @@ Tensor unary_kernel(UnaryOp op, const Tensor& in, ElementwiseParams p, DType out
   return out;
 }
 
-static bool is_compare(BinaryOp op) { return op >= BinaryOp::Eq && op <= BinaryOp::Ge; }
-
 Tensor binary_kernel(BinaryOp op, const Tensor& a, const Tensor& b, ElementwiseParams p) {
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), "binary op");
-  Tensor out = make_empty(shape, is_compare(op) ? DType::Bool : a.dtype(), a.device());
+  Tensor out = make_empty(shape, is_comparison(op) ? DType::Bool : a.dtype(), a.device());
   backend_of(a).binary(op, out, broadcast_view(a, shape), broadcast_view(b, shape), p);
   return out;
 }
@@ -40,25 +38,6 @@ Tensor binary_kernel(BinaryOp op, const Tensor& a, const Tensor& b, ElementwiseP
 }  // namespace ops
 
 namespace {
-
-const char* binary_name(BinaryOp op) {
-  switch (op) {
-    case BinaryOp::Add: return "add";
-    case BinaryOp::Sub: return "sub";
-    case BinaryOp::Mul: return "mul";
-    case BinaryOp::Div: return "div";
-    case BinaryOp::Pow: return "pow";
-    case BinaryOp::Maximum: return "maximum";
-    case BinaryOp::Minimum: return "minimum";
-    case BinaryOp::Eq: return "eq";
-    case BinaryOp::Ne: return "ne";
-    case BinaryOp::Lt: return "lt";
-    case BinaryOp::Le: return "le";
-    case BinaryOp::Gt: return "gt";
-    case BinaryOp::Ge: return "ge";
-    default: return "binary";
-  }
-}
 
 // Checks and promotes the operands of a binary op; returns them in the common dtype.
 std::pair<Tensor, Tensor> prepare(const Tensor& a, const Tensor& b, const char* op, bool need_float) {
@@ -73,12 +52,12 @@ std::pair<Tensor, Tensor> prepare(const Tensor& a, const Tensor& b, const char* 
 }
 
 Tensor binary_op(BinaryOp op, const Tensor& a0, const Tensor& b0) {
-  const char* name = binary_name(op);
+  const char* name = op_name(op);
   profile::Range range(name);
   const bool need_float = op == BinaryOp::Div || op == BinaryOp::Pow;
   auto [a, b] = prepare(a0, b0, name, need_float);
   Tensor out = ops::binary_kernel(op, a, b);
-  if (ops::is_compare_op(op) || !any_requires_grad({&a0, &b0})) return out;
+  if (is_comparison(op) || !any_requires_grad({&a0, &b0})) return out;
   const Shape as = a.shape(), bs = b.shape();
   const bool ga = a0.requires_grad(), gb = b0.requires_grad();
   SavedTensor sa(a), sb(b), so(out, true);
@@ -200,16 +179,12 @@ Tensor math_op(UnaryOp op, const Tensor& x0, const char* name) {
 }
 
 Tensor compare_scalar(BinaryOp op, const Tensor& a, double b) {
-  ops::check_defined(a, binary_name(op));
+  ops::check_defined(a, op_name(op));
   Tensor bt = full({}, b, TensorOptions(is_floating(a.dtype()) ? a.dtype() : DType::F64, a.device()));
   return binary_op(op, a, bt);
 }
 
 }  // namespace
-
-namespace ops {
-bool is_compare_op(BinaryOp op) { return is_compare(op); }
-}  // namespace ops
 
 Tensor add(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::Add, a, b); }
 Tensor sub(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::Sub, a, b); }

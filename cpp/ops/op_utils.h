@@ -42,5 +42,4 @@ Tensor unary_kernel(UnaryOp op, const Tensor& in, ElementwiseParams p = {}, DTyp
                     bool keep_dtype = true);
 // out = op(a, b) with broadcasting through the backend (no recording); a and b share a dtype.
 Tensor binary_kernel(BinaryOp op, const Tensor& a, const Tensor& b, ElementwiseParams p = {});
-bool is_compare_op(BinaryOp op);
 }  // namespace ember::ops

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "cpp/backend/backend.h"
+#include "cpp/backend/dtype_visit.h"
 #include "cpp/core/tensor_impl.h"
 #include "cuda/check.h"
 #include "cuda/runtime.h"
@@ -30,32 +31,8 @@ inline unsigned blocks_for(int64_t n, int threads = kThreads) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min(needed, cap)));
 }
 
-// Calls f.template operator()<T>() for the dtypes the CPU reference computes with (cpu::visit_dtype).
-template <class F>
-void visit_dtype(DType dt, const char* op, F&& f) {
-  switch (dt) {
-    case DType::F32: f.template operator()<float>(); return;
-    case DType::F64: f.template operator()<double>(); return;
-    case DType::I64: f.template operator()<int64_t>(); return;
-    case DType::I32: f.template operator()<int32_t>(); return;
-    case DType::U8: f.template operator()<uint8_t>(); return;
-    case DType::Bool: f.template operator()<bool>(); return;
-    default:
-      throw Error(detail::str_cat(op, ": dtype ", dtype_name(dt),
-                                  " is not supported by the CUDA backend (nor by the CPU reference); convert with "
-                                  "to(DType::F32) first"));
-  }
-}
-
-template <class F>
-void visit_floating(DType dt, const char* op, F&& f) {
-  switch (dt) {
-    case DType::F32: f.template operator()<float>(); return;
-    case DType::F64: f.template operator()<double>(); return;
-    default:
-      throw Error(detail::str_cat(op, ": expected a floating dtype (f32 or f64) but got ", dtype_name(dt)));
-  }
-}
+using ember::visit_dtype;  // dtype_visit.h, shared with the CPU loops
+using ember::visit_floating;
 
 // Warp shuffles for every element type: types narrower than 32 bits travel as int.
 template <class T>

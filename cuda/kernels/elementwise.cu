@@ -43,21 +43,20 @@ void binary_typed(const Tensor& out, const Tensor& a, const Tensor& b, const Ele
   });
 }
 
+// The dispatch table, one entry per listed op in list order (so indexed by the enum's value).
+using BinaryLaunch = void (*)(const Tensor&, const Tensor&, const Tensor&, const ElementwiseParams&, cudaStream_t);
+constexpr BinaryLaunch kBinaryLaunches[] = {
+#define EMBER_BINARY_OP(NAME, STR, COMPARES) &binary_typed<BinaryOp::NAME>,
+#include "cpp/backend/binary_ops.def"
+#undef EMBER_BINARY_OP
+};
+static_assert(std::size(kBinaryLaunches) == kBinaryOpCount);
+
 }  // namespace
 
 void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b, const ElementwiseParams& p,
             cudaStream_t stream) {
-  switch (op) {
-#define EMBER_CASE(NAME) \
-  case BinaryOp::NAME: return binary_typed<BinaryOp::NAME>(out, a, b, p, stream);
-    EMBER_CASE(Add) EMBER_CASE(Sub) EMBER_CASE(Mul) EMBER_CASE(Div) EMBER_CASE(Pow) EMBER_CASE(Maximum)
-    EMBER_CASE(Minimum) EMBER_CASE(Eq) EMBER_CASE(Ne) EMBER_CASE(Lt) EMBER_CASE(Le) EMBER_CASE(Gt) EMBER_CASE(Ge)
-    EMBER_CASE(ReluBackward) EMBER_CASE(LeakyReluBackward) EMBER_CASE(SigmoidBackward) EMBER_CASE(TanhBackward)
-    EMBER_CASE(GeluTanhBackward) EMBER_CASE(GeluErfBackward) EMBER_CASE(SiluBackward)
-    EMBER_CASE(SoftplusBackward) EMBER_CASE(ClampBackward)
-#undef EMBER_CASE
-  }
-  throw Error(detail::str_cat("binary: unknown BinaryOp ", static_cast<int>(op)));
+  kBinaryLaunches[op_index(op, "cuda")](out, a, b, p, stream);
 }
 
 void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b, cudaStream_t stream) {

@@ -34,21 +34,19 @@ void unary_typed(const Tensor& out, const Tensor& in, const ElementwiseParams& p
   });
 }
 
+// The dispatch table, one entry per listed op in list order (so indexed by the enum's value).
+using UnaryLaunch = void (*)(const Tensor&, const Tensor&, const ElementwiseParams&, cudaStream_t);
+constexpr UnaryLaunch kUnaryLaunches[] = {
+#define EMBER_UNARY_OP(NAME, STR) &unary_typed<UnaryOp::NAME>,
+#include "cpp/backend/unary_ops.def"
+#undef EMBER_UNARY_OP
+};
+static_assert(std::size(kUnaryLaunches) == kUnaryOpCount);
+
 }  // namespace
 
 void unary(UnaryOp op, const Tensor& out, const Tensor& in, const ElementwiseParams& p, cudaStream_t stream) {
-  switch (op) {
-#define EMBER_CASE(NAME) \
-  case UnaryOp::NAME: return unary_typed<UnaryOp::NAME>(out, in, p, stream);
-    EMBER_CASE(AddScalar) EMBER_CASE(MulScalar) EMBER_CASE(RSubScalar) EMBER_CASE(RDivScalar)
-    EMBER_CASE(PowScalar) EMBER_CASE(RPowScalar) EMBER_CASE(Neg) EMBER_CASE(Exp) EMBER_CASE(Log)
-    EMBER_CASE(Sqrt) EMBER_CASE(Rsqrt) EMBER_CASE(Abs) EMBER_CASE(Sign) EMBER_CASE(Square)
-    EMBER_CASE(Reciprocal) EMBER_CASE(Clamp) EMBER_CASE(Relu) EMBER_CASE(LeakyRelu) EMBER_CASE(Sigmoid)
-    EMBER_CASE(Tanh) EMBER_CASE(GeluTanh) EMBER_CASE(GeluErf) EMBER_CASE(Silu) EMBER_CASE(Softplus)
-    EMBER_CASE(IsFinite)
-#undef EMBER_CASE
-  }
-  throw Error(detail::str_cat("unary: unknown UnaryOp ", static_cast<int>(op)));
+  kUnaryLaunches[op_index(op, "cuda")](out, in, p, stream);
 }
 
 }  // namespace ember::cuda::kernels

@@ -98,6 +98,14 @@ void copy(const Tensor& dst, const Tensor& src, cudaStream_t stream) {
 }
 
 void random(const Tensor& out, const RandomParams& p, cudaStream_t stream) {
+  // The kernel's switch cannot throw: a value outside the enum stops here, before the launch.
+  switch (p.kind) {
+    case RandomKind::Uniform:
+    case RandomKind::Normal:
+    case RandomKind::Int:
+    case RandomKind::Bernoulli: break;
+    default: throw_unhandled("random", "RandomKind", static_cast<int>(p.kind), "cuda");
+  }
   const int64_t n = out.numel();
   if (n == 0) return;
   visit_dtype(out.dtype(), "random", [&]<class T>() {

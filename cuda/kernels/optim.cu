@@ -90,6 +90,7 @@ void launch(OptimizerAlgo algo, const OptimLaunch<T>& l, int64_t chunks, cudaStr
     case OptimizerAlgo::Adagrad:
       optimizer_step_kernel<OptimizerAlgo::Adagrad, T><<<grid, kThreads, 0, stream>>>(l);
       break;
+    default: throw_unhandled("optimizer_step", "OptimizerAlgo", static_cast<int>(algo), "cuda");
   }
   EMBER_CUDA_LAUNCH_CHECK("optimizer_step_kernel");
 }

@@ -186,6 +186,7 @@ void reduce(ReduceOp op, const Tensor& out, const Tensor& in, int64_t outer, int
       case ReduceOp::ArgMax: return reduce_typed<ReduceOp::ArgMax, T>(out, in, outer, n, inner, stream);
       case ReduceOp::ArgMin: return reduce_typed<ReduceOp::ArgMin, T>(out, in, outer, n, inner, stream);
     }
+    throw_unhandled("reduce", "ReduceOp", static_cast<int>(op), "cuda");
   });
 }
 

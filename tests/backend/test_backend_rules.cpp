@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <limits>
+#include <set>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -206,6 +208,43 @@ TEST(BackendRules, IndexAddRejectsByteDtypes) {
   Tensor out = zeros({3}, DType::I32);
   cpu().index_add(out, from_vector<int32_t>({2, 5}), index, 1, 3, 1);
   EXPECT_EQ(out.to_vector<int32_t>(), (std::vector<int32_t>{2, 5, 0}));
+}
+
+// A backend's dispatch never skips an op silently: a value outside an op enum (an integer cast
+// to it) throws, naming the primitive and the backend, and leaves nothing half done.
+TEST(BackendRules, AValueOutsideAnEnumThrowsNamingTheBackend) {
+  Tensor out = full({4}, 7.0), in = ones({4});
+  EXPECT_TRUE(throws_with([&] { cpu().unary(static_cast<UnaryOp>(kUnaryOpCount), out, in, {}); },
+                          {"unary_ops", std::to_string(kUnaryOpCount), "cpu"}));
+  EXPECT_TRUE(throws_with([&] { cpu().binary(static_cast<BinaryOp>(-1), out, in, in, {}); },
+                          {"binary_ops", "-1", "cpu"}));
+  EXPECT_TRUE(throws_with([&] { cpu().reduce(static_cast<ReduceOp>(99), zeros({1}), in, 1, 4, 1); },
+                          {"reduce", "ReduceOp", "99", "cpu"}));
+  RandomParams p;
+  p.kind = static_cast<RandomKind>(42);
+  EXPECT_TRUE(throws_with([&] { cpu().random(out, p); }, {"random", "RandomKind", "42", "cpu"}));
+  OptimizerStep step;
+  step.algo = static_cast<OptimizerAlgo>(17);
+  EXPECT_TRUE(throws_with([&] { cpu().optimizer_step(step); }, {"optimizer_step", "OptimizerAlgo", "17", "cpu"}));
+  GemmOptions o;
+  o.epilogue = static_cast<Epilogue>(23);
+  Tensor c = zeros({2, 2});
+  EXPECT_TRUE(throws_with([&] { cpu().gemm(c, ones({2, 3}), ones({3, 2}), o); }, {"gemm", "Epilogue", "23", "cpu"}));
+  EXPECT_EQ(out.to_vector<float>(), (std::vector<float>{7, 7, 7, 7}));
+}
+
+// Every listed op has its own name, generated from its list.
+TEST(BackendRules, OpListsNameEveryOpOnce) {
+  std::set<std::string> names;
+  for (int i = 0; i < kUnaryOpCount; ++i) names.insert(op_name(static_cast<UnaryOp>(i)));
+  EXPECT_EQ(names.size(), static_cast<size_t>(kUnaryOpCount));
+  names.clear();
+  for (int i = 0; i < kBinaryOpCount; ++i) names.insert(op_name(static_cast<BinaryOp>(i)));
+  EXPECT_EQ(names.size(), static_cast<size_t>(kBinaryOpCount));
+  EXPECT_STREQ(op_name(UnaryOp::Softplus), "softplus");
+  EXPECT_STREQ(op_name(BinaryOp::ClampBackward), "clamp_backward");
+  EXPECT_STREQ(op_name(static_cast<UnaryOp>(kUnaryOpCount)), "unknown");
+  EXPECT_TRUE(is_comparison(BinaryOp::Ge) && !is_comparison(BinaryOp::Add));
 }
 
 // Overlapping views copy as memmove does on every backend (backend.h; CUDA's side is

@@ -400,22 +400,30 @@ struct UnaryCase {
   ElementwiseParams p;
 };
 
+// Every listed op (unary_ops.def), with the scalars of those that read them.
+ElementwiseParams unary_params(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::AddScalar: return {1.25, 0};
+    case UnaryOp::MulScalar: return {-0.5, 0};
+    case UnaryOp::RSubScalar: return {2.0, 0};
+    case UnaryOp::RDivScalar: return {3.0, 0};
+    case UnaryOp::PowScalar: return {2.5, 0};
+    case UnaryOp::RPowScalar: return {1.7, 0};
+    case UnaryOp::Clamp: return {-0.5, 0.7};
+    case UnaryOp::LeakyRelu: return {0.1, 0};
+    default: return {};
+  }
+}
+
 const std::vector<UnaryCase>& unary_cases() {
-  static const std::vector<UnaryCase> cases = {
-      {UnaryOp::AddScalar, "AddScalar", {1.25, 0}},   {UnaryOp::MulScalar, "MulScalar", {-0.5, 0}},
-      {UnaryOp::RSubScalar, "RSubScalar", {2.0, 0}},  {UnaryOp::RDivScalar, "RDivScalar", {3.0, 0}},
-      {UnaryOp::PowScalar, "PowScalar", {2.5, 0}},    {UnaryOp::RPowScalar, "RPowScalar", {1.7, 0}},
-      {UnaryOp::Neg, "Neg", {}},                      {UnaryOp::Exp, "Exp", {}},
-      {UnaryOp::Log, "Log", {}},                      {UnaryOp::Sqrt, "Sqrt", {}},
-      {UnaryOp::Rsqrt, "Rsqrt", {}},                  {UnaryOp::Abs, "Abs", {}},
-      {UnaryOp::Sign, "Sign", {}},                    {UnaryOp::Square, "Square", {}},
-      {UnaryOp::Reciprocal, "Reciprocal", {}},        {UnaryOp::Clamp, "Clamp", {-0.5, 0.7}},
-      {UnaryOp::Relu, "Relu", {}},                    {UnaryOp::LeakyRelu, "LeakyRelu", {0.1, 0}},
-      {UnaryOp::Sigmoid, "Sigmoid", {}},              {UnaryOp::Tanh, "Tanh", {}},
-      {UnaryOp::GeluTanh, "GeluTanh", {}},            {UnaryOp::GeluErf, "GeluErf", {}},
-      {UnaryOp::Silu, "Silu", {}},                    {UnaryOp::Softplus, "Softplus", {}},
-      {UnaryOp::IsFinite, "IsFinite", {}},
-  };
+  static const std::vector<UnaryCase> cases = [] {
+    std::vector<UnaryCase> c;
+    for (int i = 0; i < kUnaryOpCount; ++i) {
+      const auto op = static_cast<UnaryOp>(i);
+      c.push_back({op, op_name(op), unary_params(op)});
+    }
+    return c;
+  }();
   return cases;
 }
 
@@ -478,37 +486,20 @@ struct BinaryCase {
   ElementwiseParams p;
 };
 
+// Every listed op (binary_ops.def), with the scalars of those that read them.
 const std::vector<BinaryCase>& binary_cases() {
-  static const std::vector<BinaryCase> cases = {
-      {BinaryOp::Add, "Add", {}},
-      {BinaryOp::Sub, "Sub", {}},
-      {BinaryOp::Mul, "Mul", {}},
-      {BinaryOp::Div, "Div", {}},
-      {BinaryOp::Pow, "Pow", {}},
-      {BinaryOp::Maximum, "Maximum", {}},
-      {BinaryOp::Minimum, "Minimum", {}},
-      {BinaryOp::Eq, "Eq", {}},
-      {BinaryOp::Ne, "Ne", {}},
-      {BinaryOp::Lt, "Lt", {}},
-      {BinaryOp::Le, "Le", {}},
-      {BinaryOp::Gt, "Gt", {}},
-      {BinaryOp::Ge, "Ge", {}},
-      {BinaryOp::ReluBackward, "ReluBackward", {}},
-      {BinaryOp::LeakyReluBackward, "LeakyReluBackward", {0.2, 0}},
-      {BinaryOp::SigmoidBackward, "SigmoidBackward", {}},
-      {BinaryOp::TanhBackward, "TanhBackward", {}},
-      {BinaryOp::GeluTanhBackward, "GeluTanhBackward", {}},
-      {BinaryOp::GeluErfBackward, "GeluErfBackward", {}},
-      {BinaryOp::SiluBackward, "SiluBackward", {}},
-      {BinaryOp::SoftplusBackward, "SoftplusBackward", {}},
-      {BinaryOp::ClampBackward, "ClampBackward", {-0.5, 0.7}},
-  };
+  static const std::vector<BinaryCase> cases = [] {
+    std::vector<BinaryCase> c;
+    for (int i = 0; i < kBinaryOpCount; ++i) {
+      const auto op = static_cast<BinaryOp>(i);
+      ElementwiseParams p;
+      if (op == BinaryOp::LeakyReluBackward) p = {0.2, 0};
+      if (op == BinaryOp::ClampBackward) p = {-0.5, 0.7};
+      c.push_back({op, op_name(op), p});
+    }
+    return c;
+  }();
   return cases;
-}
-
-bool is_comparison(BinaryOp op) {
-  return op == BinaryOp::Eq || op == BinaryOp::Ne || op == BinaryOp::Lt || op == BinaryOp::Le || op == BinaryOp::Gt ||
-         op == BinaryOp::Ge;
 }
 
 // Both operands contiguous (vectorized for f32), a transposed, b broadcast along rows (stride 0),

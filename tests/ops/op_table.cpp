@@ -71,6 +71,8 @@ std::vector<OpRow> op_table() {
       {"clamp_min", {in({4, 5}, -2.0, 2.0)}, [](V x) { return clamp(x[0], -0.9, std::nullopt); }},
       {"where", {mask({true, false, true, true, false, false}, {2, 3}), in({2, 3}), in({3})},
        [](V x) { return where(x[0], x[1], x[2]); }},
+      {"where_le_ge", {in({3, 4}), in({3, 4})},
+       [](V x) { return where(le(x[0], x[1]), x[0], x[1]) + where(ge(x[0], x[1]), x[0], x[1]) * 2.0; }},
       // Reductions.
       {"sum_all", {in({3, 4})}, [](V x) { return sum(x[0]); }},
       {"sum_dim", {in({3, 4, 2})}, [](V x) { return sum(x[0], {1}); }},

@@ -213,6 +213,9 @@ std::map<std::string, R> references() {
          for (int64_t i = 0; i < ab.n(); ++i) ab.v[i] = x[0].v[i] != 0 ? ab.v[i] : bb.v[i];
          return ab;
        }},
+      {"where_le_ge", [](auto& x) {
+         return map2(x[0], x[1], [](double a, double b) { return std::min(a, b) + 2.0 * std::max(a, b); });
+       }},
       {"sum_all", [](auto& x) { return scalar(vsum(x[0].v)); }},
       {"sum_dim", [](auto& x) { return reduce_dim(x[0], 1, vsum, false); }},
       {"sum_dims_keepdim", [](auto& x) { return reduce_dim(reduce_dim(x[0], 0, vsum, true), 2, vsum, true); }},

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "cpp/backend/backend.h"
+#include "cpp/backend/dtype_visit.h"
 #include "cpp/core/tensor_impl.h"
 
 namespace ember {
@@ -42,28 +43,8 @@ class CpuBackend final : public Backend {
 
 namespace cpu {
 
-// Calls f(dt-typed tag) for the numeric dtypes the CPU computes with; `op` names the caller.
-template <class F>
-void visit_dtype(DType dt, const char* op, F&& f) {
-  switch (dt) {
-    case DType::F32: f.template operator()<float>(); return;
-    case DType::F64: f.template operator()<double>(); return;
-    case DType::I64: f.template operator()<int64_t>(); return;
-    case DType::I32: f.template operator()<int32_t>(); return;
-    case DType::U8: f.template operator()<uint8_t>(); return;
-    case DType::Bool: f.template operator()<bool>(); return;
-    default: throw Error(detail::str_cat(op, ": dtype ", dtype_name(dt), " is not supported on the CPU"));
-  }
-}
-
-template <class F>
-void visit_floating(DType dt, const char* op, F&& f) {
-  switch (dt) {
-    case DType::F32: f.template operator()<float>(); return;
-    case DType::F64: f.template operator()<double>(); return;
-    default: throw Error(detail::str_cat(op, ": expected a floating dtype (f32 or f64) but got ", dtype_name(dt)));
-  }
-}
+using ember::visit_dtype;  // dtype_visit.h, shared with the CUDA launchers
+using ember::visit_floating;
 
 // Visits every element of `shape`, passing f the element offsets of N operands with the given
 // strides. All-contiguous operands take a flat loop.

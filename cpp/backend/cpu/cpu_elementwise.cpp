@@ -47,34 +47,30 @@ void binary_loop(const Tensor& out, const Tensor& at, const Tensor& bt, const El
   });
 }
 
+// The dispatch tables, one entry per listed op in list order (so indexed by the enum's value).
+using UnaryLoop = void (*)(const Tensor&, const Tensor&, const ElementwiseParams&);
+constexpr UnaryLoop kUnaryLoops[] = {
+#define EMBER_UNARY_OP(NAME, STR) &unary_loop<UnaryOp::NAME>,
+#include "cpp/backend/unary_ops.def"
+#undef EMBER_UNARY_OP
+};
+using BinaryLoop = void (*)(const Tensor&, const Tensor&, const Tensor&, const ElementwiseParams&);
+constexpr BinaryLoop kBinaryLoops[] = {
+#define EMBER_BINARY_OP(NAME, STR, COMPARES) &binary_loop<BinaryOp::NAME>,
+#include "cpp/backend/binary_ops.def"
+#undef EMBER_BINARY_OP
+};
+static_assert(std::size(kUnaryLoops) == kUnaryOpCount && std::size(kBinaryLoops) == kBinaryOpCount);
+
 }  // namespace
 
 void CpuBackend::unary(UnaryOp op, const Tensor& out, const Tensor& in, const ElementwiseParams& p) {
-  switch (op) {
-#define EMBER_CASE(NAME) \
-  case UnaryOp::NAME: return unary_loop<UnaryOp::NAME>(out, in, p);
-    EMBER_CASE(AddScalar) EMBER_CASE(MulScalar) EMBER_CASE(RSubScalar) EMBER_CASE(RDivScalar)
-    EMBER_CASE(PowScalar) EMBER_CASE(RPowScalar) EMBER_CASE(Neg) EMBER_CASE(Exp) EMBER_CASE(Log)
-    EMBER_CASE(Sqrt) EMBER_CASE(Rsqrt) EMBER_CASE(Abs) EMBER_CASE(Sign) EMBER_CASE(Square)
-    EMBER_CASE(Reciprocal) EMBER_CASE(Clamp) EMBER_CASE(Relu) EMBER_CASE(LeakyRelu) EMBER_CASE(Sigmoid)
-    EMBER_CASE(Tanh) EMBER_CASE(GeluTanh) EMBER_CASE(GeluErf) EMBER_CASE(Silu) EMBER_CASE(Softplus)
-    EMBER_CASE(IsFinite)
-#undef EMBER_CASE
-  }
+  kUnaryLoops[op_index(op, "cpu")](out, in, p);
 }
 
 void CpuBackend::binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b,
                         const ElementwiseParams& p) {
-  switch (op) {
-#define EMBER_CASE(NAME) \
-  case BinaryOp::NAME: return binary_loop<BinaryOp::NAME>(out, a, b, p);
-    EMBER_CASE(Add) EMBER_CASE(Sub) EMBER_CASE(Mul) EMBER_CASE(Div) EMBER_CASE(Pow) EMBER_CASE(Maximum)
-    EMBER_CASE(Minimum) EMBER_CASE(Eq) EMBER_CASE(Ne) EMBER_CASE(Lt) EMBER_CASE(Le) EMBER_CASE(Gt) EMBER_CASE(Ge)
-    EMBER_CASE(ReluBackward) EMBER_CASE(LeakyReluBackward) EMBER_CASE(SigmoidBackward) EMBER_CASE(TanhBackward)
-    EMBER_CASE(GeluTanhBackward) EMBER_CASE(GeluErfBackward) EMBER_CASE(SiluBackward)
-    EMBER_CASE(SoftplusBackward) EMBER_CASE(ClampBackward)
-#undef EMBER_CASE
-  }
+  kBinaryLoops[op_index(op, "cpu")](out, a, b, p);
 }
 
 void CpuBackend::where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) {

@@ -62,8 +62,8 @@ void CpuBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, const
         gemm_call<T>(la, lb, M, N, K, static_cast<T>(o.alpha), A + bi * a_bs, Bm + bi * b_bs, static_cast<T>(o.beta),
                      C + bi * M * N);
     }
-    const bool bias = o.epilogue == Epilogue::Bias || o.epilogue == Epilogue::BiasRelu;
-    const bool relu = o.epilogue == Epilogue::Relu || o.epilogue == Epilogue::BiasRelu;
+    const EpilogueParts ep = epilogue_parts(o.epilogue, "cpu");
+    const bool bias = ep.bias, relu = ep.relu;
     if (bias || relu) {
       const T* bv = bias ? cpu::ptr<T>(o.bias) : nullptr;
       const int64_t bstride = bias ? o.bias.stride(0) : 0;
@@ -75,7 +75,7 @@ void CpuBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, const
           for (int64_t j = 0; j < N; ++j) row[j] = row[j] < T(0) ? T(0) : row[j];
       }
     }
-    if (o.epilogue == Epilogue::BiasGradA) {
+    if (ep.bias_grad) {
       T* g = cpu::ptr<T>(o.bias_grad);
       const int64_t rs = a.stride(ad - 2), cs = a.stride(ad - 1);
       for (int64_t i = 0; i < M; ++i) {

@@ -69,19 +69,20 @@ void CpuBackend::random(const Tensor& out, const RandomParams& p) {
     switch (p.kind) {
       case RandomKind::Uniform:
         for (int64_t i = 0; i < n; ++i) o[i] = static_cast<T>(p.a + (p.b - p.a) * philox::uniform(p.seed, p.offset + i));
-        break;
+        return;
       case RandomKind::Normal:
         for (int64_t i = 0; i < n; ++i) o[i] = static_cast<T>(p.a + p.b * philox::normal(p.seed, p.offset + i));
-        break;
+        return;
       case RandomKind::Int: {
         auto lo = static_cast<int64_t>(p.a), hi = static_cast<int64_t>(p.b);
         for (int64_t i = 0; i < n; ++i) o[i] = static_cast<T>(philox::integer(p.seed, p.offset + i, lo, hi));
-        break;
+        return;
       }
       case RandomKind::Bernoulli:
         for (int64_t i = 0; i < n; ++i) o[i] = static_cast<T>(philox::uniform(p.seed, p.offset + i) < p.a ? 1 : 0);
-        break;
+        return;
     }
+    throw_unhandled("random", "RandomKind", static_cast<int>(p.kind), "cpu");
   });
 }
 

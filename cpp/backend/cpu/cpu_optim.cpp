@@ -55,6 +55,7 @@ void CpuBackend::optimizer_step(const OptimizerStep& s) {
     case OptimizerAlgo::Rmsprop: return update_all<OptimizerAlgo::Rmsprop>(s);
     case OptimizerAlgo::Adagrad: return update_all<OptimizerAlgo::Adagrad>(s);
   }
+  throw_unhandled("optimizer_step", "OptimizerAlgo", static_cast<int>(s.algo), "cpu");
 }
 
 }  // namespace ember

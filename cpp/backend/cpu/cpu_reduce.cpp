@@ -6,10 +6,33 @@
 
 namespace ember {
 
+namespace {
+
+struct ReduceKind {
+  bool sum = false;         // Sum, Mean
+  bool is_max = false;      // Max, ArgMax
+  bool want_index = false;  // ArgMax, ArgMin
+};
+
+ReduceKind reduce_kind(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum:
+    case ReduceOp::Mean: return {.sum = true};
+    case ReduceOp::Max: return {.is_max = true};
+    case ReduceOp::Min: return {};
+    case ReduceOp::ArgMax: return {.is_max = true, .want_index = true};
+    case ReduceOp::ArgMin: return {.want_index = true};
+  }
+  throw_unhandled("reduce", "ReduceOp", static_cast<int>(op), "cpu");
+}
+
+}  // namespace
+
 void CpuBackend::reduce(ReduceOp op, const Tensor& out, const Tensor& in, int64_t outer, int64_t n, int64_t inner) {
+  const ReduceKind kind = reduce_kind(op);
   cpu::visit_dtype(in.dtype(), "reduce", [&]<class T>() {
     const T* x = cpu::ptr<T>(in);
-    if (op == ReduceOp::Sum || op == ReduceOp::Mean) {
+    if (kind.sum) {
       T* o = cpu::ptr<T>(out);
       std::vector<double> acc(static_cast<size_t>(inner));
       for (int64_t b = 0; b < outer; ++b) {
@@ -22,8 +45,7 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& out, const Tensor& in, int64_
       }
       return;
     }
-    const bool is_max = op == ReduceOp::Max || op == ReduceOp::ArgMax;
-    const bool want_index = op == ReduceOp::ArgMax || op == ReduceOp::ArgMin;
+    const bool is_max = kind.is_max, want_index = kind.want_index;
     for (int64_t b = 0; b < outer; ++b) {
       for (int64_t i = 0; i < inner; ++i) {
         const T* xb = x + b * n * inner + i;
