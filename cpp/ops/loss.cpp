@@ -89,15 +89,18 @@ void check_index_target(const Tensor& input, const Tensor& labels, const char* o
 }
 
 // Weighted negative log-likelihood of rows of log-probabilities lp [M, C] at labels [M]: the
-// per-row losses (0 where ignored) and each row's weight (0 where ignored).
-std::pair<Tensor, Tensor> weighted_nll_rows(const Tensor& lp, const Tensor& lab, const Tensor& weight,
-                                            int64_t ignore_index) {
-  Tensor valid = ne(lab, static_cast<double>(ignore_index));
-  Tensor safe = where(valid, lab, zeros_like(lab));
+// per-row losses (0 where ignored), each row's weight (0 where ignored) and the 0/1 mask of the rows
+// that count (in lp's dtype).
+struct NllRows {
+  Tensor rows, weight, valid;
+};
+NllRows weighted_nll_rows(const Tensor& lp, const Tensor& lab, const Tensor& weight, int64_t ignore_index) {
+  Tensor keep = ne(lab, static_cast<double>(ignore_index));
+  Tensor safe = where(keep, lab, zeros_like(lab));
   Tensor picked = gather(lp, 1, safe.unsqueeze(1)).squeeze(1);
-  Tensor w = valid.to(lp.dtype());
-  if (weight.defined()) w = mul(w, index_select(weight, 0, safe));
-  return {neg(mul(picked, w)), w};
+  Tensor valid = keep.to(lp.dtype());
+  Tensor w = weight.defined() ? mul(valid, index_select(weight, 0, safe)) : valid;
+  return {neg(mul(picked, w)), w, valid};
 }
 
 Tensor finish_rows(const Tensor& rows, const Tensor& denominator, Reduction r, const Shape& shape) {
@@ -173,18 +176,16 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntr
   check_index_target(logits, target, "cross_entropy", "logits");
   Tensor x2 = classes_last(logits), y = target.reshape({-1});
   if (!args.weight.defined()) {  // the fused kernel checks the labels itself
-    CrossEntropyArgs flat = args;
-    if (flat.reduction == Reduction::None) return fused_cross_entropy(x2, y, flat).reshape(shape);
-    return fused_cross_entropy(x2, y, flat);
+    Tensor out = fused_cross_entropy(x2, y, args);
+    return args.reduction == Reduction::None ? out.reshape(shape) : out;
   }
   check_label_range(target, C, args.ignore_index, "cross_entropy");
   // Class weights (PyTorch's formula): (1 - eps) w_y nll + eps / C sum_c w_c (-log p_c) per target,
   // 0 where ignored; Mean divides by the summed w_y of the targets that count.
   Tensor lp = log_softmax(x2, 1);
-  auto [rows, w] = weighted_nll_rows(lp, y, args.weight, args.ignore_index);
+  auto [rows, w, valid] = weighted_nll_rows(lp, y, args.weight, args.ignore_index);
   if (eps > 0) {
-    Tensor smooth =
-        mul(neg(sum(mul(lp, args.weight), {1})), ne(y, static_cast<double>(args.ignore_index)).to(lp.dtype()));
+    Tensor smooth = mul(neg(sum(mul(lp, args.weight), {1})), valid);
     rows = add(mul(rows, 1.0 - eps), mul(smooth, eps / static_cast<double>(C)));
   }
   return finish_rows(rows, sum(w), args.reduction, shape);
@@ -200,8 +201,8 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, const NllLossArgs
   check_class_weight(args.weight, log_probs, "nll_loss");
   check_index_target(log_probs, labels, "nll_loss", "log_probs");
   check_label_range(labels, log_probs.size(1), args.ignore_index, "nll_loss");
-  auto [rows, w] = weighted_nll_rows(classes_last(log_probs), labels.reshape({-1}), args.weight, args.ignore_index);
-  return finish_rows(rows, sum(w), args.reduction, per_target_shape(log_probs));
+  const NllRows r = weighted_nll_rows(classes_last(log_probs), labels.reshape({-1}), args.weight, args.ignore_index);
+  return finish_rows(r.rows, sum(r.weight), args.reduction, per_target_shape(log_probs));
 }
 
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {

@@ -87,7 +87,7 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
   // Only the part of src that index covers is added (PyTorch's rule for a larger src).
   Tensor part = src.detach();
   for (int64_t i = 0; i < src.dim(); ++i) part = part.narrow(i, 0, index.size(i));
-  Tensor out = x.detach().clone().contiguous();
+  Tensor out = x.detach().clone();  // a fresh contiguous copy
   if (index.numel() > 0) {
     const Tensor offsets = linear_offsets(index, d, x.shape()).reshape({-1});
     ops::backend_of(out).index_add(out, part.contiguous(), offsets, 1, out.numel(), 1);

@@ -209,6 +209,20 @@ TEST(CudaMemory, OutOfMemoryIsReportedAndRecoverable) {
   EXPECT_EQ(v.back(), 2.5f);
 }
 
+// The device's total bytes, from the OutOfMemory message of a request no device can satisfy (0 when
+// the message does not say it: the caller's ASSERT_GT fails).
+size_t device_total_bytes_from_oom() {
+  try {
+    empty({int64_t(1) << 48}, TensorOptions(DType::F32, kCuda));
+  } catch (const OutOfMemory& e) {
+    const std::string msg = e.what();
+    const size_t at = msg.find(" in total (");
+    EXPECT_NE(at, std::string::npos) << msg;
+    if (at != std::string::npos) return std::stoull(msg.substr(at + 11));
+  }
+  return 0;
+}
+
 // Provokes a real allocation failure (the whole device's memory, which the context's own use
 // makes impossible): the allocator releases its cache, retries once and throws. The failing CUDA
 // call is reported by compute-sanitizer as an API error, so this test is deliberately not named
@@ -217,16 +231,7 @@ TEST(DeviceMemory, AllocationFailureReleasesCacheRetriesAndThrows) {
   EMBER_SKIP_WITHOUT_CUDA();
   { Tensor warm = full({1 << 20}, 1.0, TensorOptions(DType::F32, kCuda)); }
   const cuda::MemoryStats before = cuda::memory_stats();
-  size_t total_bytes = 0;
-  // The device's total, from the message of a request no device can satisfy.
-  try {
-    empty({int64_t(1) << 48}, TensorOptions(DType::F32, kCuda));
-  } catch (const OutOfMemory& e) {
-    const std::string msg = e.what();
-    const size_t at = msg.find(" in total (");
-    ASSERT_NE(at, std::string::npos) << msg;
-    total_bytes = std::stoull(msg.substr(at + 11));
-  }
+  const size_t total_bytes = device_total_bytes_from_oom();
   ASSERT_GT(total_bytes, 0u);
   try {
     empty({int64_t(total_bytes)}, TensorOptions(DType::U8, kCuda));
@@ -249,15 +254,7 @@ TEST(DeviceMemory, AllocationFailureReleasesCacheRetriesAndThrows) {
 // failing allocation is an API error under compute-sanitizer.
 TEST(DeviceMemory, AllocationRetryIsAHostWaitForSyncDebugMode) {
   EMBER_SKIP_WITHOUT_CUDA();
-  size_t total_bytes = 0;
-  try {
-    empty({int64_t(1) << 48}, TensorOptions(DType::F32, kCuda));
-  } catch (const OutOfMemory& e) {
-    const std::string msg = e.what();
-    const size_t at = msg.find(" in total (");
-    ASSERT_NE(at, std::string::npos) << msg;
-    total_bytes = std::stoull(msg.substr(at + 11));
-  }
+  const size_t total_bytes = device_total_bytes_from_oom();
   ASSERT_GT(total_bytes, 0u);
   const cuda::TransferStats before = cuda::transfer_stats();
   cuda::set_sync_debug_mode(cuda::SyncDebugMode::Error);
