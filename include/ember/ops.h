@@ -1,5 +1,6 @@
 // ember's ops: every function records its backward when autograd tracks an input.
 #pragma once
+#include <array>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -178,5 +179,117 @@ EMBER_API Tensor one_hot(const Tensor& labels, int64_t num_classes);
 // Zeroes elements with probability p and scales the rest by 1/(1-p) when training; the mask comes
 // from the counter-based generator, so one seed gives the same mask on CPU and CUDA.
 EMBER_API Tensor dropout(const Tensor& x, double p, bool training = true, Generator* gen = nullptr);
+
+
+// ---- convolution, pooling, normalisation and resampling (NCHW; f32 on every backend, f64 on
+// the CPU). Pairs of sizes are {height, width}. Bad shapes throw ember::Error naming the shapes
+// and what to change. ----
+
+// How a convolution pads: the explicit `padding`, or PyTorch's padding="same" (output size =
+// input size; stride 1 only; an odd total pads one more at the bottom/right) or "valid" (none).
+enum class ConvPadding { Explicit, Same, Valid };
+using Int2 = std::array<int64_t, 2>;
+
+struct Conv2dArgs {
+  Int2 stride{1, 1};
+  Int2 padding{0, 0};
+  Int2 dilation{1, 1};
+  int64_t groups = 1;
+  ConvPadding padding_mode = ConvPadding::Explicit;
+};
+// x [N, C_in, H, W], weight [C_out, C_in / groups, kH, kW], bias [C_out] or undefined.
+EMBER_API Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+                        const Conv2dArgs& args = {});
+
+struct ConvTranspose2dArgs {
+  Int2 stride{1, 1};
+  Int2 padding{0, 0};
+  Int2 output_padding{0, 0};  // each smaller than its stride or its dilation
+  Int2 dilation{1, 1};
+  int64_t groups = 1;
+};
+// x [N, C_in, H, W], weight [C_in, C_out / groups, kH, kW] (PyTorch's layout), bias [C_out] or undefined.
+// Output size (H - 1) * stride - 2 * padding + dilation * (kH - 1) + output_padding + 1.
+EMBER_API Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+                                  const ConvTranspose2dArgs& args = {});
+
+struct Conv1dArgs {
+  int64_t stride = 1;
+  int64_t padding = 0;
+  int64_t dilation = 1;
+  int64_t groups = 1;
+  ConvPadding padding_mode = ConvPadding::Explicit;
+};
+// x [N, C_in, L], weight [C_out, C_in / groups, k]: conv2d with height 1.
+EMBER_API Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+                        const Conv1dArgs& args = {});
+
+struct MaxPool2dArgs {
+  Int2 kernel_size{2, 2};
+  std::optional<Int2> stride;  // the kernel size when not given, as PyTorch
+  Int2 padding{0, 0};          // at most half the kernel size
+  Int2 dilation{1, 1};
+  bool ceil_mode = false;
+};
+// x [N, C, H, W]; the padding counts as -inf.
+EMBER_API Tensor max_pool2d(const Tensor& x, const MaxPool2dArgs& args);
+// Also the I64 index of each maximum in its [H * W] plane (PyTorch's return_indices=True).
+EMBER_API std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, const MaxPool2dArgs& args);
+
+struct AvgPool2dArgs {
+  Int2 kernel_size{2, 2};
+  std::optional<Int2> stride;
+  Int2 padding{0, 0};
+  bool ceil_mode = false;
+  bool count_include_pad = true;
+  std::optional<int64_t> divisor_override;
+};
+EMBER_API Tensor avg_pool2d(const Tensor& x, const AvgPool2dArgs& args);
+// PyTorch's adaptive pools: output cell (i, j) covers rows [floor(i H / oh), ceil((i + 1) H / oh)).
+EMBER_API Tensor adaptive_avg_pool2d(const Tensor& x, Int2 output_size);
+EMBER_API Tensor adaptive_max_pool2d(const Tensor& x, Int2 output_size);
+EMBER_API std::pair<Tensor, Tensor> adaptive_max_pool2d_with_indices(const Tensor& x, Int2 output_size);
+
+// PyTorch's batch_norm over dim 1 of x [N, C, ...]. training: normalises by the batch statistics
+// (biased variance) and, when running_mean / running_var are defined, updates them in place:
+// r = (1 - momentum) r + momentum * batch statistic, with the unbiased variance for running_var.
+// Not training: normalises by the running statistics. weight / bias [C] or undefined.
+EMBER_API Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                            const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), bool training = false,
+                            double momentum = 0.1, double eps = 1e-5);
+// Normalises over the last normalized_shape.size() dims (which must equal normalized_shape);
+// weight / bias of normalized_shape or undefined.
+EMBER_API Tensor layer_norm(const Tensor& x, const std::vector<int64_t>& normalized_shape,
+                            const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), double eps = 1e-5);
+// x [N, C, ...] in num_groups groups of C / num_groups channels; weight / bias [C] or undefined.
+EMBER_API Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight = Tensor(),
+                            const Tensor& bias = Tensor(), double eps = 1e-5);
+// Each (sample, channel) plane by its own statistics (use_input_stats), updating the running
+// statistics (averaged over the batch) when defined, as PyTorch; else by the running statistics.
+EMBER_API Tensor instance_norm(const Tensor& x, const Tensor& running_mean = Tensor(),
+                               const Tensor& running_var = Tensor(), const Tensor& weight = Tensor(),
+                               const Tensor& bias = Tensor(), bool use_input_stats = true, double momentum = 0.1,
+                               double eps = 1e-5);
+
+// Zeroes whole channels of x [N, C, ...] with probability p (scaling the rest by 1/(1-p)) when
+// training; one draw per (sample, channel) from the counter-based generator.
+EMBER_API Tensor dropout2d(const Tensor& x, double p, bool training = true, Generator* gen = nullptr);
+
+enum class PadMode { Constant, Reflect, Replicate };
+// PyTorch's F.pad: `pads` lists (before, after) pairs from the last dim backwards
+// ({left, right, top, bottom} for the last two dims). Constant pads may be negative (cropping);
+// reflect needs each pad smaller than its dim, replicate a non-empty dim.
+EMBER_API Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, PadMode mode = PadMode::Constant,
+                     double value = 0.0);
+
+enum class InterpolateMode { Nearest, Bilinear };
+struct InterpolateArgs {
+  std::optional<Int2> size;                       // exactly one of size and scale_factor
+  std::optional<std::array<double, 2>> scale_factor;
+  InterpolateMode mode = InterpolateMode::Nearest;
+  bool align_corners = false;  // bilinear only, as PyTorch
+};
+// x [N, C, H, W] resized as PyTorch's F.interpolate (nearest: source index floor(dst * in / out)).
+EMBER_API Tensor interpolate(const Tensor& x, const InterpolateArgs& args);
 
 }  // namespace ember
