@@ -16,6 +16,15 @@ if(NOT EMBER_CUDA STREQUAL "OFF")
     find_package(CUDAToolkit)
     if(NOT CUDAToolkit_FOUND OR NOT TARGET CUDA::cublasLt)
       set(_ember_cuda_missing "cuBLAS/cuBLASLt")
+    else()
+      # cuDNN 9 ships no CMake package: look in the toolkit (where NVIDIA's CUDA images and the
+      # toolkit's cuDNN install put it), then the system. The per-device context makes its handle.
+      find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ${CUDAToolkit_LIBRARY_ROOT}/include)
+      find_library(CUDNN_LIBRARY cudnn
+        HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib64 ${CUDAToolkit_LIBRARY_ROOT}/lib)
+      if(NOT CUDNN_INCLUDE_DIR OR NOT CUDNN_LIBRARY)
+        set(_ember_cuda_missing "cuDNN (cudnn.h and libcudnn.so; set CUDNN_INCLUDE_DIR and CUDNN_LIBRARY)")
+      endif()
     endif()
   else()
     set(_ember_cuda_missing "nvcc")
@@ -30,11 +39,9 @@ if(NOT EMBER_CUDA STREQUAL "OFF")
 endif()
 message(STATUS "ember: CUDA backend ${EMBER_WITH_CUDA} (architectures: ${CMAKE_CUDA_ARCHITECTURES})")
 
-# cuDNN is not needed yet: no source calls it (the convnet work will). It is neither looked for nor
-# linked, so configuring needs no cuDNN and libember.so carries no dependency on it; the test
-# LibraryNeedsOnlyWhatItUses (tests/CMakeLists.txt) fails if the library NEEDs a library it uses
-# no symbol of. The source that first calls cuDNN adds find_library(CUDNN_LIBRARY cudnn ...) and
-# links it here.
+# cuDNN is linked because cuda/context.cpp makes each device's cuDNN handle (cuda::dnn_handle);
+# the test build.library_needs_only_what_it_uses (tests/CMakeLists.txt) fails if the library NEEDs
+# a library it uses no symbol of.
 
 function(ember_configure_cuda_target target)
   # C++20 for CUDA sources through CUDA_STANDARD, now that CMake knows nvcc's flag for it (see above).
@@ -42,8 +49,8 @@ function(ember_configure_cuda_target target)
   target_compile_options(${target} PRIVATE
     $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -Xcompiler=-fvisibility=hidden -Xcompiler=-Werror=switch
                                       -Wno-deprecated-declarations>)
-  target_include_directories(${target} PRIVATE ${CUDAToolkit_INCLUDE_DIRS}/cccl)
-  target_link_libraries(${target} PRIVATE CUDA::cudart CUDA::cublas CUDA::cublasLt)
+  target_include_directories(${target} PRIVATE ${CUDAToolkit_INCLUDE_DIRS}/cccl ${CUDNN_INCLUDE_DIR})
+  target_link_libraries(${target} PRIVATE CUDA::cudart CUDA::cublas CUDA::cublasLt ${CUDNN_LIBRARY})
   if(TARGET CUDA::nvtx3)
     target_link_libraries(${target} PRIVATE CUDA::nvtx3)
   endif()

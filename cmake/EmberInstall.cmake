@@ -34,7 +34,7 @@ install(FILES ${CMAKE_CURRENT_BINARY_DIR}/emberConfig.cmake ${CMAKE_CURRENT_BINA
 # ember.pc finds its prefix from its own place (${pcfiledir}), so `cmake --install --prefix DIR` works.
 set(EMBER_PC_PRIVATE_LIBS "")
 if(EMBER_WITH_CUDA)
-  set(EMBER_PC_PRIVATE_LIBS "-lcudart -lcublasLt -lcublas")
+  set(EMBER_PC_PRIVATE_LIBS "-lcudart -lcublasLt -lcublas -lcudnn")
 endif()
 if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
   set(EMBER_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")

@@ -17,7 +17,9 @@
 #include <mutex>
 #include <optional>
 
+#include "cpp/backend/gemm_layout.h"
 #include "cuda/check.h"
+#include "cuda/context.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/nvtx.h"
 #include "cuda/runtime.h"
@@ -26,67 +28,8 @@
 namespace ember {
 namespace {
 
-constexpr size_t kWorkspaceBytes = size_t(32) << 20;
-constexpr int kMaxDevices = 64;
-
-using AlgoKey = std::array<int64_t, 17>;
-
-// Per device: the cuBLASLt and cuBLAS handles (bound to the compute stream), their shared
-// workspace, and the algorithm cuBLASLt's heuristic chose for each problem seen so far (a
-// training loop repeats a handful of shapes; the heuristic costs tens of microseconds).
-struct BlasState {
-  cublasLtHandle_t lt = nullptr;
-  cublasHandle_t blas = nullptr;
-  void* workspace = nullptr;
-  std::mutex mutex;
-  std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>> algos;  // nullopt: cuBLASLt has none
-};
-
-std::atomic<BlasState*> g_blas[kMaxDevices];
-std::mutex g_blas_mutex;
-
-// Created on a device's first GEMM and kept for the process (like cuda::DeviceState).
-BlasState& blas_state(int index, cudaStream_t stream) {
-  if (BlasState* s = g_blas[index].load(std::memory_order_acquire)) return *s;
-  std::lock_guard<std::mutex> lock(g_blas_mutex);
-  if (BlasState* s = g_blas[index].load(std::memory_order_acquire)) return *s;
-  auto s = std::make_unique<BlasState>();
-  EMBER_CUBLAS_CHECK(cublasLtCreate(&s->lt));
-  EMBER_CUBLAS_CHECK(cublasCreate(&s->blas));
-  EMBER_CUBLAS_CHECK(cublasSetStream(s->blas, stream));
-  // The workspace comes from the device's pool in stream order and is held for good: it shows in
-  // `reserved` but not in `allocated`, which counts tensors only.
-  const cudaError_t e = cudaMallocFromPoolAsync(&s->workspace, kWorkspaceBytes, cuda::device_state(index).pool, stream);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    throw OutOfMemory(detail::str_cat("cuda:", index, ": cannot allocate the ", kWorkspaceBytes >> 20,
-                                      " MiB GEMM workspace (", cudaGetErrorString(e),
-                                      "); free tensors or call ember::cuda::empty_cache() first"));
-  }
-  EMBER_CUBLAS_CHECK(cublasSetWorkspace(s->blas, s->workspace, kWorkspaceBytes));
-  BlasState* raw = s.release();
-  g_blas[index].store(raw, std::memory_order_release);
-  return *raw;
-}
-
-// How a row-major-semantics matrix [rows, cols] with strides (rs, cs) is stored: row-major with
-// leading dimension ld (trans == false), or column-major, i.e. a transposed view (trans == true).
-// The same rule as the CPU backend's layout_of; degenerate extents admit either.
-struct MatLayout {
-  bool trans;
-  int64_t ld;
-};
-
-MatLayout layout_of(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
-  if (cs == 1 || cols == 1) {
-    if (rows == 1 || rs >= cols) return {false, std::max<int64_t>(rows == 1 ? cols : rs, 1)};
-  }
-  if (rs == 1 || rows == 1) {
-    if (cols == 1 || cs >= rows) return {true, std::max<int64_t>(cols == 1 ? rows : cs, 1)};
-  }
-  throw Error(detail::str_cat("gemm: operand of shape [", rows, ", ", cols, "] has strides [", rs, ", ", cs,
-                              "] with no unit stride; make it contiguous first"));
-}
+using cuda::GemmContext;
+using cuda::kGemmWorkspaceBytes;
 
 // A matrix as cuBLAS sees it: stored column-major as rows x cols with leading dimension ld, and
 // transposed by cuBLAS (op) or not.
@@ -98,11 +41,11 @@ struct CuOperand {
 
 // cuBLAS's A: ember's b [K, N]. Row-major b is column-major N x K (no transpose); a transposed
 // view of b is column-major K x N, which cuBLAS transposes.
-CuOperand cublas_a(const MatLayout& lb, int64_t K, int64_t N, const void* p) {
+CuOperand cublas_a(const GemmLayout& lb, int64_t K, int64_t N, const void* p) {
   return lb.trans ? CuOperand{CUBLAS_OP_T, K, N, lb.ld, p} : CuOperand{CUBLAS_OP_N, N, K, lb.ld, p};
 }
 // cuBLAS's B: ember's a [M, K], likewise.
-CuOperand cublas_b(const MatLayout& la, int64_t M, int64_t K, const void* p) {
+CuOperand cublas_b(const GemmLayout& la, int64_t M, int64_t K, const void* p) {
   return la.trans ? CuOperand{CUBLAS_OP_T, M, K, la.ld, p} : CuOperand{CUBLAS_OP_N, K, M, la.ld, p};
 }
 
@@ -158,7 +101,7 @@ struct Scalars {
 // D (m x n, ld m) = alpha op(A) op(B) + beta D with the epilogue, through cuBLASLt. Returns false,
 // having queued nothing, when cuBLASLt has no algorithm for the case (for example an epilogue it
 // does not support with these types or layouts); the caller then falls back.
-bool lt_matmul(BlasState& st, cudaStream_t stream, DType dt, const CuOperand& A, const CuOperand& B, void* D,
+bool lt_matmul(GemmContext& st, cudaStream_t stream, DType dt, const CuOperand& A, const CuOperand& B, void* D,
                int64_t m, int64_t n, const Scalars& s, cublasLtEpilogue_t epilogue, void* bias) {
   const GemmTypes t = gemm_types(dt);
   const cudaDataType scale = dt == DType::F64 ? CUDA_R_64F : CUDA_R_32F;
@@ -174,18 +117,18 @@ bool lt_matmul(BlasState& st, cudaStream_t stream, DType dt, const CuOperand& A,
   EMBER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb.l, t.data, B.rows, B.cols, B.ld));
   EMBER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld.l, t.data, m, n, m));
 
-  const AlgoKey key{static_cast<int64_t>(t.data), static_cast<int64_t>(t.compute), static_cast<int64_t>(A.op),
+  const cuda::GemmAlgoKey key{static_cast<int64_t>(t.data), static_cast<int64_t>(t.compute), static_cast<int64_t>(A.op),
                     A.rows, A.cols, A.ld, static_cast<int64_t>(B.op), B.rows, B.cols, B.ld, m, n,
                     static_cast<int64_t>(epilogue), alignment_of(A.ptr), alignment_of(B.ptr), alignment_of(D),
                     bias ? alignment_of(bias) : 0};
   std::optional<cublasLtMatmulAlgo_t> algo;
   {
-    std::lock_guard<std::mutex> lock(st.mutex);
+    std::lock_guard<std::mutex> lock(st.algos_mutex);
     auto it = st.algos.find(key);
     if (it == st.algos.end()) {
       LtPreference pref;
       EMBER_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref.p));
-      const uint64_t ws = kWorkspaceBytes;
+      const uint64_t ws = kGemmWorkspaceBytes;
       EMBER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                               sizeof(ws)));
       const uint32_t align_a = static_cast<uint32_t>(key[13]), align_b = static_cast<uint32_t>(key[14]),
@@ -211,9 +154,9 @@ bool lt_matmul(BlasState& st, cudaStream_t stream, DType dt, const CuOperand& A,
   }
   if (!algo) return false;
   const cublasStatus_t status = cublasLtMatmul(st.lt, op.d, s.alpha(dt), A.ptr, la.l, B.ptr, lb.l, s.beta(dt), D,
-                                               ld.l, D, ld.l, &*algo, st.workspace, kWorkspaceBytes, stream);
+                                               ld.l, D, ld.l, &*algo, st.workspace, kGemmWorkspaceBytes, stream);
   if (status == CUBLAS_STATUS_NOT_SUPPORTED) {
-    std::lock_guard<std::mutex> lock(st.mutex);
+    std::lock_guard<std::mutex> lock(st.algos_mutex);
     st.algos[key] = std::nullopt;
     return false;
   }
@@ -230,7 +173,7 @@ void check_int_range(int64_t v, const char* what) {
 
 // D[i] = alpha op(A[i]) op(B[i]) + beta D[i] for `batch` matrices (batch strides may be 0: a
 // shared operand), through cuBLAS.
-void batched_matmul(BlasState& st, DType dt, const CuOperand& A, int64_t stride_a, const CuOperand& B,
+void batched_matmul(GemmContext& st, DType dt, const CuOperand& A, int64_t stride_a, const CuOperand& B,
                     int64_t stride_b, void* D, int64_t stride_d, int64_t m, int64_t n, int64_t k, int64_t batch,
                     const Scalars& s) {
   const std::pair<int64_t, const char*> sizes[] = {{m, "N"}, {n, "M"}, {k, "K"}, {A.ld, "the leading dimension of b"},
@@ -259,8 +202,6 @@ void CudaBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, cons
   const bool batched = out.dim() == 3;
   const int64_t B = batched ? out.size(0) : 1;
   const int64_t M = out.size(out.dim() - 2), N = out.size(out.dim() - 1), K = a.size(a.dim() - 1);
-  const int64_t ad = a.dim(), bd = b.dim();
-  const int64_t a_bs = ad == 3 ? a.stride(0) : 0, b_bs = bd == 3 ? b.stride(0) : 0;
   const EpilogueParts ep = epilogue_parts(o.epilogue, "cuda");
   const bool bias = ep.bias, relu = ep.relu, bias_grad = ep.bias_grad;
 
@@ -278,8 +219,8 @@ void CudaBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, cons
     return;
   }
 
-  const MatLayout la = layout_of(M, K, a.stride(ad - 2), a.stride(ad - 1));
-  const MatLayout lb = layout_of(K, N, b.stride(bd - 2), b.stride(bd - 1));
+  const GemmLayout la = gemm_layout_checked(a, "cuda"), lb = gemm_layout_checked(b, "cuda");
+  const int64_t a_bs = la.batch_stride, b_bs = lb.batch_stride;
   // A batch over a shared b with row-major a stacked at stride M * ld is one GEMM [B * M, K] @ [K, N]
   // (the 3-D @ 2-D of a linear layer on a sequence): one launch, and the epilogues can fuse.
   int64_t rows = M, batch = B;
@@ -294,7 +235,7 @@ void CudaBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, cons
   s.f[1] = static_cast<float>(o.beta);
   s.d[0] = o.alpha;
   s.d[1] = o.beta;
-  BlasState& st = blas_state(dev.index, stream);
+  GemmContext& st = cuda::device_context(dev.index).gemm();
 
   bool ran = false, fused = false;
   if (batch == 1) {

@@ -7,6 +7,7 @@
 
 #include "cuda/check.h"
 #include "cuda/kernels/kernels.h"
+#include "cuda/nvtx.h"
 #include "cuda/runtime.h"
 #include "ember/cuda.h"
 
@@ -44,6 +45,92 @@ void* CudaBackend::allocate(size_t nbytes, Device device) {
 void CudaBackend::deallocate(void* ptr, size_t nbytes, Device device) { cuda::device_free(ptr, nbytes, device.index); }
 
 void CudaBackend::synchronize(Device device) { cuda::synchronize(device.index); }
+
+namespace {
+
+// Copies into pinned memory with cudaMemcpyAsync on the device's compute stream, behind the work
+// queued there; an event marks the arrival. The buffer grows as needed and is reused.
+class CudaHostReader final : public HostReader {
+ public:
+  explicit CudaHostReader(int index) : index_(index) {}
+  CudaHostReader(const CudaHostReader&) = delete;
+  CudaHostReader& operator=(const CudaHostReader&) = delete;
+
+  ~CudaHostReader() override {
+    // A copy still in flight writes into `pinned_`: wait for its event before freeing the buffer
+    // (the event is recorded after every copy). Errors at exit (runtime unloading) are ignored.
+    if (arrived_) (void)cudaEventSynchronize(arrived_);
+    if (pinned_) (void)cudaFreeHost(pinned_);
+    if (arrived_) (void)cudaEventDestroy(arrived_);
+  }
+
+  void start(const Tensor& src) override {
+    EMBER_CHECK(src.device() == Device::cuda(index_) && src.is_contiguous(), "AsyncRead: a cuda:", index_,
+                " reader got a tensor on ", src.device().str(), src.is_contiguous() ? "" : " (not contiguous)");
+    const size_t bytes = static_cast<size_t>(src.numel()) * dtype_size(src.dtype());
+    cuda::DeviceGuard guard(index_);
+    if (bytes > capacity_) {
+      wait_for_copy_in_flight();
+      if (pinned_) EMBER_CUDA_CHECK(cudaFreeHost(pinned_));
+      pinned_ = nullptr;
+      capacity_ = 0;
+      EMBER_CUDA_CHECK(cudaHostAlloc(&pinned_, bytes, cudaHostAllocDefault));
+      capacity_ = bytes;
+    }
+    if (!arrived_) EMBER_CUDA_CHECK(cudaEventCreateWithFlags(&arrived_, cudaEventDisableTiming));
+    const cudaStream_t stream = cuda::stream_for(src.device());
+    // Behind the work queued so far on the stream (including an earlier copy into the same buffer).
+    if (bytes) EMBER_CUDA_CHECK(cudaMemcpyAsync(pinned_, src.impl()->data(), bytes, cudaMemcpyDeviceToHost, stream));
+    EMBER_CUDA_CHECK(cudaEventRecord(arrived_, stream));
+    shape_ = src.shape();
+    dtype_ = src.dtype();
+  }
+
+  bool ready() override {
+    if (!arrived_) return false;
+    cuda::DeviceGuard guard(index_);
+    return cuda::event_completed(arrived_);
+  }
+
+  Tensor get(const char* wait_reason) override {
+    if (!ready()) {
+      cuda::before_host_wait(wait_reason, index_);
+      cuda::count_synchronization();
+      cuda::DeviceGuard guard(index_);
+      EMBER_CUDA_CHECK(cudaEventSynchronize(arrived_));
+    }
+    // The work queued before start() has completed: a device-side check that failed there is raised here.
+    cuda::raise_check_failure(index_, "AsyncRead::get()");
+    Tensor out = make_empty(shape_, dtype_, Device::cpu());
+    const size_t bytes = static_cast<size_t>(out.numel()) * dtype_size(dtype_);
+    if (bytes) std::memcpy(out.impl()->data(), pinned_, bytes);
+    return out;
+  }
+
+ private:
+  // Before `pinned_` is freed or reallocated: the copy queued into it must have arrived.
+  void wait_for_copy_in_flight() {
+    if (!arrived_ || cuda::event_completed(arrived_)) return;
+    cuda::before_host_wait("AsyncRead::start() reusing its buffer while a copy into it is in flight", index_);
+    cuda::count_synchronization();
+    EMBER_CUDA_CHECK(cudaEventSynchronize(arrived_));
+  }
+
+  const int index_;
+  void* pinned_ = nullptr;
+  size_t capacity_ = 0;
+  cudaEvent_t arrived_ = nullptr;
+  Shape shape_;
+  DType dtype_ = DType::F32;
+};
+
+}  // namespace
+
+std::unique_ptr<HostReader> CudaBackend::make_host_reader(Device device) {
+  EMBER_CHECK(device.is_cuda(), "cuda backend: asked for a host reader of ", device.str());
+  (void)cuda::stream_for(device);  // says clearly when the device does not exist
+  return std::make_unique<CudaHostReader>(device.index);
+}
 
 void CudaBackend::fill(const Tensor& out, double value) {
   OnDevice on(out, "fill");
@@ -143,5 +230,8 @@ void CudaBackend::index_add(const Tensor& out, const Tensor& src, const Tensor& 
   OnDevice on(out, "index_add");
   cuda::kernels::index_add(out, src, index, outer, n, inner, on.stream);
 }
+
+void device_range_push(const char* name) { cuda::nvtx_push(name); }
+void device_range_pop() { cuda::nvtx_pop(); }
 
 }  // namespace ember

@@ -1,5 +1,6 @@
-// Device discovery, per-device compute streams and memory pools, stream-ordered allocation with
-// ember's statistics and the out-of-memory path, host<->device copies, and ember/cuda.h.
+// Device discovery and the making of each device's DeviceContext, stream-ordered allocation with
+// ember's statistics and the out-of-memory path, host<->device copies, and ember/cuda.h. The
+// context's parts made on first use (checks, GEMM and cuDNN handles) are in context.cpp.
 #include "cuda/runtime.h"
 
 #include <algorithm>
@@ -11,13 +12,13 @@
 
 #include "cpp/backend/index_check.h"
 #include "cuda/check.h"
+#include "cuda/context.h"
 #include "ember/cuda.h"
 #include "ember/error.h"
 
 namespace ember::cuda {
 namespace {
 
-constexpr int kMaxDevices = 64;
 // Host->device copies larger than this go through the two staging slots in chunks, so the
 // memcpy into one slot overlaps the DMA out of the other.
 constexpr size_t kStagingChunk = size_t(32) << 20;
@@ -48,8 +49,8 @@ const Discovery& discovery() {
   return d;
 }
 
-std::atomic<DeviceState*> g_states[kMaxDevices];
-std::mutex g_states_mutex;
+std::atomic<DeviceContext*> g_contexts[kMaxDevices];
+std::mutex g_contexts_mutex;
 std::atomic<bool> g_allow_tf32{false};
 std::atomic<uint64_t> g_host_to_device{0}, g_device_to_host{0}, g_synchronizations{0};
 std::atomic<SyncDebugMode> g_sync_debug{SyncDebugMode::Off};
@@ -71,33 +72,11 @@ void before_host_wait(const char* what, int index) {
 
 void count_synchronization() { ++g_synchronizations; }
 
-const DeviceChecks& device_checks(int index) {
-  DeviceState& s = device_state(index);
-  if (DeviceChecks* c = s.checks.load(std::memory_order_acquire)) return *c;
-  std::lock_guard<std::mutex> lock(s.checks_mutex);
-  if (DeviceChecks* c = s.checks.load(std::memory_order_acquire)) return *c;
-  DeviceGuard guard(index);
-  auto c = std::make_unique<DeviceChecks>();
-  void* host = nullptr;
-  EMBER_CUDA_CHECK(cudaHostAlloc(&host, sizeof(CheckFailure), cudaHostAllocMapped));
-  c->host = new (host) CheckFailure();
-  void* device = nullptr;
-  EMBER_CUDA_CHECK(cudaHostGetDevicePointer(&device, host, 0));
-  c->device = static_cast<CheckFailure*>(device);
-  void* claim = nullptr;
-  EMBER_CUDA_CHECK(cudaMalloc(&claim, sizeof(unsigned long long)));
-  c->claim = static_cast<unsigned long long*>(claim);
-  // On the compute stream, so it is done before the first check kernel runs.
-  EMBER_CUDA_CHECK(cudaMemsetAsync(c->claim, 0, sizeof(unsigned long long), s.stream));
-  DeviceChecks* raw = c.release();  // never destroyed, like DeviceState
-  s.checks.store(raw, std::memory_order_release);
-  return *raw;
-}
+const DeviceChecks& device_checks(int index) { return device_context(index).checks(); }
 
 void raise_check_failure(int index, const char* reported_at) {
-  if (index < 0 || index >= kMaxDevices) return;
-  DeviceState* s = g_states[index].load(std::memory_order_acquire);
-  DeviceChecks* c = s ? s->checks.load(std::memory_order_acquire) : nullptr;
+  DeviceContext* s = find_device_context(index);
+  DeviceChecks* c = s ? s->checks_if_made() : nullptr;
   if (!c || !static_cast<volatile const CheckFailure*>(c->host)->failed) return;
   std::atomic_thread_fence(std::memory_order_acquire);  // the fields were written before `failed`
   const CheckFailure f = *c->host;
@@ -139,13 +118,13 @@ std::string format_bytes(double bytes) {
   return buf;
 }
 
-size_t pool_reserved(const DeviceState& s) {
+size_t pool_reserved(const DeviceContext& s) {
   uint64_t reserved = 0;
   EMBER_CUDA_CHECK(cudaMemPoolGetAttribute(s.pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
   return static_cast<size_t>(reserved);
 }
 
-[[noreturn]] void throw_out_of_memory(DeviceState& s, size_t nbytes, cudaError_t status) {
+[[noreturn]] void throw_out_of_memory(DeviceContext& s, size_t nbytes, cudaError_t status) {
   size_t free_bytes = 0, total_bytes = 0;
   if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) (void)cudaGetLastError();
   uint64_t reserved = 0;
@@ -165,7 +144,7 @@ size_t pool_reserved(const DeviceState& s) {
                                                 "retrying once)")));
 }
 
-void note_allocated(DeviceState& s, size_t nbytes) {
+void note_allocated(DeviceContext& s, size_t nbytes) {
   const size_t now = s.allocated.fetch_add(nbytes) + nbytes;
   size_t peak = s.peak_allocated.load();
   while (now > peak && !s.peak_allocated.compare_exchange_weak(peak, now)) {
@@ -186,9 +165,25 @@ struct QuietDeviceGuard {
 
 }  // namespace
 
-DeviceState& device_state(int index) {
-  if (index >= 0 && index < kMaxDevices)
-    if (DeviceState* s = g_states[index].load(std::memory_order_acquire)) return *s;
+DeviceContext::DeviceContext(int device) : index(device) {
+  DeviceGuard guard(index);
+  // Non-blocking: the compute stream never waits for (or makes wait) the legacy default stream.
+  EMBER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  EMBER_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, index));
+  // Keep freed blocks cached in the pool instead of returning them at every synchronization.
+  uint64_t threshold = UINT64_MAX;
+  EMBER_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  EMBER_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, index));
+  size_t free_bytes = 0;
+  EMBER_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_memory));
+}
+
+DeviceContext* find_device_context(int index) noexcept {
+  return index >= 0 && index < kMaxDevices ? g_contexts[index].load(std::memory_order_acquire) : nullptr;
+}
+
+DeviceContext& device_context(int index) {
+  if (DeviceContext* s = find_device_context(index)) return *s;
   const Discovery& d = discovery();
   if (d.count == 0)
     throw Error(detail::str_cat("cuda:", index, " is not available: no usable CUDA device or driver (", d.reason,
@@ -196,29 +191,20 @@ DeviceState& device_state(int index) {
   if (index < 0 || index >= d.count)
     throw Error(detail::str_cat("cuda:", index, " does not exist: this machine has ", d.count,
                                 " CUDA device(s), cuda:0 to cuda:", d.count - 1));
-  std::lock_guard<std::mutex> lock(g_states_mutex);
-  if (DeviceState* s = g_states[index].load(std::memory_order_acquire)) return *s;
-  auto s = std::make_unique<DeviceState>();
-  s->index = index;
-  DeviceGuard guard(index);
-  // Non-blocking: the compute stream never waits for (or makes wait) the legacy default stream.
-  EMBER_CUDA_CHECK(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking));
-  EMBER_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&s->pool, index));
-  // Keep freed blocks cached in the pool instead of returning them at every synchronization.
-  uint64_t threshold = UINT64_MAX;
-  EMBER_CUDA_CHECK(cudaMemPoolSetAttribute(s->pool, cudaMemPoolAttrReleaseThreshold, &threshold));
-  EMBER_CUDA_CHECK(cudaDeviceGetAttribute(&s->sm_count, cudaDevAttrMultiProcessorCount, index));
-  size_t free_bytes = 0;
-  EMBER_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &s->total_memory));
-  DeviceState* raw = s.release();  // never destroyed: see DeviceState
-  g_states[index].store(raw, std::memory_order_release);
+  std::lock_guard<std::mutex> lock(g_contexts_mutex);
+  if (DeviceContext* s = g_contexts[index].load(std::memory_order_acquire)) return *s;
+  auto s = std::make_unique<DeviceContext>(index);
+  DeviceContext* raw = s.release();  // never destroyed: see DeviceContext
+  g_contexts[index].store(raw, std::memory_order_release);
   return *raw;
 }
+
+cudaStream_t stream_for(const Device& d) { return device_context(d.index).stream; }
 
 int current_sm_count() {
   int dev = 0;
   EMBER_CUDA_CHECK(cudaGetDevice(&dev));
-  return device_state(dev).sm_count;
+  return device_context(dev).sm_count;
 }
 
 DeviceGuard::DeviceGuard(int index) {
@@ -238,7 +224,7 @@ DeviceGuard::~DeviceGuard() {
 
 void* device_allocate(size_t nbytes, int index, Usage usage) {
   if (nbytes == 0) return nullptr;
-  DeviceState& s = device_state(index);
+  DeviceContext& s = device_context(index);
   DeviceGuard guard(index);
   // More than the device has can never succeed: say so without flushing the pool's cache for it
   // (and without a failing CUDA call, which compute-sanitizer would report).
@@ -266,8 +252,8 @@ void* device_allocate(size_t nbytes, int index, Usage usage) {
 }
 
 void device_free(void* ptr, size_t nbytes, int index, Usage usage) noexcept {
-  if (!ptr || index < 0 || index >= kMaxDevices) return;
-  DeviceState* s = g_states[index].load(std::memory_order_acquire);
+  if (!ptr) return;
+  DeviceContext* s = find_device_context(index);
   if (!s) return;  // cannot happen for a pointer device_allocate returned
   if (usage == Usage::Tensor) s->allocated.fetch_sub(nbytes);
   QuietDeviceGuard guard(index);
@@ -285,7 +271,7 @@ void device_free(void* ptr, size_t nbytes, int index, Usage usage) noexcept {
 void copy_host_to_device(void* dst, const void* src, size_t nbytes, int index) {
   if (nbytes == 0) return;
   ++g_host_to_device;
-  DeviceState& s = device_state(index);
+  DeviceContext& s = device_context(index);
   DeviceGuard guard(index);
   std::lock_guard<std::mutex> lock(s.staging_mutex);
   auto* d = static_cast<char*>(dst);
@@ -333,7 +319,7 @@ void copy_device_to_host(void* dst, const void* src, size_t nbytes, int index) {
   if (g_sync_debug.load() != SyncDebugMode::Off)
     before_host_wait(detail::str_cat("reading ", nbytes, " bytes back to the host").c_str(), index);
   ++g_device_to_host;
-  DeviceState& s = device_state(index);
+  DeviceContext& s = device_context(index);
   DeviceGuard guard(index);
   EMBER_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, s.stream));
   // The caller reads `dst` next: this is one of the two places ember waits for the device.
@@ -343,13 +329,13 @@ void copy_device_to_host(void* dst, const void* src, size_t nbytes, int index) {
 
 void copy_device_to_device(void* dst, int dst_index, const void* src, int src_index, size_t nbytes) {
   if (nbytes == 0) return;
-  DeviceState& sd = device_state(dst_index);
+  DeviceContext& sd = device_context(dst_index);
   if (dst_index == src_index) {
     DeviceGuard guard(dst_index);
     EMBER_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, sd.stream));
     return;
   }
-  DeviceState& ss = device_state(src_index);
+  DeviceContext& ss = device_context(src_index);
   // The copy runs on the destination's stream after the source's queued writes, and the source's
   // stream then waits for the copy, so the source's memory is not freed and reused under it.
   cudaEvent_t src_ready = nullptr, copied = nullptr;
@@ -382,7 +368,7 @@ bool is_compiled() { return true; }
 
 MemoryStats memory_stats(int device) {
   if (!is_available()) return {};
-  DeviceState& s = device_state(device);
+  DeviceContext& s = device_context(device);
   MemoryStats m;
   m.allocated = s.allocated.load();
   m.peak_allocated = s.peak_allocated.load();
@@ -393,13 +379,13 @@ MemoryStats memory_stats(int device) {
 
 void reset_peak_memory_stats(int device) {
   if (!is_available()) return;
-  DeviceState& s = device_state(device);
+  DeviceContext& s = device_context(device);
   s.peak_allocated.store(s.allocated.load());
 }
 
 void empty_cache(int device) {
   if (!is_available()) return;
-  DeviceState& s = device_state(device);
+  DeviceContext& s = device_context(device);
   DeviceGuard guard(device);
   before_host_wait("empty_cache()", device);
   ++g_synchronizations;
@@ -411,7 +397,7 @@ void empty_cache(int device) {
 
 void synchronize(int device) {
   if (!is_available()) return;
-  DeviceState& s = device_state(device);
+  DeviceContext& s = device_context(device);
   DeviceGuard guard(device);
   before_host_wait("synchronize()", device);
   ++g_synchronizations;

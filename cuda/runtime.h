@@ -1,24 +1,15 @@
-// The CUDA runtime layer of the backend: device discovery, one compute stream and memory pool per
-// device, stream-ordered allocation with ember's statistics, and host<->device staging.
+// The CUDA runtime layer of the backend: device discovery, the compute stream of each device,
+// stream-ordered allocation with ember's statistics, host<->device copies, deferred device checks.
+// The per-device state behind these lives in one cuda::DeviceContext (cuda/context.h).
 #pragma once
 #include <cuda_runtime_api.h>
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 
 #include "ember/device.h"
 
 namespace ember::cuda {
-
-// Pinned host memory that host->device copies go through, so the caller's (pageable) buffer is
-// free again as soon as it has been copied here, and the DMA runs asynchronously.
-struct StagingSlot {
-  void* host = nullptr;
-  size_t capacity = 0;
-  cudaEvent_t done = nullptr;  // recorded after the copy out of this slot
-};
 
 // A failed device-side check (Backend::check_index), in mapped pinned memory: written by the one
 // thread that claims it on the device, `failed` last; read by the host once it has waited for the
@@ -41,27 +32,9 @@ struct DeviceChecks {
   CheckFailure* device = nullptr;       // the same record, as kernels see it
 };
 
-// Everything ember keeps per device. Created on first use and never destroyed: at process exit
-// the CUDA runtime may already be unloading, and releasing streams or pools then fails.
-struct DeviceState {
-  int index = 0;
-  cudaStream_t stream = nullptr;  // the compute stream: every kernel, copy and GEMM goes here
-  cudaMemPool_t pool = nullptr;   // the device's default pool, with an infinite release threshold
-  int sm_count = 0;
-  size_t total_memory = 0;  // the device's memory in bytes
-  std::atomic<size_t> allocated{0};
-  std::atomic<size_t> peak_allocated{0};
-  std::atomic<uint64_t> num_alloc_retries{0};
-  std::mutex staging_mutex;
-  StagingSlot staging[2];
-  int next_slot = 0;
-  std::mutex checks_mutex;
-  std::atomic<DeviceChecks*> checks{nullptr};
-};
-
-// The device's state, created on first use. Throws ember::Error when `index` names no device.
-DeviceState& device_state(int index);
-inline cudaStream_t stream_for(const Device& d) { return device_state(d.index).stream; }
+// The compute stream of `d` (its DeviceContext's, cuda/context.h), made on first use. Throws
+// ember::Error when `d` names no device.
+cudaStream_t stream_for(const Device& d);
 // The number of SMs of the current device (cached), for sizing grid-stride launches.
 int current_sm_count();
 

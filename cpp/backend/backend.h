@@ -15,6 +15,7 @@
 #pragma once
 #include <cstdint>
 #include <iterator>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -223,94 +224,74 @@ struct BatchParams {
   double max_shift = 0.0;
 };
 
+// A reader of one device's tensors into host memory (ember::AsyncRead): start() queues the copy
+// behind the work already queued on the device and returns at once; the host buffer is reused
+// from one start() to the next. Made by Backend::make_host_reader; not thread-safe.
+class HostReader {
+ public:
+  // Waits for a copy still in flight into the buffer before freeing it (never throws).
+  virtual ~HostReader() = default;
+  // Queues the copy of contiguous `src` (on the reader's device). A copy not yet taken is dropped.
+  virtual void start(const Tensor& src) = 0;
+  // Whether the last started copy has arrived (never waits).
+  virtual bool ready() = 0;
+  // The last started copy as a CPU tensor of its shape and dtype, waiting for it if it has not
+  // arrived (`wait_reason` names that wait for cuda::set_sync_debug_mode), and raising a device-side
+  // check that failed in the work queued before start().
+  virtual Tensor get(const char* wait_reason) = 0;
+};
+
+// The primitives by name, made from primitives.def (so the decorator's hook and the errors can
+// name each one).
+enum class Primitive : int16_t {
+#define EMBER_PRIMITIVE(RET, NAME, PARAMS, ARGS, BACKENDS) NAME,
+#include "cpp/backend/primitives.def"
+#undef EMBER_PRIMITIVE
+};
+inline constexpr const char* kPrimitiveNames[] = {
+#define EMBER_PRIMITIVE(RET, NAME, PARAMS, ARGS, BACKENDS) #NAME,
+#include "cpp/backend/primitives.def"
+#undef EMBER_PRIMITIVE
+};
+inline constexpr int kPrimitiveCount = static_cast<int>(std::size(kPrimitiveNames));
+inline const char* primitive_name(Primitive p) {
+  const int i = static_cast<int>(p);
+  return i >= 0 && i < kPrimitiveCount ? kPrimitiveNames[i] : "unknown";
+}
+// Whether the built-in CUDA backend implements each primitive (the BACKENDS column: ALL or CPU_ONLY;
+// any other word is a compile error here). The CPU implements every one.
+#define EMBER_PRIMITIVE_ON_CUDA_ALL true
+#define EMBER_PRIMITIVE_ON_CUDA_CPU_ONLY false
+inline constexpr bool kPrimitiveOnCuda[] = {
+#define EMBER_PRIMITIVE(RET, NAME, PARAMS, ARGS, BACKENDS) EMBER_PRIMITIVE_ON_CUDA_##BACKENDS,
+#include "cpp/backend/primitives.def"
+#undef EMBER_PRIMITIVE
+};
+static_assert(std::size(kPrimitiveOnCuda) == std::size(kPrimitiveNames));
+
+// Throws the ember::Error of a primitive `backend` does not implement: it names the primitive and
+// the backend and says to run the op on the CPU.
+[[noreturn]] EMBER_API void throw_unsupported_primitive(Primitive p, const char* backend);
+
+// THE interface every backend implements: name(), supports(), and one virtual per line of
+// primitives.def (documented there). A primitive a backend does not override throws
+// throw_unsupported_primitive's error, so an op can land CPU-first; the built-in backends declare
+// their overrides from the same list (cpu_backend.h, cuda_backend.h), so one they claim and do not
+// define is a link error. A decorator derives from ForwardingBackend (forwarding_backend.h).
+//
+// To add a primitive: one EMBER_PRIMITIVE line in primitives.def (with ALL, or CPU_ONLY while CUDA
+// lacks it), then define CpuBackend::NAME (and CudaBackend::NAME for ALL). Nothing else is declared.
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
+  // Whether this backend implements `p` (ggml's supports_op): false means calling it throws.
+  virtual bool supports(Primitive p) const = 0;
 
-  // Memory. allocate() throws ember::OutOfMemory (after releasing any cache) when it cannot.
-  virtual void* allocate(size_t nbytes, Device device) = 0;
-  virtual void deallocate(void* ptr, size_t nbytes, Device device) = 0;
-  // Waits until queued work on `device` finished (a no-op on the CPU).
-  virtual void synchronize(Device device) = 0;
-
-  // out (any strides) = value, converted to out's dtype.
-  virtual void fill(const Tensor& out, double value) = 0;
-  // dst (any strides) = src (any strides, same shape), converting dtype when they differ. dst and
-  // src may overlap in memory: the result is as if src were read whole before dst is written (as
-  // memmove does; overlapping_views says when a backend must go through a temporary).
-  virtual void copy(const Tensor& dst, const Tensor& src) = 0;
-  // Copies contiguous `src` into contiguous `dst` of the same dtype and size across devices
-  // (host<->device or device<->device). Implemented by the device backend.
-  virtual void transfer(const Tensor& dst, const Tensor& src) = 0;
-  // Fills contiguous `out` from the counter-based generator (see philox.h).
-  virtual void random(const Tensor& out, const RandomParams& p) = 0;
-
-  // Elementwise maps: out contiguous; inputs any strides, same shape as out.
-  virtual void unary(UnaryOp op, const Tensor& out, const Tensor& in, const ElementwiseParams& p) = 0;
-  virtual void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b,
-                      const ElementwiseParams& p) = 0;
-  // out = cond ? a : b (cond Bool; a, b of out's dtype).
-  virtual void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) = 0;
-
-  // Reduces contiguous `in`, viewed as [outer, n, inner], over the middle dim into contiguous
-  // `out` of [outer, inner] elements (I64 for ArgMax/ArgMin, first index on ties).
-  virtual void reduce(ReduceOp op, const Tensor& out, const Tensor& in, int64_t outer, int64_t n,
-                      int64_t inner) = 0;
-
-  // out[b] = alpha * a[b] @ b[b] + beta * out[b], with the epilogue. a is [M, K] or [B, M, K],
-  // b is [K, N] or [B, K, N] (batch stride 0 allowed: a shared operand); each matrix has a unit
-  // stride in one of its last two dims (row- or column-major, i.e. transposed views are fine).
-  // out is contiguous [M, N] or [B, M, N]. Epilogues apply to 2-D GEMMs.
-  virtual void gemm(const Tensor& out, const Tensor& a, const Tensor& b, const GemmOptions& o) = 0;
-
-  // Row-wise softmax (or log-softmax) of contiguous [rows, cols] `in` into `out`.
-  virtual void softmax(const Tensor& out, const Tensor& in, bool log) = 0;
-  // grad_in from grad_out and the forward output `out` (softmax: y*(g - sum(g*y));
-  // log-softmax: g - exp(y)*sum(g)).
-  virtual void softmax_backward(const Tensor& grad_in, const Tensor& grad_out, const Tensor& out, bool log) = 0;
-
-  // Fused cross-entropy over contiguous logits [N, C] and I64 labels [N]: loss[N] (0 on ignored
-  // rows) and lse[N] = logsumexp of each row, saved for the backward. With label smoothing s the
-  // target is (1 - s) one-hot + s / C. Throws ember::Error for a label outside [0, C).
-  virtual void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& logits,
-                                     const Tensor& labels, const CrossEntropyOptions& o) = 0;
-  // grad_logits[N, C] = (softmax(logits) - target) * grad_loss[row]; 0 on ignored rows.
-  virtual void cross_entropy_backward(const Tensor& grad_logits, const Tensor& grad_loss, const Tensor& logits,
-                                      const Tensor& lse, const Tensor& labels, const CrossEntropyOptions& o) = 0;
-
-  // Checks that every value of I64 `index` (0-D or 1-D, any stride) lies in [0, c.bound) (or is
-  // c.ignore_index when c.allow_ignore), else throws ember::Error naming c.op, the values and the
-  // bound. The CPU throws at once. A device backend need not make the host wait for it: CUDA
-  // records the first bad value in a device flag and throws at the next point where the host
-  // waits for the device anyway (reading a value back, synchronize(), AsyncRead::get()).
-  virtual void check_index(const Tensor& index, const IndexCheck& c) = 0;
-
-  // Contiguous `in` viewed as [outer, n, inner]; I64 `index` [k] with values in [0, n) (checked
-  // by the op layer with check_index); out [outer, k, inner] = in[:, index, :].
-  virtual void index_select(const Tensor& out, const Tensor& in, const Tensor& index, int64_t outer, int64_t n,
-                            int64_t inner) = 0;
-  // out [outer, n, inner] (contiguous) += src [outer, k, inner] scattered at `index`; duplicate
-  // indices accumulate. F32, F64, I64 and I32 only: U8 and Bool throw ember::Error (a GPU has no
-  // byte atomics, and PyTorch has no such op on bool).
-  virtual void index_add(const Tensor& out, const Tensor& src, const Tensor& index, int64_t outer, int64_t n,
-                         int64_t inner) = 0;
-
-  // Updates every parameter of `s` (one device, one dtype; see OptimizerStep) and its state in
-  // place: one pass per parameter on the CPU, one launch per 48 parameters on CUDA.
-  virtual void optimizer_step(const OptimizerStep& s) = 0;
-
-  // out I64 [n] (contiguous) = a random permutation of [0, n): index i gets the key
-  // data_math::permutation_key(seed, counter + i) and the indices are sorted stably by key, so the
-  // CPU and CUDA draw the same permutation.
-  virtual void random_permutation(const Tensor& out, uint64_t seed, uint64_t counter) = 0;
-  // One fused pass: for b in [0, B), with i = order[p.first + b]:
-  //   x[b] = normalise(augment ? warp(images[i]) : images[i]), y[b] = labels[i] (when y is defined).
-  // images U8 [N, rows, cols] contiguous (for augment; else [N, ...] with D = numel / N pixels),
-  // labels I64 [N] contiguous, order I64 1-D (any stride) with values in [0, N) (not checked: the caller made or
-  // checked them), x F32 contiguous with B * D elements, y I64 [B] contiguous or undefined.
-  virtual void gather_batch(const Tensor& x, const Tensor& y, const Tensor& images, const Tensor& labels,
-                            const Tensor& order, const BatchParams& p) = 0;
+#define EMBER_PRIMITIVE(RET, NAME, PARAMS, ARGS, BACKENDS) \
+  virtual RET NAME PARAMS { throw_unsupported_primitive(Primitive::NAME, name()); }
+#include "cpp/backend/primitives.def"
+#undef EMBER_PRIMITIVE
 };
 
 // The backend that runs ops for tensors on `device`: the built-in one for its type unless
@@ -325,5 +306,10 @@ EMBER_API Backend* set_backend(DeviceType type, Backend* backend);
 Backend& cpu_backend();
 // The CUDA backend; throws ember::Error when ember was built without it.
 Backend& cuda_backend();
+
+// Profiler ranges in the accelerator's tools (ember::profile::Range): NVTX ranges in the "ember"
+// domain when ember is built with CUDA (cuda/runtime.cpp), nothing otherwise (cpp/core/no_cuda.cpp).
+void device_range_push(const char* name);
+void device_range_pop();
 
 }  // namespace ember

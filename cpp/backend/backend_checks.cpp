@@ -1,5 +1,5 @@
-// Lookups into the generated op lists (unary_ops.def, binary_ops.def), and the errors of a backend
-// switch that meets a value outside its enum.
+// Lookups into the generated op lists (unary_ops.def, binary_ops.def), the errors of a backend
+// switch that meets a value outside its enum, and of a primitive a backend does not implement.
 #include "cpp/backend/backend.h"
 
 namespace ember {
@@ -31,6 +31,13 @@ EpilogueParts epilogue_parts(Epilogue e, const char* backend) {
     case Epilogue::BiasGradA: return {.bias_grad = true};
   }
   throw_unhandled("gemm", "Epilogue", static_cast<int>(e), backend);
+}
+
+void throw_unsupported_primitive(Primitive p, const char* backend) {
+  throw Error(detail::str_cat(primitive_name(p), ": the ", backend, " backend does not implement this primitive (",
+                              backend, " supports(Primitive::", primitive_name(p),
+                              ") is false); run the op on the CPU: x.cpu(), then move the result back with "
+                              ".to(device)"));
 }
 
 int op_index(UnaryOp op, const char* backend) { return checked_index(op, kUnaryOpCount, "unary_ops", backend); }

@@ -1,4 +1,5 @@
-// ember::cuda answers for a build without the CUDA backend (EMBER_CUDA=OFF or no toolkit).
+// ember::cuda answers for a build without the CUDA backend (EMBER_CUDA=OFF or no toolkit), and the
+// device hooks of backend.h that cuda/ defines otherwise. CMakeLists.txt builds this file only then.
 #include <atomic>
 
 #include "cpp/backend/backend.h"
@@ -10,6 +11,10 @@ Backend& cuda_backend() {
   throw Error("this libember was built without the CUDA backend; rebuild with the CUDA toolkit and -DEMBER_CUDA=ON, "
               "or use Device::cpu()");
 }
+
+// No device profiler to tell.
+void device_range_push(const char*) {}
+void device_range_pop() {}
 
 namespace cuda {
 namespace {

@@ -1,11 +1,10 @@
-// ember::profile::Range: NVTX push/pop in the "ember" domain (CUDA builds) and the test listener.
+// ember::profile::Range: a device profiler range (NVTX in the "ember" domain in CUDA builds:
+// device_range_push in backend.h) and the test listener.
 #include "ember/profile.h"
 
 #include <atomic>
 
-#if defined(EMBER_WITH_CUDA)
-#include "cuda/nvtx.h"
-#endif
+#include "cpp/backend/backend.h"
 
 namespace ember::profile {
 namespace {
@@ -14,15 +13,11 @@ std::atomic<Listener> g_listener{nullptr};
 
 Range::Range(const char* name) {
   if (Listener l = g_listener.load(std::memory_order_relaxed)) l(name);
-#if defined(EMBER_WITH_CUDA)
-  cuda::nvtx_push(name);
-#endif
+  device_range_push(name);
 }
 
 Range::~Range() {
-#if defined(EMBER_WITH_CUDA)
-  cuda::nvtx_pop();
-#endif
+  device_range_pop();
   if (Listener l = g_listener.load(std::memory_order_relaxed)) l(nullptr);
 }
 

@@ -1,5 +1,6 @@
 // matmul (any ranks, broadcast batch dims, as PyTorch) and linear / linear_relu with their GEMM
 // epilogues: bias (+ReLU) fused into the forward GEMM, the bias gradient into the weight GEMM.
+#include "cpp/backend/gemm_layout.h"
 #include "cpp/ops/op_utils.h"
 #include "ember/profile.h"
 
@@ -10,15 +11,8 @@ using autograd::SavedTensor;
 
 namespace {
 
-// A GEMM operand needs a unit stride in one of its last two dims; otherwise copy it.
-Tensor gemm_operand(const Tensor& t) {
-  const int64_t n = t.dim();
-  const int64_t rs = t.stride(n - 2), cs = t.stride(n - 1), rows = t.size(n - 2), cols = t.size(n - 1);
-  const bool row_major = (cs == 1 || cols == 1) && (rows == 1 || rs >= cols);
-  const bool col_major = (rs == 1 || rows == 1) && (cols == 1 || cs >= rows);
-  if (row_major || col_major) return t;
-  return t.contiguous();
-}
+// A GEMM operand without a BLAS layout (gemm_layout.h) is copied.
+Tensor gemm_operand(const Tensor& t) { return gemm_layout(t) ? t : t.contiguous(); }
 
 Tensor gemm(const Tensor& a, const Tensor& b, const GemmOptions& o = {}) {
   Tensor ga = gemm_operand(a), gb = gemm_operand(b);

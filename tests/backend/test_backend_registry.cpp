@@ -2,11 +2,16 @@
 // primitive of an MLP training step, and every listed elementwise op is run by some op-table row.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "cpp/backend/backend.h"
+#include "cpp/backend/forwarding_backend.h"
 #include "cpp/core/tensor_impl.h"
 #include "ember/ember.h"
 #include "ops/op_table.h"
@@ -15,81 +20,28 @@
 namespace ember {
 namespace {
 
-// Forwards every primitive to `inner` and counts the calls by primitive and elementwise op.
-class CountingBackend final : public Backend {
+// Forwards every primitive to `inner` through ForwardingBackend, counting the calls by primitive
+// (its one hook) and by elementwise op (two primitives overridden to read their arguments).
+class CountingBackend final : public ForwardingBackend {
  public:
-  explicit CountingBackend(Backend& inner) : inner_(inner) {}
+  explicit CountingBackend(Backend& inner) : ForwardingBackend(inner) {}
   std::map<std::string, int> calls;
   std::set<UnaryOp> unary_ops;
   std::set<BinaryOp> binary_ops;
 
   const char* name() const override { return "counting"; }
-  void* allocate(size_t nbytes, Device device) override {
-    ++calls["allocate"];
-    return inner_.allocate(nbytes, device);
+  void around(Primitive p, const PrimitiveCall& call) override {
+    ++calls[primitive_name(p)];
+    call();
   }
-  void deallocate(void* ptr, size_t nbytes, Device device) override {
-    ++calls["deallocate"];
-    inner_.deallocate(ptr, nbytes, device);
-  }
-  void synchronize(Device device) override { ++calls["synchronize"], inner_.synchronize(device); }
-  void fill(const Tensor& out, double value) override { ++calls["fill"], inner_.fill(out, value); }
-  void copy(const Tensor& dst, const Tensor& src) override { ++calls["copy"], inner_.copy(dst, src); }
-  void transfer(const Tensor& dst, const Tensor& src) override { ++calls["transfer"], inner_.transfer(dst, src); }
-  void random(const Tensor& out, const RandomParams& p) override { ++calls["random"], inner_.random(out, p); }
   void unary(UnaryOp op, const Tensor& out, const Tensor& in, const ElementwiseParams& p) override {
-    ++calls["unary"];
     unary_ops.insert(op);
-    inner_.unary(op, out, in, p);
+    ForwardingBackend::unary(op, out, in, p);
   }
   void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b, const ElementwiseParams& p) override {
-    ++calls["binary"];
     binary_ops.insert(op);
-    inner_.binary(op, out, a, b, p);
+    ForwardingBackend::binary(op, out, a, b, p);
   }
-  void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) override {
-    ++calls["where"], inner_.where(out, cond, a, b);
-  }
-  void reduce(ReduceOp op, const Tensor& out, const Tensor& in, int64_t outer, int64_t n, int64_t inner) override {
-    ++calls["reduce"], inner_.reduce(op, out, in, outer, n, inner);
-  }
-  void gemm(const Tensor& out, const Tensor& a, const Tensor& b, const GemmOptions& o) override {
-    ++calls["gemm"], inner_.gemm(out, a, b, o);
-  }
-  void softmax(const Tensor& out, const Tensor& in, bool log) override { ++calls["softmax"], inner_.softmax(out, in, log); }
-  void softmax_backward(const Tensor& grad_in, const Tensor& grad_out, const Tensor& out, bool log) override {
-    ++calls["softmax_backward"], inner_.softmax_backward(grad_in, grad_out, out, log);
-  }
-  void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& logits, const Tensor& labels,
-                             const CrossEntropyOptions& o) override {
-    ++calls["cross_entropy_forward"], inner_.cross_entropy_forward(loss, lse, logits, labels, o);
-  }
-  void cross_entropy_backward(const Tensor& grad_logits, const Tensor& grad_loss, const Tensor& logits,
-                              const Tensor& lse, const Tensor& labels, const CrossEntropyOptions& o) override {
-    ++calls["cross_entropy_backward"], inner_.cross_entropy_backward(grad_logits, grad_loss, logits, lse, labels, o);
-  }
-  void check_index(const Tensor& index, const IndexCheck& c) override {
-    ++calls["check_index"], inner_.check_index(index, c);
-  }
-  void index_select(const Tensor& out, const Tensor& in, const Tensor& index, int64_t outer, int64_t n,
-                    int64_t inner) override {
-    ++calls["index_select"], inner_.index_select(out, in, index, outer, n, inner);
-  }
-  void index_add(const Tensor& out, const Tensor& src, const Tensor& index, int64_t outer, int64_t n,
-                 int64_t inner) override {
-    ++calls["index_add"], inner_.index_add(out, src, index, outer, n, inner);
-  }
-  void optimizer_step(const OptimizerStep& s) override { ++calls["optimizer_step"], inner_.optimizer_step(s); }
-  void random_permutation(const Tensor& out, uint64_t seed, uint64_t counter) override {
-    ++calls["random_permutation"], inner_.random_permutation(out, seed, counter);
-  }
-  void gather_batch(const Tensor& x, const Tensor& y, const Tensor& images, const Tensor& labels, const Tensor& order,
-                    const BatchParams& p) override {
-    ++calls["gather_batch"], inner_.gather_batch(x, y, images, labels, order, p);
-  }
-
- private:
-  Backend& inner_;
 };
 
 // Installs a CountingBackend around the CPU's for the test's scope. It lives until the process
@@ -156,6 +108,134 @@ TEST(BackendRegistry, EveryListedElementwiseOpHasAnOpTableRow) {
     EXPECT_TRUE((*counting).binary_ops.count(static_cast<BinaryOp>(i)))
         << "BinaryOp " << op_name(static_cast<BinaryOp>(i))
         << " (binary_ops.def) is run by no row of tests/ops/op_table.cpp";
+}
+
+// ---- the primitive list: every primitive reaches the decorator, supports(), unsupported primitives ----
+
+// A reader that holds nothing (the recording backend's make_host_reader).
+class NullReader final : public HostReader {
+ public:
+  void start(const Tensor&) override {}
+  bool ready() override { return true; }
+  Tensor get(const char*) override { return Tensor(); }
+};
+
+// What the recording backend's primitives return: a recognisable pointer, a reader, or nothing.
+void* const kSentinel = reinterpret_cast<void*>(uintptr_t{64});
+template <class R>
+R recorded_result() {
+  if constexpr (std::is_same_v<R, void*>) return kSentinel;
+  else if constexpr (std::is_same_v<R, std::unique_ptr<HostReader>>) return std::make_unique<NullReader>();
+  else if constexpr (!std::is_void_v<R>) return R{};
+}
+
+// Implements every primitive of primitives.def by recording its name and touching nothing.
+class RecordingBackend final : public Backend {
+ public:
+  std::vector<Primitive> seen;
+  const char* name() const override { return "recording"; }
+  bool supports(Primitive) const override { return true; }
+#define EMBER_PRIMITIVE(RET, NAME, PARAMS, ARGS, BACKENDS) \
+  RET NAME PARAMS override {                               \
+    seen.push_back(Primitive::NAME);                       \
+    return recorded_result<RET>();                         \
+  }
+#include "cpp/backend/primitives.def"
+#undef EMBER_PRIMITIVE
+};
+
+// The decorator hook's view: the primitives it wrapped, and whether each call ran inside it.
+class HookBackend final : public ForwardingBackend {
+ public:
+  explicit HookBackend(RecordingBackend& inner) : ForwardingBackend(inner), inner_(inner) {}
+  std::vector<Primitive> wrapped;
+  bool inner_ran_inside = true;
+  void around(Primitive p, const PrimitiveCall& call) override {
+    wrapped.push_back(p);
+    const size_t before = inner_.seen.size();
+    call();
+    inner_ran_inside = inner_ran_inside && inner_.seen.size() == before + 1 && inner_.seen.back() == p;
+  }
+
+ private:
+  RecordingBackend& inner_;
+};
+
+// Calls primitive `f` of `b` with value-initialised arguments (nothing reads them here) and checks
+// that a result the recording backend made comes back.
+template <class R, class... A>
+void call_with_defaults(Backend& b, R (Backend::*f)(A...), const char* name) {
+  if constexpr (std::is_same_v<R, void*>)
+    EXPECT_EQ((b.*f)(std::decay_t<A>{}...), kSentinel) << name << " lost its result";
+  else if constexpr (std::is_same_v<R, std::unique_ptr<HostReader>>)
+    EXPECT_NE((b.*f)(std::decay_t<A>{}...), nullptr) << name << " lost its result";
+  else
+    (b.*f)(std::decay_t<A>{}...);
+}
+
+TEST(BackendPrimitives, TheDecoratorHookSeesEveryPrimitiveAndPassesResultsBack) {
+  RecordingBackend inner;
+  HookBackend hook(inner);
+  std::vector<Primitive> called;
+#define EMBER_PRIMITIVE(RET, NAME, PARAMS, ARGS, BACKENDS) \
+  called.push_back(Primitive::NAME);                       \
+  call_with_defaults(hook, &Backend::NAME, #NAME);
+#include "cpp/backend/primitives.def"
+#undef EMBER_PRIMITIVE
+  ASSERT_EQ(called.size(), static_cast<size_t>(kPrimitiveCount));
+  EXPECT_EQ(hook.wrapped, called) << "a primitive bypassed ForwardingBackend::around";
+  EXPECT_EQ(inner.seen, called) << "a primitive was not forwarded to the inner backend";
+  EXPECT_TRUE(hook.inner_ran_inside) << "a forwarded call ran outside its around()";
+  for (int i = 0; i < kPrimitiveCount; ++i) {
+    EXPECT_STRNE(primitive_name(static_cast<Primitive>(i)), "unknown");
+    EXPECT_TRUE(hook.supports(static_cast<Primitive>(i))) << "supports() is not forwarded";
+  }
+  EXPECT_STREQ(hook.name(), "recording");
+  EXPECT_STREQ(primitive_name(static_cast<Primitive>(kPrimitiveCount)), "unknown");
+}
+
+TEST(BackendPrimitives, TheCpuSupportsEveryPrimitiveAndCudaItsColumn) {
+  const Backend& cpu = backend_for(Device::cpu());
+  for (int i = 0; i < kPrimitiveCount; ++i)
+    EXPECT_TRUE(cpu.supports(static_cast<Primitive>(i))) << primitive_name(static_cast<Primitive>(i));
+  EXPECT_FALSE(cpu.supports(static_cast<Primitive>(kPrimitiveCount)));
+  if (!cuda::is_compiled()) GTEST_SKIP() << "a CPU-only build: no CUDA backend to ask";
+  const Backend& gpu = backend_for(Device::cuda());  // asking supports() needs no device
+  for (int i = 0; i < kPrimitiveCount; ++i)
+    EXPECT_EQ(gpu.supports(static_cast<Primitive>(i)), kPrimitiveOnCuda[i]) << primitive_name(static_cast<Primitive>(i));
+}
+
+// Supports a subset: memory, fill and copy, run by the CPU; every other primitive keeps Backend's
+// default, which throws.
+class SubsetBackend final : public Backend {
+ public:
+  const char* name() const override { return "subset"; }
+  bool supports(Primitive p) const override {
+    return p == Primitive::allocate || p == Primitive::deallocate || p == Primitive::fill || p == Primitive::copy;
+  }
+  void* allocate(size_t nbytes, Device device) override { return cpu_.allocate(nbytes, device); }
+  void deallocate(void* ptr, size_t nbytes, Device device) override { cpu_.deallocate(ptr, nbytes, device); }
+  void fill(const Tensor& out, double value) override { cpu_.fill(out, value); }
+  void copy(const Tensor& dst, const Tensor& src) override { cpu_.copy(dst, src); }
+
+ private:
+  Backend& cpu_ = backend_for(Device::cpu());
+};
+
+TEST(BackendPrimitives, APrimitiveABackendLacksThrowsAnErrorNamingItAndTheBackend) {
+  static SubsetBackend subset;  // outlives the tensors it allocates
+  Tensor a = from_vector<float>({1, 2, 3, 4}, {2, 2}), b = from_vector<float>({1, 0, 0, 1}, {2, 2});
+  Backend* previous = set_backend(DeviceType::CPU, &subset);
+  Tensor z;
+  EXPECT_NO_THROW(z = zeros({3})) << "a supported primitive threw";
+  EXPECT_TRUE(test::throws_with([&] { (void)matmul(a, b); }, {"gemm: the subset backend does not implement", "x.cpu()"}));
+  EXPECT_TRUE(test::throws_with([&] { subset.softmax(Tensor(), Tensor(), false); },
+                                {"softmax", "subset", "supports(Primitive::softmax)"}));
+  set_backend(DeviceType::CPU, previous);
+  EXPECT_EQ(z.impl()->storage->owner, &subset);
+  EXPECT_EQ(z.to_vector<float>(), (std::vector<float>{0, 0, 0}));
+  EXPECT_FALSE(subset.supports(Primitive::gemm));
+  EXPECT_TRUE(subset.supports(Primitive::fill));
 }
 
 }  // namespace

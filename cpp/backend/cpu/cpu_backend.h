@@ -12,33 +12,11 @@ namespace ember {
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
-  void* allocate(size_t nbytes, Device device) override;
-  void deallocate(void* ptr, size_t nbytes, Device device) override;
-  void synchronize(Device) override {}
-  void fill(const Tensor& out, double value) override;
-  void copy(const Tensor& dst, const Tensor& src) override;
-  void transfer(const Tensor& dst, const Tensor& src) override;
-  void random(const Tensor& out, const RandomParams& p) override;
-  void unary(UnaryOp op, const Tensor& out, const Tensor& in, const ElementwiseParams& p) override;
-  void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b, const ElementwiseParams& p) override;
-  void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) override;
-  void reduce(ReduceOp op, const Tensor& out, const Tensor& in, int64_t outer, int64_t n, int64_t inner) override;
-  void gemm(const Tensor& out, const Tensor& a, const Tensor& b, const GemmOptions& o) override;
-  void softmax(const Tensor& out, const Tensor& in, bool log) override;
-  void softmax_backward(const Tensor& grad_in, const Tensor& grad_out, const Tensor& out, bool log) override;
-  void cross_entropy_forward(const Tensor& loss, const Tensor& lse, const Tensor& logits, const Tensor& labels,
-                             const CrossEntropyOptions& o) override;
-  void cross_entropy_backward(const Tensor& grad_logits, const Tensor& grad_loss, const Tensor& logits,
-                              const Tensor& lse, const Tensor& labels, const CrossEntropyOptions& o) override;
-  void check_index(const Tensor& index, const IndexCheck& c) override;
-  void index_select(const Tensor& out, const Tensor& in, const Tensor& index, int64_t outer, int64_t n,
-                    int64_t inner) override;
-  void index_add(const Tensor& out, const Tensor& src, const Tensor& index, int64_t outer, int64_t n,
-                 int64_t inner) override;
-  void optimizer_step(const OptimizerStep& s) override;
-  void random_permutation(const Tensor& out, uint64_t seed, uint64_t counter) override;
-  void gather_batch(const Tensor& x, const Tensor& y, const Tensor& images, const Tensor& labels, const Tensor& order,
-                    const BatchParams& p) override;
+  bool supports(Primitive p) const override { return static_cast<int>(p) >= 0 && static_cast<int>(p) < kPrimitiveCount; }
+  // Every primitive of primitives.def: one the CPU does not define is a link error.
+#define EMBER_PRIMITIVE(RET, NAME, PARAMS, ARGS, BACKENDS) RET NAME PARAMS override;
+#include "cpp/backend/primitives.def"
+#undef EMBER_PRIMITIVE
 };
 
 namespace cpu {

@@ -1,8 +1,9 @@
-// CPU backend: allocation, fill, copy/cast, random fills.
+// CPU backend: allocation, host readers, fill, copy/cast, random fills.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <utility>
 
 #include "cpp/backend/cpu/cpu_backend.h"
 #include "cpp/backend/philox.h"
@@ -23,6 +24,26 @@ void* CpuBackend::allocate(size_t nbytes, Device) {
 }
 
 void CpuBackend::deallocate(void* ptr, size_t, Device) { std::free(ptr); }
+
+void CpuBackend::synchronize(Device) {}  // the CPU's work is done when its call returns
+
+namespace {
+// A CPU tensor is copied at start() (so later writes to it do not show) and is ready at once.
+class CpuHostReader final : public HostReader {
+ public:
+  void start(const Tensor& src) override {
+    copy_ = make_empty(src.shape(), src.dtype(), Device::cpu());
+    backend_for(Device::cpu()).copy(copy_, src);
+  }
+  bool ready() override { return true; }
+  Tensor get(const char*) override { return std::exchange(copy_, Tensor()); }
+
+ private:
+  Tensor copy_;
+};
+}  // namespace
+
+std::unique_ptr<HostReader> CpuBackend::make_host_reader(Device) { return std::make_unique<CpuHostReader>(); }
 
 void CpuBackend::fill(const Tensor& out, double value) {
   cpu::visit_dtype(out.dtype(), "fill", [&]<class T>() {

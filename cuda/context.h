@@ -1,0 +1,102 @@
+// cuda::DeviceContext: everything ember keeps for one CUDA device in one object (compute stream,
+// memory pool and statistics, staging buffers, the device-check record, cuBLASLt/cuBLAS handles
+// and workspace, the cuDNN handle), made once per device. Included by the cuda/ sources that use
+// the libraries; kernels need only runtime.h.
+#pragma once
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+
+#include "cuda/runtime.h"
+
+namespace ember::cuda {
+
+inline constexpr int kMaxDevices = 64;
+inline constexpr size_t kGemmWorkspaceBytes = size_t(32) << 20;
+
+// Pinned host memory that host->device copies go through, so the caller's (pageable) buffer is
+// free again as soon as it has been copied here, and the DMA runs asynchronously.
+struct StagingSlot {
+  void* host = nullptr;
+  size_t capacity = 0;
+  cudaEvent_t done = nullptr;  // recorded after the copy out of this slot
+};
+
+// cuBLASLt's chosen algorithm is cached per problem: a training loop repeats a handful of shapes,
+// and the heuristic costs tens of microseconds (blas.cpp makes the key).
+using GemmAlgoKey = std::array<int64_t, 17>;
+
+// The GEMM state of a device: the cuBLASLt and cuBLAS handles (cuBLAS's bound to the compute
+// stream; cuBLASLt takes the stream per call) and the workspace they share.
+struct GemmContext {
+  cublasLtHandle_t lt = nullptr;
+  cublasHandle_t blas = nullptr;
+  void* workspace = nullptr;  // kGemmWorkspaceBytes from the device's pool, held for good
+  std::mutex algos_mutex;
+  std::map<GemmAlgoKey, std::optional<cublasLtMatmulAlgo_t>> algos;  // nullopt: cuBLASLt has none
+};
+
+// Made by device_context() on the device's first use and never destroyed: at process exit the CUDA
+// runtime may already be unloading, and releasing streams, pools or handles then fails. The parts
+// not every program needs (checks, GEMM handles, cuDNN handle) are made on first use by their
+// accessor, once, under one lock; every accessor is thread-safe. The handles are bound to the one
+// compute stream, so work on one device from several host threads is ordered by that stream.
+class DeviceContext {
+ public:
+  explicit DeviceContext(int index);  // creates the stream and configures the pool
+  DeviceContext(const DeviceContext&) = delete;
+  DeviceContext& operator=(const DeviceContext&) = delete;
+
+  const int index;
+  cudaStream_t stream = nullptr;  // the compute stream: every kernel, copy, GEMM and cuDNN call goes here
+  cudaMemPool_t pool = nullptr;   // the device's default pool, with an infinite release threshold
+  int sm_count = 0;
+  size_t total_memory = 0;  // the device's memory in bytes
+
+  // Memory statistics (ember/cuda.h's memory_stats).
+  std::atomic<size_t> allocated{0};
+  std::atomic<size_t> peak_allocated{0};
+  std::atomic<uint64_t> num_alloc_retries{0};
+
+  // Host->device staging (runtime.cpp's copy_host_to_device), under staging_mutex.
+  std::mutex staging_mutex;
+  StagingSlot staging[2];
+  int next_slot = 0;
+
+  // The device-check record (Backend::check_index), made on the first check.
+  const DeviceChecks& checks();
+  // Whether a check record exists (without making one), for the host waits that look at it.
+  DeviceChecks* checks_if_made() const { return checks_.load(std::memory_order_acquire); }
+  // The GEMM handles and workspace, made on the first GEMM (throws OutOfMemory without room for
+  // the workspace).
+  GemmContext& gemm();
+  // The cuDNN handle, bound to `stream`, made on the first call.
+  cudnnHandle_t dnn_handle();
+
+ private:
+  std::mutex lazy_mutex_;  // makes checks_, gemm_ and dnn_ once
+  std::atomic<DeviceChecks*> checks_{nullptr};
+  std::atomic<GemmContext*> gemm_{nullptr};
+  std::atomic<cudnnHandle_t> dnn_{nullptr};
+};
+
+// The device's context, made on first use (thread-safe). Throws ember::Error when `index` names
+// no device.
+DeviceContext& device_context(int index);
+// The context if it was made, else nullptr; never throws (for noexcept paths such as frees).
+DeviceContext* find_device_context(int index) noexcept;
+
+// The cuDNN handle of device `index`, bound to its compute stream; made on first use (thread-safe).
+// cuDNN calls through it are ordered on that stream with ember's kernels.
+inline cudnnHandle_t dnn_handle(int index) { return device_context(index).dnn_handle(); }
+
+}  // namespace ember::cuda
