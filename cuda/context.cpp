@@ -75,4 +75,6 @@ cudnnHandle_t DeviceContext::dnn_handle() {
   return h;
 }
 
+cudnnHandle_t dnn_handle(int index) { return device_context(index).dnn_handle(); }
+
 }  // namespace ember::cuda

@@ -97,6 +97,6 @@ DeviceContext* find_device_context(int index) noexcept;
 
 // The cuDNN handle of device `index`, bound to its compute stream; made on first use (thread-safe).
 // cuDNN calls through it are ordered on that stream with ember's kernels.
-inline cudnnHandle_t dnn_handle(int index) { return device_context(index).dnn_handle(); }
+cudnnHandle_t dnn_handle(int index);
 
 }  // namespace ember::cuda

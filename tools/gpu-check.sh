@@ -108,11 +108,11 @@ gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 have_gpu=1
 [[ -z $gpu ]] && gpu="no GPU seen by nvidia-smi" have_gpu=0
 
-# cuDNN: no ember source calls it yet, so the build neither needs nor links it (cmake/EmberCuda.cmake);
-# say which one this machine has (the toolkit's, the system's, or the nvidia-cudnn package of a PyTorch
-# install) for the convnet work that will use it.
+# cuDNN: the CUDA build links it (cuda/context.cpp makes each device's handle; cmake/EmberCuda.cmake
+# finds it in the toolkit). Say which one this machine has (the toolkit's, the system's, or the
+# nvidia-cudnn package of a PyTorch install) and name it to CMake when it is not the toolkit's.
 cuda_root=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")")")
-cudnn_at=
+cudnn_at= cudnn_args=()
 for h in "$cuda_root/include/cudnn_version.h" /usr/include/cudnn_version.h "/usr/include/$ARCH/cudnn_version.h"; do
   [[ -e $h ]] && { cudnn_at=$h; break; }
 done
@@ -122,9 +122,13 @@ if [[ -z $cudnn_at ]]; then
 fi
 if [[ -n $cudnn_at ]]; then
   cudnn_version=$(awk '/#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) / {v = v (v ? "." : "") $3} END {print v}' "$cudnn_at")
-  cudnn_figure="cuDNN $cudnn_version at $(dirname "$(dirname "$cudnn_at")") (not linked: unused so far)"
+  cudnn_dir=$(dirname "$(dirname "$cudnn_at")")
+  cudnn_figure="cuDNN $cudnn_version at $cudnn_dir (linked)"
+  cudnn_lib=$(ls "$cudnn_dir"/lib/libcudnn.so* "$cudnn_dir"/lib64/libcudnn.so* "/usr/lib/$ARCH"/libcudnn.so* 2>/dev/null | head -1)
+  cudnn_args=(-DCUDNN_INCLUDE_DIR="$(dirname "$cudnn_at")")
+  [[ -n $cudnn_lib ]] && cudnn_args+=(-DCUDNN_LIBRARY="$cudnn_lib")
 else
-  cudnn_figure="no cuDNN found (none needed: ember does not use it yet)"
+  cudnn_figure="no cuDNN found (the CUDA build needs it: configure will say so)"
 fi
 echo "$cudnn_figure" | tee -a "$OUT/env.txt"
 
@@ -244,6 +248,7 @@ configure_args=(
   -DCMAKE_SHARED_LINKER_FLAGS="$rpath_link"
   --no-warn-unused-cli
   "${launcher[@]}"
+  "${cudnn_args[@]}"
 )
 # After configuring, every dependency must resolve inside the prefix.
 check_deps() {

@@ -19,6 +19,7 @@ AsyncRead::~AsyncRead() = default;
 void AsyncRead::start(const Tensor& t) {
   EMBER_CHECK(t.defined(), "AsyncRead::start: the tensor is undefined");
   Impl& m = *impl_;
+  m.pending = false;  // a start() that throws leaves nothing to get
   const Tensor src = t.contiguous();
   if (!m.reader || m.device != t.device()) {
     // The old reader's destructor waits for a copy still in flight into its buffer.
