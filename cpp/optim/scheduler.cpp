@@ -542,9 +542,15 @@ SequentialLR::SequentialLR(Optimizer& optimizer, std::vector<std::shared_ptr<LRS
   for (size_t i = 0; i < milestones_.size(); ++i)
     EMBER_CHECK(milestones_[i] > 0 && (i == 0 || milestones_[i] > milestones_[i - 1]),
                 "SequentialLR: milestones must be positive and increasing, got ", milestones_[i], " at position ", i);
-  // As PyTorch: back to the initial lrs, and only the first scheduler takes its epoch-0 step.
+  // As PyTorch: undo the schedulers' initial steps, back to the initial lrs, and only the first
+  // scheduler takes its epoch-0 step.
+  undo_initial_step();
   restart();
   base_lrs_ = schedulers_[0]->base_lrs();
+}
+
+void SequentialLR::undo_initial_step() {
+  for (auto& c : schedulers_) undo_child(*c);
 }
 
 void SequentialLR::begin() {
@@ -599,6 +605,10 @@ ChainedScheduler::ChainedScheduler(std::vector<std::shared_ptr<LRScheduler>> sch
   last_epoch_ = 0;
   init_base_lrs();
   last_lr_ = current_lrs();
+}
+
+void ChainedScheduler::undo_initial_step() {
+  for (auto& c : schedulers_) undo_child(*c);
 }
 
 void ChainedScheduler::begin() {

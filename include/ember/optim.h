@@ -351,8 +351,12 @@ class EMBER_API LRScheduler {
   // by default every group's lr back to its "initial_lr", then begin().
   virtual void begin() = 0;
   virtual void restart();
+  // PyTorch's SequentialLR.recursive_undo: a leaf scheduler's epoch counter goes back by one (its
+  // constructor's step is undone), a composite passes it on to its children.
+  virtual void undo_initial_step() { --last_epoch_; }
   static void begin_child(LRScheduler& s) { s.begin(); }
   static void restart_child(LRScheduler& s) { s.restart(); }
+  static void undo_child(LRScheduler& s) { s.undo_initial_step(); }
 
   std::string type_;
   Optimizer* opt_;
@@ -510,6 +514,7 @@ class EMBER_API SequentialLR : public LRScheduler {
 
  protected:
   void begin() override;
+  void undo_initial_step() override;
 
  private:
   std::vector<std::shared_ptr<LRScheduler>> schedulers_;
@@ -530,6 +535,7 @@ class EMBER_API ChainedScheduler : public LRScheduler {
 
  protected:
   void begin() override;
+  void undo_initial_step() override;
 
  private:
   std::vector<std::shared_ptr<LRScheduler>> schedulers_;
