@@ -1,6 +1,7 @@
 // ember::optim: optimizers (SGD, Adam, AdamW, RMSprop, Adagrad) following PyTorch's documented
 // algorithms, learning-rate schedulers, gradient clipping and the L1 penalty.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -352,8 +353,9 @@ class EMBER_API LRScheduler {
   virtual void begin() = 0;
   virtual void restart();
   // PyTorch's SequentialLR.recursive_undo: a leaf scheduler's epoch counter goes back by one (its
-  // constructor's step is undone), a composite passes it on to its children.
-  virtual void undo_initial_step() { --last_epoch_; }
+  // constructor's step is undone), a composite passes it on to its children. -1 (not started) is
+  // as far back as it goes, where PyTorch would count a twice-nested child down to -2.
+  virtual void undo_initial_step() { last_epoch_ = std::max<int64_t>(last_epoch_ - 1, -1); }
   static void begin_child(LRScheduler& s) { s.begin(); }
   static void restart_child(LRScheduler& s) { s.restart(); }
   static void undo_child(LRScheduler& s) { s.undo_initial_step(); }
