@@ -1,4 +1,5 @@
-// What the optim sources share: the fused update's plumbing and option checks.
+// What the optim sources share: the fused update's plumbing, the serialized names of every
+// option struct's fields, and the option checks.
 #pragma once
 #include <functional>
 #include <string>
@@ -19,9 +20,9 @@ struct Slot {
   double init = 0.0;
   bool from_grad = false;
 };
-using SlotsFn = std::function<std::vector<Slot>(const Hyperparameters&)>;
+using SlotsFn = std::function<std::vector<Slot>(const AnyOptions&)>;
 // The update's scalars for a group's options at step t (1 on the first update).
-using HyperFn = std::function<OptimizerHyper(const Hyperparameters&, int64_t step)>;
+using HyperFn = std::function<OptimizerHyper(const AnyOptions&, int64_t step)>;
 
 struct OptimizerAccess {
   // Increments the step of every parameter that has a gradient, creates missing buffers, and
@@ -32,10 +33,31 @@ struct OptimizerAccess {
 // Runs one OptimizerStep on `device`'s backend.
 void run_backend_step(Device device, const OptimizerStep& step);
 
-// Option checks: `type` names the optimizer in the message.
-double require_option(const std::string& type, const Hyperparameters& o, const char* key);
-void check_min(const std::string& type, const Hyperparameters& o, const char* key, double lo);
-void check_flag(const std::string& type, const Hyperparameters& o, const char* key);
-inline bool flag(const Hyperparameters& o, const char* key) { return o.at(key) != 0.0; }
+// One field of an options struct under its serialized name (the names ember's state_dict and
+// checkpoints have always used; a flag is stored as 0 or 1). Exactly one of the pointers is set.
+template <class O>
+struct Field {
+  const char* name;
+  double O::*number = nullptr;
+  bool O::*flag = nullptr;
+};
+// Every field of each struct, in declaration order.
+template <class O>
+const std::vector<Field<O>>& fields();
+
+// By-name access over any alternative (the serialized form and Optimizer::option).
+const char* options_type_name(const AnyOptions& o);
+Hyperparameters to_map(const AnyOptions& o);
+// The field names of `o`'s type.
+std::vector<std::string> field_names(const AnyOptions& o);
+// Reads field `name` (false when `o`'s type has none).
+bool get_field(const AnyOptions& o, const std::string& name, double& out);
+// Sets field `name`; a flag must be 0 or 1. Throws ember::Error (prefixed by `who`) on a bad
+// value or unknown name.
+void set_field(AnyOptions& o, const std::string& name, double value, const std::string& who);
+
+// Option checks: `who` is "<optimizer>: <where>" in the message.
+void check_finite(const std::string& who, const char* key, double v);
+void check_min(const std::string& who, const char* key, double v, double lo);
 
 }  // namespace ember::optim

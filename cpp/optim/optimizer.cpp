@@ -2,6 +2,7 @@
 // gathers every parameter with a gradient into one backend call per (device, dtype).
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <unordered_set>
@@ -11,13 +12,19 @@
 
 namespace ember::optim {
 
-Optimizer::Optimizer(std::string type, Hyperparameters defaults)
-    : type_(std::move(type)), defaults_(std::move(defaults)) {}
+Optimizer::Optimizer(std::string type, AnyOptions defaults) : type_(std::move(type)), defaults_(std::move(defaults)) {}
 
 Optimizer::~Optimizer() = default;
 
+void Optimizer::check_options(const AnyOptions& o, const std::string& where) const {
+  EMBER_CHECK(o.index() == defaults_.index(), type_, ": ", where, " holds ", options_type_name(o), " but the groups of ",
+              type_, " take ", options_type_name(defaults_));
+  validate(o, where);
+}
+
 void Optimizer::add_param_group(const ParamGroup& group) {
   const size_t gi = groups_.size();
+  const std::string where = "parameter group " + std::to_string(gi);
   EMBER_CHECK(!group.params.empty(), type_, ": parameter group ", gi,
               " is empty; pass at least one tensor (for example model->parameters())");
   std::unordered_set<const TensorImpl*> seen;
@@ -35,11 +42,14 @@ void Optimizer::add_param_group(const ParamGroup& group) {
     EMBER_CHECK(seen.insert(p.impl()).second, type_, ": parameter ", i, " of group ", gi, " (shape ",
                 shape_str(p.shape()), ") appears more than once across the parameter groups; list it once");
   }
-  Hyperparameters options = defaults_;
-  if (group.lr) options["lr"] = *group.lr;
-  if (group.weight_decay) options["weight_decay"] = *group.weight_decay;
-  validate(options);
-  groups_.push_back({group.params, std::move(options)});
+  AnyOptions options = group.options ? *group.options : defaults_;
+  EMBER_CHECK(options.index() == defaults_.index(), type_, ": ", where, " carries ", options_type_name(options),
+              "; a group of ", type_, " takes ", options_type_name(defaults_));
+  const std::string who = type_ + ": " + where;
+  if (group.lr) set_field(options, "lr", *group.lr, who);
+  if (group.weight_decay) set_field(options, "weight_decay", *group.weight_decay, who);
+  validate(options, where);
+  groups_.push_back({group.params, std::move(options), {}});
   size_t total = 0;
   for (const Group& g : groups_) total += g.params.size();
   state_.resize(total);
@@ -71,31 +81,85 @@ std::vector<Tensor> Optimizer::parameters() const {
   return out;
 }
 
-const Hyperparameters& Optimizer::options(size_t group) const {
+namespace {
+// The struct names by AnyOptions index.
+const char* const kOptionsNames[] = {"SGDOptions", "AdamOptions", "AdamWOptions", "RMSpropOptions", "AdagradOptions"};
+static_assert(std::size(kOptionsNames) == std::variant_size_v<AnyOptions>);
+}  // namespace
+
+const AnyOptions& Optimizer::group_options(size_t group, int want) const {
   EMBER_CHECK(group < groups_.size(), type_, ": parameter group ", group, " does not exist (there are ",
               groups_.size(), ")");
-  return groups_[group].options;
+  const AnyOptions& o = groups_[group].options;
+  EMBER_CHECK(want < 0 || static_cast<size_t>(want) == o.index(), type_, ".options<", kOptionsNames[want],
+              ">(", group, "): the groups of ", type_, " hold ", options_type_name(o), "; ask for that");
+  return o;
+}
+
+void Optimizer::set_options(size_t group, const AnyOptions& options) {
+  EMBER_CHECK(group < groups_.size(), type_, ".set_options: parameter group ", group, " does not exist (there are ",
+              groups_.size(), ")");
+  check_options(options, "parameter group " + std::to_string(group));
+  groups_[group].options = options;
+}
+
+double Optimizer::lr(size_t group) const {
+  return std::visit([](const auto& o) { return o.lr; }, group_options(group, -1));
+}
+
+void Optimizer::set_lr(size_t group, double lr) { set_option(group, "lr", lr); }
+
+bool Optimizer::has_option(const std::string& name) const {
+  double unused = 0;
+  return get_field(defaults_, name, unused);
 }
 
 double Optimizer::option(size_t group, const std::string& name) const {
-  const Hyperparameters& o = options(group);
-  auto it = o.find(name);
-  if (it == o.end()) {
+  const AnyOptions& o = group_options(group, -1);
+  double v = 0;
+  if (!get_field(o, name, v)) {
     std::string known;
-    for (const auto& [k, v] : o) known += (known.empty() ? "" : ", ") + k;
+    for (const std::string& k : field_names(o)) known += (known.empty() ? "" : ", ") + k;
     throw Error(detail::str_cat(type_, ": parameter group ", group, " has no option \"", name, "\" (it has ", known,
                                 ")"));
   }
-  return it->second;
+  return v;
 }
 
 void Optimizer::set_option(size_t group, const std::string& name, double value) {
   EMBER_CHECK(group < groups_.size(), type_, ".set_option(\"", name, "\"): parameter group ", group,
               " does not exist (there are ", groups_.size(), ")");
-  Hyperparameters o = groups_[group].options;
-  o[name] = value;
-  validate(o);
-  groups_[group].options = std::move(o);
+  const std::string where = "parameter group " + std::to_string(group);
+  AnyOptions o = groups_[group].options;
+  set_field(o, name, value, type_ + ": " + where);
+  validate(o, where);
+  groups_[group].options = o;
+}
+
+const std::map<std::string, double>& Optimizer::scheduler_values(size_t group) const {
+  EMBER_CHECK(group < groups_.size(), type_, ": parameter group ", group, " does not exist (there are ",
+              groups_.size(), ")");
+  return groups_[group].scheduler_values;
+}
+
+bool Optimizer::has_scheduler_value(size_t group, const std::string& name) const {
+  return scheduler_values(group).count(name) != 0;
+}
+
+double Optimizer::scheduler_value(size_t group, const std::string& name) const {
+  const auto& values = scheduler_values(group);
+  auto it = values.find(name);
+  EMBER_CHECK(it != values.end(), type_, ": parameter group ", group, " has no scheduler value \"", name,
+              "\"; a scheduler sets it when it is built");
+  return it->second;
+}
+
+void Optimizer::set_scheduler_value(size_t group, const std::string& name, double value) {
+  EMBER_CHECK(group < groups_.size(), type_, ".set_scheduler_value(\"", name, "\"): parameter group ", group,
+              " does not exist (there are ", groups_.size(), ")");
+  EMBER_CHECK(!has_option(name), type_, ".set_scheduler_value: \"", name, "\" is an option of ", type_,
+              ", not a scheduler value; use set_option");
+  groups_[group].scheduler_values[name] = value;
 }
 
 int64_t Optimizer::state_step(size_t i) const {
@@ -122,7 +186,10 @@ OptimizerState Optimizer::state_dict() const {
   }
   int64_t index = 0;
   for (const Group& g : groups_) {
-    OptimizerState::Group sg{g.options, {}};
+    // The same names and values as ever: the options by field name (flags 0/1) and the
+    // scheduler values beside them, in one map.
+    OptimizerState::Group sg{to_map(g.options), {}};
+    for (const auto& [k, v] : g.scheduler_values) sg.options.emplace(k, v);
     for (size_t k = 0; k < g.params.size(); ++k) sg.params.push_back(index++);
     s.param_groups.push_back(std::move(sg));
   }
@@ -137,6 +204,25 @@ void Optimizer::load_state_dict(const OptimizerState& s) {
   // Validate everything before changing anything.
   std::vector<const Tensor*> params;  // by index
   std::vector<size_t> group_of;
+  // Typed options and scheduler values of each saved group: every field of this optimizer's
+  // struct must be there; the other names are scheduler values.
+  std::vector<std::pair<AnyOptions, std::map<std::string, double>>> parsed;
+  auto parse_group = [&](const Hyperparameters& saved, size_t g) {
+    AnyOptions o = defaults_;
+    const std::string where = "parameter group " + std::to_string(g);
+    for (const std::string& name : field_names(o)) {
+      auto it = saved.find(name);
+      EMBER_CHECK(it != saved.end(), type_, ": the options lack \"", name, "\"");
+      set_field(o, name, it->second, type_ + ": " + where);
+    }
+    validate(o, where);
+    std::map<std::string, double> extra;
+    for (const auto& [k, v] : saved) {
+      double unused = 0;
+      if (!get_field(o, k, unused)) extra.emplace(k, v);
+    }
+    return std::pair{o, extra};
+  };
   int64_t index = 0;
   for (size_t g = 0; g < groups_.size(); ++g) {
     const auto& saved = s.param_groups[g].params;
@@ -151,7 +237,7 @@ void Optimizer::load_state_dict(const OptimizerState& s) {
       ++index;
     }
     try {
-      validate(s.param_groups[g].options);
+      parsed.push_back(parse_group(s.param_groups[g].options, g));
     } catch (const Error& e) {
       throw Error(detail::str_cat(type_, ".load_state_dict: the options of parameter group ", g,
                                   " are invalid: ", e.what()));
@@ -199,7 +285,7 @@ void Optimizer::load_state_dict(const OptimizerState& s) {
       if (fresh[i].step < 0) errors.push_back("key \"" + detail::cut_brief(key) + "\" is negative");
       continue;
     }
-    const std::vector<std::string> allowed = buffer_names(s.param_groups[group_of[i]].options);
+    const std::vector<std::string> allowed = buffer_names(parsed[group_of[i]].first);
     if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
       errors.push_back("key \"" + detail::cut_brief(key) + "\": " + type_ + " keeps no buffer \"" + name + "\" with these options");
       continue;
@@ -228,7 +314,10 @@ void Optimizer::load_state_dict(const OptimizerState& s) {
   for (size_t i = 0; i < fresh.size(); ++i)
     for (auto& [name, t] : fresh[i].buffers) t = t.to(params[i]->dtype()).to(params[i]->device()).clone();
   state_ = std::move(fresh);
-  for (size_t g = 0; g < groups_.size(); ++g) groups_[g].options = s.param_groups[g].options;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    groups_[g].options = parsed[g].first;
+    groups_[g].scheduler_values = parsed[g].second;
+  }
 }
 
 // ---- the fused step ----

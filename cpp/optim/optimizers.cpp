@@ -1,5 +1,5 @@
-// SGD, Adam, AdamW, RMSprop and Adagrad: their options, checks, state buffers and the host-side
-// scalars of each update (the per-element arithmetic is cpp/backend/optim_math.h).
+// SGD, Adam, AdamW, RMSprop and Adagrad: their options' serialized names, checks, state buffers
+// and the host-side scalars of each update (the per-element arithmetic is cpp/backend/optim_math.h).
 #include <cmath>
 
 #include "cpp/optim/optim_internal.h"
@@ -11,28 +11,148 @@ void run_backend_step(Device device, const OptimizerStep& step) {
   if (!step.params.empty()) backend_for(device).optimizer_step(step);
 }
 
-double require_option(const std::string& type, const Hyperparameters& o, const char* key) {
-  auto it = o.find(key);
-  EMBER_CHECK(it != o.end(), type, ": the options lack \"", key, "\"");
-  EMBER_CHECK(std::isfinite(it->second), type, ": ", key, " must be finite, got ", it->second);
-  return it->second;
+// ---- the serialized names of the fields (the names state_dicts and checkpoints hold) ----
+
+template <>
+const std::vector<Field<SGDOptions>>& fields() {
+  using O = SGDOptions;
+  static const std::vector<Field<O>> f{{"lr", &O::lr},
+                                       {"momentum", &O::momentum},
+                                       {"dampening", &O::dampening},
+                                       {"weight_decay", &O::weight_decay},
+                                       {"nesterov", nullptr, &O::nesterov},
+                                       {"maximize", nullptr, &O::maximize}};
+  return f;
 }
 
-void check_min(const std::string& type, const Hyperparameters& o, const char* key, double lo) {
-  const double v = require_option(type, o, key);
-  EMBER_CHECK(v >= lo, type, ": ", key, " must be >= ", lo, ", got ", v);
+namespace {
+template <class O>
+std::vector<Field<O>> adam_fields() {
+  return {{"lr", &O::lr},
+          {"beta1", &O::beta1},
+          {"beta2", &O::beta2},
+          {"eps", &O::eps},
+          {"weight_decay", &O::weight_decay},
+          {"amsgrad", nullptr, &O::amsgrad},
+          {"maximize", nullptr, &O::maximize}};
+}
+}  // namespace
+
+template <>
+const std::vector<Field<AdamOptions>>& fields() {
+  static const std::vector<Field<AdamOptions>> f = adam_fields<AdamOptions>();
+  return f;
 }
 
-void check_flag(const std::string& type, const Hyperparameters& o, const char* key) {
-  const double v = require_option(type, o, key);
-  EMBER_CHECK(v == 0.0 || v == 1.0, type, ": ", key, " is a flag and must be 0 or 1, got ", v);
+template <>
+const std::vector<Field<AdamWOptions>>& fields() {
+  static const std::vector<Field<AdamWOptions>> f = adam_fields<AdamWOptions>();
+  return f;
+}
+
+template <>
+const std::vector<Field<RMSpropOptions>>& fields() {
+  using O = RMSpropOptions;
+  static const std::vector<Field<O>> f{{"lr", &O::lr},
+                                       {"alpha", &O::alpha},
+                                       {"eps", &O::eps},
+                                       {"weight_decay", &O::weight_decay},
+                                       {"momentum", &O::momentum},
+                                       {"centered", nullptr, &O::centered},
+                                       {"maximize", nullptr, &O::maximize}};
+  return f;
+}
+
+template <>
+const std::vector<Field<AdagradOptions>>& fields() {
+  using O = AdagradOptions;
+  static const std::vector<Field<O>> f{{"lr", &O::lr},
+                                       {"lr_decay", &O::lr_decay},
+                                       {"weight_decay", &O::weight_decay},
+                                       {"initial_accumulator_value", &O::initial_accumulator_value},
+                                       {"eps", &O::eps},
+                                       {"maximize", nullptr, &O::maximize}};
+  return f;
+}
+
+const char* options_type_name(const AnyOptions& o) {
+  return std::visit(
+      [](const auto& v) -> const char* {
+        using O = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<O, SGDOptions>) return "SGDOptions";
+        else if constexpr (std::is_same_v<O, AdamOptions>) return "AdamOptions";
+        else if constexpr (std::is_same_v<O, AdamWOptions>) return "AdamWOptions";
+        else if constexpr (std::is_same_v<O, RMSpropOptions>) return "RMSpropOptions";
+        else return "AdagradOptions";
+      },
+      o);
+}
+
+Hyperparameters to_map(const AnyOptions& o) {
+  return std::visit(
+      [](const auto& v) {
+        Hyperparameters m;
+        for (const auto& f : fields<std::decay_t<decltype(v)>>()) m[f.name] = f.number ? v.*f.number : (v.*f.flag ? 1.0 : 0.0);
+        return m;
+      },
+      o);
+}
+
+std::vector<std::string> field_names(const AnyOptions& o) {
+  return std::visit(
+      [](const auto& v) {
+        std::vector<std::string> names;
+        for (const auto& f : fields<std::decay_t<decltype(v)>>()) names.emplace_back(f.name);
+        return names;
+      },
+      o);
+}
+
+bool get_field(const AnyOptions& o, const std::string& name, double& out) {
+  return std::visit(
+      [&](const auto& v) {
+        for (const auto& f : fields<std::decay_t<decltype(v)>>()) {
+          if (name != f.name) continue;
+          out = f.number ? v.*f.number : (v.*f.flag ? 1.0 : 0.0);
+          return true;
+        }
+        return false;
+      },
+      o);
+}
+
+void set_field(AnyOptions& o, const std::string& name, double value, const std::string& who) {
+  std::visit(
+      [&](auto& v) {
+        for (const auto& f : fields<std::decay_t<decltype(v)>>()) {
+          if (name != f.name) continue;
+          if (f.number) {
+            v.*f.number = value;
+          } else {
+            EMBER_CHECK(value == 0.0 || value == 1.0, who, ": ", name, " is a flag and must be 0 or 1, got ", value);
+            v.*f.flag = value != 0.0;
+          }
+          return;
+        }
+        std::string known;
+        for (const auto& f : fields<std::decay_t<decltype(v)>>()) known += (known.empty() ? "" : ", ") + std::string(f.name);
+        throw Error(detail::str_cat(who, ": ", options_type_name(o), " has no option \"", name, "\" (it has ", known, ")"));
+      },
+      o);
+}
+
+void check_finite(const std::string& who, const char* key, double v) {
+  EMBER_CHECK(std::isfinite(v), who, ": ", key, " must be finite, got ", v);
+}
+
+void check_min(const std::string& who, const char* key, double v, double lo) {
+  check_finite(who, key, v);
+  EMBER_CHECK(v >= lo, who, ": ", key, " must be >= ", lo, ", got ", v);
 }
 
 namespace {
 
-std::vector<ParamGroup> one_group(const std::vector<Tensor>& params) { return {ParamGroup{params, {}, {}}}; }
-
-double b(bool v) { return v ? 1.0 : 0.0; }
+std::vector<ParamGroup> one_group(const std::vector<Tensor>& params) { return {ParamGroup{params, {}, {}, {}}}; }
 
 // Checks the optimizer got at least one parameter overall (PyTorch: "empty parameter list").
 void check_nonempty(const std::string& type, const std::vector<ParamGroup>& groups) {
@@ -45,32 +165,27 @@ void check_nonempty(const std::string& type, const std::vector<ParamGroup>& grou
 
 SGD::SGD(const std::vector<Tensor>& params, const SGDOptions& o) : SGD(one_group(params), o) {}
 
-SGD::SGD(const std::vector<ParamGroup>& groups, const SGDOptions& o)
-    : Optimizer("SGD", {{"lr", o.lr},
-                        {"momentum", o.momentum},
-                        {"dampening", o.dampening},
-                        {"weight_decay", o.weight_decay},
-                        {"nesterov", b(o.nesterov)},
-                        {"maximize", b(o.maximize)}}) {
-  validate(defaults_);
+SGD::SGD(const std::vector<ParamGroup>& groups, const SGDOptions& o) : Optimizer("SGD", o) {
+  check_options(defaults_, "the default options");
   check_nonempty(type_, groups);
   for (const ParamGroup& g : groups) add_param_group(g);
 }
 
-void SGD::validate(const Hyperparameters& o) const {
-  check_min(type_, o, "lr", 0.0);
-  check_min(type_, o, "momentum", 0.0);
-  require_option(type_, o, "dampening");
-  check_min(type_, o, "weight_decay", 0.0);
-  check_flag(type_, o, "nesterov");
-  check_flag(type_, o, "maximize");
-  EMBER_CHECK(!flag(o, "nesterov") || (o.at("momentum") > 0.0 && o.at("dampening") == 0.0),
-              "SGD: Nesterov momentum needs momentum > 0 and dampening = 0, got momentum=", o.at("momentum"),
-              ", dampening=", o.at("dampening"));
+void SGD::validate(const AnyOptions& any, const std::string& where) const {
+  const SGDOptions& o = std::get<SGDOptions>(any);
+  const std::string who = type_ + ": " + where;
+  check_min(who, "lr", o.lr, 0.0);
+  check_min(who, "momentum", o.momentum, 0.0);
+  check_finite(who, "dampening", o.dampening);
+  check_min(who, "weight_decay", o.weight_decay, 0.0);
+  // As PyTorch: "Nesterov momentum requires a momentum and zero dampening".
+  EMBER_CHECK(!o.nesterov || (o.momentum > 0.0 && o.dampening == 0.0), who,
+              ": Nesterov momentum needs momentum > 0 and dampening = 0, got momentum=", o.momentum,
+              ", dampening=", o.dampening);
 }
 
-std::vector<std::string> SGD::buffer_names(const Hyperparameters& o) const {
-  if (o.at("momentum") != 0.0) return {"momentum_buffer"};
+std::vector<std::string> SGD::buffer_names(const AnyOptions& o) const {
+  if (std::get<SGDOptions>(o).momentum != 0.0) return {"momentum_buffer"};
   return {};
 }
 
@@ -78,19 +193,20 @@ void SGD::step() {
   profile::Range range("optimizer.step");
   OptimizerAccess::fused_step(
       *this, OptimizerAlgo::Sgd,
-      [](const Hyperparameters& o) {
+      [](const AnyOptions& any) {
         std::vector<Slot> s;
-        if (o.at("momentum") != 0.0) s.push_back({"momentum_buffer", 0, 0.0, true});
+        if (std::get<SGDOptions>(any).momentum != 0.0) s.push_back({"momentum_buffer", 0, 0.0, true});
         return s;
       },
-      [](const Hyperparameters& o, int64_t) {
+      [](const AnyOptions& any, int64_t) {
+        const SGDOptions& o = std::get<SGDOptions>(any);
         OptimizerHyper h;
-        h.step_size = o.at("lr");
-        h.weight_decay = o.at("weight_decay");
-        h.momentum = o.at("momentum");
-        h.dampening_complement = 1.0 - o.at("dampening");
-        h.nesterov = flag(o, "nesterov");
-        h.maximize = flag(o, "maximize");
+        h.step_size = o.lr;
+        h.weight_decay = o.weight_decay;
+        h.momentum = o.momentum;
+        h.dampening_complement = 1.0 - o.dampening;
+        h.nesterov = o.nesterov;
+        h.maximize = o.maximize;
         return h;
       });
 }
@@ -98,39 +214,40 @@ void SGD::step() {
 // ---- Adam and AdamW ----
 
 namespace {
-Hyperparameters adam_defaults(double lr, double beta1, double beta2, double eps, double wd, bool amsgrad,
-                              bool maximize) {
-  return {{"lr", lr},           {"beta1", beta1},         {"beta2", beta2},          {"eps", eps},
-          {"weight_decay", wd}, {"amsgrad", b(amsgrad)}, {"maximize", b(maximize)}};
+// An AdamW group's options read as Adam's (the fields are the same; only the defaults differ).
+AdamOptions as_adam(const AnyOptions& any) {
+  if (const auto* w = std::get_if<AdamWOptions>(&any))
+    return AdamOptions{w->lr, w->beta1, w->beta2, w->eps, w->weight_decay, w->amsgrad, w->maximize};
+  return std::get<AdamOptions>(any);
 }
 }  // namespace
 
 Adam::Adam(const std::vector<Tensor>& params, const AdamOptions& o) : Adam(one_group(params), o) {}
 
-Adam::Adam(const std::vector<ParamGroup>& groups, const AdamOptions& o) : Adam("Adam", groups, o) {}
+Adam::Adam(const std::vector<ParamGroup>& groups, const AdamOptions& o) : Adam("Adam", groups, AnyOptions(o)) {}
 
-Adam::Adam(std::string type, const std::vector<ParamGroup>& groups, const AdamOptions& o)
-    : Optimizer(std::move(type), adam_defaults(o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.amsgrad, o.maximize)) {
+Adam::Adam(std::string type, const std::vector<ParamGroup>& groups, AnyOptions defaults)
+    : Optimizer(std::move(type), std::move(defaults)) {
   decoupled_weight_decay_ = type_ == "AdamW";
-  validate(defaults_);
+  check_options(defaults_, "the default options");
   check_nonempty(type_, groups);
   for (const ParamGroup& g : groups) add_param_group(g);
 }
 
-void Adam::validate(const Hyperparameters& o) const {
-  check_min(type_, o, "lr", 0.0);
-  check_min(type_, o, "eps", 0.0);
-  check_min(type_, o, "weight_decay", 0.0);
-  for (const char* key : {"beta1", "beta2"}) {
-    const double beta = require_option(type_, o, key);
-    EMBER_CHECK(beta >= 0.0 && beta < 1.0, type_, ": ", key, " must be in [0, 1), got ", beta);
+void Adam::validate(const AnyOptions& any, const std::string& where) const {
+  const AdamOptions o = as_adam(any);
+  const std::string who = type_ + ": " + where;
+  check_min(who, "lr", o.lr, 0.0);
+  check_min(who, "eps", o.eps, 0.0);
+  check_min(who, "weight_decay", o.weight_decay, 0.0);
+  for (const auto& [key, beta] : {std::pair{"beta1", o.beta1}, std::pair{"beta2", o.beta2}}) {
+    check_finite(who, key, beta);
+    EMBER_CHECK(beta >= 0.0 && beta < 1.0, who, ": ", key, " must be in [0, 1), got ", beta);
   }
-  check_flag(type_, o, "amsgrad");
-  check_flag(type_, o, "maximize");
 }
 
-std::vector<std::string> Adam::buffer_names(const Hyperparameters& o) const {
-  if (flag(o, "amsgrad")) return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+std::vector<std::string> Adam::buffer_names(const AnyOptions& o) const {
+  if (as_adam(o).amsgrad) return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
   return {"exp_avg", "exp_avg_sq"};
 }
 
@@ -139,73 +256,61 @@ void Adam::step() {
   const bool decoupled = decoupled_weight_decay_;
   OptimizerAccess::fused_step(
       *this, OptimizerAlgo::Adam,
-      [](const Hyperparameters& o) {
+      [](const AnyOptions& any) {
         std::vector<Slot> s{{"exp_avg", 0, 0.0, false}, {"exp_avg_sq", 1, 0.0, false}};
-        if (flag(o, "amsgrad")) s.push_back({"max_exp_avg_sq", 2, 0.0, false});
+        if (as_adam(any).amsgrad) s.push_back({"max_exp_avg_sq", 2, 0.0, false});
         return s;
       },
-      [decoupled](const Hyperparameters& o, int64_t step) {
-        const double lr = o.at("lr"), beta1 = o.at("beta1"), beta2 = o.at("beta2"), wd = o.at("weight_decay");
+      [decoupled](const AnyOptions& any, int64_t step) {
+        const AdamOptions o = as_adam(any);
         // As PyTorch's _single_tensor_adam, in Python floats.
-        const double bias_correction1 = 1.0 - std::pow(beta1, static_cast<double>(step));
-        const double bias_correction2 = 1.0 - std::pow(beta2, static_cast<double>(step));
+        const double bias_correction1 = 1.0 - std::pow(o.beta1, static_cast<double>(step));
+        const double bias_correction2 = 1.0 - std::pow(o.beta2, static_cast<double>(step));
         OptimizerHyper h;
-        h.step_size = lr / bias_correction1;
+        h.step_size = o.lr / bias_correction1;
         h.bias_correction2_sqrt = std::pow(bias_correction2, 0.5);
-        h.weight_decay = wd;
+        h.weight_decay = o.weight_decay;
         h.decoupled_weight_decay = decoupled;
-        h.decay_factor = 1.0 - lr * wd;
-        h.beta1_complement = 1.0 - beta1;
-        h.beta2 = beta2;
-        h.beta2_complement = 1.0 - beta2;
-        h.eps = o.at("eps");
-        h.amsgrad = flag(o, "amsgrad");
-        h.maximize = flag(o, "maximize");
+        h.decay_factor = 1.0 - o.lr * o.weight_decay;
+        h.beta1_complement = 1.0 - o.beta1;
+        h.beta2 = o.beta2;
+        h.beta2_complement = 1.0 - o.beta2;
+        h.eps = o.eps;
+        h.amsgrad = o.amsgrad;
+        h.maximize = o.maximize;
         return h;
       });
 }
 
-namespace {
-AdamOptions as_adam(const AdamWOptions& o) {
-  return AdamOptions{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.amsgrad, o.maximize};
-}
-}  // namespace
+AdamW::AdamW(const std::vector<Tensor>& params, const AdamWOptions& o) : Adam("AdamW", one_group(params), AnyOptions(o)) {}
 
-AdamW::AdamW(const std::vector<Tensor>& params, const AdamWOptions& o) : Adam("AdamW", one_group(params), as_adam(o)) {}
-
-AdamW::AdamW(const std::vector<ParamGroup>& groups, const AdamWOptions& o) : Adam("AdamW", groups, as_adam(o)) {}
+AdamW::AdamW(const std::vector<ParamGroup>& groups, const AdamWOptions& o) : Adam("AdamW", groups, AnyOptions(o)) {}
 
 // ---- RMSprop ----
 
 RMSprop::RMSprop(const std::vector<Tensor>& params, const RMSpropOptions& o) : RMSprop(one_group(params), o) {}
 
-RMSprop::RMSprop(const std::vector<ParamGroup>& groups, const RMSpropOptions& o)
-    : Optimizer("RMSprop", {{"lr", o.lr},
-                            {"alpha", o.alpha},
-                            {"eps", o.eps},
-                            {"weight_decay", o.weight_decay},
-                            {"momentum", o.momentum},
-                            {"centered", b(o.centered)},
-                            {"maximize", b(o.maximize)}}) {
-  validate(defaults_);
+RMSprop::RMSprop(const std::vector<ParamGroup>& groups, const RMSpropOptions& o) : Optimizer("RMSprop", o) {
+  check_options(defaults_, "the default options");
   check_nonempty(type_, groups);
   for (const ParamGroup& g : groups) add_param_group(g);
 }
 
-void RMSprop::validate(const Hyperparameters& o) const {
-  check_min(type_, o, "lr", 0.0);
-  check_min(type_, o, "alpha", 0.0);
-  check_min(type_, o, "eps", 0.0);
-  check_min(type_, o, "weight_decay", 0.0);
-  check_min(type_, o, "momentum", 0.0);
-  check_flag(type_, o, "centered");
-  check_flag(type_, o, "maximize");
+void RMSprop::validate(const AnyOptions& any, const std::string& where) const {
+  const RMSpropOptions& o = std::get<RMSpropOptions>(any);
+  const std::string who = type_ + ": " + where;
+  check_min(who, "lr", o.lr, 0.0);
+  check_min(who, "alpha", o.alpha, 0.0);
+  check_min(who, "eps", o.eps, 0.0);
+  check_min(who, "weight_decay", o.weight_decay, 0.0);
+  check_min(who, "momentum", o.momentum, 0.0);
 }
 
-std::vector<std::string> RMSprop::buffer_names(const Hyperparameters& o) const {
+std::vector<std::string> RMSprop::buffer_names(const AnyOptions& any) const {
+  const RMSpropOptions& o = std::get<RMSpropOptions>(any);
   std::vector<std::string> names{"square_avg"};
-  if (o.at("momentum") > 0.0) names.push_back("momentum_buffer");
-  if (flag(o, "centered")) names.push_back("grad_avg");
+  if (o.momentum > 0.0) names.push_back("momentum_buffer");
+  if (o.centered) names.push_back("grad_avg");
   return names;
 }
 
@@ -213,22 +318,24 @@ void RMSprop::step() {
   profile::Range range("optimizer.step");
   OptimizerAccess::fused_step(
       *this, OptimizerAlgo::Rmsprop,
-      [](const Hyperparameters& o) {
+      [](const AnyOptions& any) {
+        const RMSpropOptions& o = std::get<RMSpropOptions>(any);
         std::vector<Slot> s{{"square_avg", 0, 0.0, false}};
-        if (o.at("momentum") > 0.0) s.push_back({"momentum_buffer", 1, 0.0, false});
-        if (flag(o, "centered")) s.push_back({"grad_avg", 2, 0.0, false});
+        if (o.momentum > 0.0) s.push_back({"momentum_buffer", 1, 0.0, false});
+        if (o.centered) s.push_back({"grad_avg", 2, 0.0, false});
         return s;
       },
-      [](const Hyperparameters& o, int64_t) {
+      [](const AnyOptions& any, int64_t) {
+        const RMSpropOptions& o = std::get<RMSpropOptions>(any);
         OptimizerHyper h;
-        h.step_size = o.at("lr");
-        h.beta2 = o.at("alpha");
-        h.beta2_complement = 1.0 - o.at("alpha");
-        h.eps = o.at("eps");
-        h.weight_decay = o.at("weight_decay");
-        h.momentum = o.at("momentum");
-        h.centered = flag(o, "centered");
-        h.maximize = flag(o, "maximize");
+        h.step_size = o.lr;
+        h.beta2 = o.alpha;
+        h.beta2_complement = 1.0 - o.alpha;
+        h.eps = o.eps;
+        h.weight_decay = o.weight_decay;
+        h.momentum = o.momentum;
+        h.centered = o.centered;
+        h.maximize = o.maximize;
         return h;
       });
 }
@@ -237,40 +344,38 @@ void RMSprop::step() {
 
 Adagrad::Adagrad(const std::vector<Tensor>& params, const AdagradOptions& o) : Adagrad(one_group(params), o) {}
 
-Adagrad::Adagrad(const std::vector<ParamGroup>& groups, const AdagradOptions& o)
-    : Optimizer("Adagrad", {{"lr", o.lr},
-                            {"lr_decay", o.lr_decay},
-                            {"weight_decay", o.weight_decay},
-                            {"initial_accumulator_value", o.initial_accumulator_value},
-                            {"eps", o.eps},
-                            {"maximize", b(o.maximize)}}) {
-  validate(defaults_);
+Adagrad::Adagrad(const std::vector<ParamGroup>& groups, const AdagradOptions& o) : Optimizer("Adagrad", o) {
+  check_options(defaults_, "the default options");
   check_nonempty(type_, groups);
   for (const ParamGroup& g : groups) add_param_group(g);
 }
 
-void Adagrad::validate(const Hyperparameters& o) const {
-  check_min(type_, o, "lr", 0.0);
-  check_min(type_, o, "lr_decay", 0.0);
-  check_min(type_, o, "weight_decay", 0.0);
-  check_min(type_, o, "initial_accumulator_value", 0.0);
-  check_min(type_, o, "eps", 0.0);
-  check_flag(type_, o, "maximize");
+void Adagrad::validate(const AnyOptions& any, const std::string& where) const {
+  const AdagradOptions& o = std::get<AdagradOptions>(any);
+  const std::string who = type_ + ": " + where;
+  check_min(who, "lr", o.lr, 0.0);
+  check_min(who, "lr_decay", o.lr_decay, 0.0);
+  check_min(who, "weight_decay", o.weight_decay, 0.0);
+  check_min(who, "initial_accumulator_value", o.initial_accumulator_value, 0.0);
+  check_min(who, "eps", o.eps, 0.0);
 }
 
-std::vector<std::string> Adagrad::buffer_names(const Hyperparameters&) const { return {"sum"}; }
+std::vector<std::string> Adagrad::buffer_names(const AnyOptions&) const { return {"sum"}; }
 
 void Adagrad::step() {
   profile::Range range("optimizer.step");
   OptimizerAccess::fused_step(
       *this, OptimizerAlgo::Adagrad,
-      [](const Hyperparameters& o) { return std::vector<Slot>{{"sum", 0, o.at("initial_accumulator_value"), false}}; },
-      [](const Hyperparameters& o, int64_t step) {
+      [](const AnyOptions& any) {
+        return std::vector<Slot>{{"sum", 0, std::get<AdagradOptions>(any).initial_accumulator_value, false}};
+      },
+      [](const AnyOptions& any, int64_t step) {
+        const AdagradOptions& o = std::get<AdagradOptions>(any);
         OptimizerHyper h;
-        h.step_size = o.at("lr") / (1.0 + static_cast<double>(step - 1) * o.at("lr_decay"));
-        h.eps = o.at("eps");
-        h.weight_decay = o.at("weight_decay");
-        h.maximize = flag(o, "maximize");
+        h.step_size = o.lr / (1.0 + static_cast<double>(step - 1) * o.lr_decay);
+        h.eps = o.eps;
+        h.weight_decay = o.weight_decay;
+        h.maximize = o.maximize;
         return h;
       });
 }

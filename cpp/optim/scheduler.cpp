@@ -86,9 +86,26 @@ LRScheduler::~LRScheduler() = default;
 void LRScheduler::init_base_lrs() {
   base_lrs_.clear();
   for (size_t g = 0; g < opt_->num_param_groups(); ++g) {
-    if (!opt_->options(g).count("initial_lr")) opt_->set_option(g, "initial_lr", opt_->lr(g));
-    base_lrs_.push_back(opt_->option(g, "initial_lr"));
+    if (!opt_->has_scheduler_value(g, "initial_lr")) opt_->set_scheduler_value(g, "initial_lr", opt_->lr(g));
+    base_lrs_.push_back(opt_->scheduler_value(g, "initial_lr"));
   }
+}
+
+std::vector<double> LRScheduler::current_lrs() const {
+  std::vector<double> lrs;
+  for (size_t g = 0; g < opt_->num_param_groups(); ++g) lrs.push_back(opt_->lr(g));
+  return lrs;
+}
+
+void LRScheduler::step(double metric) {
+  throw Error(detail::str_cat(type_, ".step(", metric, "): ", type_, " follows no metric; call step() (only "
+                              "ReduceLROnPlateau takes one)"));
+}
+
+void LRScheduler::restart() {
+  for (size_t g = 0; g < opt_->num_param_groups(); ++g)
+    opt_->set_lr(g, opt_->scheduler_value(g, "initial_lr"));
+  begin();
 }
 
 void LRScheduler::set_lrs(const std::vector<double>& lrs) {
@@ -143,26 +160,23 @@ void EpochLRScheduler::initial_step() {
   step();
 }
 
+void EpochLRScheduler::begin() {
+  last_epoch_ = -1;
+  initial_step();
+}
+
 void EpochLRScheduler::step() {
   ++step_count_;
   ++last_epoch_;
   set_lrs(get_lr());
 }
 
-void EpochLRScheduler::step(int64_t epoch) {
-  EMBER_CHECK(epoch >= 0, type_, ".step(epoch): epoch must be >= 0, got ", epoch);
+void EpochLRScheduler::step_to(int64_t epoch) {
+  EMBER_CHECK(epoch >= 0, type_, ".step_to(epoch): epoch must be >= 0, got ", epoch);
   ++step_count_;
   last_epoch_ = epoch;
   set_lrs(closed_form_lr());
 }
-
-namespace {
-std::vector<double> current_lrs(const Optimizer& o) {
-  std::vector<double> lrs;
-  for (size_t g = 0; g < o.num_param_groups(); ++g) lrs.push_back(o.lr(g));
-  return lrs;
-}
-}  // namespace
 
 // ---- StepLR ----
 
@@ -175,7 +189,7 @@ StepLR::StepLR(Optimizer& optimizer, int64_t step_size, double gamma)
 }
 
 std::vector<double> StepLR::get_lr() {
-  std::vector<double> lrs = current_lrs(*opt_);
+  std::vector<double> lrs = current_lrs();
   if (last_epoch_ == 0 || last_epoch_ % step_size_ != 0) return lrs;
   for (double& lr : lrs) lr *= gamma_;
   return lrs;
@@ -213,7 +227,7 @@ MultiStepLR::MultiStepLR(Optimizer& optimizer, std::vector<int64_t> milestones, 
 }
 
 std::vector<double> MultiStepLR::get_lr() {
-  std::vector<double> lrs = current_lrs(*opt_);
+  std::vector<double> lrs = current_lrs();
   const auto hits = std::count(milestones_.begin(), milestones_.end(), last_epoch_);
   if (hits == 0) return lrs;
   for (double& lr : lrs) lr *= std::pow(gamma_, static_cast<double>(hits));
@@ -256,7 +270,7 @@ ExponentialLR::ExponentialLR(Optimizer& optimizer, double gamma) : EpochLRSchedu
 }
 
 std::vector<double> ExponentialLR::get_lr() {
-  std::vector<double> lrs = current_lrs(*opt_);
+  std::vector<double> lrs = current_lrs();
   if (last_epoch_ == 0) return lrs;
   for (double& lr : lrs) lr *= gamma_;
   return lrs;
@@ -286,7 +300,7 @@ CosineAnnealingLR::CosineAnnealingLR(Optimizer& optimizer, int64_t t_max, double
 }
 
 std::vector<double> CosineAnnealingLR::get_lr() {
-  std::vector<double> lrs = current_lrs(*opt_);
+  std::vector<double> lrs = current_lrs();
   const double t = static_cast<double>(last_epoch_), T = static_cast<double>(t_max_);
   if (last_epoch_ == 0) return lrs;
   if (step_count_ == 1 && last_epoch_ > 0) {
@@ -338,7 +352,7 @@ LinearLR::LinearLR(Optimizer& optimizer, double start_factor, double end_factor,
 }
 
 std::vector<double> LinearLR::get_lr() {
-  std::vector<double> lrs = current_lrs(*opt_);
+  std::vector<double> lrs = current_lrs();
   if (last_epoch_ == 0) {
     for (double& lr : lrs) lr *= start_factor_;
     return lrs;
@@ -397,13 +411,13 @@ OneCycleLR::OneCycleLR(Optimizer& optimizer, const std::vector<double>& max_lrs,
   build_phases();
   for (size_t g = 0; g < optimizer.num_param_groups(); ++g) {
     const double initial = max_lrs[g] / o.div_factor;
-    optimizer.set_option(g, "initial_lr", initial);
-    optimizer.set_option(g, "max_lr", max_lrs[g]);
-    optimizer.set_option(g, "min_lr", initial / o.final_div_factor);
+    optimizer.set_scheduler_value(g, "initial_lr", initial);
+    optimizer.set_scheduler_value(g, "max_lr", max_lrs[g]);
+    optimizer.set_scheduler_value(g, "min_lr", initial / o.final_div_factor);
     if (o.cycle_momentum) {
       optimizer.set_option(g, use_beta1_ ? "beta1" : "momentum", o.max_momentum);
-      optimizer.set_option(g, "max_momentum", o.max_momentum);
-      optimizer.set_option(g, "base_momentum", o.base_momentum);
+      optimizer.set_scheduler_value(g, "max_momentum", o.max_momentum);
+      optimizer.set_scheduler_value(g, "base_momentum", o.base_momentum);
     }
   }
   init_base_lrs();
@@ -438,9 +452,9 @@ std::vector<double> OneCycleLR::get_lr() {
       const Phase& ph = phases_[i];
       if (step_num <= ph.end_step || i + 1 == phases_.size()) {
         const double pct = (step_num - start_step) / (ph.end_step - start_step);
-        lr = anneal(opt_->option(g, ph.start_lr), opt_->option(g, ph.end_lr), pct);
+        lr = anneal(opt_->scheduler_value(g, ph.start_lr), opt_->scheduler_value(g, ph.end_lr), pct);
         if (o_.cycle_momentum)
-          momentum = anneal(opt_->option(g, ph.start_momentum), opt_->option(g, ph.end_momentum), pct);
+          momentum = anneal(opt_->scheduler_value(g, ph.start_momentum), opt_->scheduler_value(g, ph.end_momentum), pct);
         break;
       }
       start_step = ph.end_step;
@@ -489,29 +503,59 @@ void OneCycleLR::load_extra(const SchedulerState& s) {
   build_phases();
 }
 
-// ---- SequentialLR ----
+// ---- the composites ----
 
-SequentialLR::SequentialLR(Optimizer& optimizer, std::vector<std::shared_ptr<EpochLRScheduler>> schedulers,
+namespace {
+
+// The checks SequentialLR and ChainedScheduler make of the schedulers they are given.
+void check_children(const char* who, const Optimizer& optimizer, const std::vector<std::shared_ptr<LRScheduler>>& ss) {
+  EMBER_CHECK(!ss.empty(), who, ": needs at least one scheduler");
+  for (size_t i = 0; i < ss.size(); ++i) {
+    EMBER_CHECK(ss[i] != nullptr, who, ": scheduler ", i, " is null");
+    EMBER_CHECK(&ss[i]->optimizer() == &optimizer, who, ": scheduler ", i, " (", ss[i]->type_name(),
+                ") drives another optimizer; build every scheduler on the same one");
+    // As PyTorch: the composite steps its schedulers without a metric.
+    EMBER_CHECK(!ss[i]->uses_metric(), who, ": scheduler ", i, " is a ", ss[i]->type_name(), ", which needs a metric "
+                "at every step, and ", who, " steps its schedulers without one (PyTorch refuses it too); step the ",
+                ss[i]->type_name(), " on its own");
+  }
+}
+
+// Checks a saved composite's children against this one's, by type, before anything is loaded.
+void check_saved_children(const std::string& who, const SchedulerState& s,
+                          const std::vector<std::shared_ptr<LRScheduler>>& ss) {
+  EMBER_CHECK(s.children.size() == ss.size(), who, ".load_state_dict: the state holds ", s.children.size(),
+              " scheduler(s) but this ", who, " has ", ss.size());
+  for (size_t i = 0; i < ss.size(); ++i)
+    EMBER_CHECK(s.children[i].type == ss[i]->type_name(), who, ".load_state_dict: scheduler ", i, " was a ",
+                s.children[i].type, " but is a ", ss[i]->type_name(), " here");
+}
+
+}  // namespace
+
+SequentialLR::SequentialLR(Optimizer& optimizer, std::vector<std::shared_ptr<LRScheduler>> schedulers,
                            std::vector<int64_t> milestones)
     : LRScheduler("SequentialLR", optimizer), schedulers_(std::move(schedulers)), milestones_(std::move(milestones)) {
-  EMBER_CHECK(!schedulers_.empty(), "SequentialLR: needs at least one scheduler");
-  for (size_t i = 0; i < schedulers_.size(); ++i) {
-    EMBER_CHECK(schedulers_[i] != nullptr, "SequentialLR: scheduler ", i, " is null");
-    EMBER_CHECK(&schedulers_[i]->optimizer() == &optimizer, "SequentialLR: scheduler ", i, " (",
-                schedulers_[i]->type_name(), ") drives another optimizer; build every scheduler on the same one");
-  }
+  check_children("SequentialLR", optimizer, schedulers_);
   EMBER_CHECK(milestones_.size() + 1 == schedulers_.size(), "SequentialLR: ", schedulers_.size(),
               " schedulers need ", schedulers_.size() - 1, " milestone(s), got ", milestones_.size());
   for (size_t i = 0; i < milestones_.size(); ++i)
     EMBER_CHECK(milestones_[i] > 0 && (i == 0 || milestones_[i] > milestones_[i - 1]),
                 "SequentialLR: milestones must be positive and increasing, got ", milestones_[i], " at position ", i);
-  last_epoch_ = 0;
-  // As PyTorch: back to the initial lrs, undo the sub-schedulers' initial steps, and redo only the
-  // first scheduler's.
-  for (size_t g = 0; g < optimizer.num_param_groups(); ++g) optimizer.set_lr(g, optimizer.option(g, "initial_lr"));
-  for (auto& s : schedulers_) s->last_epoch_ -= 1;
-  schedulers_[0]->initial_step();
+  // As PyTorch: undo the schedulers' initial steps, back to the initial lrs, and only the first
+  // scheduler takes its epoch-0 step.
+  undo_initial_step();
+  restart();
   base_lrs_ = schedulers_[0]->base_lrs();
+}
+
+void SequentialLR::undo_initial_step() {
+  for (auto& c : schedulers_) undo_child(*c);
+}
+
+void SequentialLR::begin() {
+  last_epoch_ = 0;
+  begin_child(*schedulers_[0]);
   last_lr_ = schedulers_[0]->get_last_lr();
 }
 
@@ -520,8 +564,8 @@ void SequentialLR::step() {
   ++step_count_;
   const size_t idx = static_cast<size_t>(std::upper_bound(milestones_.begin(), milestones_.end(), last_epoch_) -
                                          milestones_.begin());
-  EpochLRScheduler& s = *schedulers_[idx];
-  if (idx > 0 && milestones_[idx - 1] == last_epoch_) s.step(0);
+  LRScheduler& s = *schedulers_[idx];
+  if (idx > 0 && milestones_[idx - 1] == last_epoch_) restart_child(s);
   else s.step();
   last_lr_ = s.get_last_lr();
 }
@@ -537,17 +581,59 @@ SchedulerState SequentialLR::state_dict() const {
 void SequentialLR::load_state_dict(const SchedulerState& s) {
   EMBER_CHECK(s.type == type_, type_, ".load_state_dict: the state was saved by a ", s.type.empty() ? "?" : s.type,
               " scheduler");
-  EMBER_CHECK(s.children.size() == schedulers_.size(), "SequentialLR.load_state_dict: the state holds ",
-              s.children.size(), " scheduler(s) but this SequentialLR has ", schedulers_.size());
+  check_saved_children(type_, s, schedulers_);
   std::vector<int64_t> m;
   // A value that is no exact integer becomes -1, which no milestone equals (they are all positive).
   for (double v : list_of(s, "milestones"))
     m.push_back(std::isfinite(v) && v == std::floor(v) && std::abs(v) <= 9007199254740992.0 ? static_cast<int64_t>(v)
                                                                                              : -1);
   EMBER_CHECK(m == milestones_, "SequentialLR.load_state_dict: the saved milestones differ from this scheduler's");
-  for (size_t i = 0; i < schedulers_.size(); ++i)
-    EMBER_CHECK(s.children[i].type == schedulers_[i]->type_name(), "SequentialLR.load_state_dict: scheduler ", i,
-                " was a ", s.children[i].type, " but is a ", schedulers_[i]->type_name(), " here");
+  LRScheduler::load_state_dict(s);
+  for (size_t i = 0; i < schedulers_.size(); ++i) schedulers_[i]->load_state_dict(s.children[i]);
+}
+
+ChainedScheduler::ChainedScheduler(std::vector<std::shared_ptr<LRScheduler>> schedulers)
+    : LRScheduler("ChainedScheduler",
+                  [&]() -> Optimizer& {
+                    EMBER_CHECK(!schedulers.empty() && schedulers[0] != nullptr,
+                                "ChainedScheduler: needs at least one scheduler (the first may not be null)");
+                    return schedulers[0]->optimizer();
+                  }()),
+      schedulers_(std::move(schedulers)) {
+  check_children("ChainedScheduler", *opt_, schedulers_);
+  // The schedulers took their epoch-0 steps when they were built, one after another.
+  last_epoch_ = 0;
+  init_base_lrs();
+  last_lr_ = current_lrs();
+}
+
+void ChainedScheduler::undo_initial_step() {
+  for (auto& c : schedulers_) undo_child(*c);
+}
+
+void ChainedScheduler::begin() {
+  last_epoch_ = 0;
+  for (auto& c : schedulers_) begin_child(*c);
+  last_lr_ = current_lrs();
+}
+
+void ChainedScheduler::step() {
+  ++last_epoch_;
+  ++step_count_;
+  for (auto& c : schedulers_) c->step();
+  last_lr_ = current_lrs();
+}
+
+SchedulerState ChainedScheduler::state_dict() const {
+  SchedulerState s = LRScheduler::state_dict();
+  for (const auto& c : schedulers_) s.children.push_back(c->state_dict());
+  return s;
+}
+
+void ChainedScheduler::load_state_dict(const SchedulerState& s) {
+  EMBER_CHECK(s.type == type_, type_, ".load_state_dict: the state was saved by a ", s.type.empty() ? "?" : s.type,
+              " scheduler");
+  check_saved_children(type_, s, schedulers_);
   LRScheduler::load_state_dict(s);
   for (size_t i = 0; i < schedulers_.size(); ++i) schedulers_[i]->load_state_dict(s.children[i]);
 }
@@ -569,8 +655,22 @@ ReduceLROnPlateau::ReduceLROnPlateau(Optimizer& optimizer, const ReduceLROnPlate
   best_ = o.mode == ReduceLROnPlateauOptions::Mode::Min ? std::numeric_limits<double>::infinity()
                                                          : -std::numeric_limits<double>::infinity();
   last_epoch_ = 0;
-  last_lr_ = current_lrs(optimizer);
+  last_lr_ = current_lrs();
   base_lrs_ = last_lr_;
+}
+
+void ReduceLROnPlateau::begin() {
+  best_ = o_.mode == ReduceLROnPlateauOptions::Mode::Min ? std::numeric_limits<double>::infinity()
+                                                          : -std::numeric_limits<double>::infinity();
+  num_bad_epochs_ = 0;
+  cooldown_counter_ = 0;
+  last_epoch_ = 0;
+  last_lr_ = current_lrs();
+}
+
+void ReduceLROnPlateau::step() {
+  throw Error("ReduceLROnPlateau.step(): this scheduler follows a metric; call step(metric) with the value it "
+              "watches (for example the validation loss)");
 }
 
 bool ReduceLROnPlateau::is_better(double a, double best) const {
@@ -604,7 +704,7 @@ void ReduceLROnPlateau::step(double metric) {
     cooldown_counter_ = o_.cooldown;
     num_bad_epochs_ = 0;
   }
-  last_lr_ = current_lrs(*opt_);
+  last_lr_ = current_lrs();
 }
 
 void ReduceLROnPlateau::save_extra(SchedulerState& s) const {

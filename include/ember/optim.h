@@ -1,12 +1,14 @@
 // ember::optim: optimizers (SGD, Adam, AdamW, RMSprop, Adagrad) following PyTorch's documented
 // algorithms, learning-rate schedulers, gradient clipping and the L1 penalty.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "ember/export.h"
@@ -14,17 +16,101 @@
 
 namespace ember::optim {
 
-// A group's hyper-parameters by name, as in PyTorch's param_groups dicts: "lr", "weight_decay",
-// "momentum", "beta1", "beta2", ... Flags are 0 or 1. Schedulers add their own entries
-// ("initial_lr", "max_lr", ...).
-using Hyperparameters = std::map<std::string, double>;
+// ---- typed options, one struct per optimizer (defaults as in PyTorch) ----
+//
+// Design: every setting of an optimizer lives in one plain struct (SGDOptions, AdamOptions, ...),
+// used the same way for the optimizer's defaults and for each parameter group, as libtorch does.
+// A group either takes the defaults or carries its own complete struct (ParamGroup::options), so
+// any field can differ per group, is checked when set (ember::Error naming the optimizer, the
+// group, the field and the value), and is read back typed: opt.options<SGDOptions>(g).momentum.
+// Designated initializers keep a group short (`SGDOptions{.lr = 0.1, .momentum = 0.5}`); the
+// fields a group does not name take PyTorch's defaults, as in libtorch, so start from a copy of
+// the optimizer's defaults to change just one. No optional-of-every-field mirror structs to keep
+// in step. Values a scheduler keeps per group ("initial_lr", "max_lr", ...) are not options: they
+// live beside them (Optimizer::scheduler_values) and are saved with the group, where PyTorch and
+// ember's earlier files keep them.
 
-// Parameters that share hyper-parameters; lr and weight_decay default to the optimizer's.
+// p -= lr * update, where g = grad + weight_decay * p, and with momentum
+//   buf = g on the first step, else momentum * buf + (1 - dampening) * g;
+//   update = nesterov ? g + momentum * buf : buf.
+struct SGDOptions {
+  double lr = 1e-3;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+  bool maximize = false;
+  bool operator==(const SGDOptions&) const = default;
+};
+
+// Adam (Kingma & Ba, 2015) with bias correction and optional AMSGrad: m = lerp(m, g, 1 - beta1),
+// v = beta2 v + (1 - beta2) g², p -= lr / (1 - beta1^t) * m / (sqrt(v̂) / sqrt(1 - beta2^t) + eps),
+// v̂ = v or (amsgrad) the running max of v. weight_decay adds weight_decay * p to g (L2).
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  bool amsgrad = false;
+  bool maximize = false;
+  bool operator==(const AdamOptions&) const = default;
+};
+
+// AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay, p *= 1 - lr * weight_decay
+// before the Adam update (weight_decay defaults to 0.01).
+struct AdamWOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 1e-2;
+  bool amsgrad = false;
+  bool maximize = false;
+  bool operator==(const AdamWOptions&) const = default;
+};
+
+// RMSprop (Hinton): v = alpha v + (1 - alpha) g²; centered subtracts the square of the running
+// mean of g; p -= lr * g / (sqrt(v) + eps), through a momentum buffer when momentum > 0.
+struct RMSpropOptions {
+  double lr = 1e-2;
+  double alpha = 0.99;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double momentum = 0.0;
+  bool centered = false;
+  bool maximize = false;
+  bool operator==(const RMSpropOptions&) const = default;
+};
+
+// Adagrad (Duchi et al., 2011): sum += g², p -= lr / (1 + (t - 1) lr_decay) * g / (sqrt(sum) + eps).
+struct AdagradOptions {
+  double lr = 1e-2;
+  double lr_decay = 0.0;
+  double weight_decay = 0.0;
+  double initial_accumulator_value = 0.0;
+  double eps = 1e-10;
+  bool maximize = false;
+  bool operator==(const AdagradOptions&) const = default;
+};
+
+// The options of any optimizer; an optimizer holds the alternative of its own type for every group.
+using AnyOptions = std::variant<SGDOptions, AdamOptions, AdamWOptions, RMSpropOptions, AdagradOptions>;
+
+// Parameters that share options. Without `options` the group takes the optimizer's defaults;
+// with them (the optimizer's own struct type) it takes those. `lr` and `weight_decay`, when set,
+// override the field of whichever of the two applies (the common case, kept short).
 struct ParamGroup {
   std::vector<Tensor> params;
   std::optional<double> lr;
   std::optional<double> weight_decay;
+  std::optional<AnyOptions> options;
 };
+
+// The serialized form of a group's options: PyTorch's param_groups dict, by name ("lr",
+// "momentum", "beta1", ...; flags 0 or 1), together with the group's scheduler values
+// ("initial_lr", ...). This is what state_dict() gives and what checkpoints store.
+using Hyperparameters = std::map<std::string, double>;
 
 // An optimizer's state in serializable form (PyTorch's state_dict()).
 struct OptimizerState {
@@ -33,17 +119,17 @@ struct OptimizerState {
   // Indices count parameters across groups in order. The tensors are the live state (not copies).
   std::vector<std::pair<std::string, Tensor>> tensors;
   struct Group {
-    Hyperparameters options;
+    Hyperparameters options;      // the typed options by name, plus the scheduler values
     std::vector<int64_t> params;  // the parameter indices of the group
   };
   std::vector<Group> param_groups;
 };
 
-// The base of every optimizer: parameter groups, per-parameter state, zero_grad, state_dict.
-// step() updates every parameter that has a gradient (parameters without one are skipped, as in
-// PyTorch). On CUDA all parameters of one dtype are updated by one fused kernel launch per 48 of
-// them (nothing copied from the host); on the CPU one pass per parameter; both run the same
-// per-element arithmetic.
+// The base of every optimizer: parameter groups with their typed options, per-parameter state,
+// zero_grad, state_dict. step() updates every parameter that has a gradient (parameters without
+// one are skipped, as in PyTorch). On CUDA all parameters of one dtype are updated by one fused
+// kernel launch per 48 of them (nothing copied from the host); on the CPU one pass per
+// parameter; both run the same per-element arithmetic.
 class EMBER_API Optimizer {
  public:
   virtual ~Optimizer();
@@ -62,13 +148,33 @@ class EMBER_API Optimizer {
   // Every parameter, groups in order (the indices state_dict uses).
   std::vector<Tensor> parameters() const;
 
-  double lr(size_t group = 0) const { return option(group, "lr"); }
-  void set_lr(size_t group, double lr) { set_option(group, "lr", lr); }
-  const Hyperparameters& options(size_t group) const;
-  bool has_option(const std::string& name) const { return defaults_.count(name) != 0; }
+  // A group's options, typed: opt.options<SGDOptions>(g). Naming another optimizer's struct
+  // throws ember::Error.
+  template <class O>
+  const O& options(size_t group) const {
+    const O* o = std::get_if<O>(&group_options(group, options_index<O>()));
+    return *o;  // group_options checked the alternative
+  }
+  const AnyOptions& any_options(size_t group) const { return group_options(group, -1); }
+  // Replaces a group's options after checking them (the struct must be this optimizer's type).
+  void set_options(size_t group, const AnyOptions& options);
+  // The defaults groups without their own options took.
+  const AnyOptions& defaults() const { return defaults_; }
+
+  double lr(size_t group = 0) const;
+  void set_lr(size_t group, double lr);
+  // One option by its serialized name ("momentum", "beta1"; flags read 0 or 1), for code that
+  // works across optimizers (OneCycleLR cycles "momentum" or "beta1"). set_option checks the group.
+  bool has_option(const std::string& name) const;
   double option(size_t group, const std::string& name) const;
-  // Sets one hyper-parameter of a group after checking the group's options stay valid.
   void set_option(size_t group, const std::string& name, double value);
+
+  // Values schedulers keep per group ("initial_lr", "max_lr", "min_lr", ...), beside the options.
+  // A name may not be one of the options'.
+  const std::map<std::string, double>& scheduler_values(size_t group) const;
+  bool has_scheduler_value(size_t group, const std::string& name) const;
+  double scheduler_value(size_t group, const std::string& name) const;
+  void set_scheduler_value(size_t group, const std::string& name, double value);
 
   // Per-parameter state by index (see parameters()): how many updates it had and its buffers
   // ("exp_avg", "momentum_buffer", ...), empty before its first update.
@@ -76,47 +182,50 @@ class EMBER_API Optimizer {
   const std::map<std::string, Tensor>& state(size_t param_index) const;
 
   OptimizerState state_dict() const;
-  // Restores state and group hyper-parameters saved from an optimizer of the same type over
-  // parameters of the same shapes, copying the tensors to each parameter's device and dtype.
+  // Restores state, group options and scheduler values saved from an optimizer of the same type
+  // over parameters of the same shapes, copying the tensors to each parameter's device and dtype.
   void load_state_dict(const OptimizerState& state);
 
  protected:
-  // Subclass constructors validate the defaults, then add their groups.
-  Optimizer(std::string type, Hyperparameters defaults);
-  // Throws ember::Error naming the optimizer and the value when a group's options are invalid.
-  virtual void validate(const Hyperparameters& options) const = 0;
+  // Subclass constructors pass their defaults (checked here), then add their groups.
+  Optimizer(std::string type, AnyOptions defaults);
+  // Throws ember::Error naming the optimizer, `where` ("parameter group 1", "the default
+  // options") and the field and value when the options are invalid.
+  virtual void validate(const AnyOptions& options, const std::string& where) const = 0;
   // The state buffers a parameter of a group with these options has after an update.
-  virtual std::vector<std::string> buffer_names(const Hyperparameters& options) const = 0;
+  virtual std::vector<std::string> buffer_names(const AnyOptions& options) const = 0;
 
   struct Group {
     std::vector<Tensor> params;
-    Hyperparameters options;
+    AnyOptions options;
+    std::map<std::string, double> scheduler_values;
   };
   struct ParamState {
     int64_t step = 0;
     std::map<std::string, Tensor> buffers;
   };
   std::string type_;
-  Hyperparameters defaults_;
+  AnyOptions defaults_;
   std::vector<Group> groups_;
   std::vector<ParamState> state_;  // by parameter index
 
   friend struct OptimizerAccess;  // the fused update (cpp/optim)
+
+  // validate() with `options` of this optimizer's type checked first.
+  void check_options(const AnyOptions& options, const std::string& where) const;
+
+ private:
+  template <class O>
+  static constexpr int options_index() {
+    constexpr AnyOptions probe{O{}};
+    return static_cast<int>(probe.index());
+  }
+  // The group's options after checking the group exists and (want >= 0) holds alternative `want`.
+  const AnyOptions& group_options(size_t group, int want) const;
 };
 
-// ---- the optimizers (defaults as in PyTorch) ----
+// ---- the optimizers ----
 
-// p -= lr * update, where g = grad + weight_decay * p, and with momentum
-//   buf = g on the first step, else momentum * buf + (1 - dampening) * g;
-//   update = nesterov ? g + momentum * buf : buf.
-struct SGDOptions {
-  double lr = 1e-3;
-  double momentum = 0.0;
-  double dampening = 0.0;
-  double weight_decay = 0.0;
-  bool nesterov = false;
-  bool maximize = false;
-};
 class EMBER_API SGD : public Optimizer {
  public:
   SGD(const std::vector<Tensor>& params, const SGDOptions& options = {});
@@ -124,22 +233,10 @@ class EMBER_API SGD : public Optimizer {
   void step() override;
 
  protected:
-  void validate(const Hyperparameters& o) const override;
-  std::vector<std::string> buffer_names(const Hyperparameters& o) const override;
+  void validate(const AnyOptions& o, const std::string& where) const override;
+  std::vector<std::string> buffer_names(const AnyOptions& o) const override;
 };
 
-// Adam (Kingma & Ba, 2015) with bias correction and optional AMSGrad: m = lerp(m, g, 1 - beta1),
-// v = beta2 v + (1 - beta2) g², p -= lr / (1 - beta1^t) * m / (sqrt(v̂) / sqrt(1 - beta2^t) + eps),
-// v̂ = v or (amsgrad) the running max of v. weight_decay adds weight_decay * p to g (L2).
-struct AdamOptions {
-  double lr = 1e-3;
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double eps = 1e-8;
-  double weight_decay = 0.0;
-  bool amsgrad = false;
-  bool maximize = false;
-};
 class EMBER_API Adam : public Optimizer {
  public:
   Adam(const std::vector<Tensor>& params, const AdamOptions& options = {});
@@ -147,40 +244,19 @@ class EMBER_API Adam : public Optimizer {
   void step() override;
 
  protected:
-  Adam(std::string type, const std::vector<ParamGroup>& groups, const AdamOptions& defaults);
-  void validate(const Hyperparameters& o) const override;
-  std::vector<std::string> buffer_names(const Hyperparameters& o) const override;
+  Adam(std::string type, const std::vector<ParamGroup>& groups, AnyOptions defaults);
+  void validate(const AnyOptions& o, const std::string& where) const override;
+  std::vector<std::string> buffer_names(const AnyOptions& o) const override;
   bool decoupled_weight_decay_ = false;
 };
 
-// AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay, p *= 1 - lr * weight_decay
-// before the Adam update (weight_decay defaults to 0.01).
-struct AdamWOptions {
-  double lr = 1e-3;
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double eps = 1e-8;
-  double weight_decay = 1e-2;
-  bool amsgrad = false;
-  bool maximize = false;
-};
+// Groups of an AdamW hold AdamWOptions.
 class EMBER_API AdamW : public Adam {
  public:
   AdamW(const std::vector<Tensor>& params, const AdamWOptions& options = {});
   AdamW(const std::vector<ParamGroup>& groups, const AdamWOptions& defaults = {});
 };
 
-// RMSprop (Hinton): v = alpha v + (1 - alpha) g²; centered subtracts the square of the running
-// mean of g; p -= lr * g / (sqrt(v) + eps), through a momentum buffer when momentum > 0.
-struct RMSpropOptions {
-  double lr = 1e-2;
-  double alpha = 0.99;
-  double eps = 1e-8;
-  double weight_decay = 0.0;
-  double momentum = 0.0;
-  bool centered = false;
-  bool maximize = false;
-};
 class EMBER_API RMSprop : public Optimizer {
  public:
   RMSprop(const std::vector<Tensor>& params, const RMSpropOptions& options = {});
@@ -188,19 +264,10 @@ class EMBER_API RMSprop : public Optimizer {
   void step() override;
 
  protected:
-  void validate(const Hyperparameters& o) const override;
-  std::vector<std::string> buffer_names(const Hyperparameters& o) const override;
+  void validate(const AnyOptions& o, const std::string& where) const override;
+  std::vector<std::string> buffer_names(const AnyOptions& o) const override;
 };
 
-// Adagrad (Duchi et al., 2011): sum += g², p -= lr / (1 + (t - 1) lr_decay) * g / (sqrt(sum) + eps).
-struct AdagradOptions {
-  double lr = 1e-2;
-  double lr_decay = 0.0;
-  double weight_decay = 0.0;
-  double initial_accumulator_value = 0.0;
-  double eps = 1e-10;
-  bool maximize = false;
-};
 class EMBER_API Adagrad : public Optimizer {
  public:
   Adagrad(const std::vector<Tensor>& params, const AdagradOptions& options = {});
@@ -208,8 +275,8 @@ class EMBER_API Adagrad : public Optimizer {
   void step() override;
 
  protected:
-  void validate(const Hyperparameters& o) const override;
-  std::vector<std::string> buffer_names(const Hyperparameters& o) const override;
+  void validate(const AnyOptions& o, const std::string& where) const override;
+  std::vector<std::string> buffer_names(const AnyOptions& o) const override;
 };
 
 // ---- regularisation and gradient clipping ----
@@ -229,7 +296,8 @@ EMBER_API void clip_grad_value_(const std::vector<Tensor>& params, double clip_v
 
 // ---- learning-rate schedulers ----
 
-// A scheduler's state in serializable form: scalars, lists and (SequentialLR) the children's.
+// A scheduler's state in serializable form: scalars, lists and (SequentialLR, ChainedScheduler)
+// the children's.
 struct SchedulerState {
   std::string type;
   std::map<std::string, double> values;
@@ -238,7 +306,13 @@ struct SchedulerState {
 };
 
 // The base of every scheduler: the optimizer it drives, its epoch counter, the base and last
-// learning rates, and state_dict()/load_state_dict().
+// learning rates, step(), and state_dict()/load_state_dict(). Every scheduler is stepped through
+// this interface: step() once per epoch (or per batch for OneCycleLR) after optimizer.step(),
+// or step(metric) for a scheduler that follows a metric (ReduceLROnPlateau). A scheduler that
+// uses no metric refuses step(metric), and ReduceLROnPlateau refuses step(), with an ember::Error
+// (PyTorch would read the number as an epoch, or fail with a TypeError). Composites
+// (SequentialLR, ChainedScheduler) take any scheduler but ReduceLROnPlateau, which PyTorch's
+// refuse too since they step their schedulers without a metric.
 class EMBER_API LRScheduler {
  public:
   virtual ~LRScheduler();
@@ -252,18 +326,39 @@ class EMBER_API LRScheduler {
   const std::vector<double>& get_last_lr() const { return last_lr_; }
   const std::vector<double>& base_lrs() const { return base_lrs_; }
 
+  virtual void step() = 0;
+  virtual void step(double metric);
+  // Whether step(metric) is the way to step this scheduler.
+  virtual bool uses_metric() const { return false; }
+
   virtual SchedulerState state_dict() const;
-  // Restores a state saved from a scheduler of the same type over as many groups.
+  // Restores a state saved from a scheduler of the same type (and, for a composite, the same
+  // structure) over as many groups.
   virtual void load_state_dict(const SchedulerState& state);
 
  protected:
   LRScheduler(std::string type, Optimizer& optimizer);
-  // Each group's "initial_lr" (set to its lr when absent) becomes its base lr, as in PyTorch.
+  // Each group's "initial_lr" scheduler value (set to its lr when absent) becomes its base lr,
+  // as in PyTorch.
   void init_base_lrs();
   void set_lrs(const std::vector<double>& lrs);
+  std::vector<double> current_lrs() const;
   // The subclass's own configuration and state, beyond the base's counters and lrs.
   virtual void save_extra(SchedulerState& s) const {}
   virtual void load_extra(const SchedulerState& s) {}
+  // What a composite asks of its children. begin(): the epoch-0 step taken from the optimizer's
+  // current lrs (the step a constructor takes). restart(): start again at epoch 0 from the base
+  // lrs, as at a SequentialLR milestone: PyTorch's closed form at epoch 0 for a leaf scheduler;
+  // by default every group's lr back to its "initial_lr", then begin().
+  virtual void begin() = 0;
+  virtual void restart();
+  // PyTorch's SequentialLR.recursive_undo: a leaf scheduler's epoch counter goes back by one (its
+  // constructor's step is undone), a composite passes it on to its children. -1 (not started) is
+  // as far back as it goes, where PyTorch would count a twice-nested child down to -2.
+  virtual void undo_initial_step() { last_epoch_ = std::max<int64_t>(last_epoch_ - 1, -1); }
+  static void begin_child(LRScheduler& s) { s.begin(); }
+  static void restart_child(LRScheduler& s) { s.restart(); }
+  static void undo_child(LRScheduler& s) { s.undo_initial_step(); }
 
   std::string type_;
   Optimizer* opt_;
@@ -279,19 +374,20 @@ class EMBER_API LRScheduler {
 // schedulers compose the way they do in PyTorch.
 class EMBER_API EpochLRScheduler : public LRScheduler {
  public:
-  void step();
-  // Jumps to `epoch` using the closed form (what SequentialLR does at a milestone).
-  void step(int64_t epoch);
+  using LRScheduler::step;
+  void step() override;
+  // Jumps to `epoch` using the closed form (PyTorch's deprecated step(epoch)).
+  void step_to(int64_t epoch);
 
  protected:
   EpochLRScheduler(std::string type, Optimizer& optimizer) : LRScheduler(std::move(type), optimizer) {}
   // Runs the first step; each concrete constructor calls it last (virtual calls need the
   // derived object constructed).
   void initial_step();
+  void begin() override;
+  void restart() override { step_to(0); }
   virtual std::vector<double> get_lr() = 0;
   virtual std::vector<double> closed_form_lr() { return get_lr(); }
-
-  friend class SequentialLR;
 };
 
 // lr = base_lr * gamma^floor(epoch / step_size).
@@ -393,7 +489,7 @@ class EMBER_API OneCycleLR : public EpochLRScheduler {
   void load_extra(const SchedulerState& s) override;
   struct Phase {
     double end_step;
-    std::string start_lr, end_lr;  // group option names
+    std::string start_lr, end_lr;  // scheduler value names (Optimizer::scheduler_values)
     std::string start_momentum, end_momentum;
   };
   void build_phases();
@@ -404,18 +500,47 @@ class EMBER_API OneCycleLR : public EpochLRScheduler {
 };
 
 // Runs `schedulers` one after another, switching at each milestone (epoch counts), e.g. a
-// LinearLR warm-up followed by CosineAnnealingLR. All must drive `optimizer`.
+// LinearLR warm-up followed by CosineAnnealingLR. All must drive `optimizer`. Any scheduler but
+// ReduceLROnPlateau may be a child, a SequentialLR or ChainedScheduler included: at its milestone
+// a child starts again at its own epoch 0 from the base lrs, so each part of the schedule runs as
+// it would alone. (PyTorch 2.x fails at a milestone whose child is a composite, and a composite
+// first child runs one epoch ahead there: tests/fixtures/make_torch_optim_groups.py shows both.)
 class EMBER_API SequentialLR : public LRScheduler {
  public:
-  SequentialLR(Optimizer& optimizer, std::vector<std::shared_ptr<EpochLRScheduler>> schedulers,
+  SequentialLR(Optimizer& optimizer, std::vector<std::shared_ptr<LRScheduler>> schedulers,
                std::vector<int64_t> milestones);
-  void step();
+  using LRScheduler::step;
+  void step() override;
   SchedulerState state_dict() const override;
   void load_state_dict(const SchedulerState& state) override;
 
+ protected:
+  void begin() override;
+  void undo_initial_step() override;
+
  private:
-  std::vector<std::shared_ptr<EpochLRScheduler>> schedulers_;
+  std::vector<std::shared_ptr<LRScheduler>> schedulers_;
   std::vector<int64_t> milestones_;
+};
+
+// PyTorch's ChainedScheduler: each step() steps every scheduler it holds, in order, so their
+// recursive forms multiply (StepLR and ExponentialLR together: base * gamma1^(t/s) * gamma2^t);
+// get_last_lr() is the lr the last one left. Any scheduler but ReduceLROnPlateau may be held,
+// composites included.
+class EMBER_API ChainedScheduler : public LRScheduler {
+ public:
+  explicit ChainedScheduler(std::vector<std::shared_ptr<LRScheduler>> schedulers);
+  using LRScheduler::step;
+  void step() override;
+  SchedulerState state_dict() const override;
+  void load_state_dict(const SchedulerState& state) override;
+
+ protected:
+  void begin() override;
+  void undo_initial_step() override;
+
+ private:
+  std::vector<std::shared_ptr<LRScheduler>> schedulers_;
 };
 
 // Divides the learning rate by 1/factor once the metric passed to step() has not improved for
@@ -436,7 +561,9 @@ struct ReduceLROnPlateauOptions {
 class EMBER_API ReduceLROnPlateau : public LRScheduler {
  public:
   ReduceLROnPlateau(Optimizer& optimizer, const ReduceLROnPlateauOptions& options = {});
-  void step(double metric);
+  void step() override;  // throws: the metric is needed
+  void step(double metric) override;
+  bool uses_metric() const override { return true; }
   double best() const { return best_; }
   int64_t num_bad_epochs() const { return num_bad_epochs_; }
   int64_t cooldown_counter() const { return cooldown_counter_; }
@@ -444,6 +571,8 @@ class EMBER_API ReduceLROnPlateau : public LRScheduler {
  protected:
   void save_extra(SchedulerState& s) const override;
   void load_extra(const SchedulerState& s) override;
+  // Back to the state of a new ReduceLROnPlateau: no best metric yet, no bad epochs, no cooldown.
+  void begin() override;
 
  private:
   bool is_better(double a, double best) const;

@@ -70,7 +70,8 @@ void expect_identical(TrainingRun& a, TrainingRun& b) {
     for (const auto& [name, t] : a.opt->state(i))
       EXPECT_EQ(t.to_vector<float>(), b.opt->state(i).at(name).to_vector<float>()) << "state " << i << "." << name;
   }
-  EXPECT_EQ(a.opt->options(0), b.opt->options(0));  // lr and beta1 as OneCycleLR left them
+  EXPECT_EQ(a.opt->options<optim::AdamOptions>(0), b.opt->options<optim::AdamOptions>(0));  // lr and beta1 as OneCycleLR left them
+  EXPECT_EQ(a.opt->scheduler_values(0), b.opt->scheduler_values(0));
   EXPECT_EQ(a.sched->last_epoch(), b.sched->last_epoch());
   EXPECT_EQ(a.sched->get_last_lr(), b.sched->get_last_lr());
   EXPECT_EQ(a.counters.step, b.counters.step);

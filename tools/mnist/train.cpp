@@ -62,7 +62,7 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const Config& cfg, const std::v
 }
 
 // Epoch schedulers step once per epoch; OneCycle steps once per batch.
-std::unique_ptr<optim::EpochLRScheduler> make_scheduler(const Config& cfg, optim::Optimizer& opt, int64_t steps_per_epoch) {
+std::unique_ptr<optim::LRScheduler> make_scheduler(const Config& cfg, optim::Optimizer& opt, int64_t steps_per_epoch) {
   if (cfg.scheduler == "none") return nullptr;
   if (cfg.scheduler == "step") return std::make_unique<optim::StepLR>(opt, std::max<int64_t>(1, cfg.epochs / 3), 0.1);
   if (cfg.scheduler == "cosine") return std::make_unique<optim::CosineAnnealingLR>(opt, cfg.epochs);
@@ -233,7 +233,7 @@ struct Session {
   int64_t in_features = 0;
   std::shared_ptr<nn::Sequential> model;
   std::unique_ptr<optim::Optimizer> opt;
-  std::unique_ptr<optim::EpochLRScheduler> sched;
+  std::unique_ptr<optim::LRScheduler> sched;
   bool per_batch_sched = false;
   std::unique_ptr<data::DataLoader> train_loader, test_loader;
   int64_t steps_per_epoch = 0;
