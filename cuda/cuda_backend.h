@@ -39,6 +39,17 @@ class CudaBackend final : public Backend {
   void random_permutation(const Tensor& out, uint64_t seed, uint64_t counter) override;
   void gather_batch(const Tensor& x, const Tensor& y, const Tensor& images, const Tensor& labels, const Tensor& order,
                     const BatchParams& p) override;
+  // ---- pooling and normalisation (begin poolnorm block) ----
+  void pool2d_forward(const Tensor& out, const Tensor& indices, const Tensor& in, const PoolParams& p) override;
+  void pool2d_backward(const Tensor& grad_in, const Tensor& grad_out, const Tensor& indices,
+                       const PoolParams& p) override;
+  void norm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd, const Tensor& x, const Tensor& weight,
+                    const Tensor& bias, const Tensor& running_mean, const Tensor& running_var,
+                    const NormParams& p) override;
+  void norm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_bias, const Tensor& grad_out,
+                     const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& weight,
+                     const NormParams& p) override;
+  // ---- end poolnorm block ----
 
  private:
   // The GEMM's epilogues done as separate kernels, for the cases cuBLASLt cannot fuse (blas.cpp).

@@ -223,6 +223,39 @@ struct BatchParams {
   double max_shift = 0.0;
 };
 
+// ---- pooling and normalisation (begin poolnorm block; arithmetic in pool_norm_math.h) ----
+
+enum class PoolKind : int8_t { Max, Avg };
+
+// One 2-D pooling over [N, C, H, W] planes. Regular windows (kernel, stride, padding, dilation;
+// math::pool_taps) or, when `adaptive`, PyTorch's adaptive windows for the output's size
+// (math::adaptive_taps). Avg ignores dilation (always 1).
+struct PoolParams {
+  PoolKind kind = PoolKind::Max;
+  bool adaptive = false;
+  int64_t kernel[2] = {1, 1};
+  int64_t stride[2] = {1, 1};
+  int64_t padding[2] = {0, 0};
+  int64_t dilation[2] = {1, 1};
+  bool count_include_pad = true;  // Avg, regular: divide by the window clipped to the padded input
+  int64_t divisor_override = 0;   // Avg, regular: > 0 divides every window by it
+};
+
+// One normalisation of contiguous x viewed as [n, c, s] (sample, channel, spatial), with the
+// statistics (mean and rstd = 1 / sqrt(biased variance + eps)) per (sample, group of c / groups
+// channels) over the group's channels and s (group norm; layer norm is c = the normalised size,
+// s = 1, groups = 1), or, when per_channel, per channel over n and s (batch norm). weight and
+// bias [c] scale and shift each channel.
+struct NormParams {
+  int64_t n = 1, c = 1, s = 1;
+  int64_t groups = 1;
+  bool per_channel = false;
+  double eps = 1e-5;
+  double momentum = 0.1;  // per_channel with running statistics
+};
+
+// ---- end poolnorm block ----
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -311,6 +344,29 @@ class Backend {
   // checked them), x F32 contiguous with B * D elements, y I64 [B] contiguous or undefined.
   virtual void gather_batch(const Tensor& x, const Tensor& y, const Tensor& images, const Tensor& labels,
                             const Tensor& order, const BatchParams& p) = 0;
+
+  // ---- pooling and normalisation (begin poolnorm block) ----
+  // in [N, C, H, W] and out [N, C, OH, OW], contiguous. Max also writes `indices` (I64, out's
+  // shape): the h * W + w of each window's maximum in its plane (a NaN wins; the first of equal
+  // maxima). Every window has at least one tap (the op layer checks the sizes).
+  virtual void pool2d_forward(const Tensor& out, const Tensor& indices, const Tensor& in, const PoolParams& p) = 0;
+  // grad_in [N, C, H, W] (overwritten) from grad_out [N, C, OH, OW]: Max adds each gradient at its
+  // index, Avg spreads it over its window divided as the forward divided.
+  virtual void pool2d_backward(const Tensor& grad_in, const Tensor& grad_out, const Tensor& indices,
+                               const PoolParams& p) = 0;
+  // out = (x - mean) * rstd * weight + bias (see NormParams); writes mean and rstd ([n * groups], or
+  // [c] when per_channel). weight / bias [c] or undefined (1 and 0). When per_channel and
+  // running_mean / running_var ([c]) are defined, also updates them in place:
+  // r = (1 - momentum) r + momentum * stat, the variance unbiased (n * s values, n * s > 1).
+  virtual void norm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd, const Tensor& x,
+                            const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                            const Tensor& running_var, const NormParams& p) = 0;
+  // grad_x from grad_out, x and the forward's mean and rstd (math::norm_grad_input); grad_weight
+  // and grad_bias [c] (each may be undefined: not wanted) = sums of grad_out * xhat and grad_out.
+  virtual void norm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_bias,
+                             const Tensor& grad_out, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                             const Tensor& weight, const NormParams& p) = 0;
+  // ---- end poolnorm block ----
 };
 
 // The backend that runs ops for tensors on `device`: the built-in one for its type unless

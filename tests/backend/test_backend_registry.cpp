@@ -87,6 +87,25 @@ class CountingBackend final : public Backend {
                     const BatchParams& p) override {
     ++calls["gather_batch"], inner_.gather_batch(x, y, images, labels, order, p);
   }
+  // ---- pooling and normalisation (begin poolnorm block) ----
+  void pool2d_forward(const Tensor& out, const Tensor& indices, const Tensor& in, const PoolParams& p) override {
+    ++calls["pool2d_forward"], inner_.pool2d_forward(out, indices, in, p);
+  }
+  void pool2d_backward(const Tensor& grad_in, const Tensor& grad_out, const Tensor& indices,
+                       const PoolParams& p) override {
+    ++calls["pool2d_backward"], inner_.pool2d_backward(grad_in, grad_out, indices, p);
+  }
+  void norm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd, const Tensor& x, const Tensor& weight,
+                    const Tensor& bias, const Tensor& running_mean, const Tensor& running_var,
+                    const NormParams& p) override {
+    ++calls["norm_forward"], inner_.norm_forward(out, mean, rstd, x, weight, bias, running_mean, running_var, p);
+  }
+  void norm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_bias, const Tensor& grad_out,
+                     const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& weight,
+                     const NormParams& p) override {
+    ++calls["norm_backward"], inner_.norm_backward(grad_x, grad_weight, grad_bias, grad_out, x, mean, rstd, weight, p);
+  }
+  // ---- end poolnorm block ----
 
  private:
   Backend& inner_;
