@@ -41,9 +41,10 @@ EMBER_HOST_DEVICE int64_t avg_window_with_pad(int64_t o, int64_t in, int64_t ker
 
 // max pool's comparison: a larger value or a NaN takes the window (PyTorch's rule, so a NaN
 // propagates and the first of equal maxima keeps its index).
+// (A non-short-circuit `|`, so that the CPU loop compiles to selects, not branches.)
 template <class T>
 EMBER_HOST_DEVICE bool max_pool_takes(T v, T best) {
-  return v > best || v != v;
+  return (v > best) | (v != v);
 }
 
 // ---- normalisation: y = (x - mean) * rstd * weight + bias ----
