@@ -49,10 +49,12 @@ EMBER_HOST_DEVICE bool max_pool_takes(T v, T best) {
 
 // ---- normalisation: y = (x - mean) * rstd * weight + bias ----
 
-template <class T>
-EMBER_HOST_DEVICE T rstd_of(T biased_var, double eps) {
-  return T(1) / ::sqrt(biased_var + static_cast<T>(eps));
+// 1 / sqrt(biased variance + eps), in the variance's precision on both compilers (an unqualified
+// sqrt of a float would be the C library's double one on the host).
+EMBER_HOST_DEVICE float rstd_of(float biased_var, double eps) {
+  return 1.0f / ::sqrtf(biased_var + static_cast<float>(eps));
 }
+EMBER_HOST_DEVICE double rstd_of(double biased_var, double eps) { return 1.0 / ::sqrt(biased_var + eps); }
 
 // Running statistic update (PyTorch's batch norm): (1 - momentum) * r + momentum * stat.
 template <class T>

@@ -1,6 +1,8 @@
 // CPU backend: the normalisation primitive (batch, layer, group norm) forward and backward, one
 // statistics group (or, per_channel, one channel) per task across set_num_threads() cores. Sums
 // accumulate in double; the formula is pool_norm_math.h's, shared with cuda/kernels/norm.cu.
+#include <utility>
+
 #include "cpp/backend/cpu/cpu_backend.h"
 #include "cpp/backend/cpu/cpu_parallel.h"
 #include "cpp/backend/pool_norm_math.h"
@@ -11,6 +13,34 @@ namespace {
 template <class T>
 const T* maybe(const Tensor& t) {
   return t.defined() ? cpu::ptr<T>(t) : nullptr;
+}
+
+// Sums over [0, n) in double with eight independent accumulators: one accumulator makes every add
+// wait for the previous one (a strict FP order the compiler may not change), eight let the adds
+// pipeline and vectorise. The order is fixed by n alone, so results do not depend on threads.
+constexpr int kLanes = 8;
+
+template <class F>
+double sum_of(int64_t n, F f) {
+  double a[kLanes] = {};
+  int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes)
+    for (int u = 0; u < kLanes; ++u) a[u] += f(k + u);
+  double tail = 0;
+  for (; k < n; ++k) tail += f(k);
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])) + tail;
+}
+
+template <class F, class G>
+std::pair<double, double> sums_of(int64_t n, F f, G g) {
+  double a[kLanes] = {}, b[kLanes] = {};
+  int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes)
+    for (int u = 0; u < kLanes; ++u) a[u] += f(k + u), b[u] += g(k + u);
+  double ta = 0, tb = 0;
+  for (; k < n; ++k) ta += f(k), tb += g(k);
+  return {((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])) + ta,
+          ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7])) + tb};
 }
 
 }  // namespace
@@ -31,11 +61,11 @@ void CpuBackend::norm_forward(const Tensor& out, const Tensor& mean, const Tenso
       cpu::parallel_for(p.n * p.groups, total, [&](int64_t b, int64_t e) {
         for (int64_t grp = b; grp < e; ++grp) {
           const T* xg = xd + grp * m;
-          double sum = 0;
-          for (int64_t k = 0; k < m; ++k) sum += xg[k];
-          const double avg = sum / static_cast<double>(m);
-          double sq = 0;
-          for (int64_t k = 0; k < m; ++k) sq += (xg[k] - avg) * (xg[k] - avg);
+          const double avg = sum_of(m, [&](int64_t k) { return static_cast<double>(xg[k]); }) / static_cast<double>(m);
+          const double sq = sum_of(m, [&](int64_t k) {
+            const double d = xg[k] - avg;
+            return d * d;
+          });
           const T mt = static_cast<T>(avg), r = math::rstd_of(static_cast<T>(sq / static_cast<double>(m)), p.eps);
           mu[grp] = mt;
           rs[grp] = r;
@@ -58,13 +88,16 @@ void CpuBackend::norm_forward(const Tensor& out, const Tensor& mean, const Tenso
         double sum = 0;
         for (int64_t i = 0; i < p.n; ++i) {
           const T* xc = xd + (i * p.c + ch) * p.s;
-          for (int64_t k = 0; k < p.s; ++k) sum += xc[k];
+          sum += sum_of(p.s, [&](int64_t k) { return static_cast<double>(xc[k]); });
         }
         const double avg = sum / static_cast<double>(m);
         double sq = 0;
         for (int64_t i = 0; i < p.n; ++i) {
           const T* xc = xd + (i * p.c + ch) * p.s;
-          for (int64_t k = 0; k < p.s; ++k) sq += (xc[k] - avg) * (xc[k] - avg);
+          sq += sum_of(p.s, [&](int64_t k) {
+            const double d = xc[k] - avg;
+            return d * d;
+          });
         }
         const T var = static_cast<T>(sq / static_cast<double>(m));
         const T mt = static_cast<T>(avg), r = math::rstd_of(var, p.eps);
@@ -103,11 +136,12 @@ void CpuBackend::norm_backward(const Tensor& grad_x, const Tensor& grad_weight, 
           const T mt = mu[ch], r = rs[ch], wc = w ? w[ch] : T(1);
           double sg = 0, sgx = 0;  // sum g, sum g * (x - mean)
           for (int64_t i = 0; i < p.n; ++i) {
-            const int64_t at = (i * p.c + ch) * p.s;
-            for (int64_t k = 0; k < p.s; ++k) {
-              sg += g[at + k];
-              sgx += g[at + k] * (xd[at + k] - mt);
-            }
+            const T* gc = g + (i * p.c + ch) * p.s;
+            const T* xc = xd + (i * p.c + ch) * p.s;
+            const auto [a, b] = sums_of(
+                p.s, [&](int64_t k) { return static_cast<double>(gc[k]); },
+                [&](int64_t k) { return static_cast<double>(gc[k]) * (xc[k] - mt); });
+            sg += a, sgx += b;
           }
           if (gw) gw[ch] = static_cast<T>(sgx * r);
           if (gb) gb[ch] = static_cast<T>(sg);
@@ -131,12 +165,13 @@ void CpuBackend::norm_backward(const Tensor& grad_x, const Tensor& grad_weight, 
           const int64_t ch0 = (grp % p.groups) * cg, base = grp * m;
           double sgh = 0, sghx = 0;  // sum gh, sum gh * (x - mean)
           for (int64_t ch = 0; ch < cg; ++ch) {
-            const T wc = w ? w[ch0 + ch] : T(1);
-            for (int64_t k = 0; k < p.s; ++k) {
-              const int64_t at = base + ch * p.s + k;
-              sgh += g[at] * wc;
-              sghx += g[at] * wc * (xd[at] - mt);
-            }
+            const double wc = w ? w[ch0 + ch] : T(1);
+            const T* gc = g + base + ch * p.s;
+            const T* xc = xd + base + ch * p.s;
+            const auto [a, b] = sums_of(
+                p.s, [&](int64_t k) { return static_cast<double>(gc[k]); },
+                [&](int64_t k) { return static_cast<double>(gc[k]) * (xc[k] - mt); });
+            sgh += a * wc, sghx += b * wc;
           }
           const T mean_gh = static_cast<T>(sgh / static_cast<double>(m));
           const T mean_gh_xh = static_cast<T>(sghx * r / static_cast<double>(m));
@@ -157,10 +192,10 @@ void CpuBackend::norm_backward(const Tensor& grad_x, const Tensor& grad_weight, 
         for (int64_t i = 0; i < p.n; ++i) {
           const int64_t grp = i * p.groups + ch / cg, at = (i * p.c + ch) * p.s;
           const T mt = mu[grp], r = rs[grp];
-          for (int64_t k = 0; k < p.s; ++k) {
-            sg += g[at + k];
-            sgxh += g[at + k] * ((xd[at + k] - mt) * r);
-          }
+          const auto [a, b] = sums_of(
+              p.s, [&](int64_t k) { return static_cast<double>(g[at + k]); },
+              [&](int64_t k) { return static_cast<double>(g[at + k]) * ((xd[at + k] - mt) * r); });
+          sg += a, sgxh += b;
         }
         if (gw) gw[ch] = static_cast<T>(sgxh);
         if (gb) gb[ch] = static_cast<T>(sg);
