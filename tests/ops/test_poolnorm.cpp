@@ -369,3 +369,73 @@ TEST(PoolNormErrors, ResamplingNamesShapesAndWhatToChange) {
 }
 
 }  // namespace
+
+namespace {
+
+// ---- the fused primitives equal the composites of ember ops they replace ----
+
+struct Grads {
+  Tensor out;
+  std::vector<Tensor> grads;
+};
+
+Grads run_with_grads(const std::vector<Tensor>& inputs, const std::function<Tensor(const std::vector<Tensor>&)>& f) {
+  std::vector<Tensor> xs;
+  for (const Tensor& t : inputs) xs.push_back(t.detach().clone().requires_grad_());
+  Tensor out = f(xs);
+  sum(mul(out, uniform(out.shape(), 0.5, 1.5, DType::F64, 99))).backward();
+  Grads r{out.detach(), {}};
+  for (const Tensor& x : xs) r.grads.push_back(x.grad());
+  return r;
+}
+
+void expect_same(const Grads& a, const Grads& b, const char* what) {
+  EXPECT_TRUE(all_close(a.out, b.out, {1e-10, 1e-10})) << what << " forward";
+  for (size_t i = 0; i < a.grads.size(); ++i)
+    EXPECT_TRUE(all_close(a.grads[i], b.grads[i], {1e-9, 1e-9})) << what << " gradient " << i;
+}
+
+TEST(PoolNormFused, MatchesTheCompositeOfEmberOps) {
+  const std::vector<Tensor> bn_in{uniform({4, 3, 5, 2}, -2, 2, DType::F64, 1), uniform({3}, 0.5, 1.5, DType::F64, 2),
+                                  uniform({3}, -1, 1, DType::F64, 3)};
+  expect_same(run_with_grads(bn_in, [](auto& x) { return batch_norm(x[0], Tensor(), Tensor(), x[1], x[2], true); }),
+              run_with_grads(bn_in,
+                             [](auto& x) {
+                               Tensor mu = mean(x[0], {0, 2, 3}, true), v = var(x[0], {0, 2, 3}, 0, true);
+                               Tensor xh = mul(sub(x[0], mu), rsqrt(add(v, 1e-5)));
+                               return add(mul(xh, x[1].reshape({1, 3, 1, 1})), x[2].reshape({1, 3, 1, 1}));
+                             }),
+              "batch_norm");
+  const std::vector<Tensor> gn_in{uniform({2, 6, 4}, -2, 2, DType::F64, 4), uniform({6}, 0.5, 1.5, DType::F64, 5),
+                                  uniform({6}, -1, 1, DType::F64, 6)};
+  expect_same(run_with_grads(gn_in, [](auto& x) { return group_norm(x[0], 3, x[1], x[2]); }),
+              run_with_grads(gn_in,
+                             [](auto& x) {
+                               Tensor g = x[0].reshape({2, 3, 8});
+                               Tensor xh = mul(sub(g, mean(g, {2}, true)), rsqrt(add(var(g, {2}, 0, true), 1e-5)));
+                               return add(mul(xh.reshape({2, 6, 4}), x[1].reshape({1, 6, 1})), x[2].reshape({1, 6, 1}));
+                             }),
+              "group_norm");
+  const std::vector<Tensor> ln_in{uniform({3, 2, 5}, -2, 2, DType::F64, 7), uniform({2, 5}, 0.5, 1.5, DType::F64, 8)};
+  expect_same(run_with_grads(ln_in, [](auto& x) { return layer_norm(x[0], {2, 5}, x[1]); }),
+              run_with_grads(ln_in,
+                             [](auto& x) {
+                               Tensor xh = mul(sub(x[0], mean(x[0], {1, 2}, true)),
+                                               rsqrt(add(var(x[0], {1, 2}, 0, true), 1e-5)));
+                               return mul(xh, x[1]);
+                             }),
+              "layer_norm");
+  // A 2x2 max pool is the max over the two window dims of a reshaped view (no ties in random data).
+  const std::vector<Tensor> mp_in{uniform({2, 3, 6, 4}, -1, 1, DType::F64, 9)};
+  expect_same(run_with_grads(mp_in, [](auto& x) { return max_pool2d(x[0], {.kernel_size = {2, 2}}); }),
+              run_with_grads(mp_in,
+                             [](auto& x) {
+                               return max(max(x[0].reshape({2, 3, 3, 2, 2, 2}), 5).first, 3).first;
+                             }),
+              "max_pool2d");
+  const std::vector<Tensor> ap_in{uniform({2, 3, 6, 4}, -1, 1, DType::F64, 10)};
+  expect_same(run_with_grads(ap_in, [](auto& x) { return adaptive_avg_pool2d(x[0], {1, 1}); }),
+              run_with_grads(ap_in, [](auto& x) { return mean(x[0], {2, 3}, true); }), "adaptive_avg_pool2d");
+}
+
+}  // namespace
