@@ -268,9 +268,12 @@ TEST(PoolNormThreads, TwoThreadsMatchOneBitForBit) {
     Tensor rm = zeros({16}), rv = ones({16});
     Tensor y = add(max_pool2d(batch_norm(x, rm, rv, w, Tensor(), true), {.kernel_size = {2, 2}}),
                    avg_pool2d(group_norm(x, 4, w), {.kernel_size = {2, 2}}));
-    sum(mul(y, y)).backward();
-    return std::vector<std::vector<float>>{y.to_vector<float>(), x.grad().to_vector<float>(),
-                                           w.grad().to_vector<float>(), rv.to_vector<float>()};
+    Tensor lw = uniform({400}, 0.5, 1.5, DType::F32, 79).requires_grad_();
+    Tensor z = layer_norm(x.reshape({128, 400}), {400}, lw);
+    add(sum(mul(y, y)), sum(mul(z, mul(z, z)))).backward();
+    return std::vector<std::vector<float>>{y.to_vector<float>(), z.to_vector<float>(), x.grad().to_vector<float>(),
+                                           w.grad().to_vector<float>(), lw.grad().to_vector<float>(),
+                                           rv.to_vector<float>()};
   };
   set_num_threads(1);
   auto one = run();

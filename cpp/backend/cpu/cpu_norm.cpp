@@ -2,6 +2,7 @@
 // statistics group (or, per_channel, one channel) per task across set_num_threads() cores. Sums
 // accumulate in double; the formula is pool_norm_math.h's, shared with cuda/kernels/norm.cu.
 #include <utility>
+#include <vector>
 
 #include "cpp/backend/cpu/cpu_backend.h"
 #include "cpp/backend/cpu/cpu_parallel.h"
@@ -186,6 +187,27 @@ void CpuBackend::norm_backward(const Tensor& grad_x, const Tensor& grad_weight, 
       });
     }
     if (!gw && !gb) return;
+    if (p.s == 1) {
+      // Layer norm's layout: each row holds every channel once, so a task takes a range of channels
+      // and walks the rows, reading each row's slice contiguously.
+      cpu::parallel_for(p.c, total, [&](int64_t b, int64_t e) {
+        std::vector<double> sg(static_cast<size_t>(e - b), 0.0), sgxh(static_cast<size_t>(e - b), 0.0);
+        for (int64_t i = 0; i < p.n; ++i) {
+          const T* gr = g + i * p.c;
+          const T* xr = xd + i * p.c;
+          for (int64_t ch = b; ch < e; ++ch) {
+            const int64_t grp = i * p.groups + ch / cg;
+            sg[ch - b] += gr[ch];
+            sgxh[ch - b] += static_cast<double>(gr[ch]) * ((xr[ch] - mu[grp]) * rs[grp]);
+          }
+        }
+        for (int64_t ch = b; ch < e; ++ch) {
+          if (gw) gw[ch] = static_cast<T>(sgxh[ch - b]);
+          if (gb) gb[ch] = static_cast<T>(sg[ch - b]);
+        }
+      });
+      return;
+    }
     cpu::parallel_for(p.c, total, [&](int64_t b, int64_t e) {
       for (int64_t ch = b; ch < e; ++ch) {
         double sg = 0, sgxh = 0;
