@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "cpp/backend/backend.h"
 #include "cpp/backend/host_device.h"
 
 namespace ember::math {
@@ -37,6 +38,23 @@ EMBER_HOST_DEVICE int64_t avg_window_with_pad(int64_t o, int64_t in, int64_t ker
   const int64_t start = o * stride - pad;
   const int64_t end = start + kernel < in + pad ? start + kernel : in + pad;
   return end - start;
+}
+
+// The taps of output position o along `axis` (0 rows, 1 columns) of a pool with params p.
+EMBER_HOST_DEVICE PoolTaps pool_axis_taps(const PoolParams& p, int axis, int64_t o, int64_t in, int64_t out) {
+  if (p.adaptive) return adaptive_taps(o, in, out);
+  return pool_taps(o, in, p.kernel[axis], p.stride[axis], p.padding[axis],
+                   p.kind == PoolKind::Max ? p.dilation[axis] : 1);
+}
+
+// Avg's divisor of output (i, j) of an h x w plane, whose clipped windows are th and tw.
+EMBER_HOST_DEVICE int64_t avg_pool_divisor(const PoolParams& p, int64_t h, int64_t w, int64_t i, int64_t j,
+                                           PoolTaps th, PoolTaps tw) {
+  if (!p.adaptive && p.divisor_override > 0) return p.divisor_override;
+  if (!p.adaptive && p.count_include_pad)
+    return avg_window_with_pad(i, h, p.kernel[0], p.stride[0], p.padding[0]) *
+           avg_window_with_pad(j, w, p.kernel[1], p.stride[1], p.padding[1]);
+  return tap_count(th) * tap_count(tw);
 }
 
 // max pool's comparison: a larger value or a NaN takes the window (PyTorch's rule, so a NaN

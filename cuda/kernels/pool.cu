@@ -16,29 +16,13 @@ struct PlaneDims {
   int64_t h, w, oh, ow;
 };
 
-__device__ __forceinline__ math::PoolTaps taps(const PoolParams& p, int axis, int64_t o, int64_t in, int64_t out) {
-  if (p.adaptive) return math::adaptive_taps(o, in, out);
-  return math::pool_taps(o, in, p.kernel[axis], p.stride[axis], p.padding[axis],
-                         p.kind == PoolKind::Max ? p.dilation[axis] : 1);
-}
-
-__device__ __forceinline__ int64_t avg_divisor(const PoolParams& p, const PlaneDims& d, int64_t i, int64_t j,
-                                               math::PoolTaps th, math::PoolTaps tw) {
-  if (p.adaptive) return math::tap_count(th) * math::tap_count(tw);
-  if (p.divisor_override > 0) return p.divisor_override;
-  if (p.count_include_pad)
-    return math::avg_window_with_pad(i, d.h, p.kernel[0], p.stride[0], p.padding[0]) *
-           math::avg_window_with_pad(j, d.w, p.kernel[1], p.stride[1], p.padding[1]);
-  return math::tap_count(th) * math::tap_count(tw);
-}
-
 template <class T>
 __global__ void pool2d_forward_kernel(const T* in, T* out, int64_t* indices, PoolParams p, PlaneDims d,
                                       int64_t total) {
   for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < total; o += int64_t(gridDim.x) * blockDim.x) {
     const int64_t j = o % d.ow, i = (o / d.ow) % d.oh, plane = o / (d.ow * d.oh);
     const T* x = in + plane * d.h * d.w;
-    const math::PoolTaps th = taps(p, 0, i, d.h, d.oh), tw = taps(p, 1, j, d.w, d.ow);
+    const math::PoolTaps th = math::pool_axis_taps(p, 0, i, d.h, d.oh), tw = math::pool_axis_taps(p, 1, j, d.w, d.ow);
     if (p.kind == PoolKind::Max) {
       T best = -INFINITY;
       int64_t at = th.start * d.w + tw.start;
@@ -53,7 +37,7 @@ __global__ void pool2d_forward_kernel(const T* in, T* out, int64_t* indices, Poo
       T s = 0;
       for (int64_t h = th.start; h < th.end; ++h)
         for (int64_t w = tw.start; w < tw.end; ++w) s += x[h * d.w + w];
-      out[o] = s / static_cast<T>(avg_divisor(p, d, i, j, th, tw));
+      out[o] = s / static_cast<T>(math::avg_pool_divisor(p, d.h, d.w, i, j, th, tw));
     }
   }
 }
@@ -69,8 +53,8 @@ __global__ void pool2d_backward_kernel(T* grad_in, const T* grad_out, const int6
       continue;
     }
     const int64_t j = o % d.ow, i = (o / d.ow) % d.oh;
-    const math::PoolTaps th = taps(p, 0, i, d.h, d.oh), tw = taps(p, 1, j, d.w, d.ow);
-    const T share = grad_out[o] / static_cast<T>(avg_divisor(p, d, i, j, th, tw));
+    const math::PoolTaps th = math::pool_axis_taps(p, 0, i, d.h, d.oh), tw = math::pool_axis_taps(p, 1, j, d.w, d.ow);
+    const T share = grad_out[o] / static_cast<T>(math::avg_pool_divisor(p, d.h, d.w, i, j, th, tw));
     for (int64_t h = th.start; h < th.end; ++h)
       for (int64_t w = tw.start; w < tw.end; ++w) atomicAdd(gx + h * d.w + w, share);
   }

@@ -22,23 +22,6 @@ Plane plane_of(const Tensor& in, const Tensor& out) {
   return {in.size(0) * in.size(1), in.size(2), in.size(3), out.size(2), out.size(3)};
 }
 
-math::PoolTaps taps(const PoolParams& p, int axis, int64_t o, int64_t in, int64_t out) {
-  if (p.adaptive) return math::adaptive_taps(o, in, out);
-  return math::pool_taps(o, in, p.kernel[axis], p.stride[axis], p.padding[axis],
-                         p.kind == PoolKind::Max ? p.dilation[axis] : 1);
-}
-
-// Avg's divisor of output (i, j), whose clipped windows are th and tw.
-int64_t avg_divisor(const PoolParams& p, const Plane& g, int64_t i, int64_t j, math::PoolTaps th,
-                    math::PoolTaps tw) {
-  if (p.adaptive) return math::tap_count(th) * math::tap_count(tw);
-  if (p.divisor_override > 0) return p.divisor_override;
-  if (p.count_include_pad)
-    return math::avg_window_with_pad(i, g.h, p.kernel[0], p.stride[0], p.padding[0]) *
-           math::avg_window_with_pad(j, g.w, p.kernel[1], p.stride[1], p.padding[1]);
-  return math::tap_count(th) * math::tap_count(tw);
-}
-
 // best, at = v, i when max pool takes v (math::max_pool_takes), as bit masks rather than a
 // branch: on real activations the comparison is a coin flip, and a mispredicted branch per tap
 // costs several times the tap (GCC turns a ?: here back into a branch).
@@ -68,7 +51,7 @@ void CpuBackend::pool2d_forward(const Tensor& out, const Tensor& indices, const 
         T* yp = y + pl * g.oh * g.ow;
         int64_t* ip = idx ? idx + pl * g.oh * g.ow : nullptr;
         for (int64_t i = 0; i < g.oh; ++i) {
-          const math::PoolTaps th = taps(p, 0, i, g.h, g.oh);
+          const math::PoolTaps th = math::pool_axis_taps(p, 0, i, g.h, g.oh);
           // Max over regular windows: the columns whose taps all lie inside the row go tap by tap
           // across the whole row (selects over contiguous outputs, which the compiler turns into
           // vector blends); the same taps in the same order as the per-output loop, so ties and
@@ -94,7 +77,7 @@ void CpuBackend::pool2d_forward(const Tensor& out, const Tensor& indices, const 
           for (int64_t j = 0; j < g.ow; ++j) {
             if (j == j0) j = j1;
             if (j >= g.ow) break;
-            const math::PoolTaps tw = taps(p, 1, j, g.w, g.ow);
+            const math::PoolTaps tw = math::pool_axis_taps(p, 1, j, g.w, g.ow);
             if (p.kind == PoolKind::Max) {
               T best = -std::numeric_limits<T>::infinity();
               int64_t at = th.start * g.w + tw.start;
@@ -109,7 +92,7 @@ void CpuBackend::pool2d_forward(const Tensor& out, const Tensor& indices, const 
               T s = 0;
               for (int64_t h = th.start; h < th.end; ++h)
                 for (int64_t w = tw.start; w < tw.end; ++w) s += xp[h * g.w + w];
-              yp[i * g.ow + j] = s / static_cast<T>(avg_divisor(p, g, i, j, th, tw));
+              yp[i * g.ow + j] = s / static_cast<T>(math::avg_pool_divisor(p, g.h, g.w, i, j, th, tw));
             }
           }
         }
@@ -137,10 +120,10 @@ void CpuBackend::pool2d_backward(const Tensor& grad_in, const Tensor& grad_out, 
           continue;
         }
         for (int64_t i = 0; i < g.oh; ++i) {
-          const math::PoolTaps th = taps(p, 0, i, g.h, g.oh);
+          const math::PoolTaps th = math::pool_axis_taps(p, 0, i, g.h, g.oh);
           for (int64_t j = 0; j < g.ow; ++j) {
-            const math::PoolTaps tw = taps(p, 1, j, g.w, g.ow);
-            const T share = gyp[i * g.ow + j] / static_cast<T>(avg_divisor(p, g, i, j, th, tw));
+            const math::PoolTaps tw = math::pool_axis_taps(p, 1, j, g.w, g.ow);
+            const T share = gyp[i * g.ow + j] / static_cast<T>(math::avg_pool_divisor(p, g.h, g.w, i, j, th, tw));
             for (int64_t h = th.start; h < th.end; ++h)
               for (int64_t w = tw.start; w < tw.end; ++w) gxp[h * g.w + w] += share;
           }
