@@ -234,4 +234,31 @@ void CudaBackend::index_add(const Tensor& out, const Tensor& src, const Tensor& 
 void device_range_push(const char* name) { cuda::nvtx_push(name); }
 void device_range_pop() { cuda::nvtx_pop(); }
 
+// ---- pooling and normalisation (begin poolnorm block) ----
+void CudaBackend::pool2d_forward(const Tensor& out, const Tensor& indices, const Tensor& in, const PoolParams& p) {
+  OnDevice on(out, "pool2d_forward");
+  cuda::kernels::pool2d_forward(out, indices, in, p, on.stream);
+}
+
+void CudaBackend::pool2d_backward(const Tensor& grad_in, const Tensor& grad_out, const Tensor& indices,
+                                  const PoolParams& p) {
+  OnDevice on(grad_in, "pool2d_backward");
+  cuda::kernels::pool2d_backward(grad_in, grad_out, indices, p, on.stream);
+}
+
+void CudaBackend::norm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd, const Tensor& x,
+                               const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                               const Tensor& running_var, const NormParams& p) {
+  OnDevice on(out, "norm_forward");
+  cuda::kernels::norm_forward(out, mean, rstd, x, weight, bias, running_mean, running_var, p, on.stream);
+}
+
+void CudaBackend::norm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_bias,
+                                const Tensor& grad_out, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                                const Tensor& weight, const NormParams& p) {
+  OnDevice on(x, "norm_backward");
+  cuda::kernels::norm_backward(grad_x, grad_weight, grad_bias, grad_out, x, mean, rstd, weight, p, on.stream);
+}
+// ---- end poolnorm block ----
+
 }  // namespace ember

@@ -224,6 +224,39 @@ struct BatchParams {
   double max_shift = 0.0;
 };
 
+// ---- pooling and normalisation (begin poolnorm block; arithmetic in pool_norm_math.h) ----
+
+enum class PoolKind : int8_t { Max, Avg };
+
+// One 2-D pooling over [N, C, H, W] planes. Regular windows (kernel, stride, padding, dilation;
+// math::pool_taps) or, when `adaptive`, PyTorch's adaptive windows for the output's size
+// (math::adaptive_taps). Avg ignores dilation (always 1).
+struct PoolParams {
+  PoolKind kind = PoolKind::Max;
+  bool adaptive = false;
+  int64_t kernel[2] = {1, 1};
+  int64_t stride[2] = {1, 1};
+  int64_t padding[2] = {0, 0};
+  int64_t dilation[2] = {1, 1};
+  bool count_include_pad = true;  // Avg, regular: divide by the window clipped to the padded input
+  int64_t divisor_override = 0;   // Avg, regular: > 0 divides every window by it
+};
+
+// One normalisation of contiguous x viewed as [n, c, s] (sample, channel, spatial), with the
+// statistics (mean and rstd = 1 / sqrt(biased variance + eps)) per (sample, group of c / groups
+// channels) over the group's channels and s (group norm; layer norm is c = the normalised size,
+// s = 1, groups = 1), or, when per_channel, per channel over n and s (batch norm). weight and
+// bias [c] scale and shift each channel.
+struct NormParams {
+  int64_t n = 1, c = 1, s = 1;
+  int64_t groups = 1;
+  bool per_channel = false;
+  double eps = 1e-5;
+  double momentum = 0.1;  // per_channel with running statistics
+};
+
+// ---- end poolnorm block ----
+
 // A reader of one device's tensors into host memory (ember::AsyncRead): start() queues the copy
 // behind the work already queued on the device and returns at once; the host buffer is reused
 // from one start() to the next. Made by Backend::make_host_reader; not thread-safe.

@@ -39,4 +39,19 @@ void index_select(const Tensor& out, const Tensor& in, const Tensor& index, int6
 void index_add(const Tensor& out, const Tensor& src, const Tensor& index, int64_t outer, int64_t n, int64_t inner,
                cudaStream_t stream);
 
+// ---- pooling and normalisation (begin poolnorm block) ----
+// pool.cu
+void pool2d_forward(const Tensor& out, const Tensor& indices, const Tensor& in, const PoolParams& p,
+                    cudaStream_t stream);
+void pool2d_backward(const Tensor& grad_in, const Tensor& grad_out, const Tensor& indices, const PoolParams& p,
+                     cudaStream_t stream);
+// norm.cu
+void norm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd, const Tensor& x, const Tensor& weight,
+                  const Tensor& bias, const Tensor& running_mean, const Tensor& running_var, const NormParams& p,
+                  cudaStream_t stream);
+void norm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_bias, const Tensor& grad_out,
+                   const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& weight, const NormParams& p,
+                   cudaStream_t stream);
+// ---- end poolnorm block ----
+
 }  // namespace ember::cuda::kernels

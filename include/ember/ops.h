@@ -231,9 +231,13 @@ struct MaxPool2dArgs {
   Int2 dilation{1, 1};
   bool ceil_mode = false;
 };
-// x [N, C, H, W]; the padding counts as -inf.
+// x [N, C, H, W] (or [C, H, W]); the padding counts as -inf, a NaN in a window wins it. Output size
+// floor((H + 2 pad - dilation (k - 1) - 1) / stride) + 1; ceil_mode rounds up instead, except
+// that the last window must start inside the input or its left padding (PyTorch's rule). Throws
+// when the output would be empty (a kernel larger than the padded input) or padding > kernel / 2.
 EMBER_API Tensor max_pool2d(const Tensor& x, const MaxPool2dArgs& args);
-// Also the I64 index of each maximum in its [H * W] plane (PyTorch's return_indices=True).
+// Also the I64 index h * W + w of each maximum in its plane (PyTorch's return_indices=True; the
+// first of equal maxima).
 EMBER_API std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, const MaxPool2dArgs& args);
 
 struct AvgPool2dArgs {
@@ -244,8 +248,12 @@ struct AvgPool2dArgs {
   bool count_include_pad = true;
   std::optional<int64_t> divisor_override;
 };
+// Output size as max_pool2d's (dilation 1). Each window's sum is divided by divisor_override when
+// given, else (count_include_pad) by the window clipped to the padded input [-pad, H + pad), else
+// by the number of input elements it covers.
 EMBER_API Tensor avg_pool2d(const Tensor& x, const AvgPool2dArgs& args);
-// PyTorch's adaptive pools: output cell (i, j) covers rows [floor(i H / oh), ceil((i + 1) H / oh)).
+// PyTorch's adaptive pools: output cell (i, j) covers rows [floor(i H / oh), ceil((i + 1) H / oh))
+// and the columns likewise; output_size at least 1x1 (it may exceed the input's).
 EMBER_API Tensor adaptive_avg_pool2d(const Tensor& x, Int2 output_size);
 EMBER_API Tensor adaptive_max_pool2d(const Tensor& x, Int2 output_size);
 EMBER_API std::pair<Tensor, Tensor> adaptive_max_pool2d_with_indices(const Tensor& x, Int2 output_size);
@@ -289,7 +297,10 @@ struct InterpolateArgs {
   InterpolateMode mode = InterpolateMode::Nearest;
   bool align_corners = false;  // bilinear only, as PyTorch
 };
-// x [N, C, H, W] resized as PyTorch's F.interpolate (nearest: source index floor(dst * in / out)).
+// x [N, C, H, W] resized as PyTorch's F.interpolate: the output size is `size`, or floor(in *
+// scale_factor) (then 1 / scale_factor is the source scale, as PyTorch without
+// recompute_scale_factor). Nearest: source index floor(dst * scale) in float. Bilinear: source
+// (dst + 0.5) * scale - 0.5 clamped at 0, or dst * (in - 1) / (out - 1) with align_corners.
 EMBER_API Tensor interpolate(const Tensor& x, const InterpolateArgs& args);
 
 }  // namespace ember

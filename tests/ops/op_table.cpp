@@ -188,6 +188,7 @@ std::vector<OpRow> op_table() {
       {"mlp_loss", {in({6, 4}), in({5, 4}), in({5}), in({3, 5}), in({3}), labels({0, 2, 1, 1, 0, 2})},
        [](V x) { return cross_entropy(linear(relu(linear(x[0], x[1], x[2])), x[3], x[4]), x[5]); }},
   };
+  for (OpRow& row : poolnorm_op_rows()) t.push_back(std::move(row));
   return t;
 }
 

@@ -3,6 +3,7 @@
 // CUDA-vs-CPU parity suite both run every row; adding an op adds one row.
 #pragma once
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,12 @@ inline std::vector<Tensor> make_inputs(const OpRow& row, DType dt, uint64_t seed
 }
 
 std::vector<OpRow> op_table();
+
+// Rows kept in their own files (one per op family helper), appended to op_table(), with
+// references from f64 host tensors to the expected f64 tensor.
+using TensorRef = std::function<Tensor(const std::vector<Tensor>&)>;
+std::vector<OpRow> poolnorm_op_rows();  // op_table_poolnorm.cpp
+std::map<std::string, TensorRef> poolnorm_references();
 
 // gtest prints a row by its name.
 inline void PrintTo(const OpRow& row, std::ostream* os) { *os << row.name; }
