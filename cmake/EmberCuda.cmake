@@ -28,13 +28,31 @@ if(NOT EMBER_CUDA STREQUAL "OFF")
     message(STATUS "ember: CUDA backend off (not found: ${_ember_cuda_missing}); building CPU-only")
   endif()
 endif()
-message(STATUS "ember: CUDA backend ${EMBER_WITH_CUDA} (architectures: ${CMAKE_CUDA_ARCHITECTURES})")
 
-# cuDNN is not needed yet: no source calls it (the convnet work will). It is neither looked for nor
-# linked, so configuring needs no cuDNN and libember.so carries no dependency on it; the test
-# LibraryNeedsOnlyWhatItUses (tests/CMakeLists.txt) fails if the library NEEDs a library it uses
-# no symbol of. The source that first calls cuDNN adds find_library(CUDNN_LIBRARY cudnn ...) and
-# links it here.
+# cuDNN 9 (the convolutions, cuda/dnn.cpp) has no CMake target: find its header and library in the
+# CUDA toolkit (where the toolkit's installer and NVIDIA's cudnn packages put them), the system's
+# dirs, or CUDNN_ROOT. The CUDA backend needs it: AUTO builds CPU-only without it, ON fails.
+if(EMBER_WITH_CUDA)
+  set(_ember_cudnn_hints ${CUDNN_ROOT} $ENV{CUDNN_ROOT} ${CUDAToolkit_LIBRARY_ROOT} ${CUDAToolkit_TARGET_DIR})
+  find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS ${_ember_cudnn_hints} ${CUDAToolkit_INCLUDE_DIRS} PATH_SUFFIXES include)
+  find_library(CUDNN_LIBRARY cudnn HINTS ${_ember_cudnn_hints} ${CUDAToolkit_LIBRARY_DIR}
+               PATH_SUFFIXES lib64 lib lib/x64)
+  if(CUDNN_INCLUDE_DIR AND EXISTS ${CUDNN_INCLUDE_DIR}/cudnn_version.h)
+    file(STRINGS ${CUDNN_INCLUDE_DIR}/cudnn_version.h _cudnn_major REGEX "#define CUDNN_MAJOR [0-9]+")
+    string(REGEX MATCH "[0-9]+" CUDNN_VERSION_MAJOR "${_cudnn_major}")
+  endif()
+  if(NOT CUDNN_INCLUDE_DIR OR NOT CUDNN_LIBRARY OR NOT CUDNN_VERSION_MAJOR OR CUDNN_VERSION_MAJOR LESS 9)
+    set(_ember_cudnn_msg "cuDNN 9 not found (cudnn.h: ${CUDNN_INCLUDE_DIR}, libcudnn: ${CUDNN_LIBRARY}, major version: ${CUDNN_VERSION_MAJOR}); the CUDA backend's convolutions need it. Install cuDNN 9 for your CUDA toolkit, or point -DCUDNN_ROOT at it")
+    if(EMBER_CUDA STREQUAL "ON")
+      message(FATAL_ERROR "EMBER_CUDA=ON: ${_ember_cudnn_msg}, or configure with -DEMBER_CUDA=OFF.")
+    endif()
+    message(STATUS "ember: ${_ember_cudnn_msg}; building CPU-only")
+    set(EMBER_WITH_CUDA OFF)
+  else()
+    message(STATUS "ember: cuDNN ${CUDNN_VERSION_MAJOR} at ${CUDNN_LIBRARY}")
+  endif()
+endif()
+message(STATUS "ember: CUDA backend ${EMBER_WITH_CUDA} (architectures: ${CMAKE_CUDA_ARCHITECTURES})")
 
 function(ember_configure_cuda_target target)
   # C++20 for CUDA sources through CUDA_STANDARD, now that CMake knows nvcc's flag for it (see above).
@@ -43,7 +61,8 @@ function(ember_configure_cuda_target target)
     $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -Xcompiler=-fvisibility=hidden -Xcompiler=-Werror=switch
                                       -Wno-deprecated-declarations>)
   target_include_directories(${target} PRIVATE ${CUDAToolkit_INCLUDE_DIRS}/cccl)
-  target_link_libraries(${target} PRIVATE CUDA::cudart CUDA::cublas CUDA::cublasLt)
+  target_link_libraries(${target} PRIVATE CUDA::cudart CUDA::cublas CUDA::cublasLt ${CUDNN_LIBRARY})
+  target_include_directories(${target} PRIVATE ${CUDNN_INCLUDE_DIR})
   if(TARGET CUDA::nvtx3)
     target_link_libraries(${target} PRIVATE CUDA::nvtx3)
   endif()

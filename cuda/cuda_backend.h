@@ -39,6 +39,12 @@ class CudaBackend final : public Backend {
   void random_permutation(const Tensor& out, uint64_t seed, uint64_t counter) override;
   void gather_batch(const Tensor& x, const Tensor& y, const Tensor& images, const Tensor& labels, const Tensor& order,
                     const BatchParams& p) override;
+  // ---- convolution (conv primitives block): cuDNN, in cuda/dnn.cpp ----
+  void conv2d_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias,
+                      const ConvParams& p) override;
+  void conv2d_backward_data(const Tensor& dx, const Tensor& dy, const Tensor& w, const ConvParams& p) override;
+  void conv2d_backward_weight(const Tensor& dw, const Tensor& dy, const Tensor& x, const ConvParams& p) override;
+  // ---- end of the conv primitives block ----
 
  private:
   // The GEMM's epilogues done as separate kernels, for the cases cuBLASLt cannot fuse (blas.cpp).

@@ -13,6 +13,7 @@
 //     tensor argument is contiguous unless its primitive says "any strides". Every backend obeys
 //     both rules (tests/backend/test_backend_rules.cpp passes strided vectors to the CPU).
 #pragma once
+#include <array>
 #include <cstdint>
 #include <iterator>
 #include <utility>
@@ -223,6 +224,20 @@ struct BatchParams {
   double max_shift = 0.0;
 };
 
+// ---- convolution (issue 12; conv primitives block) ----
+
+// A 2-D convolution's geometry, NCHW. Padding is given per side ({top, left} and {bottom, right})
+// so PyTorch's padding="same" with an odd total (one more at the bottom/right) needs no copy.
+struct ConvParams {
+  std::array<int64_t, 2> stride{1, 1};
+  std::array<int64_t, 2> pad_begin{0, 0};  // top, left
+  std::array<int64_t, 2> pad_end{0, 0};    // bottom, right
+  std::array<int64_t, 2> dilation{1, 1};
+  int64_t groups = 1;
+};
+
+// ---- end of the conv primitives block ----
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -311,6 +326,22 @@ class Backend {
   // checked them), x F32 contiguous with B * D elements, y I64 [B] contiguous or undefined.
   virtual void gather_batch(const Tensor& x, const Tensor& y, const Tensor& images, const Tensor& labels,
                             const Tensor& order, const BatchParams& p) = 0;
+
+  // ---- convolution (conv primitives block). Every tensor contiguous NCHW, one floating dtype;
+  // x [N, C_in, H, W], w [C_out, C_in / groups, kH, kW], y / dy [N, C_out, H_out, W_out] with
+  // H_out at most (H + pad_begin + pad_end - dilation (kH - 1) - 1) / stride + 1 (the op layer
+  // checked the shapes; N may be 0). Output row oh reads input rows oh * stride - pad_begin +
+  // i * dilation; rows and windows beyond the tensors' extents count as zero padding, so an
+  // H_out below the formula (conv_transpose2d's output_padding) computes only the first H_out
+  // windows, and input rows that no window reaches get a zero data gradient. ----
+  // y = conv(x, w) (+ bias [C_out] when defined).
+  virtual void conv2d_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias,
+                              const ConvParams& p) = 0;
+  // dx = the data gradient of conv for dy (overwritten, not accumulated); also conv_transpose2d's forward.
+  virtual void conv2d_backward_data(const Tensor& dx, const Tensor& dy, const Tensor& w, const ConvParams& p) = 0;
+  // dw = the weight gradient of conv for dy and x (overwritten).
+  virtual void conv2d_backward_weight(const Tensor& dw, const Tensor& dy, const Tensor& x, const ConvParams& p) = 0;
+  // ---- end of the conv primitives block ----
 };
 
 // The backend that runs ops for tensors on `device`: the built-in one for its type unless

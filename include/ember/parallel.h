@@ -4,7 +4,9 @@
 
 namespace ember {
 
-// Sets the number of threads OpenBLAS uses for CPU GEMMs (>= 1).
+// Sets the number of threads the CPU backend uses (>= 1): OpenBLAS for GEMMs, OpenMP for oneDNN's
+// convolutions and the loops ember threads itself. OpenMP's count is per calling thread: call it
+// from the thread that runs the ops.
 EMBER_API void set_num_threads(int threads);
 EMBER_API int get_num_threads();
 

@@ -87,6 +87,18 @@ class CountingBackend final : public Backend {
                     const BatchParams& p) override {
     ++calls["gather_batch"], inner_.gather_batch(x, y, images, labels, order, p);
   }
+  // ---- convolution (conv primitives block) ----
+  void conv2d_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias,
+                      const ConvParams& p) override {
+    ++calls["conv2d_forward"], inner_.conv2d_forward(y, x, w, bias, p);
+  }
+  void conv2d_backward_data(const Tensor& dx, const Tensor& dy, const Tensor& w, const ConvParams& p) override {
+    ++calls["conv2d_backward_data"], inner_.conv2d_backward_data(dx, dy, w, p);
+  }
+  void conv2d_backward_weight(const Tensor& dw, const Tensor& dy, const Tensor& x, const ConvParams& p) override {
+    ++calls["conv2d_backward_weight"], inner_.conv2d_backward_weight(dw, dy, x, p);
+  }
+  // ---- end of the conv primitives block ----
 
  private:
   Backend& inner_;

@@ -1,5 +1,6 @@
 // The op table: every differentiable op, with broadcasting, non-contiguous inputs and options.
 #include "ops/op_table.h"
+#include "ops/op_table_conv.h"
 
 namespace ember::test {
 namespace {
@@ -188,6 +189,7 @@ std::vector<OpRow> op_table() {
       {"mlp_loss", {in({6, 4}), in({5, 4}), in({5}), in({3, 5}), in({3}), labels({0, 2, 1, 1, 0, 2})},
        [](V x) { return cross_entropy(linear(relu(linear(x[0], x[1], x[2])), x[3], x[4]), x[5]); }},
   };
+  for (OpRow& row : conv_op_rows()) t.push_back(std::move(row));  // tests/ops/op_table_conv.cpp
   return t;
 }
 

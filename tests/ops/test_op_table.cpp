@@ -5,6 +5,7 @@
 #include <map>
 
 #include "ops/op_table.h"
+#include "ops/op_table_conv.h"
 
 namespace ember::test {
 namespace {
@@ -519,6 +520,14 @@ std::map<std::string, R> references() {
          return scalar(vsum(ce_rows(logits, x[5], -100, 0)) / 6);
        }},
   };
+  // The convolution rows' references (tests/ops/op_table_conv.cpp) work on tensors.
+  for (auto& [name, f] : conv_references())
+    r[name] = [f](const std::vector<A>& x) {
+      std::vector<Tensor> ts;
+      for (const A& a : x) ts.push_back(from_vector<double>(a.v, a.s));
+      const Tensor t = f(ts);
+      return A{t.shape(), t.to_vector<double>()};
+    };
   return r;
 }
 

@@ -39,6 +39,12 @@ class CpuBackend final : public Backend {
   void random_permutation(const Tensor& out, uint64_t seed, uint64_t counter) override;
   void gather_batch(const Tensor& x, const Tensor& y, const Tensor& images, const Tensor& labels, const Tensor& order,
                     const BatchParams& p) override;
+  // ---- convolution (conv primitives block): oneDNN for f32, im2col + GEMM for f64 (cpu_conv.cpp) ----
+  void conv2d_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias,
+                      const ConvParams& p) override;
+  void conv2d_backward_data(const Tensor& dx, const Tensor& dy, const Tensor& w, const ConvParams& p) override;
+  void conv2d_backward_weight(const Tensor& dw, const Tensor& dy, const Tensor& x, const ConvParams& p) override;
+  // ---- end of the conv primitives block ----
 };
 
 namespace cpu {
