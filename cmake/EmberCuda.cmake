@@ -35,7 +35,8 @@ endif()
 if(EMBER_WITH_CUDA)
   set(_ember_cudnn_hints ${CUDNN_ROOT} $ENV{CUDNN_ROOT} ${CUDAToolkit_LIBRARY_ROOT} ${CUDAToolkit_TARGET_DIR})
   find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS ${_ember_cudnn_hints} ${CUDAToolkit_INCLUDE_DIRS} PATH_SUFFIXES include)
-  find_library(CUDNN_LIBRARY cudnn HINTS ${_ember_cudnn_hints} ${CUDAToolkit_LIBRARY_DIR}
+  # libcudnn.so.9 alone: the pip nvidia-cudnn package ships no unversioned link.
+  find_library(CUDNN_LIBRARY NAMES cudnn libcudnn.so.9 HINTS ${_ember_cudnn_hints} ${CUDAToolkit_LIBRARY_DIR}
                PATH_SUFFIXES lib64 lib lib/x64)
   if(CUDNN_INCLUDE_DIR AND EXISTS ${CUDNN_INCLUDE_DIR}/cudnn_version.h)
     file(STRINGS ${CUDNN_INCLUDE_DIR}/cudnn_version.h _cudnn_major REGEX "#define CUDNN_MAJOR [0-9]+")

@@ -76,7 +76,7 @@ TEST(ConvErrors, StrideDilationAndPadding) {
       [] { conv2d(r({1, 1, 5, 5}), r({1, 1, 3, 3}), {}, {.padding = {1, 1}, .padding_mode = ConvPadding::Same}); },
       {"padding [1, 1] given together with padding_mode Same"}));
   // A dilation whose kernel extent overflows 64 bits.
-  EXPECT_TRUE(throws_with([] { conv2d(r({1, 1, 5, 5}), r({1, 1, 3, 3}), {}, {.dilation = {INT64_MAX / 2, 1}}); },
+  EXPECT_TRUE(throws_with([] { conv2d(r({1, 1, 5, 5}), r({1, 1, 3, 3}), {}, {.dilation = {INT64_MAX / 2 + 1, 1}}); },
                           {"conv2d", "overflow"}));
 }
 
