@@ -324,7 +324,8 @@ void CudaBackend::conv2d_backward_data(const Tensor& dx, const Tensor& dy, const
   if (eh > 0 && ew > 0) copy(window(dx, 0, 0, eh, ew), window(dxc, p.pad_begin[0], p.pad_begin[1], eh, ew));
 }
 
-void CudaBackend::conv2d_backward_weight(const Tensor& dw, const Tensor& dy, const Tensor& x, const ConvParams& p) {
+void CudaBackend::conv2d_backward_weight(const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
+                                         const ConvParams& p) {
   check_conv_args(dw, "conv2d_backward_weight");
   if (dw.numel() == 0) return;
   const int dev = dw.device().index;
@@ -332,6 +333,7 @@ void CudaBackend::conv2d_backward_weight(const Tensor& dw, const Tensor& dy, con
   cuda::NvtxRange range("ember::conv2d_backward_weight");
   if (dy.numel() == 0) {
     fill(dw, 0.0);
+    if (db.defined()) fill(db, 0.0);
     return;
   }
   const Geometry g = geometry_of(x, dw, dy, p);
@@ -343,13 +345,16 @@ void CudaBackend::conv2d_backward_weight(const Tensor& dw, const Tensor& dy, con
     if (eh > 0 && ew > 0) copy(window(xin, p.pad_begin[0], p.pad_begin[1], eh, ew), window(x, 0, 0, eh, ew));
   }
   cudnnHandle_t h = cuda::dnn_handle(dev);
-  const Plan& plan = plan_for(h, Dir::Filter, g, dw.dtype(), dev, false);
+  const Plan& plan = plan_for(h, Dir::Filter, g, dw.dtype(), dev, db.defined());
   cuda::Scratch ws(plan.workspace, dev);
   const Scale s;
   const DType dt = dw.dtype();
   EMBER_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, s.one(dt), plan.x, xin.data_ptr(), plan.y, dy.data_ptr(),
                                                    plan.conv, static_cast<cudnnConvolutionBwdFilterAlgo_t>(plan.algo),
                                                    ws.as<void>(), plan.workspace, s.zero(dt), plan.w, dw.data_ptr()));
+  if (db.defined())
+    EMBER_CUDNN_CHECK(cudnnConvolutionBackwardBias(h, s.one(dt), plan.y, dy.data_ptr(), s.zero(dt), plan.bias,
+                                                   db.data_ptr()));
 }
 
 // ---- end of the conv primitives block ----

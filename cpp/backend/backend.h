@@ -339,8 +339,10 @@ class Backend {
                               const ConvParams& p) = 0;
   // dx = the data gradient of conv for dy (overwritten, not accumulated); also conv_transpose2d's forward.
   virtual void conv2d_backward_data(const Tensor& dx, const Tensor& dy, const Tensor& w, const ConvParams& p) = 0;
-  // dw = the weight gradient of conv for dy and x (overwritten).
-  virtual void conv2d_backward_weight(const Tensor& dw, const Tensor& dy, const Tensor& x, const ConvParams& p) = 0;
+  // dw = the weight gradient of conv for dy and x (overwritten); when db [C_out] is defined, also
+  // the bias gradient db = sum of dy over N, H_out, W_out (which oneDNN and cuDNN compute in the same pass).
+  virtual void conv2d_backward_weight(const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
+                                      const ConvParams& p) = 0;
   // ---- end of the conv primitives block ----
 };
 

@@ -70,7 +70,9 @@ void check_bias(const Tensor& b, int64_t c_out, const char* op) {
 Tensor conv_forward(const char* name, const Tensor& x, const Tensor& w, const Tensor& b, const ConvParams& p,
                     const Shape& y_shape);
 Tensor conv_data(const char* name, const Tensor& dy, const Tensor& w, const ConvParams& p, const Shape& dx_shape);
-Tensor conv_weight(const Tensor& dy, const Tensor& x, const ConvParams& p, const Shape& w_shape);
+// With `db`: also the bias gradient (sum of dy over N, H, W) from the same primitive call, when
+// the result is not recorded (a backward formula runs without recording); else *db stays undefined.
+Tensor conv_weight(const Tensor& dy, const Tensor& x, const ConvParams& p, const Shape& w_shape, Tensor* db = nullptr);
 
 Tensor conv_forward(const char* name, const Tensor& x, const Tensor& w, const Tensor& b, const ConvParams& p,
                     const Shape& y_shape) {
@@ -86,8 +88,8 @@ Tensor conv_forward(const char* name, const Tensor& x, const Tensor& w, const Te
   record(name, {x, w, b}, {y}, [=](const std::vector<Tensor>& g) -> std::vector<Tensor> {
     std::vector<Tensor> r(3);
     if (gx) r[0] = conv_data("conv2d_backward_data", g[0], sw.unpack(name), p, x_shape);
-    if (gw) r[1] = conv_weight(g[0], sx.unpack(name), p, w_shape);
-    if (gb) r[2] = sum(g[0], {0, 2, 3});
+    if (gw) r[1] = conv_weight(g[0], sx.unpack(name), p, w_shape, gb ? &r[2] : nullptr);
+    if (gb && !r[2].defined()) r[2] = sum(g[0], {0, 2, 3});
     return r;
   });
   return y;
@@ -110,15 +112,20 @@ Tensor conv_data(const char* name, const Tensor& dy, const Tensor& w, const Conv
   return dx;
 }
 
-Tensor conv_weight(const Tensor& dy, const Tensor& x, const ConvParams& p, const Shape& w_shape) {
+Tensor conv_weight(const Tensor& dy, const Tensor& x, const ConvParams& p, const Shape& w_shape, Tensor* db) {
   static constexpr const char* name = "conv2d_backward_weight";
   Tensor dyc = dy.detach().contiguous(), xc = x.detach().contiguous();
   Tensor dw = make_empty(w_shape, dy.dtype(), dy.device());
-  if (dw.numel() > 0) {
-    if (dyc.numel() == 0) dw.fill_(0.0);  // an empty batch: no contribution
-    else ops::backend_of(dy).conv2d_backward_weight(dw, dyc, xc, p);
+  const bool recorded = any_requires_grad({&dy, &x});
+  Tensor bias_grad = db && !recorded ? make_empty({dy.size(1)}, dy.dtype(), dy.device()) : Tensor();
+  if (dyc.numel() == 0) {  // an empty batch: no contribution
+    dw.fill_(0.0);
+    if (bias_grad.defined()) bias_grad.fill_(0.0);
+  } else if (dw.numel() > 0) {
+    ops::backend_of(dy).conv2d_backward_weight(dw, bias_grad, dyc, xc, p);
   }
-  if (!any_requires_grad({&dy, &x})) return dw;
+  if (db) *db = bias_grad;
+  if (!recorded) return dw;
   const bool gdy = dy.requires_grad(), gx = x.requires_grad();
   SavedTensor sdy = gx ? SavedTensor(dyc) : SavedTensor(), sx = gdy ? SavedTensor(xc) : SavedTensor();
   const Shape dy_shape = dy.shape(), x_shape = x.shape();

@@ -95,8 +95,9 @@ class CountingBackend final : public Backend {
   void conv2d_backward_data(const Tensor& dx, const Tensor& dy, const Tensor& w, const ConvParams& p) override {
     ++calls["conv2d_backward_data"], inner_.conv2d_backward_data(dx, dy, w, p);
   }
-  void conv2d_backward_weight(const Tensor& dw, const Tensor& dy, const Tensor& x, const ConvParams& p) override {
-    ++calls["conv2d_backward_weight"], inner_.conv2d_backward_weight(dw, dy, x, p);
+  void conv2d_backward_weight(const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
+                              const ConvParams& p) override {
+    ++calls["conv2d_backward_weight"], inner_.conv2d_backward_weight(dw, db, dy, x, p);
   }
   // ---- end of the conv primitives block ----
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The MNIST CNN's conv layers, ember (both CPU engines: oneDNN and im2col + OpenBLAS) beside
-# PyTorch's CPU build, in one run: forward, data gradient, weight gradient and bias gradient of
+# PyTorch's CPU build, in one run: forward, data gradient, weight gradient, and weight + bias gradients of
 # conv 1->32 3x3 on 1x28x28 and conv 32->64 3x3 on 32x26x26 at batch 64, at each thread count.
 #   tools/bench/conv_layers.sh [--build DIR] [--threads "1 2"] [--reps N] [--batch-size B]
 # PYTHON=/path/to/python picks the PyTorch (default: Debian's /usr/bin/python3 with python3-torch).

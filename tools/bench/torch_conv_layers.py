@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """PyTorch's side of tools/bench/conv_layers.sh: the classic MNIST CNN's two conv layers at batch B
 (conv 1->32 3x3 on 1x28x28, conv 32->64 3x3 on 32x26x26), each direction timed alone as ember's
-primitives are: forward (F.conv2d with bias), the data gradient, the weight gradient and the bias
-gradient (aten::convolution_backward, the op autograd runs, with one output_mask entry each).
+primitives are: forward (F.conv2d with bias), the data gradient, the weight gradient, and the weight
+and bias gradients together (aten::convolution_backward, the op autograd runs, with the output_mask
+entries of each case).
 Prints one JSON line per layer and direction: best of --reps after a warm-up.
     python3 tools/bench/torch_conv_layers.py --threads 1 [--reps 20] [--batch-size 64]
 """
@@ -49,7 +50,7 @@ with torch.no_grad():
         for direction, fn, fl in (("forward", lambda: F.conv2d(x, w, b), flops),
                                   ("data_grad", bwd([True, False, False]), flops),
                                   ("weight_grad", bwd([False, True, False]), flops),
-                                  ("bias_grad", bwd([False, False, True]), 0)):
+                                  ("weight_bias_grad", bwd([False, True, True]), flops)):
             s = best(fn, args.reps)
             print(json.dumps({"framework": "torch", "version": torch.__version__, "threads": args.threads,
                               "layer": name, "direction": direction, "ms": round(s * 1e3, 4),

@@ -43,7 +43,8 @@ class CpuBackend final : public Backend {
   void conv2d_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias,
                       const ConvParams& p) override;
   void conv2d_backward_data(const Tensor& dx, const Tensor& dy, const Tensor& w, const ConvParams& p) override;
-  void conv2d_backward_weight(const Tensor& dw, const Tensor& dy, const Tensor& x, const ConvParams& p) override;
+  void conv2d_backward_weight(const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
+                              const ConvParams& p) override;
   // ---- end of the conv primitives block ----
 };
 

@@ -197,8 +197,23 @@ void im2col_backward_weight(const ConvGeometry& g, T* dw, const T* dy, const T* 
     }
 }
 
+// db[co] = sum of dy[n, co, :, :] over n (accumulated in double).
 template <class T>
-const T* bias_ptr(const Tensor& bias) {
+void bias_grad(const ConvGeometry& g, T* db, const T* dy) {
+  const int64_t hw_out = g.h_out * g.w_out;
+#pragma omp parallel for schedule(static) if (g.n * g.c_out * hw_out > 16384)
+  for (int64_t co = 0; co < g.c_out; ++co) {
+    double acc = 0.0;
+    for (int64_t n = 0; n < g.n; ++n) {
+      const T* row = dy + (n * g.c_out + co) * hw_out;
+      for (int64_t i = 0; i < hw_out; ++i) acc += static_cast<double>(row[i]);
+    }
+    db[co] = static_cast<T>(acc);
+  }
+}
+
+template <class T>
+T* bias_ptr(const Tensor& bias) {
   return bias.defined() ? cpu::ptr<T>(bias) : nullptr;
 }
 
@@ -233,16 +248,19 @@ void CpuBackend::conv2d_backward_data(const Tensor& dx, const Tensor& dy, const 
   });
 }
 
-void CpuBackend::conv2d_backward_weight(const Tensor& dw, const Tensor& dy, const Tensor& x, const ConvParams& p) {
+void CpuBackend::conv2d_backward_weight(const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
+                                        const ConvParams& p) {
   if (dw.numel() == 0) return;
   const ConvGeometry g = cpu::conv_geometry(x, dw, dy, p);
   cpu::visit_floating(dw.dtype(), "conv2d_backward_weight", [&]<class T>() {
     if constexpr (std::is_same_v<T, float>) {
       if (cpu::f32_uses_onednn() && g.n > 0 &&
-          cpu::dnnl_conv_backward_weight(g, cpu::ptr<float>(dw), cpu::ptr<float>(dy), cpu::ptr<float>(x)))
+          cpu::dnnl_conv_backward_weight(g, cpu::ptr<float>(dw), bias_ptr<float>(db), cpu::ptr<float>(dy),
+                                         cpu::ptr<float>(x)))
         return;
     }
     im2col_backward_weight<T>(g, cpu::ptr<T>(dw), cpu::ptr<T>(dy), cpu::ptr<T>(x));
+    if (db.defined()) bias_grad<T>(g, cpu::ptr<T>(db), cpu::ptr<T>(dy));
   });
 }
 

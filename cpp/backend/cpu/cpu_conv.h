@@ -25,6 +25,7 @@ bool f32_uses_onednn();
 // case (negative effective padding); the caller then runs im2col.
 bool dnnl_conv_forward(const ConvGeometry& g, float* y, const float* x, const float* w, const float* bias);
 bool dnnl_conv_backward_data(const ConvGeometry& g, float* dx, const float* dy, const float* w);
-bool dnnl_conv_backward_weight(const ConvGeometry& g, float* dw, const float* dy, const float* x);
+// db (when not null) = the bias gradient, in the same pass.
+bool dnnl_conv_backward_weight(const ConvGeometry& g, float* dw, float* db, const float* dy, const float* x);
 
 }  // namespace ember::cpu

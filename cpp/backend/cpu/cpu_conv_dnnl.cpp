@@ -140,13 +140,17 @@ std::unique_ptr<Entry> build(Kind kind, const Descs& d, bool bias) {
       break;
     }
     case Kind::BackwardWeight: {
-      dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, d.any_src, d.any_wei,
-                                                    d.any_dst, d.strides, d.dilates, d.pad_l, d.pad_r);
+      const auto alg = dnnl::algorithm::convolution_direct;
+      auto desc = bias ? dnnl::convolution_backward_weights::desc(alg, d.any_src, d.any_wei, d.bias, d.any_dst, d.strides,
+                                                                   d.dilates, d.pad_l, d.pad_r)
+                       : dnnl::convolution_backward_weights::desc(alg, d.any_src, d.any_wei, d.any_dst, d.strides,
+                                                                   d.dilates, d.pad_l, d.pad_r);
       dnnl::convolution_backward_weights::primitive_desc pd(desc, attr, cpu_engine(), fwd);
       e->prim = dnnl::convolution_backward_weights(pd);
       e->slots.push_back(slot(DNNL_ARG_DIFF_DST, d.dst, pd.diff_dst_desc(), false));
       e->slots.push_back(slot(DNNL_ARG_SRC, d.src, pd.src_desc(), false));
       e->slots.push_back(slot(DNNL_ARG_DIFF_WEIGHTS, d.wei, pd.diff_weights_desc(), true));
+      if (bias) e->slots.push_back(slot(DNNL_ARG_DIFF_BIAS, d.bias, pd.diff_bias_desc(), true));
       e->scratchpad = pd.scratchpad_desc();
       break;
     }
@@ -227,11 +231,13 @@ bool dnnl_conv_backward_data(const ConvGeometry& g, float* dx, const float* dy, 
   });
 }
 
-bool dnnl_conv_backward_weight(const ConvGeometry& g, float* dw, const float* dy, const float* x) {
+bool dnnl_conv_backward_weight(const ConvGeometry& g, float* dw, float* db, const float* dy, const float* x) {
   return guarded("backward weight", g, [&] {
-    const Entry* e = find_or_build(Kind::BackwardWeight, g, false);
+    const Entry* e = find_or_build(Kind::BackwardWeight, g, db != nullptr);
     if (!e) return false;
-    run(*e, {const_cast<float*>(dy), const_cast<float*>(x), dw});
+    std::vector<void*> ptrs{const_cast<float*>(dy), const_cast<float*>(x), dw};
+    if (db) ptrs.push_back(db);
+    run(*e, ptrs);
     return true;
   });
 }
