@@ -129,8 +129,8 @@ TEST(Conv, EmptyBatch) {
   }
 }
 
-// The CNN's second layer at batch 4, one thread and two: the threaded loops (im2col, col2im,
-// bias) and the engines give the same values.
+// The CNN's second layer at batch 4, one thread and two: both engines (oneDNN's OpenMP threads,
+// OpenBLAS's in im2col's GEMMs) give the same values.
 TEST(Conv, OneAndTwoThreadsAgree) {
   const int before = get_num_threads();
   for (DType dt : {DType::F32, DType::F64}) {

@@ -1,7 +1,9 @@
 // CPU backend: the conv primitives. f32 goes to oneDNN (cpu_conv_dnnl.cpp), which won the
-// measurement in tools/bench/conv_layers.sh; f64 (gradient checks) and the cases oneDNN declines
-// run im2col + OpenBLAS GEMM here, one image at a time (its column buffer stays in cache), with
-// the GEMM threaded by OpenBLAS and im2col / col2im / bias threaded by OpenMP.
+// measurement in tools/bench/conv_layers.sh (bias and bias gradient fused in its passes); f64
+// (gradient checks) and the cases oneDNN declines run im2col + OpenBLAS GEMM here, one image at a
+// time (its column buffer stays in cache), the GEMM threaded by OpenBLAS. im2col / col2im stay
+// single-threaded on purpose: OpenMP workers spinning between these loops took the cores from
+// OpenBLAS's own threads (20x slower at 2 threads in conv_layers.sh), and they are a small part.
 #include "cpp/backend/cpu/cpu_conv.h"
 
 #include <cblas.h>
@@ -68,7 +70,6 @@ template <class T>
 void im2col(const ConvGeometry& g, int64_t cg, const T* x, T* col) {
   const ConvParams& p = g.p;
   const int64_t kk = g.kh * g.kw, hw_out = g.h_out * g.w_out;
-#pragma omp parallel for schedule(static) if (cg * kk * hw_out > 16384)
   for (int64_t r = 0; r < cg * kk; ++r) {
     const int64_t c = r / kk, i = (r / g.kw) % g.kh, j = r % g.kw;
     const T* xc = x + c * g.h * g.w;
@@ -92,13 +93,11 @@ void im2col(const ConvGeometry& g, int64_t cg, const T* x, T* col) {
   }
 }
 
-// dx [cg, h, w] += the columns of dcol scattered back (im2col's adjoint). Channels are disjoint in
-// dx, so they run in parallel; the taps of one channel overlap and run in order.
+// dx [cg, h, w] += the columns of dcol scattered back (im2col's adjoint).
 template <class T>
 void col2im(const ConvGeometry& g, int64_t cg, const T* dcol, T* dx) {
   const ConvParams& p = g.p;
   const int64_t kk = g.kh * g.kw, hw_out = g.h_out * g.w_out;
-#pragma omp parallel for schedule(static) if (cg * kk * hw_out > 16384)
   for (int64_t c = 0; c < cg; ++c) {
     T* xc = dx + c * g.h * g.w;
     for (int64_t i = 0; i < g.kh; ++i)
@@ -149,7 +148,6 @@ void im2col_forward(const ConvGeometry& g, T* y, const T* x, const T* w, const T
                  y + (n * g.c_out + gi * d.cg_out) * d.hw_out, d.hw_out);
     }
   if (!bias) return;
-#pragma omp parallel for schedule(static) if (g.n * g.c_out * d.hw_out > 16384)
   for (int64_t r = 0; r < g.n * g.c_out; ++r) {
     const T b = bias[r % g.c_out];
     T* row = y + r * d.hw_out;
@@ -201,7 +199,6 @@ void im2col_backward_weight(const ConvGeometry& g, T* dw, const T* dy, const T* 
 template <class T>
 void bias_grad(const ConvGeometry& g, T* db, const T* dy) {
   const int64_t hw_out = g.h_out * g.w_out;
-#pragma omp parallel for schedule(static) if (g.n * g.c_out * hw_out > 16384)
   for (int64_t co = 0; co < g.c_out; ++co) {
     double acc = 0.0;
     for (int64_t n = 0; n < g.n; ++n) {

@@ -1,5 +1,5 @@
-// CPU threading: OpenBLAS's own thread pool (GEMMs) and OpenMP's (oneDNN's convolutions and the
-// CPU loops that ember threads itself, such as im2col), kept at the same count.
+// CPU threading: OpenBLAS's own thread pool (GEMMs) and OpenMP's (oneDNN's convolutions), kept at
+// the same count.
 #include <cblas.h>
 #include <omp.h>
 
