@@ -124,6 +124,18 @@ int conv_layers(Device device, int64_t batch, int reps) {
     // The weight and bias gradients of one primitive call, as the conv2d node's backward asks them.
     report("weight_bias_grad", best_time(device, reps, [&] { be.conv2d_backward_weight(dw, db, dy, x, p); }), flops);
   }
+  // Both layers through the ops and autograd, as a training step runs them: conv, ReLU, conv, ReLU,
+  // forward and backward (no input gradient for the images).
+  Tensor x = randn({batch, 1, 28, 28}, f32);
+  Tensor w1 = mul(randn({32, 1, 3, 3}, f32), 0.3).requires_grad_(), b1 = zeros({32}, f32).requires_grad_();
+  Tensor w2 = mul(randn({64, 32, 3, 3}, f32), 0.05).requires_grad_(), b2 = zeros({64}, f32).requires_grad_();
+  const double s = best_time(device, reps, [&] {
+    for (Tensor* t : {&w1, &b1, &w2, &b2}) t->zero_grad();
+    sum(relu(conv2d(relu(conv2d(x, w1, b1)), w2, b2))).backward();
+  });
+  std::printf("{\"framework\": \"ember\", \"engine\": \"%s\", \"threads\": %d, \"layer\": \"conv1+conv2\", "
+              "\"direction\": \"fwd_bwd_autograd\", \"ms\": %.4f, \"gflops\": 0}\n",
+              engine, get_num_threads(), s * 1e3);
   return 0;
 }
 

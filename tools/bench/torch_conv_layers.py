@@ -3,7 +3,7 @@
 (conv 1->32 3x3 on 1x28x28, conv 32->64 3x3 on 32x26x26), each direction timed alone as ember's
 primitives are: forward (F.conv2d with bias), the data gradient, the weight gradient, and the weight
 and bias gradients together (aten::convolution_backward, the op autograd runs, with the output_mask
-entries of each case).
+entries of each case); and both layers with their ReLUs forward and backward through autograd.
 Prints one JSON line per layer and direction: best of --reps after a warm-up.
     python3 tools/bench/torch_conv_layers.py --threads 1 [--reps 20] [--batch-size 64]
 """
@@ -56,3 +56,23 @@ with torch.no_grad():
                               "layer": name, "direction": direction, "ms": round(s * 1e3, 4),
                               "gflops": round(fl / s / 1e9, 2),
                               "mkldnn": torch.backends.mkldnn.is_available()}))
+
+# Both layers through autograd, as a training step runs them: conv, ReLU, conv, ReLU, forward and
+# backward (no input gradient for the images).
+x = torch.randn(n, 1, 28, 28)
+w1 = (torch.randn(32, 1, 3, 3) * 0.3).requires_grad_()
+b1 = torch.zeros(32, requires_grad=True)
+w2 = (torch.randn(64, 32, 3, 3) * 0.05).requires_grad_()
+b2 = torch.zeros(64, requires_grad=True)
+
+
+def step():
+    for t in (w1, b1, w2, b2):
+        t.grad = None
+    F.relu(F.conv2d(F.relu(F.conv2d(x, w1, b1)), w2, b2)).sum().backward()
+
+
+s = best(step, args.reps)
+print(json.dumps({"framework": "torch", "version": torch.__version__, "threads": args.threads, "layer": "conv1+conv2",
+                  "direction": "fwd_bwd_autograd", "ms": round(s * 1e3, 4), "gflops": 0,
+                  "mkldnn": torch.backends.mkldnn.is_available()}))

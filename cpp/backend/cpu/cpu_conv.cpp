@@ -97,7 +97,7 @@ void im2col(const ConvGeometry& g, int64_t cg, const T* x, T* col) {
 template <class T>
 void col2im(const ConvGeometry& g, int64_t cg, const T* dcol, T* dx) {
   const ConvParams& p = g.p;
-  const int64_t kk = g.kh * g.kw, hw_out = g.h_out * g.w_out;
+  const int64_t hw_out = g.h_out * g.w_out;
   for (int64_t c = 0; c < cg; ++c) {
     T* xc = dx + c * g.h * g.w;
     for (int64_t i = 0; i < g.kh; ++i)
