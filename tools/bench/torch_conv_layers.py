@@ -66,10 +66,13 @@ w2 = (torch.randn(64, 32, 3, 3) * 0.05).requires_grad_()
 b2 = torch.zeros(64, requires_grad=True)
 
 
+g = torch.randn(n, 64, 24, 24)
+
+
 def step():
     for t in (w1, b1, w2, b2):
         t.grad = None
-    F.relu(F.conv2d(F.relu(F.conv2d(x, w1, b1)), w2, b2)).sum().backward()
+    F.relu(F.conv2d(F.relu(F.conv2d(x, w1, b1)), w2, b2)).backward(g)
 
 
 s = best(step, args.reps)
