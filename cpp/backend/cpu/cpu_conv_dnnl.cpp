@@ -40,6 +40,12 @@ struct Entry {
   dnnl::primitive prim;
   std::vector<Slot> slots;
   memory::desc scratchpad;
+  // The reordered operands' buffers and the scratchpad, allocated on the entry's first run and
+  // reused (fresh multi-MiB buffers each call cost page faults on every training step); `mutex`
+  // makes concurrent calls of one shape take turns with them.
+  std::mutex mutex;
+  std::vector<std::optional<memory>> held;
+  std::optional<memory> scratch;
 };
 
 using Key = std::array<int64_t, 19>;
@@ -172,8 +178,15 @@ Entry* find_or_build(Kind kind, const ConvGeometry& g, bool bias) {
 }
 
 // Runs `e` on the operands (in the entry's slot order), reordering in and out where needed.
-void run(const Entry& e, const std::vector<void*>& ptrs) {
+void run(Entry& e, const std::vector<void*>& ptrs) {
   dnnl::engine& eng = cpu_engine();
+  std::lock_guard<std::mutex> lock(e.mutex);
+  if (e.held.empty()) {
+    e.held.resize(e.slots.size());
+    for (size_t i = 0; i < e.slots.size(); ++i)
+      if (e.slots[i].reorder) e.held[i] = memory(e.slots[i].prim, eng);
+    e.scratch = memory(e.scratchpad, eng);
+  }
   dnnl::stream s(eng);
   std::unordered_map<int, memory> args;
   std::vector<std::pair<const Slot*, std::pair<memory, memory>>> outputs;
@@ -184,13 +197,12 @@ void run(const Entry& e, const std::vector<void*>& ptrs) {
       args.emplace(sl.arg, user);
       continue;
     }
-    memory prim(sl.prim, eng);
+    memory prim = *e.held[i];  // a handle: the copy shares the buffer
     if (sl.output) outputs.push_back({&sl, {prim, user}});
     else sl.reorder->execute(s, user, prim);
     args.emplace(sl.arg, prim);
   }
-  std::vector<uint8_t> scratch(e.scratchpad.get_size());
-  args.emplace(DNNL_ARG_SCRATCHPAD, memory(e.scratchpad, eng, scratch.data()));
+  args.emplace(DNNL_ARG_SCRATCHPAD, *e.scratch);
   e.prim.execute(s, args);
   for (auto& [sl, mems] : outputs) sl->reorder->execute(s, mems.first, mems.second);
   s.wait();
@@ -212,7 +224,7 @@ bool guarded(const char* what, const ConvGeometry& g, F&& f) {
 
 bool dnnl_conv_forward(const ConvGeometry& g, float* y, const float* x, const float* w, const float* bias) {
   return guarded("forward", g, [&] {
-    const Entry* e = find_or_build(Kind::Forward, g, bias != nullptr);
+    Entry* e = find_or_build(Kind::Forward, g, bias != nullptr);
     if (!e) return false;
     std::vector<void*> ptrs{const_cast<float*>(x), const_cast<float*>(w)};
     if (bias) ptrs.push_back(const_cast<float*>(bias));
@@ -224,7 +236,7 @@ bool dnnl_conv_forward(const ConvGeometry& g, float* y, const float* x, const fl
 
 bool dnnl_conv_backward_data(const ConvGeometry& g, float* dx, const float* dy, const float* w) {
   return guarded("backward data", g, [&] {
-    const Entry* e = find_or_build(Kind::BackwardData, g, false);
+    Entry* e = find_or_build(Kind::BackwardData, g, false);
     if (!e) return false;
     run(*e, {const_cast<float*>(dy), const_cast<float*>(w), dx});
     return true;
@@ -233,7 +245,7 @@ bool dnnl_conv_backward_data(const ConvGeometry& g, float* dx, const float* dy, 
 
 bool dnnl_conv_backward_weight(const ConvGeometry& g, float* dw, float* db, const float* dy, const float* x) {
   return guarded("backward weight", g, [&] {
-    const Entry* e = find_or_build(Kind::BackwardWeight, g, db != nullptr);
+    Entry* e = find_or_build(Kind::BackwardWeight, g, db != nullptr);
     if (!e) return false;
     std::vector<void*> ptrs{const_cast<float*>(dy), const_cast<float*>(x), dw};
     if (db) ptrs.push_back(db);
