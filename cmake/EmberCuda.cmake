@@ -16,15 +16,6 @@ if(NOT EMBER_CUDA STREQUAL "OFF")
     find_package(CUDAToolkit)
     if(NOT CUDAToolkit_FOUND OR NOT TARGET CUDA::cublasLt)
       set(_ember_cuda_missing "cuBLAS/cuBLASLt")
-    else()
-      # cuDNN 9 ships no CMake package: look in the toolkit (where NVIDIA's CUDA images and the
-      # toolkit's cuDNN install put it), then the system. The per-device context makes its handle.
-      find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ${CUDAToolkit_LIBRARY_ROOT}/include)
-      find_library(CUDNN_LIBRARY cudnn
-        HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib64 ${CUDAToolkit_LIBRARY_ROOT}/lib)
-      if(NOT CUDNN_INCLUDE_DIR OR NOT CUDNN_LIBRARY)
-        set(_ember_cuda_missing "cuDNN (cudnn.h and libcudnn.so; set CUDNN_INCLUDE_DIR and CUDNN_LIBRARY)")
-      endif()
     endif()
   else()
     set(_ember_cuda_missing "nvcc")
@@ -37,11 +28,32 @@ if(NOT EMBER_CUDA STREQUAL "OFF")
     message(STATUS "ember: CUDA backend off (not found: ${_ember_cuda_missing}); building CPU-only")
   endif()
 endif()
-message(STATUS "ember: CUDA backend ${EMBER_WITH_CUDA} (architectures: ${CMAKE_CUDA_ARCHITECTURES})")
 
-# cuDNN is linked because cuda/context.cpp makes each device's cuDNN handle (cuda::dnn_handle);
-# the test build.library_needs_only_what_it_uses (tests/CMakeLists.txt) fails if the library NEEDs
-# a library it uses no symbol of.
+# cuDNN 9 (the convolutions, cuda/dnn.cpp) has no CMake target: find its header and library in the
+# CUDA toolkit (where the toolkit's installer and NVIDIA's cudnn packages put them), the system's
+# dirs, or CUDNN_ROOT. The CUDA backend needs it: AUTO builds CPU-only without it, ON fails.
+if(EMBER_WITH_CUDA)
+  set(_ember_cudnn_hints ${CUDNN_ROOT} $ENV{CUDNN_ROOT} ${CUDAToolkit_LIBRARY_ROOT} ${CUDAToolkit_TARGET_DIR})
+  find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS ${_ember_cudnn_hints} ${CUDAToolkit_INCLUDE_DIRS} PATH_SUFFIXES include)
+  # libcudnn.so.9 alone: the pip nvidia-cudnn package ships no unversioned link.
+  find_library(CUDNN_LIBRARY NAMES cudnn libcudnn.so.9 HINTS ${_ember_cudnn_hints} ${CUDAToolkit_LIBRARY_DIR}
+               PATH_SUFFIXES lib64 lib lib/x64)
+  if(CUDNN_INCLUDE_DIR AND EXISTS ${CUDNN_INCLUDE_DIR}/cudnn_version.h)
+    file(STRINGS ${CUDNN_INCLUDE_DIR}/cudnn_version.h _cudnn_major REGEX "#define CUDNN_MAJOR [0-9]+")
+    string(REGEX MATCH "[0-9]+" CUDNN_VERSION_MAJOR "${_cudnn_major}")
+  endif()
+  if(NOT CUDNN_INCLUDE_DIR OR NOT CUDNN_LIBRARY OR NOT CUDNN_VERSION_MAJOR OR CUDNN_VERSION_MAJOR LESS 9)
+    set(_ember_cudnn_msg "cuDNN 9 not found (cudnn.h: ${CUDNN_INCLUDE_DIR}, libcudnn: ${CUDNN_LIBRARY}, major version: ${CUDNN_VERSION_MAJOR}); the CUDA backend's convolutions need it. Install cuDNN 9 for your CUDA toolkit, or point -DCUDNN_ROOT at it")
+    if(EMBER_CUDA STREQUAL "ON")
+      message(FATAL_ERROR "EMBER_CUDA=ON: ${_ember_cudnn_msg}, or configure with -DEMBER_CUDA=OFF.")
+    endif()
+    message(STATUS "ember: ${_ember_cudnn_msg}; building CPU-only")
+    set(EMBER_WITH_CUDA OFF)
+  else()
+    message(STATUS "ember: cuDNN ${CUDNN_VERSION_MAJOR} at ${CUDNN_LIBRARY}")
+  endif()
+endif()
+message(STATUS "ember: CUDA backend ${EMBER_WITH_CUDA} (architectures: ${CMAKE_CUDA_ARCHITECTURES})")
 
 function(ember_configure_cuda_target target)
   # C++20 for CUDA sources through CUDA_STANDARD, now that CMake knows nvcc's flag for it (see above).

@@ -108,11 +108,11 @@ gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 have_gpu=1
 [[ -z $gpu ]] && gpu="no GPU seen by nvidia-smi" have_gpu=0
 
-# cuDNN: the CUDA build links it (cuda/context.cpp makes each device's handle; cmake/EmberCuda.cmake
-# finds it in the toolkit). Say which one this machine has (the toolkit's, the system's, or the
-# nvidia-cudnn package of a PyTorch install) and name it to CMake when it is not the toolkit's.
+# cuDNN 9: the CUDA backend's convolutions link it (cmake/EmberCuda.cmake finds it in the CUDA toolkit, or at
+# CUDNN_ROOT). Find it where this machine keeps it (the toolkit's, the system's, or the nvidia-cudnn package
+# of a PyTorch install) and hand its root to the configure step.
 cuda_root=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")")")
-cudnn_at= cudnn_args=()
+cudnn_at=
 for h in "$cuda_root/include/cudnn_version.h" /usr/include/cudnn_version.h "/usr/include/$ARCH/cudnn_version.h"; do
   [[ -e $h ]] && { cudnn_at=$h; break; }
 done
@@ -120,15 +120,14 @@ if [[ -z $cudnn_at ]]; then
   cudnn_root=$(python3 -c 'import nvidia.cudnn; print(list(nvidia.cudnn.__path__)[0])' 2>/dev/null)
   [[ -n $cudnn_root && -e $cudnn_root/include/cudnn_version.h ]] && cudnn_at=$cudnn_root/include/cudnn_version.h
 fi
+cudnn_root=
 if [[ -n $cudnn_at ]]; then
   cudnn_version=$(awk '/#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) / {v = v (v ? "." : "") $3} END {print v}' "$cudnn_at")
-  cudnn_dir=$(dirname "$(dirname "$cudnn_at")")
-  cudnn_figure="cuDNN $cudnn_version at $cudnn_dir (linked)"
-  cudnn_lib=$(ls "$cudnn_dir"/lib/libcudnn.so* "$cudnn_dir"/lib64/libcudnn.so* "/usr/lib/$ARCH"/libcudnn.so* 2>/dev/null | head -1)
-  cudnn_args=(-DCUDNN_INCLUDE_DIR="$(dirname "$cudnn_at")")
-  [[ -n $cudnn_lib ]] && cudnn_args+=(-DCUDNN_LIBRARY="$cudnn_lib")
+  cudnn_root=$(dirname "$(dirname "$cudnn_at")")
+  [[ $cudnn_root == /usr/include ]] && cudnn_root=/usr
+  cudnn_figure="cuDNN $cudnn_version at $cudnn_root"
 else
-  cudnn_figure="no cuDNN found (the CUDA build needs it: configure will say so)"
+  cudnn_figure="no cuDNN found (the CUDA backend's convolutions need cuDNN 9: configure will fail)"
 fi
 echo "$cudnn_figure" | tee -a "$OUT/env.txt"
 
@@ -191,7 +190,7 @@ unpack() {
   done < <(find "$PREFIX/usr/lib/$ARCH" "$PREFIX/lib/$ARCH" -name '*.so*' -type f 2>/dev/null)
   for f in usr/include/$ARCH/openblas-pthread/cblas.h usr/lib/$ARCH/openblas-pthread/libopenblas.so \
            usr/include/zlib.h usr/lib/$ARCH/libz.so usr/share/cmake/nlohmann_json/nlohmann_jsonConfig.cmake \
-           usr/src/googletest/CMakeLists.txt; do
+           usr/src/googletest/CMakeLists.txt usr/include/oneapi/dnnl/dnnl.hpp usr/lib/$ARCH/libdnnl.so; do
     [[ -e $PREFIX/$f ]] || { echo "missing after unpacking: $PREFIX/$f"; return 1; }
   done
 }
@@ -244,21 +243,23 @@ configure_args=(
   -DOPENBLAS_CBLAS_INCLUDE="$PREFIX/usr/include/$ARCH/openblas-pthread"
   -DZLIB_INCLUDE_DIR="$PREFIX/usr/include"
   -DZLIB_LIBRARY="$lib/libz.so"
+  -DDNNL_INCLUDE_DIR="$PREFIX/usr/include"
+  -DDNNL_LIBRARY="$lib/libdnnl.so"
+  ${cudnn_root:+-DCUDNN_ROOT="$cudnn_root"}
   -DCMAKE_EXE_LINKER_FLAGS="$rpath_link"
   -DCMAKE_SHARED_LINKER_FLAGS="$rpath_link"
   --no-warn-unused-cli
   "${launcher[@]}"
-  "${cudnn_args[@]}"
 )
 # After configuring, every dependency must resolve inside the prefix.
 check_deps() {
   local cache=$BUILD/CMakeCache.txt var value bad=0
   for var in GTest_DIR nlohmann_json_DIR BLAS_openblas_LIBRARY OPENBLAS_CBLAS_INCLUDE ZLIB_LIBRARY ZLIB_INCLUDE_DIR \
-             CMAKE_CUDA_COMPILER; do
+             DNNL_INCLUDE_DIR DNNL_LIBRARY CMAKE_CUDA_COMPILER CUDNN_LIBRARY; do
     value=$(grep -m1 "^$var:" "$cache" | cut -d= -f2-)
     echo "dependency: $var = $value"
     case $var in
-      CMAKE_CUDA_*) ;;
+      CMAKE_CUDA_* | CUDNN_*) ;;  # the machine's own CUDA toolkit and cuDNN
       *) [[ $value == "$PREFIX"/* ]] || { echo "  ^ not inside $PREFIX"; bad=1; } ;;
     esac
   done

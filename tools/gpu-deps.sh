@@ -8,17 +8,18 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 dest=.gpu-debs
 
 # The closure of what ember needs to compile and link (headers, libopenblas.so and its runtime
-# libraries, GoogleTest's sources and prebuilt libraries, header-only CLI11 and nlohmann-json, zlib),
-# less what any machine with g++ has (libc6, libc6-dev, libgcc-s1, libstdc++6, gcc-12-base).
+# libraries, oneDNN, GoogleTest's sources and prebuilt libraries, header-only CLI11 and nlohmann-json, zlib),
+# less what any machine with g++ has (libc6, libc6-dev, libgcc-s1, libstdc++6, gcc-12-base, libgomp1).
 packages=(
   libopenblas-dev libopenblas0 libopenblas-pthread-dev libopenblas0-pthread libgfortran5 libquadmath0
+  libdnnl-dev libdnnl2 ocl-icd-libopencl1  # oneDNN (the CPU convolutions) and the OpenCL loader it links
   libgtest-dev googletest
   libcli11-dev
   nlohmann-json3-dev
   zlib1g-dev zlib1g
   dataset-fashion-mnist  # not a build dependency: the data the tests and benchmarks use (31 MB)
 )
-assumed_present=(libc6 libc6-dev libc-dev libgcc-s1 libstdc++6 gcc-12-base)
+assumed_present=(libc6 libc6-dev libc-dev libgcc-s1 libstdc++6 gcc-12-base libgomp1)  # libgomp1: g++'s OpenMP runtime
 
 mkdir -p "$dest"
 rm -f "$dest"/*.deb

@@ -8,6 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 packages=(
   build-essential cmake ninja-build pkg-config binutils git  # toolchain (binutils: readelf for the SONAME check)
   libopenblas-dev                                           # CPU GEMM (cblas.h, libopenblas)
+  libdnnl-dev                                               # CPU convolutions (oneDNN 2.x: oneapi/dnnl/dnnl.hpp, libdnnl)
   zlib1g-dev                                                # gzip'd IDX files
   libgtest-dev googletest                                   # the test suite
   libcli11-dev                                              # ember-mnist's command line

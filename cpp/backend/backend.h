@@ -13,6 +13,7 @@
 //     tensor argument is contiguous unless its primitive says "any strides". Every backend obeys
 //     both rules (tests/backend/test_backend_rules.cpp passes strided vectors to the CPU).
 #pragma once
+#include <array>
 #include <cstdint>
 #include <iterator>
 #include <memory>
@@ -256,6 +257,17 @@ struct NormParams {
 };
 
 // ---- end poolnorm block ----
+
+// ---- convolution ----
+// A 2-D convolution's geometry, NCHW. Padding is given per side ({top, left} and {bottom, right})
+// so PyTorch's padding="same" with an odd total (one more at the bottom/right) needs no copy.
+struct ConvParams {
+  std::array<int64_t, 2> stride{1, 1};
+  std::array<int64_t, 2> pad_begin{0, 0};  // top, left
+  std::array<int64_t, 2> pad_end{0, 0};    // bottom, right
+  std::array<int64_t, 2> dilation{1, 1};
+  int64_t groups = 1;
+};
 
 // A reader of one device's tensors into host memory (ember::AsyncRead): start() queues the copy
 // behind the work already queued on the device and returns at once; the host buffer is reused

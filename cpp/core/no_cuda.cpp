@@ -19,6 +19,7 @@ void device_range_pop() {}
 namespace cuda {
 namespace {
 std::atomic<SyncDebugMode> g_sync_debug{SyncDebugMode::Off};
+std::atomic<bool> g_deterministic{false};
 }  // namespace
 TransferStats transfer_stats() { return {}; }  // no device: nothing ever crosses
 void set_sync_debug_mode(SyncDebugMode mode) { g_sync_debug.store(mode); }
@@ -32,5 +33,8 @@ void empty_cache(int) {}
 void synchronize(int) {}
 void set_allow_tf32(bool) {}
 bool allow_tf32() { return false; }
+// The CPU backend is deterministic anyway; the setting is kept so code reading it back behaves alike.
+void set_deterministic_algorithms(bool deterministic) { g_deterministic.store(deterministic); }
+bool deterministic_algorithms() { return g_deterministic.load(); }
 }  // namespace cuda
 }  // namespace ember

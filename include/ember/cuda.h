@@ -42,8 +42,17 @@ enum class SyncDebugMode { Off, Warn, Error };
 EMBER_API void set_sync_debug_mode(SyncDebugMode mode);
 EMBER_API SyncDebugMode sync_debug_mode();
 
-// TF32 tensor cores for f32 GEMMs (off by default so results match the CPU reference closely).
+// TF32 tensor cores for f32 GEMMs and convolutions (off by default so results match the CPU
+// reference closely; one switch for both, where PyTorch has torch.backends.cuda.matmul.allow_tf32
+// and torch.backends.cudnn.allow_tf32).
 EMBER_API void set_allow_tf32(bool allow);
 EMBER_API bool allow_tf32();
+
+// Deterministic algorithms only (PyTorch's torch.backends.cudnn.deterministic): cuDNN's
+// convolutions pick among the algorithms that give bit-identical results from run to run (off by
+// default: the fastest algorithm cuDNN's heuristic ranks first). Read when a convolution shape is
+// first seen, and part of its cache key, so changing it takes effect at the next call.
+EMBER_API void set_deterministic_algorithms(bool deterministic);
+EMBER_API bool deterministic_algorithms();
 
 }  // namespace ember::cuda

@@ -1,5 +1,6 @@
 // The op table: every differentiable op, with broadcasting, non-contiguous inputs and options.
 #include "ops/op_table.h"
+#include "ops/op_table_conv.h"
 
 namespace ember::test {
 namespace {
@@ -189,6 +190,7 @@ std::vector<OpRow> op_table() {
        [](V x) { return cross_entropy(linear(relu(linear(x[0], x[1], x[2])), x[3], x[4]), x[5]); }},
   };
   for (OpRow& row : poolnorm_op_rows()) t.push_back(std::move(row));
+  for (OpRow& row : conv_op_rows()) t.push_back(std::move(row));  // tests/ops/op_table_conv.cpp
   return t;
 }
 

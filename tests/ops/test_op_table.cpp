@@ -5,6 +5,7 @@
 #include <map>
 
 #include "ops/op_table.h"
+#include "ops/op_table_conv.h"
 
 namespace ember::test {
 namespace {
@@ -525,6 +526,14 @@ std::map<std::string, R> references() {
       std::vector<Tensor> ts;
       for (const A& a : x) ts.push_back(from_vector<double>(a.v, a.s));
       return host(ref(ts));
+    };
+  // The convolution rows' references (tests/ops/op_table_conv.cpp) work on tensors.
+  for (auto& [name, f] : conv_references())
+    r[name] = [f](const std::vector<A>& x) {
+      std::vector<Tensor> ts;
+      for (const A& a : x) ts.push_back(from_vector<double>(a.v, a.s));
+      const Tensor t = f(ts);
+      return A{t.shape(), t.to_vector<double>()};
     };
   return r;
 }

@@ -3,13 +3,18 @@
 //   mlp-epoch  one epoch of the MNIST MLP (784-H-10, Adam, batch B) over IDX data, as
 //              tools/bench/torch_mlp_epoch.py does it in PyTorch
 //   ops        GEMM / linear+ReLU / softmax-cross-entropy micro-benchmarks forward+backward
+//   conv-layers  the classic MNIST CNN's two conv layers at batch B: the backend's forward, data
+//              gradient and weight gradient primitives, and the bias gradient, each timed alone
+//              (tools/bench/conv_layers.sh sets them beside PyTorch's)
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
+#include "cpp/backend/backend.h"
 #include "ember/ember.h"
 
 using namespace ember;
@@ -91,6 +96,51 @@ int ops(Device device, int reps) {
   return 0;
 }
 
+// The primitives themselves (cpp/backend/backend.h), so each direction is timed alone as
+// PyTorch's aten::convolution_backward with one output_mask entry is in torch_conv_layers.py.
+int conv_layers(Device device, int64_t batch, int reps) {
+  struct Layer {
+    const char* name;
+    int64_t c_in, c_out, hw;
+  };
+  const char* engine = device.is_cuda() ? "cudnn" : (std::getenv("EMBER_CPU_CONV") ? std::getenv("EMBER_CPU_CONV") : "onednn");
+  Backend& be = backend_for(device);
+  const TensorOptions f32(DType::F32, device);
+  for (const Layer& l : {Layer{"conv1_1x28x28_to_32", 1, 32, 28}, Layer{"conv2_32x26x26_to_64", 32, 64, 26}}) {
+    const int64_t ho = l.hw - 2;
+    Tensor x = randn({batch, l.c_in, l.hw, l.hw}, f32), w = mul(randn({l.c_out, l.c_in, 3, 3}, f32), 0.1);
+    Tensor b = randn({l.c_out}, f32), y = zeros({batch, l.c_out, ho, ho}, f32), dy = randn({batch, l.c_out, ho, ho}, f32);
+    Tensor dx = zeros(x.shape(), f32), dw = zeros(w.shape(), f32), db = zeros({l.c_out}, f32);
+    const ConvParams p;
+    const double flops = 2.0 * batch * l.c_out * ho * ho * l.c_in * 9;
+    auto report = [&](const char* dir, double s, double fl) {
+      std::printf("{\"framework\": \"ember\", \"engine\": \"%s\", \"threads\": %d, \"layer\": \"%s\", "
+                  "\"direction\": \"%s\", \"ms\": %.4f, \"gflops\": %.2f}\n",
+                  engine, get_num_threads(), l.name, dir, s * 1e3, fl / s / 1e9);
+    };
+    report("forward", best_time(device, reps, [&] { be.conv2d_forward(y, x, w, b, p); }), flops);
+    report("data_grad", best_time(device, reps, [&] { be.conv2d_backward_data(dx, dy, w, p); }), flops);
+    report("weight_grad", best_time(device, reps, [&] { be.conv2d_backward_weight(dw, Tensor(), dy, x, p); }), flops);
+    // The weight and bias gradients of one primitive call, as the conv2d node's backward asks them.
+    report("weight_bias_grad", best_time(device, reps, [&] { be.conv2d_backward_weight(dw, db, dy, x, p); }), flops);
+  }
+  // Both layers through the ops and autograd, as a training step runs them: conv, ReLU, conv, ReLU,
+  // forward and backward (no input gradient for the images).
+  Tensor x = randn({batch, 1, 28, 28}, f32);
+  Tensor w1 = mul(randn({32, 1, 3, 3}, f32), 0.3).requires_grad_(), b1 = zeros({32}, f32).requires_grad_();
+  Tensor w2 = mul(randn({64, 32, 3, 3}, f32), 0.05).requires_grad_(), b2 = zeros({64}, f32).requires_grad_();
+  // Backward from a given output gradient (not from a sum: ember's full reduction alone takes ~8 ms here).
+  const Tensor g = randn({batch, 64, 24, 24}, f32);
+  const double s = best_time(device, reps, [&] {
+    for (Tensor* t : {&w1, &b1, &w2, &b2}) t->zero_grad();
+    relu(conv2d(relu(conv2d(x, w1, b1)), w2, b2)).backward(g);
+  });
+  std::printf("{\"framework\": \"ember\", \"engine\": \"%s\", \"threads\": %d, \"layer\": \"conv1+conv2\", "
+              "\"direction\": \"fwd_bwd_autograd\", \"ms\": %.4f, \"gflops\": 0}\n",
+              engine, get_num_threads(), s * 1e3);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -108,7 +158,10 @@ int main(int argc, char** argv) {
   mlp->add_option("--seed", seed)->capture_default_str();
   auto* op = app.add_subcommand("ops", "GEMM and fused-op micro-benchmarks");
   op->add_option("--reps", reps)->capture_default_str();
-  for (auto* sub : {mlp, op}) {
+  auto* conv = app.add_subcommand("conv-layers", "the MNIST CNN's conv layers: forward, data and weight gradients");
+  conv->add_option("--reps", reps)->capture_default_str();
+  conv->add_option("--batch-size", batch)->capture_default_str();
+  for (auto* sub : {mlp, op, conv}) {
     sub->add_option("--device", device_flag, "cpu, cuda or cuda:N")->capture_default_str();
     sub->add_option("--threads", threads, "CPU BLAS threads")->capture_default_str();
   }
@@ -118,6 +171,7 @@ int main(int argc, char** argv) {
     const Device device = Device::parse(device_flag);
     if (device.is_cuda() && !cuda::is_available()) throw Error("--device " + device_flag + ": no CUDA device available");
     if (*mlp) return mlp_epoch(dir, device, hidden, batch, epochs, seed);
+    if (*conv) return conv_layers(device, batch, reps);
     return ops(device, reps);
   } catch (const Error& e) {
     std::fprintf(stderr, "ember-bench: error: %s\n", e.what());

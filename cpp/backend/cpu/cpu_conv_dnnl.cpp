@@ -1,0 +1,257 @@
+// CPU backend: f32 convolutions through oneDNN (the library PyTorch's CPU build uses). Each shape
+// and direction gets its primitive, the memory formats oneDNN chose for it and the reorders
+// between those and ember's NCHW / OIHW, built once and cached, so a training loop creates none.
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <array>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "cpp/backend/cpu/cpu_conv.h"
+#include "ember/error.h"
+
+namespace ember::cpu {
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+enum class Kind : int64_t { Forward, BackwardData, BackwardWeight };
+
+// One operand of a cached primitive: ember's plain layout, the primitive's, and the reorder
+// between them when they differ (user -> primitive for inputs, primitive -> user for the output).
+struct Slot {
+  int arg = 0;
+  memory::desc user, prim;
+  bool output = false;
+  std::optional<dnnl::reorder> reorder;
+};
+
+struct Entry {
+  dnnl::primitive prim;
+  std::vector<Slot> slots;
+  memory::desc scratchpad;
+  // The reordered operands' buffers and the scratchpad, allocated on the entry's first run and
+  // reused (fresh multi-MiB buffers each call cost page faults on every training step); `mutex`
+  // makes concurrent calls of one shape take turns with them.
+  std::mutex mutex;
+  std::vector<std::optional<memory>> held;
+  std::optional<memory> scratch;
+};
+
+using Key = std::array<int64_t, 19>;
+
+Key key_of(Kind kind, const ConvGeometry& g, bool bias) {
+  const ConvParams& p = g.p;
+  return {static_cast<int64_t>(kind), g.n, g.c_in, g.h, g.w, g.c_out, g.kh, g.kw, g.h_out, g.w_out,
+          p.stride[0], p.stride[1], p.pad_begin[0], p.pad_begin[1], p.pad_end[0], p.pad_end[1],
+          p.dilation[0], p.dilation[1], p.groups * 2 + (bias ? 1 : 0)};
+}
+
+// oneDNN requires (in + pad_l + pad_r - extent) / stride + 1 == out exactly (integer division).
+// The op layer's shapes always allow that with the given pad_end, except conv_transpose2d's
+// output_padding >= stride (allowed when smaller than the dilation): its extra rows are reached
+// by no window, so a smaller pad_end describes the same convolution. Negative: none fits.
+int64_t effective_pad_end(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t dilation, int64_t pb,
+                          int64_t pe) {
+  const int64_t extent = dilation * (k - 1) + 1;
+  if ((in + pb + pe - extent) / stride + 1 == out) return pe;
+  return (out - 1) * stride + extent - in - pb;
+}
+
+struct Descs {
+  memory::desc src, wei, dst, bias, any_src, any_wei, any_dst;
+  memory::dims strides, dilates, pad_l, pad_r;
+};
+
+std::optional<Descs> descs_of(const ConvGeometry& g, bool bias) {
+  const ConvParams& p = g.p;
+  const int64_t pr0 = effective_pad_end(g.h, g.h_out, g.kh, p.stride[0], p.dilation[0], p.pad_begin[0], p.pad_end[0]);
+  const int64_t pr1 = effective_pad_end(g.w, g.w_out, g.kw, p.stride[1], p.dilation[1], p.pad_begin[1], p.pad_end[1]);
+  if (pr0 < 0 || pr1 < 0) return std::nullopt;
+  const auto f32 = memory::data_type::f32;
+  const memory::dims src{g.n, g.c_in, g.h, g.w}, dst{g.n, g.c_out, g.h_out, g.w_out};
+  const int64_t G = p.groups;
+  const memory::dims wei = G == 1 ? memory::dims{g.c_out, g.c_in, g.kh, g.kw}
+                                  : memory::dims{G, g.c_out / G, g.c_in / G, g.kh, g.kw};
+  Descs d;
+  d.src = memory::desc(src, f32, tag::nchw);
+  d.dst = memory::desc(dst, f32, tag::nchw);
+  d.wei = memory::desc(wei, f32, G == 1 ? tag::oihw : tag::goihw);
+  if (bias) d.bias = memory::desc({g.c_out}, f32, tag::x);
+  d.any_src = memory::desc(src, f32, tag::any);
+  d.any_dst = memory::desc(dst, f32, tag::any);
+  d.any_wei = memory::desc(wei, f32, tag::any);
+  d.strides = {p.stride[0], p.stride[1]};
+  d.dilates = {p.dilation[0] - 1, p.dilation[1] - 1};
+  d.pad_l = {p.pad_begin[0], p.pad_begin[1]};
+  d.pad_r = {pr0, pr1};
+  return d;
+}
+
+Slot slot(int arg, const memory::desc& user, const memory::desc& prim, bool output) {
+  Slot s{arg, user, prim, output, std::nullopt};
+  if (user != prim) {
+    dnnl::engine& e = cpu_engine();
+    s.reorder = output ? dnnl::reorder(dnnl::reorder::primitive_desc(e, prim, e, user))
+                       : dnnl::reorder(dnnl::reorder::primitive_desc(e, user, e, prim));
+  }
+  return s;
+}
+
+dnnl::convolution_forward::primitive_desc forward_pd(const Descs& d, bool bias, const dnnl::primitive_attr& attr) {
+  const auto alg = dnnl::algorithm::convolution_direct;
+  const auto prop = dnnl::prop_kind::forward_training;
+  auto desc = bias ? dnnl::convolution_forward::desc(prop, alg, d.any_src, d.any_wei, d.bias, d.any_dst, d.strides,
+                                                      d.dilates, d.pad_l, d.pad_r)
+                   : dnnl::convolution_forward::desc(prop, alg, d.any_src, d.any_wei, d.any_dst, d.strides, d.dilates,
+                                                      d.pad_l, d.pad_r);
+  return dnnl::convolution_forward::primitive_desc(desc, attr, cpu_engine());
+}
+
+std::unique_ptr<Entry> build(Kind kind, const Descs& d, bool bias) {
+  dnnl::primitive_attr attr;
+  // The caller passes the scratchpad: concurrent calls of one cached primitive then share nothing.
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  auto e = std::make_unique<Entry>();
+  const auto fwd = forward_pd(d, bias, attr);
+  switch (kind) {
+    case Kind::Forward: {
+      e->prim = dnnl::convolution_forward(fwd);
+      e->slots.push_back(slot(DNNL_ARG_SRC, d.src, fwd.src_desc(), false));
+      e->slots.push_back(slot(DNNL_ARG_WEIGHTS, d.wei, fwd.weights_desc(), false));
+      if (bias) e->slots.push_back(slot(DNNL_ARG_BIAS, d.bias, fwd.bias_desc(), false));
+      e->slots.push_back(slot(DNNL_ARG_DST, d.dst, fwd.dst_desc(), true));
+      e->scratchpad = fwd.scratchpad_desc();
+      break;
+    }
+    case Kind::BackwardData: {
+      dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, d.any_src, d.any_wei, d.any_dst,
+                                                 d.strides, d.dilates, d.pad_l, d.pad_r);
+      dnnl::convolution_backward_data::primitive_desc pd(desc, attr, cpu_engine(), fwd);
+      e->prim = dnnl::convolution_backward_data(pd);
+      e->slots.push_back(slot(DNNL_ARG_DIFF_DST, d.dst, pd.diff_dst_desc(), false));
+      e->slots.push_back(slot(DNNL_ARG_WEIGHTS, d.wei, pd.weights_desc(), false));
+      e->slots.push_back(slot(DNNL_ARG_DIFF_SRC, d.src, pd.diff_src_desc(), true));
+      e->scratchpad = pd.scratchpad_desc();
+      break;
+    }
+    case Kind::BackwardWeight: {
+      const auto alg = dnnl::algorithm::convolution_direct;
+      auto desc = bias ? dnnl::convolution_backward_weights::desc(alg, d.any_src, d.any_wei, d.bias, d.any_dst, d.strides,
+                                                                   d.dilates, d.pad_l, d.pad_r)
+                       : dnnl::convolution_backward_weights::desc(alg, d.any_src, d.any_wei, d.any_dst, d.strides,
+                                                                   d.dilates, d.pad_l, d.pad_r);
+      dnnl::convolution_backward_weights::primitive_desc pd(desc, attr, cpu_engine(), fwd);
+      e->prim = dnnl::convolution_backward_weights(pd);
+      e->slots.push_back(slot(DNNL_ARG_DIFF_DST, d.dst, pd.diff_dst_desc(), false));
+      e->slots.push_back(slot(DNNL_ARG_SRC, d.src, pd.src_desc(), false));
+      e->slots.push_back(slot(DNNL_ARG_DIFF_WEIGHTS, d.wei, pd.diff_weights_desc(), true));
+      if (bias) e->slots.push_back(slot(DNNL_ARG_DIFF_BIAS, d.bias, pd.diff_bias_desc(), true));
+      e->scratchpad = pd.scratchpad_desc();
+      break;
+    }
+  }
+  return e;
+}
+
+// The cache: entries are built under the lock and never removed, so a found entry stays valid.
+Entry* find_or_build(Kind kind, const ConvGeometry& g, bool bias) {
+  static std::mutex mutex;
+  static std::map<Key, std::unique_ptr<Entry>> cache;  // null: oneDNN takes no such case
+  const Key key = key_of(kind, g, bias);
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second.get();
+  std::unique_ptr<Entry> e;
+  if (const auto d = descs_of(g, bias)) e = build(kind, *d, bias);
+  return cache.emplace(key, std::move(e)).first->second.get();
+}
+
+// Runs `e` on the operands (in the entry's slot order), reordering in and out where needed.
+void run(Entry& e, const std::vector<void*>& ptrs) {
+  dnnl::engine& eng = cpu_engine();
+  std::lock_guard<std::mutex> lock(e.mutex);
+  if (e.held.empty()) {
+    e.held.resize(e.slots.size());
+    for (size_t i = 0; i < e.slots.size(); ++i)
+      if (e.slots[i].reorder) e.held[i] = memory(e.slots[i].prim, eng);
+    e.scratch = memory(e.scratchpad, eng);
+  }
+  dnnl::stream s(eng);
+  std::unordered_map<int, memory> args;
+  std::vector<std::pair<const Slot*, std::pair<memory, memory>>> outputs;
+  for (size_t i = 0; i < e.slots.size(); ++i) {
+    const Slot& sl = e.slots[i];
+    memory user(sl.user, eng, ptrs[i]);
+    if (!sl.reorder) {
+      args.emplace(sl.arg, user);
+      continue;
+    }
+    memory prim = *e.held[i];  // a handle: the copy shares the buffer
+    if (sl.output) outputs.push_back({&sl, {prim, user}});
+    else sl.reorder->execute(s, user, prim);
+    args.emplace(sl.arg, prim);
+  }
+  args.emplace(DNNL_ARG_SCRATCHPAD, *e.scratch);
+  e.prim.execute(s, args);
+  for (auto& [sl, mems] : outputs) sl->reorder->execute(s, mems.first, mems.second);
+  s.wait();
+}
+
+template <class F>
+bool guarded(const char* what, const ConvGeometry& g, F&& f) {
+  try {
+    return f();
+  } catch (const dnnl::error& err) {
+    throw Error(detail::str_cat("conv2d (cpu, oneDNN) ", what, ": ", err.what(), " (status ",
+                                static_cast<int>(err.status), ") for input [", g.n, ", ", g.c_in, ", ", g.h, ", ",
+                                g.w, "], weight [", g.c_out, ", ", g.c_in / g.p.groups, ", ", g.kh, ", ", g.kw,
+                                "], groups ", g.p.groups));
+  }
+}
+
+}  // namespace
+
+bool dnnl_conv_forward(const ConvGeometry& g, float* y, const float* x, const float* w, const float* bias) {
+  return guarded("forward", g, [&] {
+    Entry* e = find_or_build(Kind::Forward, g, bias != nullptr);
+    if (!e) return false;
+    std::vector<void*> ptrs{const_cast<float*>(x), const_cast<float*>(w)};
+    if (bias) ptrs.push_back(const_cast<float*>(bias));
+    ptrs.push_back(y);
+    run(*e, ptrs);
+    return true;
+  });
+}
+
+bool dnnl_conv_backward_data(const ConvGeometry& g, float* dx, const float* dy, const float* w) {
+  return guarded("backward data", g, [&] {
+    Entry* e = find_or_build(Kind::BackwardData, g, false);
+    if (!e) return false;
+    run(*e, {const_cast<float*>(dy), const_cast<float*>(w), dx});
+    return true;
+  });
+}
+
+bool dnnl_conv_backward_weight(const ConvGeometry& g, float* dw, float* db, const float* dy, const float* x) {
+  return guarded("backward weight", g, [&] {
+    Entry* e = find_or_build(Kind::BackwardWeight, g, db != nullptr);
+    if (!e) return false;
+    std::vector<void*> ptrs{const_cast<float*>(dy), const_cast<float*>(x), dw};
+    if (db) ptrs.push_back(db);
+    run(*e, ptrs);
+    return true;
+  });
+}
+
+}  // namespace ember::cpu
