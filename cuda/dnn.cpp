@@ -1,4 +1,4 @@
-// CUDA backend: the conv primitives through cuDNN 9's convolution API, and the cuDNN handle.
+// CUDA backend: the conv primitives through cuDNN 9's convolution API (the handle is the device context's: cuda::dnn_handle in cuda/context.h).
 //
 // Each (direction, shape, geometry, dtype, device, determinism, TF32) gets a Plan: its tensor,
 // filter and convolution descriptors and the algorithm cuDNN's heuristic (the _v7 queries: host
