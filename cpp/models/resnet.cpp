@@ -156,4 +156,33 @@ std::shared_ptr<ResNet> resnet50(ResNetOptions o) {
   return imagenet_resnet(std::move(o), BlockKind::Bottleneck, {3, 4, 6, 3});
 }
 
+std::shared_ptr<nn::Sequential> mnist_cnn(int64_t rows, int64_t cols, int64_t classes) {
+  EMBER_CHECK(rows >= 6 && cols >= 6, "mnist_cnn needs images of at least 6x6 pixels, got ", rows, "x", cols);
+  EMBER_CHECK(classes > 0, "mnist_cnn: classes must be positive, got ", classes);
+  const int64_t features = 64 * ((rows - 4) / 2) * ((cols - 4) / 2);
+  return std::make_shared<nn::Sequential>(std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>>{
+      {"conv1", std::make_shared<nn::Conv2d>(1, 32, 3)},
+      {"relu1", std::make_shared<nn::ReLU>()},
+      {"conv2", std::make_shared<nn::Conv2d>(32, 64, 3)},
+      {"relu2", std::make_shared<nn::ReLU>()},
+      {"pool", std::make_shared<nn::MaxPool2d>(2)},
+      {"dropout1", std::make_shared<nn::Dropout>(0.25)},
+      {"flatten", std::make_shared<nn::Flatten>()},
+      {"fc1", std::make_shared<nn::Linear>(features, 128)},
+      {"relu3", std::make_shared<nn::ReLU>()},
+      {"dropout2", std::make_shared<nn::Dropout>(0.5)},
+      {"fc2", std::make_shared<nn::Linear>(128, classes)},
+  });
+}
+
+std::shared_ptr<ResNet> small_resnet(int64_t classes, int64_t in_channels) {
+  ResNetOptions o;
+  o.layers = {2, 2, 2};
+  o.widths = {16, 32, 64};
+  o.stem = ResNetStem::Small;
+  o.in_channels = in_channels;
+  o.num_classes = classes;
+  return std::make_shared<ResNet>(o);
+}
+
 }  // namespace ember::models

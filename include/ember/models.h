@@ -85,4 +85,13 @@ EMBER_API std::shared_ptr<ResNet> resnet18(ResNetOptions options = {});
 EMBER_API std::shared_ptr<ResNet> resnet34(ResNetOptions options = {});
 EMBER_API std::shared_ptr<ResNet> resnet50(ResNetOptions options = {});
 
+// PyTorch's classic MNIST example (examples/mnist): conv1 1->32 3x3, ReLU, conv2 32->64 3x3, ReLU,
+// max-pool 2, dropout1 0.25, flatten, fc1 ->128, ReLU, dropout2 0.5, fc2 128->classes, as a
+// Sequential with the example's names (conv1, conv2, dropout1, dropout2, fc1, fc2). Images of
+// rows x cols pixels, at least 6x6.
+EMBER_API std::shared_ptr<nn::Sequential> mnist_cnn(int64_t rows = 28, int64_t cols = 28, int64_t classes = 10);
+// A ResNet for small grayscale images: 3x3 stem, three stages of two BasicBlocks of widths
+// 16/32/64, global average pool, fc.
+EMBER_API std::shared_ptr<ResNet> small_resnet(int64_t classes = 10, int64_t in_channels = 1);
+
 }  // namespace ember::models

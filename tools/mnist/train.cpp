@@ -44,41 +44,14 @@ Device pick_device(const std::string& flag, bool quiet) {
   return d;
 }
 
-// --model mlp: Linear-ReLU-Linear on flattened images. --model cnn: PyTorch's classic MNIST example
-// (conv 1->32 3x3, ReLU, conv 32->64 3x3, ReLU, max-pool 2, dropout 0.25, flatten, linear ->128, ReLU,
-// dropout 0.5, linear 128->10) with its names (conv1, conv2, dropout1, dropout2, fc1, fc2). --model
-// resnet: a ResNet for small images (3x3 stem, stages of 2 BasicBlocks of widths 16/32/64, global
-// average pool), torchvision's names.
+// --model mlp: Linear-ReLU-Linear on flattened images; --model cnn: PyTorch's classic MNIST example
+// (models::mnist_cnn); --model resnet: a small ResNet with torchvision's names (models::small_resnet).
 std::shared_ptr<nn::Module> make_model(const Config& cfg, int64_t rows, int64_t cols, int64_t classes) {
   if (cfg.model == "mlp")
     return nn::sequential({std::make_shared<nn::Linear>(rows * cols, cfg.hidden), std::make_shared<nn::ReLU>(),
                            std::make_shared<nn::Linear>(cfg.hidden, classes)});
-  if (cfg.model == "cnn") {
-    EMBER_CHECK(rows >= 6 && cols >= 6, "--model cnn needs images of at least 6x6 pixels, got ", rows, "x", cols);
-    const int64_t features = 64 * ((rows - 4) / 2) * ((cols - 4) / 2);
-    return std::make_shared<nn::Sequential>(std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>>{
-        {"conv1", std::make_shared<nn::Conv2d>(1, 32, 3)},
-        {"relu1", std::make_shared<nn::ReLU>()},
-        {"conv2", std::make_shared<nn::Conv2d>(32, 64, 3)},
-        {"relu2", std::make_shared<nn::ReLU>()},
-        {"pool", std::make_shared<nn::MaxPool2d>(2)},
-        {"dropout1", std::make_shared<nn::Dropout>(0.25)},
-        {"flatten", std::make_shared<nn::Flatten>()},
-        {"fc1", std::make_shared<nn::Linear>(features, 128)},
-        {"relu3", std::make_shared<nn::ReLU>()},
-        {"dropout2", std::make_shared<nn::Dropout>(0.5)},
-        {"fc2", std::make_shared<nn::Linear>(128, classes)},
-    });
-  }
-  if (cfg.model == "resnet") {
-    models::ResNetOptions o;
-    o.layers = {2, 2, 2};
-    o.widths = {16, 32, 64};
-    o.stem = models::ResNetStem::Small;
-    o.in_channels = 1;
-    o.num_classes = classes;
-    return std::make_shared<models::ResNet>(o);
-  }
+  if (cfg.model == "cnn") return models::mnist_cnn(rows, cols, classes);
+  if (cfg.model == "resnet") return models::small_resnet(classes);
   throw Error("--model " + cfg.model + ": expected mlp, cnn or resnet");
 }
 
