@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # The CNN side by side with PyTorch on this machine, in one run:
-#   tools/bench/convnet.sh [--build DIR] [--threads "1 2"] [--reps N] [--python PY]
+#   tools/bench/convnet.sh [--build DIR] [--device cpu|cuda] [--threads "1 2"] [--reps N] [--python PY]
 # For each thread count: ember-bench cnn-step and tools/bench/torch_convnet.py --mode step (one
 # training step of the classic MNIST CNN at batch 64, and each convolution's forward and backward),
 # then a table of ratios ember / PyTorch (below 1: ember is faster). PY defaults to Debian's
-# /usr/bin/python3 (python3-torch, PyTorch's CPU build the issue compares against).
+# /usr/bin/python3 (python3-torch, PyTorch's CPU build the issue compares against); on a GPU machine
+# pass --device cuda --threads 1 --python python3 (that machine's PyTorch).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-build="$root/build" threads="1 2" reps=10 py=/usr/bin/python3
+build="$root/build" device=cpu threads="1 2" reps=10 py=/usr/bin/python3
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
+    --device) device=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
     --python) py=$2; shift 2 ;;
@@ -26,8 +28,8 @@ echo "cpu: $(lscpu | sed -n 's/^Model name: *//p')"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for t in $threads; do
-  "$bench" cnn-step --threads "$t" --reps "$reps" | tee -a "$out"
-  "$py" "$here/torch_convnet.py" --mode step --threads "$t" --reps "$reps" | tee -a "$out"
+  "$bench" cnn-step --device "$device" --threads "$t" --reps "$reps" | tee -a "$out"
+  "$py" "$here/torch_convnet.py" --mode step --device "$device" --threads "$t" --reps "$reps" | tee -a "$out"
 done
 "$py" - "$out" <<'PY'
 import json, sys

@@ -69,22 +69,29 @@ class SmallResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def best_time(reps, fn):
+def best_time(reps, fn, dev):
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
     fn()
+    sync()
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - t0)
     return best
 
 
 def step_mode(args):
-    model = mnist_cnn()
+    dev = torch.device(args.device)
+    model = mnist_cnn().to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(args.batch_size, 1, 28, 28)
-    y = torch.randint(0, 10, (args.batch_size,))
-    info = {"framework": "torch", "version": torch.__version__, "threads": args.threads, "batch": args.batch_size}
+    x = torch.randn(args.batch_size, 1, 28, 28, device=dev)
+    y = torch.randint(0, 10, (args.batch_size,), device=dev)
+    info = {"framework": "torch", "version": torch.__version__, "device": args.device, "threads": args.threads,
+            "batch": args.batch_size}
 
     def report(name, s):
         print(json.dumps({**info, "op": name, "ms": round(s * 1e3, 3)}))
@@ -95,16 +102,17 @@ def step_mode(args):
         loss.backward()
         opt.step()
 
-    report("cnn_train_step", best_time(args.reps, step))
+    report("cnn_train_step", best_time(args.reps, step, dev))
     conv1, conv2 = model[0], model[2]
-    h = torch.randn(args.batch_size, 32, 26, 26, requires_grad=True)
-    g1, g2 = torch.randn(args.batch_size, 32, 26, 26), torch.randn(args.batch_size, 64, 24, 24)
+    h = torch.randn(args.batch_size, 32, 26, 26, device=dev, requires_grad=True)
+    g1 = torch.randn(args.batch_size, 32, 26, 26, device=dev)
+    g2 = torch.randn(args.batch_size, 64, 24, 24, device=dev)
     with torch.no_grad():
-        report("conv1_forward", best_time(args.reps, lambda: conv1(x)))
-        report("conv2_forward", best_time(args.reps, lambda: conv2(h)))
+        report("conv1_forward", best_time(args.reps, lambda: conv1(x), dev))
+        report("conv2_forward", best_time(args.reps, lambda: conv2(h), dev))
     for name, conv, inp, g in (("conv1_backward", conv1, x, g1), ("conv2_backward", conv2, h, g2)):
-        both = best_time(args.reps, lambda: conv(inp).backward(g))
-        fwd = best_time(args.reps, lambda: conv(inp))
+        both = best_time(args.reps, lambda: conv(inp).backward(g), dev)
+        fwd = best_time(args.reps, lambda: conv(inp), dev)
         report(name, both - fwd)
     print(json.dumps({**info, **build_info()}))
 
@@ -147,6 +155,7 @@ def main():
     ap.add_argument("--mode", choices=["step", "train"], default="step")
     ap.add_argument("--model", choices=["cnn", "resnet"], default="cnn")
     ap.add_argument("--data", default="data/fashion-mnist")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=10)
