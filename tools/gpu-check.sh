@@ -407,4 +407,16 @@ else
   else no_gpu_row bench "$OUT/bench.log" "$no_gpu_words" "$(grep -m1 -oE "($no_gpu_words)[^;]*" "$OUT/bench.log")"
   fi
 fi
+
+# ---- cnn-bench: one training step of the MNIST CNN and its convolutions, ember (cuDNN) against PyTorch eager ----
+if ((build_ok != 0)); then
+  row cnn-bench skipped 0 "build failed"
+else
+  run_step cnn-bench 30 "$OUT/cnn-bench.log" bash tools/bench/convnet.sh --build "$BUILD" --device cuda --threads 1 \
+    --python "$(command -v python3 || echo python3)"
+  if ((have_gpu)); then
+    row cnn-bench "$(status_of)" "$step_s" "$(grep -m1 '^cnn_train_step' "$OUT/cnn-bench.log" | tr -s ' ' | cut -c1-100)"
+  else no_gpu_row cnn-bench "$OUT/cnn-bench.log" "$no_gpu_words" "$(grep -m1 -oE "($no_gpu_words)[^;]*" "$OUT/cnn-bench.log")"
+  fi
+fi
 exit $failed

@@ -13,6 +13,7 @@
 #include "ember/io.h"
 #include "ember/nn.h"
 #include "ember/metrics.h"
+#include "ember/models.h"
 #include "ember/ops.h"
 #include "ember/parallel.h"
 #include "ember/profile.h"

@@ -271,6 +271,275 @@ class EMBER_API Sequential : public Module {
 // A shared Sequential, the way models are held: nn::sequential({linear, relu, ...}).
 EMBER_API std::shared_ptr<Sequential> sequential(std::initializer_list<std::shared_ptr<Module>> modules);
 
+// ---- convolutional, pooling, normalisation and resampling layers (NCHW) ----
+
+// The options of Conv2d and ConvTranspose2d; `padding_mode` Same / Valid overrides `padding`.
+struct ConvOptions {
+  Int2 stride{1, 1};
+  Int2 padding{0, 0};
+  Int2 dilation{1, 1};
+  Int2 output_padding{0, 0};  // ConvTranspose2d only
+  int64_t groups = 1;
+  ConvPadding padding_mode = ConvPadding::Explicit;  // Conv1d / Conv2d only
+  bool bias = true;
+  DType dtype = DType::F32;
+  Device device = Device::cpu();
+  Generator* generator = nullptr;
+};
+
+// The convolutions hold weight (and bias) initialised as PyTorch does: kaiming_uniform_(weight,
+// a = sqrt(5)) and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+// Conv2d: weight [out_channels, in_channels / groups, kH, kW], bias [out_channels].
+class EMBER_API Conv2d : public Module {
+ public:
+  Conv2d(int64_t in_channels, int64_t out_channels, Int2 kernel_size, const ConvOptions& options = {});
+  Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size, const ConvOptions& options = {})
+      : Conv2d(in_channels, out_channels, Int2{kernel_size, kernel_size}, options) {}
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override { return "Conv2d"; }
+  std::string extra_repr() const override;
+  void reset_parameters(Generator* gen = nullptr);
+
+  const int64_t in_channels;
+  const int64_t out_channels;
+  const Int2 kernel_size;
+  const ConvOptions options;
+  Tensor weight;
+  Tensor bias;  // undefined without a bias
+};
+
+// The options of Conv1d (one value per setting: the width).
+struct Conv1dOptions {
+  int64_t stride = 1;
+  int64_t padding = 0;
+  int64_t dilation = 1;
+  int64_t groups = 1;
+  ConvPadding padding_mode = ConvPadding::Explicit;
+  bool bias = true;
+  DType dtype = DType::F32;
+  Device device = Device::cpu();
+  Generator* generator = nullptr;
+};
+
+// Conv1d over [N, C, L]: weight [out_channels, in_channels / groups, k].
+class EMBER_API Conv1d : public Module {
+ public:
+  Conv1d(int64_t in_channels, int64_t out_channels, int64_t kernel_size, const Conv1dOptions& options = {});
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override { return "Conv1d"; }
+  std::string extra_repr() const override;
+  void reset_parameters(Generator* gen = nullptr);
+
+  const int64_t in_channels;
+  const int64_t out_channels;
+  const int64_t kernel_size;
+  const Conv1dOptions options;
+  Tensor weight;
+  Tensor bias;
+};
+
+// ConvTranspose2d: weight [in_channels, out_channels / groups, kH, kW] (PyTorch's layout).
+class EMBER_API ConvTranspose2d : public Module {
+ public:
+  ConvTranspose2d(int64_t in_channels, int64_t out_channels, Int2 kernel_size, const ConvOptions& options = {});
+  ConvTranspose2d(int64_t in_channels, int64_t out_channels, int64_t kernel_size, const ConvOptions& options = {})
+      : ConvTranspose2d(in_channels, out_channels, Int2{kernel_size, kernel_size}, options) {}
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override { return "ConvTranspose2d"; }
+  std::string extra_repr() const override;
+  void reset_parameters(Generator* gen = nullptr);
+
+  const int64_t in_channels;
+  const int64_t out_channels;
+  const Int2 kernel_size;
+  const ConvOptions options;
+  Tensor weight;
+  Tensor bias;
+};
+
+class EMBER_API MaxPool2d : public Module {
+ public:
+  explicit MaxPool2d(const MaxPool2dArgs& args) : args(args) {}
+  explicit MaxPool2d(int64_t kernel_size) { args.kernel_size = {kernel_size, kernel_size}; }
+  Tensor forward(const Tensor& input) override { return max_pool2d(input, args); }
+  std::string type_name() const override { return "MaxPool2d"; }
+  std::string extra_repr() const override;
+  MaxPool2dArgs args;
+};
+
+class EMBER_API AvgPool2d : public Module {
+ public:
+  explicit AvgPool2d(const AvgPool2dArgs& args) : args(args) {}
+  explicit AvgPool2d(int64_t kernel_size) { args.kernel_size = {kernel_size, kernel_size}; }
+  Tensor forward(const Tensor& input) override { return avg_pool2d(input, args); }
+  std::string type_name() const override { return "AvgPool2d"; }
+  std::string extra_repr() const override;
+  AvgPool2dArgs args;
+};
+
+class EMBER_API AdaptiveAvgPool2d : public Module {
+ public:
+  explicit AdaptiveAvgPool2d(Int2 output_size) : output_size(output_size) {}
+  explicit AdaptiveAvgPool2d(int64_t output_size) : output_size{output_size, output_size} {}
+  Tensor forward(const Tensor& input) override { return adaptive_avg_pool2d(input, output_size); }
+  std::string type_name() const override { return "AdaptiveAvgPool2d"; }
+  std::string extra_repr() const override;
+  Int2 output_size;
+};
+
+class EMBER_API AdaptiveMaxPool2d : public Module {
+ public:
+  explicit AdaptiveMaxPool2d(Int2 output_size) : output_size(output_size) {}
+  explicit AdaptiveMaxPool2d(int64_t output_size) : output_size{output_size, output_size} {}
+  Tensor forward(const Tensor& input) override { return adaptive_max_pool2d(input, output_size); }
+  std::string type_name() const override { return "AdaptiveMaxPool2d"; }
+  std::string extra_repr() const override;
+  Int2 output_size;
+};
+
+struct BatchNormOptions {
+  double eps = 1e-5;
+  // The running statistics' update weight; nullopt: a cumulative average (1 / num_batches_tracked).
+  std::optional<double> momentum = 0.1;
+  bool affine = true;               // learnable weight (ones) and bias (zeros)
+  bool track_running_stats = true;  // buffers running_mean (zeros), running_var (ones), num_batches_tracked (I64)
+  DType dtype = DType::F32;
+  Device device = Device::cpu();
+};
+
+// Batch normalisation over the channel dim 1 (PyTorch's _BatchNorm): batch statistics while training
+// (and updates of the running ones), running statistics in eval mode; without running statistics,
+// always the batch's. BatchNorm1d takes [N, C] or [N, C, L]; BatchNorm2d [N, C, H, W].
+class EMBER_API BatchNorm : public Module {
+ public:
+  Tensor forward(const Tensor& input) override;
+  std::string extra_repr() const override;
+  void reset_running_stats();
+  void reset_parameters();
+
+  const int64_t num_features;
+  const BatchNormOptions options;
+  Tensor weight;
+  Tensor bias;
+  Tensor running_mean;
+  Tensor running_var;
+  Tensor num_batches_tracked;
+
+ protected:
+  BatchNorm(int64_t num_features, const BatchNormOptions& options, const char* type, std::vector<int64_t> input_dims);
+
+ private:
+  const char* type_;
+  std::vector<int64_t> input_dims_;
+};
+
+class EMBER_API BatchNorm1d : public BatchNorm {
+ public:
+  explicit BatchNorm1d(int64_t num_features, const BatchNormOptions& options = {})
+      : BatchNorm(num_features, options, "BatchNorm1d", {2, 3}) {}
+  std::string type_name() const override { return "BatchNorm1d"; }
+};
+
+class EMBER_API BatchNorm2d : public BatchNorm {
+ public:
+  explicit BatchNorm2d(int64_t num_features, const BatchNormOptions& options = {})
+      : BatchNorm(num_features, options, "BatchNorm2d", {4}) {}
+  std::string type_name() const override { return "BatchNorm2d"; }
+};
+
+// Instance normalisation of [N, C, H, W]: PyTorch's defaults (no affine, no running statistics).
+struct InstanceNormOptions {
+  double eps = 1e-5;
+  double momentum = 0.1;
+  bool affine = false;
+  bool track_running_stats = false;
+  DType dtype = DType::F32;
+  Device device = Device::cpu();
+};
+class EMBER_API InstanceNorm2d : public Module {
+ public:
+  explicit InstanceNorm2d(int64_t num_features, const InstanceNormOptions& options = {});
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override { return "InstanceNorm2d"; }
+  std::string extra_repr() const override;
+  const int64_t num_features;
+  const InstanceNormOptions options;
+  Tensor weight;
+  Tensor bias;
+  Tensor running_mean;
+  Tensor running_var;
+};
+
+struct LayerNormOptions {
+  double eps = 1e-5;
+  bool elementwise_affine = true;  // weight (ones) and bias (zeros) of normalized_shape
+  bool bias = true;
+  DType dtype = DType::F32;
+  Device device = Device::cpu();
+};
+class EMBER_API LayerNorm : public Module {
+ public:
+  explicit LayerNorm(std::vector<int64_t> normalized_shape, const LayerNormOptions& options = {});
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override { return "LayerNorm"; }
+  std::string extra_repr() const override;
+  const std::vector<int64_t> normalized_shape;
+  const LayerNormOptions options;
+  Tensor weight;
+  Tensor bias;
+};
+
+struct GroupNormOptions {
+  double eps = 1e-5;
+  bool affine = true;  // weight (ones) and bias (zeros) of [num_channels]
+  DType dtype = DType::F32;
+  Device device = Device::cpu();
+};
+class EMBER_API GroupNorm : public Module {
+ public:
+  GroupNorm(int64_t num_groups, int64_t num_channels, const GroupNormOptions& options = {});
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override { return "GroupNorm"; }
+  std::string extra_repr() const override;
+  const int64_t num_groups;
+  const int64_t num_channels;
+  const GroupNormOptions options;
+  Tensor weight;
+  Tensor bias;
+};
+
+// Zeroes whole channels with probability p while training (dropout2d); the identity in eval mode.
+class EMBER_API Dropout2d : public Module {
+ public:
+  explicit Dropout2d(double p = 0.5, Generator* generator = nullptr);
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override { return "Dropout2d"; }
+  std::string extra_repr() const override;
+  double p;
+  Generator* generator;
+};
+
+// Splits dim `dim` into `sizes` (PyTorch's Unflatten).
+class EMBER_API Unflatten : public Module {
+ public:
+  Unflatten(int64_t dim, std::vector<int64_t> sizes);
+  Tensor forward(const Tensor& input) override;
+  std::string type_name() const override { return "Unflatten"; }
+  std::string extra_repr() const override;
+  int64_t dim;
+  std::vector<int64_t> sizes;
+};
+
+// interpolate() as a layer.
+class EMBER_API Upsample : public Module {
+ public:
+  explicit Upsample(const InterpolateArgs& args) : args(args) {}
+  Tensor forward(const Tensor& input) override { return interpolate(input, args); }
+  std::string type_name() const override { return "Upsample"; }
+  std::string extra_repr() const override;
+  InterpolateArgs args;
+};
+
 // ---- losses: forward(input, target) ----
 
 class EMBER_API Loss : public Module {

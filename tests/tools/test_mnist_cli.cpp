@@ -46,17 +46,20 @@ class MnistCli : public ::testing::Test {
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   std::string data_dir() const { return path("data"); }
 
-  // A dataset of `n_train` and `n_test` 4x4 images whose class shows in the pixels, so training learns.
-  static void write_dataset(const std::string& dir, int64_t n_train, int64_t n_test) {
+  // A dataset of `n_train` and `n_test` side x side images (4x4 by default) whose class shows in the
+  // pixels, so training learns.
+  static void write_dataset(const std::string& dir, int64_t n_train, int64_t n_test, int64_t side = 4) {
     fs::create_directories(dir);
+    const int64_t px_per = side * side;
     auto split = [&](const std::string& prefix, int64_t n) {
-      std::vector<uint8_t> px(static_cast<size_t>(n * 16));
+      std::vector<uint8_t> px(static_cast<size_t>(n * px_per));
       std::vector<int64_t> y(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) {
         y[i] = i % 10;
-        for (int64_t k = 0; k < 16; ++k) px[i * 16 + k] = static_cast<uint8_t>(k == y[i] ? 250 : (i * 7 + k) % 40);
+        for (int64_t k = 0; k < px_per; ++k)
+          px[i * px_per + k] = static_cast<uint8_t>(k % 16 == y[i] ? 250 : (i * 7 + k) % 40);
       }
-      data::write_idx(dir + "/" + prefix + "-images-idx3-ubyte", from_vector<uint8_t>(px, {n, 4, 4}));
+      data::write_idx(dir + "/" + prefix + "-images-idx3-ubyte", from_vector<uint8_t>(px, {n, side, side}));
       data::write_idx(dir + "/" + prefix + "-labels-idx1-ubyte", from_vector<int64_t>(y, {n}));
     };
     split("train", n_train);
@@ -64,10 +67,10 @@ class MnistCli : public ::testing::Test {
   }
 
   // Runs ember-mnist with the tiny dataset, the CPU and a small model, plus `args`.
-  Result run(const std::string& args, const std::string& data = "") const {
+  Result run(const std::string& args, const std::string& data = "", bool quiet = true) const {
     const std::string log = path("log.txt");
     const std::string cmd = std::string("'") + EMBER_MNIST_BIN + "' --data '" + (data.empty() ? data_dir() : data) +
-                            "' --device cpu --hidden 8 --quiet " + args + " > '" + log + "' 2>&1 < /dev/null";
+                            "' --device cpu --hidden 8 " + (quiet ? "--quiet " : "") + args + " > '" + log + "' 2>&1 < /dev/null";
     const int status = std::system(cmd.c_str());
     Result r;
     r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
@@ -101,6 +104,32 @@ TEST_F(MnistCli, TrainsAndResumesOnTheTinyDataset) {
   const Result resumed = run("--epochs 2 --save '" + ck + "' --resume '" + ck + "'");
   EXPECT_EQ(resumed.rc, 0) << resumed.out;
   EXPECT_NE(resumed.out.find("best epoch"), std::string::npos) << resumed.out;
+}
+
+// The convnets train, save, resume and evaluate like the MLP (on 8x8 images: the CNN needs 6x6 at
+// least), the banner names the model and its parameter count, and a checkpoint of one model is
+// refused by a run that builds another, naming both.
+TEST_F(MnistCli, ConvnetsTrainResumeAndEvaluate) {
+  const std::string data8 = path("data8");
+  write_dataset(data8, 64, 20, 8);
+  for (const std::string model : {"cnn", "resnet"}) {
+    const std::string ck = path(model + ".safetensors");
+    const Result first = run("--model " + model + " --epochs 1 --batch-size 32 --save '" + ck + "'", data8);
+    ASSERT_EQ(first.rc, 0) << first.out;
+    const Result resumed =
+        run("--model " + model + " --epochs 2 --batch-size 32 --save '" + ck + "' --resume '" + ck + "'", data8);
+    EXPECT_EQ(resumed.rc, 0) << resumed.out;
+    EXPECT_NE(resumed.out.find("best epoch"), std::string::npos) << resumed.out;
+    const Result evaluated = run("--model " + model + " --eval '" + ck + "'", data8);
+    EXPECT_EQ(evaluated.rc, 0) << evaluated.out;
+    EXPECT_TRUE(fails_with(run("--eval '" + ck + "'", data8), 2, {"holds a " + model, "builds a mlp with --hidden 8", "--model"}));
+  }
+  const Result banner = run("--model cnn --epochs 1 --batch-size 32", data8, /*quiet=*/false);
+  ASSERT_EQ(banner.rc, 0) << banner.out;
+  // conv1 32*1*9+32, conv2 64*32*9+64, fc1 (64*2*2)*128+128, fc2 128*10+10.
+  const int64_t params = 32 * 9 + 32 + 64 * 32 * 9 + 64 + 256 * 128 + 128 + 128 * 10 + 10;
+  EXPECT_NE(banner.out.find("CNN"), std::string::npos) << banner.out;
+  EXPECT_NE(banner.out.find(std::to_string(params) + " parameters"), std::string::npos) << banner.out;
 }
 
 TEST_F(MnistCli, MalformedHistoryInACheckpointIsAnErrorNotAnAbort) {

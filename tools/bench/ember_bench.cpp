@@ -6,6 +6,9 @@
 //   conv-layers  the classic MNIST CNN's two conv layers at batch B: the backend's forward, data
 //              gradient and weight gradient primitives, and the bias gradient, each timed alone
 //              (tools/bench/conv_layers.sh sets them beside PyTorch's)
+//   cnn-step   one training step of the classic MNIST CNN (models::mnist_cnn, Adam, batch B), and
+//              the forward and backward of each of its convolutions alone, as
+//              tools/bench/torch_convnet.py --mode step does them in PyTorch
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -141,6 +144,46 @@ int conv_layers(Device device, int64_t batch, int reps) {
   return 0;
 }
 
+int cnn_step(Device device, int64_t batch, int reps, uint64_t seed) {
+  manual_seed(seed);
+  auto model = models::mnist_cnn();
+  model->to(device);
+  optim::Adam opt(model->parameters(), {.lr = 1e-3});
+  const TensorOptions f32(DType::F32, device);
+  const Tensor x = randn({batch, 1, 28, 28}, f32);
+  const Tensor y = randint(0, 10, {batch}, TensorOptions(DType::I64, device));
+  auto report = [&](const char* name, double s) {
+    std::printf("{\"framework\": \"ember\", \"op\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"batch\": %lld, "
+                "\"ms\": %.3f}\n",
+                name, device.str().c_str(), get_num_threads(), static_cast<long long>(batch), s * 1e3);
+  };
+  report("cnn_train_step", best_time(device, reps, [&] {
+           Tensor loss = cross_entropy((*model)(x), y);
+           opt.zero_grad();
+           loss.backward();
+           opt.step();
+         }));
+  // Each convolution alone: its forward, and its backward (weight and bias gradients; conv2 also
+  // the data gradient, as in the network, where conv1's input needs none).
+  auto conv1 = model->at<nn::Conv2d>(0), conv2 = model->at<nn::Conv2d>(2);
+  const Tensor h = randn({batch, 32, 26, 26}, f32).requires_grad_();
+  const Tensor g1 = randn({batch, 32, 26, 26}, f32), g2 = randn({batch, 64, 24, 24}, f32);
+  {
+    autograd::NoGradGuard no_grad;
+    report("conv1_forward", best_time(device, reps, [&] { (*conv1)(x); }));
+    report("conv2_forward", best_time(device, reps, [&] { (*conv2)(h); }));
+  }
+  // The backward alone: forward + backward minus the forward, each the best of `reps`.
+  auto backward_time = [&](const std::shared_ptr<nn::Conv2d>& conv, const Tensor& in, const Tensor& g) {
+    const double both = best_time(device, reps, [&] { (*conv)(in).backward(g); });
+    const double fwd = best_time(device, reps, [&] { (*conv)(in); });
+    return both - fwd;
+  };
+  report("conv1_backward", backward_time(conv1, x, g1));
+  report("conv2_backward", backward_time(conv2, h, g2));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -161,7 +204,11 @@ int main(int argc, char** argv) {
   auto* conv = app.add_subcommand("conv-layers", "the MNIST CNN's conv layers: forward, data and weight gradients");
   conv->add_option("--reps", reps)->capture_default_str();
   conv->add_option("--batch-size", batch)->capture_default_str();
-  for (auto* sub : {mlp, op, conv}) {
+  auto* cnn = app.add_subcommand("cnn-step", "a training step of the MNIST CNN and its convolutions alone");
+  cnn->add_option("--batch-size", batch)->capture_default_str();
+  cnn->add_option("--reps", reps)->capture_default_str();
+  cnn->add_option("--seed", seed)->capture_default_str();
+  for (auto* sub : {mlp, op, conv, cnn}) {
     sub->add_option("--device", device_flag, "cpu, cuda or cuda:N")->capture_default_str();
     sub->add_option("--threads", threads, "CPU BLAS threads")->capture_default_str();
   }
@@ -172,6 +219,7 @@ int main(int argc, char** argv) {
     if (device.is_cuda() && !cuda::is_available()) throw Error("--device " + device_flag + ": no CUDA device available");
     if (*mlp) return mlp_epoch(dir, device, hidden, batch, epochs, seed);
     if (*conv) return conv_layers(device, batch, reps);
+    if (*cnn) return cnn_step(device, batch, reps, seed);
     return ops(device, reps);
   } catch (const Error& e) {
     std::fprintf(stderr, "ember-bench: error: %s\n", e.what());

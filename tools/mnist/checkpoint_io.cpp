@@ -62,9 +62,13 @@ std::string get(const std::map<std::string, std::string>& m, const std::string& 
 // The checkpoint's model must be the one these flags build.
 void check_model_flags(const std::map<std::string, std::string>& meta, const std::string& path, const Config& cfg) {
   const std::string model = get(meta, "extra.model", path), hidden = get(meta, "extra.hidden", path);
-  if (model != cfg.model || hidden != std::to_string(cfg.hidden))
-    throw Error("checkpoint " + path + " holds a " + model + " with --hidden " + hidden + ", but this run builds a " +
-                cfg.model + " with --hidden " + std::to_string(cfg.hidden) + "; pass the flags it was trained with");
+  // --hidden shapes the MLP only; the convnets have fixed widths.
+  const bool same = model == cfg.model && (cfg.model != "mlp" || hidden == std::to_string(cfg.hidden));
+  if (!same) {
+    auto name = [](const std::string& m, const std::string& h) { return m == "mlp" ? "mlp with --hidden " + h : m; };
+    throw Error("checkpoint " + path + " holds a " + name(model, hidden) + ", but this run builds a " +
+                name(cfg.model, std::to_string(cfg.hidden)) + "; pass the flags it was trained with (--model, --hidden)");
+  }
 }
 
 // The saved run's settings against this run's: every difference, one per line.

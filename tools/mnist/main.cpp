@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
   app.add_option("--dataset", cfg.dataset, "which dataset in data/ to use when --data is not given")
       ->check(CLI::IsMember({"mnist", "fashion-mnist"}))
       ->excludes(data_opt);
-  app.add_option("--model", cfg.model, "model architecture")->check(CLI::IsMember({"mlp", "cnn"}));
+  app.add_option("--model", cfg.model, "model architecture")->check(CLI::IsMember({"mlp", "cnn", "resnet"}));
   // 2^31 - 1: the CPU BLAS takes 32-bit extents.
   app.add_option("--hidden", cfg.hidden, "hidden units of the MLP")->check(integer_in<int64_t>(1, INT32_MAX));
   // A million epochs is far beyond any useful run and well inside the DataLoader's epoch counter.

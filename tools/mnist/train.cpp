@@ -44,11 +44,23 @@ Device pick_device(const std::string& flag, bool quiet) {
   return d;
 }
 
-std::shared_ptr<nn::Sequential> make_model(const Config& cfg, int64_t in_features, int64_t classes) {
-  EMBER_CHECK(cfg.model == "mlp", "--model ", cfg.model, ": this version of ember-mnist trains the MLP only "
-              "(--model mlp); convolution layers are not part of ember yet");
-  return nn::sequential({std::make_shared<nn::Linear>(in_features, cfg.hidden), std::make_shared<nn::ReLU>(),
-                         std::make_shared<nn::Linear>(cfg.hidden, classes)});
+// --model mlp: Linear-ReLU-Linear on flattened images; --model cnn: PyTorch's classic MNIST example
+// (models::mnist_cnn); --model resnet: a small ResNet with torchvision's names (models::small_resnet).
+std::shared_ptr<nn::Module> make_model(const Config& cfg, int64_t rows, int64_t cols, int64_t classes) {
+  if (cfg.model == "mlp")
+    return nn::sequential({std::make_shared<nn::Linear>(rows * cols, cfg.hidden), std::make_shared<nn::ReLU>(),
+                           std::make_shared<nn::Linear>(cfg.hidden, classes)});
+  if (cfg.model == "cnn") return models::mnist_cnn(rows, cols, classes);
+  if (cfg.model == "resnet") return models::small_resnet(classes);
+  throw Error("--model " + cfg.model + ": expected mlp, cnn or resnet");
+}
+
+// One line naming the model, for the banner.
+std::string describe_model(const Config& cfg, int64_t rows, int64_t cols, const nn::Module& model) {
+  std::string what = cfg.model == "mlp"   ? "MLP " + std::to_string(rows * cols) + "-" + std::to_string(cfg.hidden) + "-10"
+                     : cfg.model == "cnn" ? std::string("CNN (2 conv, max-pool, 2 linear)")
+                                          : std::string("ResNet (3x3 stem, 3 stages x 2 BasicBlocks, widths 16/32/64)");
+  return what + ", " + std::to_string(model.num_parameters()) + " parameters";
 }
 
 std::unique_ptr<optim::Optimizer> make_optimizer(const Config& cfg, const std::vector<Tensor>& params) {
@@ -231,7 +243,7 @@ struct Session {
   bool fashion = false;
   data::Mnist ds;
   int64_t in_features = 0;
-  std::shared_ptr<nn::Sequential> model;
+  std::shared_ptr<nn::Module> model;
   std::unique_ptr<optim::Optimizer> opt;
   std::unique_ptr<optim::LRScheduler> sched;
   bool per_batch_sched = false;
@@ -289,7 +301,7 @@ std::unique_ptr<Session> set_up(const Config& cfg) {
   s->fashion = s->dir.find("fashion") != std::string::npos;
 
   manual_seed(cfg.seed);
-  s->model = make_model(cfg, s->in_features, 10);
+  s->model = make_model(cfg, s->ds.train.images.size(1), s->ds.train.images.size(2), 10);
   s->model->to(s->device);
   s->opt = make_optimizer(cfg, s->model->parameters());
 
@@ -299,11 +311,13 @@ std::unique_ptr<Session> set_up(const Config& cfg) {
   train_opts.seed = cfg.seed;
   train_opts.device = s->device;
   train_opts.augment = cfg.augment;
+  train_opts.flatten = cfg.model == "mlp";  // the convnets take [B, 1, rows, cols]
   s->train_loader =
       std::make_unique<data::DataLoader>(data::TensorDataset(s->ds.train.images, s->ds.train.labels), train_opts);
   data::DataLoaderOptions test_opts;
   test_opts.batch_size = 1000;
   test_opts.device = s->device;
+  test_opts.flatten = train_opts.flatten;
   s->test_loader =
       std::make_unique<data::DataLoader>(data::TensorDataset(s->ds.test.images, s->ds.test.labels), test_opts);
   s->steps_per_epoch = s->train_loader->num_batches();
@@ -352,8 +366,9 @@ Progress start_or_resume(Session& s) {
 void print_header(const Session& s) {
   const Config& cfg = s.cfg;
   if (cfg.quiet) return;
-  std::printf("ember-mnist: %s MLP %lld-%lld-10, %s lr %g, batch %lld, %lld epochs on %s (%lld train / %lld test)\n",
-              cfg.dataset.c_str(), static_cast<long long>(s.in_features), static_cast<long long>(cfg.hidden),
+  std::printf("ember-mnist: %s %s, %s lr %g, batch %lld, %lld epochs on %s (%lld train / %lld test)\n",
+              cfg.dataset.c_str(),
+              describe_model(cfg, s.ds.train.images.size(1), s.ds.train.images.size(2), *s.model).c_str(),
               cfg.optimizer.c_str(), cfg.lr, static_cast<long long>(cfg.batch_size), static_cast<long long>(cfg.epochs),
               s.device.str().c_str(), static_cast<long long>(s.ds.train.images.size(0)),
               static_cast<long long>(s.ds.test.images.size(0)));

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""PyTorch side of the convnet benchmarks, the same models and setup as ember's:
+  --mode step   one training step of the classic MNIST CNN at batch B (Adam lr 1e-3) and the
+                forward / backward of each convolution alone; beside `ember-bench cnn-step`.
+  --mode train  --model cnn|resnet trained for N epochs (Adam lr 1e-3, batch 64, shuffled, MNIST
+                normalisation 0.1307 / 0.3081) on an IDX folder, with the test accuracy after each
+                epoch and the process's peak resident memory; beside `ember-mnist --model ...`.
+Prints JSON lines. The CNN is PyTorch's examples/mnist Net; the ResNet is ember's
+models::small_resnet (3x3 stem 16, three stages of two BasicBlocks, widths 16/32/64, global
+average pool, fc), written here with torch.nn so Debian's PyTorch (no torchvision) runs it too.
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_mlp_epoch import build_info, find, read_idx  # noqa: E402
+
+
+def mnist_cnn(rows=28, cols=28, classes=10):
+    return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Dropout(0.25), nn.Flatten(), nn.Linear(64 * ((rows - 4) // 2) * ((cols - 4) // 2), 128),
+                         nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, classes))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, inplanes, planes, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + (self.downsample(x) if self.downsample is not None else x))
+
+
+class SmallResNet(nn.Module):
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        layers, inplanes = [], 16
+        for i, planes in enumerate([16, 32, 64]):
+            blocks = [BasicBlock(inplanes, planes, 1 if i == 0 else 2), BasicBlock(planes, planes, 1)]
+            layers.append(nn.Sequential(*blocks))
+            inplanes = planes
+        self.layer1, self.layer2, self.layer3 = layers
+        self.fc = nn.Linear(64, classes)
+        for m in self.modules():  # torchvision's initialisation, as ember's ResNet
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def best_time(reps, fn, dev):
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    fn()
+    sync()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def step_mode(args):
+    dev = torch.device(args.device)
+    model = mnist_cnn().to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(args.batch_size, 1, 28, 28, device=dev)
+    y = torch.randint(0, 10, (args.batch_size,), device=dev)
+    info = {"framework": "torch", "version": torch.__version__, "device": args.device, "threads": args.threads,
+            "batch": args.batch_size}
+
+    def report(name, s):
+        print(json.dumps({**info, "op": name, "ms": round(s * 1e3, 3)}))
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    report("cnn_train_step", best_time(args.reps, step, dev))
+    conv1, conv2 = model[0], model[2]
+    h = torch.randn(args.batch_size, 32, 26, 26, device=dev, requires_grad=True)
+    g1 = torch.randn(args.batch_size, 32, 26, 26, device=dev)
+    g2 = torch.randn(args.batch_size, 64, 24, 24, device=dev)
+    with torch.no_grad():
+        report("conv1_forward", best_time(args.reps, lambda: conv1(x), dev))
+        report("conv2_forward", best_time(args.reps, lambda: conv2(h), dev))
+    for name, conv, inp, g in (("conv1_backward", conv1, x, g1), ("conv2_backward", conv2, h, g2)):
+        both = best_time(args.reps, lambda: conv(inp).backward(g), dev)
+        fwd = best_time(args.reps, lambda: conv(inp), dev)
+        report(name, both - fwd)
+    print(json.dumps({**info, **build_info()}))
+
+
+def train_mode(args):
+    def load(prefix):
+        images = read_idx(find(args.data, prefix + "-images-idx3-ubyte"))
+        labels = read_idx(find(args.data, prefix + "-labels-idx1-ubyte")).long()
+        return ((images.float() / 255.0 - 0.1307) / 0.3081).unsqueeze(1), labels
+
+    x_train, y_train = load("train")
+    x_test, y_test = load("t10k")
+    model = mnist_cnn(x_train.shape[2], x_train.shape[3]) if args.model == "cnn" else SmallResNet()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    n = len(x_train)
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(n)
+        for i in range(0, n, args.batch_size):
+            idx = perm[i:i + args.batch_size]
+            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        seconds = time.perf_counter() - t0
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(x_test), 1000):
+                correct += (model(x_test[i:i + 1000]).argmax(1) == y_test[i:i + 1000]).sum().item()
+        print(json.dumps({"framework": "torch", "version": torch.__version__, "model": args.model, "epoch": epoch,
+                          "train_seconds": round(seconds, 2), "test_accuracy": round(100.0 * correct / len(x_test), 2),
+                          "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}),
+              flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=["step", "train"], default="step")
+    ap.add_argument("--model", choices=["cnn", "resnet"], default="cnn")
+    ap.add_argument("--data", default="data/fashion-mnist")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    step_mode(args) if args.mode == "step" else train_mode(args)
+
+
+if __name__ == "__main__":
+    main()
