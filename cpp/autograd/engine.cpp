@@ -122,6 +122,10 @@ Edge gradient_edge(const Tensor& t) {
   std::shared_ptr<Node> acc = impl->grad_accumulator.lock();
   if (!acc) {
     acc = std::make_shared<AccumulateGrad>(t.impl_ptr());
+    // The highest priority (as PyTorch): a leaf's gradient is accumulated, and its hooks run, as
+    // soon as it is complete, not after the rest of backward (DistributedDataParallel starts its
+    // all-reduces from there).
+    acc->sequence_nr = UINT64_MAX;
     impl->grad_accumulator = acc;
   }
   return {acc, 0};

@@ -1,11 +1,13 @@
 // DistributedDataParallel: broadcast from rank 0, then gradients averaged in buckets that start their
 // all-reduce from post-accumulate hooks as soon as they fill.
 #include <algorithm>
+#include <chrono>
 
 #include "ember/autograd.h"
 #include "ember/dist.h"
 #include "ember/nn.h"
 #include "ember/ops.h"
+#include "ember/profile.h"
 
 namespace ember::dist {
 
@@ -79,6 +81,10 @@ size_t DistributedDataParallel::num_buckets() const { return buckets_.size(); }
 
 void DistributedDataParallel::on_gradient(size_t k) {
   if (!sync_) return;
+  // MPI progresses non-blocking collectives only inside MPI calls: each hook polls the buckets in
+  // flight, which moves them from the header exchange to the reduction and on, while backward runs.
+  for (auto& bp : buckets_)
+    if (bp->work) bp->work->test();
   Bucket& b = *buckets_[bucket_of_[k]];
   EMBER_CHECK(!b.launched, "DistributedDataParallel: a second gradient for parameter ", k, " (shape ",
               shape_str(params_[k].shape()),
@@ -101,9 +107,14 @@ void DistributedDataParallel::launch(Bucket& b) {
 
 void DistributedDataParallel::finish() {
   autograd::NoGradGuard no_grad;
+  {
+    profile::Range range("ddp.wait");
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto& b : buckets_) b->work->wait();
+    seconds_waiting_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
   for (auto& bp : buckets_) {
     Bucket& b = *bp;
-    b.work->wait();
     b.work.reset();
     for (size_t slot = 0; slot < b.params.size(); ++slot) {
       Tensor p = params_[b.params[slot]];

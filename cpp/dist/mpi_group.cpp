@@ -326,11 +326,24 @@ class MpiGroup final : public ProcessGroup {
   std::unique_ptr<detail::NcclComm> nccl_;
 };
 
-// A non-blocking all-reduce: the header exchange, then the reduction, each advanced by test().
+// A non-blocking all-reduce. The header exchange before it is blocking: MPI matches collectives by
+// the order in which each rank starts them, so every rank must start header k, reduction k, header
+// k + 1, ... in that order, whatever its progress (a header exchange advanced from test() would
+// start the reductions at different points on different ranks).
 class MpiGroup::AllReduceWork final : public Work {
  public:
   AllReduceWork(MpiGroup& g, Tensor t, ReduceOp op) : g_(g), t_(std::move(t)), op_(op) {
     x_ = g_.start_headers(Kind::AllReduce, &t_, op == ReduceOp::Sum ? 0 : 1);
+    g_.exchange_headers(x_);
+    if (t_.device().is_cuda()) {
+      nccl_work_ = g_.nccl(t_, x_.mine).all_reduce(t_, op_, g_.timeout_seconds(), g_.where(x_.mine));
+      stage_ = Stage::Nccl;
+      return;
+    }
+    g_.check_rc(MPI_Iallreduce(MPI_IN_PLACE, t_.data_ptr(), mpi_count(t_.numel(), "all_reduce"),
+                               mpi_dtype(t_.dtype(), "all_reduce"), MPI_SUM, g_.comm(), &req_),
+                x_.mine, "MPI_Iallreduce");
+    stage_ = Stage::Data;
   }
   ~AllReduceWork() override {
     // Waiting is the only safe way to drop an operation MPI may still write into t_; a failure here
@@ -342,11 +355,6 @@ class MpiGroup::AllReduceWork final : public Work {
   }
 
   bool test() override {
-    if (stage_ == Stage::Headers) {
-      if (!g_.test_request(x_.req, x_.deadline, x_.mine)) return false;
-      g_.finish_headers(x_);
-      start_data();
-    }
     if (stage_ == Stage::Nccl) {
       if (!nccl_work_->test()) return false;
       bump_version(t_);
@@ -372,18 +380,7 @@ class MpiGroup::AllReduceWork final : public Work {
   }
 
  private:
-  enum class Stage { Headers, Data, Nccl, Done };
-  void start_data() {
-    if (t_.device().is_cuda()) {
-      nccl_work_ = g_.nccl(t_, x_.mine).all_reduce(t_, op_, g_.timeout_seconds(), g_.where(x_.mine));
-      stage_ = Stage::Nccl;
-      return;
-    }
-    g_.check_rc(MPI_Iallreduce(MPI_IN_PLACE, t_.data_ptr(), mpi_count(t_.numel(), "all_reduce"),
-                               mpi_dtype(t_.dtype(), "all_reduce"), MPI_SUM, g_.comm(), &req_),
-                x_.mine, "MPI_Iallreduce");
-    stage_ = Stage::Data;
-  }
+  enum class Stage { Data, Nccl, Done };
 
   MpiGroup& g_;
   Tensor t_;
@@ -391,7 +388,7 @@ class MpiGroup::AllReduceWork final : public Work {
   Exchange x_;
   MPI_Request req_ = MPI_REQUEST_NULL;
   std::unique_ptr<Work> nccl_work_;
-  Stage stage_ = Stage::Headers;
+  Stage stage_ = Stage::Done;
 };
 
 std::unique_ptr<Work> MpiGroup::all_reduce_async(Tensor& t, ReduceOp op) {

@@ -163,6 +163,10 @@ class EMBER_API DistributedDataParallel {
   // zeros), waits for all and writes the averages back. A no-op when backward already finished it.
   void synchronize();
 
+  // Host time spent waiting for bucket all-reduces to finish (after the last bucket started): the
+  // communication backward did not hide.
+  double seconds_waiting() const { return seconds_waiting_; }
+
  private:
   struct Bucket;
   void on_gradient(size_t param_index);
@@ -178,6 +182,7 @@ class EMBER_API DistributedDataParallel {
   std::vector<uint64_t> hook_ids_;
   size_t launched_ = 0;
   bool sync_ = true;
+  double seconds_waiting_ = 0;
 };
 
 }  // namespace ember::dist

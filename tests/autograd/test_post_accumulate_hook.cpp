@@ -1,5 +1,8 @@
 // Post-accumulate gradient hooks: when they run, what they see, removal, and bad arguments.
+#include <algorithm>
+
 #include "ember/autograd.h"
+#include "ember/profile.h"
 #include "test_util.h"
 
 using namespace ember;
@@ -38,17 +41,38 @@ TEST(PostAccumulateHook, RunsInRegistrationOrderAndCanBeRemoved) {
   EXPECT_EQ(calls, (std::vector<int>{1, 2, 2}));
 }
 
-TEST(PostAccumulateHook, FiresForEachLeafOfAnMlpLastLayerFirst) {
-  // Backward visits the later-recorded nodes first: the second layer's weight is ready before the
-  // first layer's, the order DistributedDataParallel's buckets rely on.
+namespace {
+std::vector<std::string>* g_events = nullptr;
+void record_range(const char* name) {
+  if (g_events && name) g_events->push_back(name);
+}
+}  // namespace
+
+TEST(PostAccumulateHook, FiresAsSoonAsTheLeafIsCompleteLastLayerFirst) {
+  // Backward visits the later-recorded nodes first, and a leaf's accumulation as soon as its gradient
+  // is complete: the second layer's weight is done before the first layer's backward runs, which is
+  // what lets DistributedDataParallel start communicating during backward.
   Tensor w1 = full({3, 2}, 0.5, DType::F64).requires_grad_();
   Tensor w2 = full({1, 3}, 0.25, DType::F64).requires_grad_();
-  std::vector<std::string> order;
-  autograd::register_post_accumulate_grad_hook(w1, [&](const Tensor&) { order.push_back("w1"); });
-  autograd::register_post_accumulate_grad_hook(w2, [&](const Tensor&) { order.push_back("w2"); });
+  std::vector<std::string> events;
+  autograd::register_post_accumulate_grad_hook(w1, [&](const Tensor&) { events.push_back("hook w1"); });
+  autograd::register_post_accumulate_grad_hook(w2, [&](const Tensor&) { events.push_back("hook w2"); });
   Tensor x = from_vector<double>({1, -2}, {1, 2});
-  sum(matmul(relu(matmul(x, w1.t())), w2.t())).backward();
-  EXPECT_EQ(order, (std::vector<std::string>{"w2", "w1"}));
+  // One statement per op: the recording order is the program order.
+  Tensor h = relu(matmul(x, w1.t()));
+  Tensor y = sum(matmul(h, w2.t()));
+  g_events = &events;
+  profile::set_listener(record_range);
+  y.backward();
+  profile::set_listener(nullptr);
+  g_events = nullptr;
+  const auto at = [&](const std::string& e) {
+    return std::find(events.begin(), events.end(), e) - events.begin();
+  };
+  ASSERT_LT(at("hook w2"), static_cast<long>(events.size()));
+  ASSERT_LT(at("hook w1"), static_cast<long>(events.size()));
+  EXPECT_LT(at("hook w2"), at("hook w1"));
+  EXPECT_LT(at("hook w2"), at("relu backward")) << "w2's gradient waited for the rest of backward";
 }
 
 TEST(PostAccumulateHook, AnExceptionFromAHookEndsBackward) {

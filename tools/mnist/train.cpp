@@ -582,6 +582,9 @@ int run(const Config& cfg_in) {
     progress.step_in_epoch = 0;
     checkpoint(*s, progress);
   }
+  if (s->ddp && !cfg.quiet)  // --distributed: the communication that backward did not hide
+    std::printf("ddp: %d ranks, %zu gradient bucket(s), %.2f s waiting for all-reduces\n", g_group->size(),
+                s->ddp->num_buckets(), s->ddp->seconds_waiting());
   return report(*s, training, progress.history, metrics_out);
 }
 
