@@ -107,6 +107,25 @@ void scale(Tensor& t, double s) {
   mul_(t, s);
 }
 
+// Between polls of a pending request: yield for the first few milliseconds (a peer a step behind
+// arrives within them, and sleeping would add its granularity to every step), then sleep a growing
+// interval up to 1 ms, so a rank waiting long on a slow or failed peer leaves the CPU to others.
+class Backoff {
+ public:
+  void pause() {
+    if (Clock::now() - start_ < std::chrono::milliseconds(5)) {
+      std::this_thread::yield();
+      return;
+    }
+    std::this_thread::sleep_for(sleep_);
+    sleep_ = std::min(sleep_ * 2, std::chrono::microseconds(1000));
+  }
+
+ private:
+  Clock::time_point start_ = Clock::now();
+  std::chrono::microseconds sleep_{50};
+};
+
 class MpiGroup;
 MpiGroup* g_group = nullptr;
 std::shared_ptr<ProcessGroup> g_group_owner;
@@ -136,18 +155,10 @@ class MpiGroup final : public ProcessGroup {
                 ") and cannot be used again; end the job (dist::finalize() aborts it) and restart from a checkpoint");
   }
 
-  // Polls `req` until it completes, or fails once `deadline` has passed. Spins briefly, then sleeps
-  // a growing interval (up to 1 ms), so a rank waiting on a slow peer leaves the CPU to the others.
+  // Polls `req` until it completes, or fails once `deadline` has passed (see Backoff).
   void wait_request(MPI_Request& req, Clock::time_point deadline, const Header& h) {
-    int spins = 0;
-    auto pause = std::chrono::microseconds(10);
-    while (true) {
-      if (test_request(req, deadline, h)) return;
-      if (++spins > 200) {
-        std::this_thread::sleep_for(pause);
-        pause = std::min(pause * 2, std::chrono::microseconds(1000));
-      }
-    }
+    Backoff backoff;
+    while (!test_request(req, deadline, h)) backoff.pause();
   }
 
   bool test_request(MPI_Request& req, Clock::time_point deadline, const Header& h) {
@@ -370,13 +381,8 @@ class MpiGroup::AllReduceWork final : public Work {
   }
 
   void wait() override {
-    auto pause = std::chrono::microseconds(10);
-    int spins = 0;
-    while (!test())
-      if (++spins > 200) {
-        std::this_thread::sleep_for(pause);
-        pause = std::min(pause * 2, std::chrono::microseconds(1000));
-      }
+    Backoff backoff;
+    while (!test()) backoff.pause();
   }
 
  private:
