@@ -179,8 +179,11 @@ class MpiGroup final : public ProcessGroup {
   }
 
   // Starts the header exchange of the next collective. finish_headers() compares them.
+  // The buffers MPI reads and writes while the exchange is in flight live on the heap: an Exchange
+  // may be moved (returned, assigned) before it completes, and a vector's move keeps its buffer.
   struct Exchange {
     Header mine;
+    std::vector<int64_t> send;
     std::vector<int64_t> all;
     MPI_Request req = MPI_REQUEST_NULL;
     Clock::time_point deadline;
@@ -189,8 +192,9 @@ class MpiGroup final : public ProcessGroup {
     Exchange x;
     x.mine = Header::make(kind, seq_++, t, arg);
     x.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_));
+    x.send.assign(x.mine.w, x.mine.w + kHeaderWords);
     x.all.resize(static_cast<size_t>(kHeaderWords) * size_);
-    check_rc(MPI_Iallgather(x.mine.w, kHeaderWords, MPI_INT64_T, x.all.data(), kHeaderWords, MPI_INT64_T, comm_, &x.req),
+    check_rc(MPI_Iallgather(x.send.data(), kHeaderWords, MPI_INT64_T, x.all.data(), kHeaderWords, MPI_INT64_T, comm_, &x.req),
              x.mine, "MPI_Iallgather (header)");
     return x;
   }
