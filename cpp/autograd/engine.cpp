@@ -71,7 +71,32 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grad_outputs) {
     Tensor acc = leaf.grad;
     add_(acc, g);
   }
+  if (!leaf.post_accumulate_hooks.empty()) {
+    // A copy: a hook may register or remove hooks on this leaf.
+    const auto hooks = leaf.post_accumulate_hooks;
+    const Tensor handle(leaf_);
+    for (const auto& [id, hook] : hooks) hook(handle);
+  }
   return {};
+}
+
+uint64_t register_post_accumulate_grad_hook(const Tensor& leaf, std::function<void(const Tensor&)> hook) {
+  EMBER_CHECK(leaf.defined() && leaf.is_leaf() && leaf.requires_grad(),
+              "register_post_accumulate_grad_hook: expected a leaf tensor that requires grad, got ",
+              !leaf.defined() ? std::string("an undefined tensor")
+                              : detail::str_cat(leaf.is_leaf() ? "a leaf that does not require grad" : "a non-leaf",
+                                                " of shape ", shape_str(leaf.shape())));
+  EMBER_CHECK(hook != nullptr, "register_post_accumulate_grad_hook: the hook is empty");
+  static std::atomic<uint64_t> next_id{1};
+  const uint64_t id = next_id++;
+  leaf.impl()->post_accumulate_hooks.emplace_back(id, std::move(hook));
+  return id;
+}
+
+void remove_post_accumulate_grad_hook(const Tensor& leaf, uint64_t id) {
+  if (!leaf.defined()) return;
+  auto& hooks = leaf.impl()->post_accumulate_hooks;
+  std::erase_if(hooks, [id](const auto& h) { return h.first == id; });
 }
 
 // ---- recording ----
@@ -97,6 +122,10 @@ Edge gradient_edge(const Tensor& t) {
   std::shared_ptr<Node> acc = impl->grad_accumulator.lock();
   if (!acc) {
     acc = std::make_shared<AccumulateGrad>(t.impl_ptr());
+    // The highest priority (as PyTorch): a leaf's gradient is accumulated, and its hooks run, as
+    // soon as it is complete, not after the rest of backward (DistributedDataParallel starts its
+    // all-reduces from there).
+    acc->sequence_nr = UINT64_MAX;
     impl->grad_accumulator = acc;
   }
   return {acc, 0};

@@ -2,7 +2,10 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "ember/tensor.h"
 
@@ -40,6 +43,8 @@ struct TensorImpl {
   uint32_t output_nr = 0;
   std::weak_ptr<autograd::Node> grad_accumulator;  // a leaf's AccumulateGrad node, while alive
   bool retains_grad = false;
+  // Run by AccumulateGrad after each accumulation into `grad` (autograd.h), with their ids.
+  std::vector<std::pair<uint64_t, std::function<void(const Tensor&)>>> post_accumulate_hooks;
 
   int64_t numel() const { return shape_numel(shape); }
   char* data() const { return static_cast<char*>(storage->data) + offset * static_cast<int64_t>(dtype_size(dtype)); }

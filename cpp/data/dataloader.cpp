@@ -42,6 +42,16 @@ Tensor epoch_order(int64_t n, bool shuffle, uint64_t seed, int64_t epoch, Device
   return order;
 }
 
+void check_shard(const ShardOptions& s, const char* fn) {
+  EMBER_CHECK(s.num_replicas >= 1 && s.rank >= 0 && s.rank < s.num_replicas, fn, ": shard rank ", s.rank, " of ",
+              s.num_replicas, " replicas, expected num_replicas >= 1 and 0 <= rank < num_replicas");
+}
+
+bool sharded(const ShardOptions& s) { return s.num_replicas > 1; }
+
+// The epoch's order restricted to the shard: order[positions].
+Tensor shard_order(const Tensor& order, const Tensor& positions) { return index_select(order, 0, positions); }
+
 void check_normalization(double mean, double std, const char* fn) {
   EMBER_CHECK(std::isfinite(mean) && std::isfinite(std) && std > 0, fn, ": mean ", mean, " and std ", std,
               " must be finite with std > 0");
@@ -119,6 +129,34 @@ Tensor rotate_translate(const Tensor& image_u8, double degrees, double dx, doubl
   return out.to(image_u8.device());
 }
 
+int64_t shard_size(int64_t n, const ShardOptions& shard) {
+  check_shard(shard, "shard_size");
+  EMBER_CHECK(n >= 0, "shard_size: dataset size ", n, " is negative");
+  const int64_t r = shard.num_replicas;
+  return shard.drop_last ? n / r : n / r + (n % r != 0 ? 1 : 0);
+}
+
+Tensor shard_positions(int64_t n, const ShardOptions& shard) {
+  const int64_t m = shard_size(n, shard);
+  Tensor pos = make_empty({m}, DType::I64, Device::cpu());
+  int64_t* p = pos.data<int64_t>();
+  // m * num_replicas <= n + num_replicas - 1, so rank + j * num_replicas does not overflow.
+  for (int64_t j = 0; j < m; ++j) p[j] = (shard.rank + j * shard.num_replicas) % n;
+  return pos;
+}
+
+DistributedSampler::DistributedSampler(int64_t dataset_size, ShardOptions shard, bool shuffle, uint64_t seed)
+    : size_(dataset_size), shard_(shard), shuffle_(shuffle), seed_(seed) {
+  check_shard(shard_, "DistributedSampler");
+  EMBER_CHECK(size_ >= 0, "DistributedSampler: dataset size ", size_, " is negative");
+}
+
+Tensor DistributedSampler::indices(int64_t epoch) const {
+  EMBER_CHECK(epoch >= 0 && epoch <= kMaxEpoch, "DistributedSampler::indices: epoch ", epoch, ", expected 0 to ",
+              kMaxEpoch);
+  return shard_order(epoch_order(size_, shuffle_, seed_, epoch, Device::cpu()), shard_positions(size_, shard_));
+}
+
 // One running epoch. The host path's worker thread reads only what is fixed while it runs: this
 // state's order, the loader's dataset and options.
 struct DataLoader::State {
@@ -154,6 +192,7 @@ DataLoader::DataLoader(TensorDataset dataset, DataLoaderOptions options)
   EMBER_CHECK(o.batch_size >= 1, "DataLoader: batch_size is ", o.batch_size, ", expected at least 1");
   EMBER_CHECK(o.prefetch >= 1 && o.prefetch <= 16, "DataLoader: prefetch is ", o.prefetch, ", expected 1 to 16");
   check_normalization(o.mean, o.std, "DataLoader");
+  check_shard(o.shard, "DataLoader");
   const AugmentOptions& a = o.augment_options;
   EMBER_CHECK(std::isfinite(a.max_shift) && a.max_shift >= 0 && std::isfinite(a.max_degrees) && a.max_degrees >= 0 &&
                   a.max_degrees <= 180,
@@ -172,7 +211,7 @@ DataLoader::DataLoader(TensorDataset dataset, DataLoaderOptions options)
 DataLoader::~DataLoader() { stop_epoch(); }
 
 int64_t DataLoader::num_batches() const {
-  const int64_t n = dataset_.size(), b = options_.batch_size;
+  const int64_t n = shard_size(dataset_.size(), options_.shard), b = options_.batch_size;
   // Not (n + b - 1) / b: that overflows for a batch size near INT64_MAX and gives 0 batches.
   return n / b + (!options_.drop_last && n % b != 0 ? 1 : 0);
 }
@@ -216,8 +255,14 @@ void DataLoader::start_epoch() {
       if (!device_unshuffled_.defined()) device_unshuffled_ = epoch_order(dataset_.size(), false, 0, 0, options_.device);
       s->order = device_unshuffled_;
     }
+    if (sharded(options_.shard)) {
+      if (!device_positions_.defined())
+        device_positions_ = shard_positions(dataset_.size(), options_.shard).to(options_.device);
+      s->order = shard_order(s->order, device_positions_);
+    }
   } else {
     s->order = epoch_order(dataset_.size(), options_.shuffle, options_.seed, s->epoch, Device::cpu());
+    if (sharded(options_.shard)) s->order = shard_order(s->order, shard_positions(dataset_.size(), options_.shard));
     s->worker = std::thread([this, st = s.get()] { produce(*st); });
   }
   state_ = std::move(s);
@@ -227,7 +272,7 @@ Batch DataLoader::make_host_batch(const State& s, int64_t b) const {
   const DataLoaderOptions& o = options_;
   const Tensor& images = dataset_.images();
   const int64_t first = b * o.batch_size;
-  const int64_t count = std::min(o.batch_size, dataset_.size() - first);
+  const int64_t count = std::min(o.batch_size, s.order.numel() - first);
   const int64_t pixels = images.numel() / std::max<int64_t>(images.size(0), 1);
   Shape x_shape = o.flatten ? Shape{count, pixels} : Shape{count, 1, images.size(1), images.size(2)};
   Batch batch{make_empty(x_shape, DType::F32, Device::cpu()), make_empty({count}, DType::I64, Device::cpu())};
@@ -321,7 +366,7 @@ std::optional<Batch> DataLoader::next() {
       return std::nullopt;
     }
     const int64_t first = s.next_batch++ * options_.batch_size;
-    const int64_t count = std::min(options_.batch_size, dataset_.size() - first);
+    const int64_t count = std::min(options_.batch_size, s.order.numel() - first);
     const Tensor& images = device_images_;
     Shape x_shape = images.shape();
     x_shape[0] = count;

@@ -1,5 +1,7 @@
 // Autograd: grad mode guards, inference mode, anomaly detection and the graph's Node type.
 #pragma once
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +33,14 @@ struct EMBER_API Node {
   std::vector<TensorOptions> output_options;
   std::vector<Shape> output_shapes;
 };
+
+// Post-accumulate gradient hooks (PyTorch's register_post_accumulate_grad_hook): `hook(leaf)` runs
+// each time backward has accumulated a gradient into `leaf.grad()` (once per backward pass that
+// reaches the leaf), in the thread running backward, with grad mode off. `leaf` must be a leaf
+// tensor that requires grad. Hooks run in registration order; an exception a hook throws ends
+// backward with it. Returns an id for remove_post_accumulate_grad_hook (unknown ids are ignored).
+EMBER_API uint64_t register_post_accumulate_grad_hook(const Tensor& leaf, std::function<void(const Tensor& leaf)> hook);
+EMBER_API void remove_post_accumulate_grad_hook(const Tensor& leaf, uint64_t id);
 
 EMBER_API bool grad_mode_enabled();
 EMBER_API void set_grad_mode(bool enabled);

@@ -92,6 +92,37 @@ struct AugmentOptions {
 // transform, else Prefetch. Resident on the CPU gathers in the consumer's thread, with no worker.
 enum class BatchSource { Auto, Prefetch, Resident };
 
+// Data-parallel sharding of each epoch's order, as PyTorch's DistributedSampler: rank r of R takes
+// positions r, r + R, r + 2R, ... of the epoch's order (shuffled or not). With drop_last the order is
+// cut to floor(N / R) * R positions, otherwise it is padded to ceil(N / R) * R by wrapping around to
+// its start (position p reads p mod N), so every rank gets the same number of samples: with the same
+// seed, the ranks' shards of an epoch are disjoint (without padding) and together are the epoch's order.
+struct ShardOptions {
+  int64_t num_replicas = 1;  // the world size
+  int64_t rank = 0;          // in [0, num_replicas)
+  bool drop_last = false;
+};
+// The samples each rank takes per epoch from a dataset of n samples.
+EMBER_API int64_t shard_size(int64_t n, const ShardOptions& shard);
+// The positions in an epoch's order that `shard.rank` takes, I64 [shard_size(n, shard)].
+EMBER_API Tensor shard_positions(int64_t n, const ShardOptions& shard);
+
+// The sample indices of one rank's shard, epoch by epoch: the DataLoader's own order (see below)
+// restricted to the shard. A DataLoader given DataLoaderOptions::shard visits exactly these.
+class EMBER_API DistributedSampler {
+ public:
+  DistributedSampler(int64_t dataset_size, ShardOptions shard, bool shuffle = true, uint64_t seed = 0);
+  int64_t num_samples() const { return shard_size(size_, shard_); }
+  // I64 [num_samples()] on the CPU.
+  Tensor indices(int64_t epoch) const;
+
+ private:
+  int64_t size_;
+  ShardOptions shard_;
+  bool shuffle_;
+  uint64_t seed_;
+};
+
 struct DataLoaderOptions {
   int64_t batch_size = 64;
   bool shuffle = false;
@@ -111,6 +142,9 @@ struct DataLoaderOptions {
   std::function<Tensor(const Tensor& image_u8, int64_t index)> transform;
   int64_t prefetch = 2;  // batches the loader thread prepares ahead (1 to 16)
   BatchSource source = BatchSource::Auto;
+  // This rank's shard of every epoch (data-parallel training; see ShardOptions). Batches, the batch
+  // count and the augmentation positions then refer to the shard.
+  ShardOptions shard;
 };
 
 struct Batch {
@@ -191,6 +225,7 @@ class EMBER_API DataLoader {
   Tensor device_images_;
   Tensor device_labels_;
   Tensor device_unshuffled_;  // 0..N-1 on the device, for loaders that do not shuffle
+  Tensor device_positions_;   // shard_positions on the device (sharded loaders only)
 };
 
 }  // namespace ember::data

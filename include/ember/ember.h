@@ -7,6 +7,7 @@
 #include "ember/data.h"
 #include "ember/debug.h"
 #include "ember/device.h"
+#include "ember/dist.h"
 #include "ember/dtype.h"
 #include "ember/error.h"
 #include "ember/generator.h"

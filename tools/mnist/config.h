@@ -28,7 +28,8 @@ struct Config {
   bool deterministic = false;
   bool quiet = false;
   bool skip_nonfinite = false;  // skip steps with a non-finite loss or gradient norm instead of stopping
-  bool detect_anomaly = false;  // autograd anomaly mode: name the op whose output is first non-finite
+  bool detect_anomaly = false;
+  bool distributed = false;     // data-parallel over the ranks mpirun started (ember::dist)  // autograd anomaly mode: name the op whose output is first non-finite
 };
 
 }  // namespace mnist

@@ -105,6 +105,9 @@ int main(int argc, char** argv) {
                "(reads a flag back every step: a host wait per step on a GPU)");
   app.add_flag("--detect-anomaly", cfg.detect_anomaly,
                "stop at the first op whose output is NaN/Inf and name it (slow: every op is checked)");
+  app.add_flag("--distributed", cfg.distributed,
+               "data-parallel training under mpirun -np N (also on when mpirun starts more than one rank): "
+               "each rank takes --batch-size images per step, global batch N x --batch-size");
   app.add_flag("--quiet,-q", cfg.quiet, "no progress bar or per-epoch lines; only the final report");
   try {
     app.parse(argc, argv);

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "checkpoint_io.h"
+#include "ember/dist.h"
 #include "ember/ember.h"
 #include "report.h"
 
@@ -22,6 +23,45 @@ namespace mnist {
 namespace {
 
 std::atomic<bool> g_stop{false};
+
+// ---- --distributed (ember::dist) ----
+// Under mpirun -np N each rank trains on its shard of every epoch with --batch-size images per step
+// (a global batch of N x --batch-size), gradients averaged by DistributedDataParallel. Only rank 0
+// prints, writes metrics and checkpoints; every rank reads --resume.
+std::shared_ptr<ember::dist::ProcessGroup> g_group;  // null: a single process
+
+int world_size() { return g_group ? g_group->size() : 1; }
+
+// Starts the ranks (when --distributed, or when launched by mpirun with more than one rank) and
+// returns the flags this rank runs with: the other ranks print nothing and write no files.
+Config join_distributed(const Config& cfg) {
+  Config c = cfg;
+  const bool launched = ember::dist::launched_distributed() && ember::dist::launch_environment().world_size > 1;
+  if (!cfg.distributed && !launched) return c;
+  g_group = ember::dist::init();
+  if (c.device == "auto" && ember::cuda::is_available())
+    c.device = "cuda:" + std::to_string(g_group->local_rank() % ember::cuda::device_count());
+  if (g_group->rank() != 0) {
+    c.save_path.clear();
+    c.metrics_out.clear();
+    c.quiet = true;
+    // The report and the per-epoch lines go to stdout: rank 0's copy is the one shown. Errors (stderr) stay.
+    if (!std::freopen("/dev/null", "w", stdout)) std::fprintf(stderr, "ember-mnist: cannot silence rank %d\n", g_group->rank());
+  } else if (!c.quiet) {
+    std::printf("ember-mnist: %d ranks x batch %lld = global batch %lld (scale --lr with it: see docs/distributed.md)\n",
+                g_group->size(), static_cast<long long>(c.batch_size), static_cast<long long>(c.batch_size * g_group->size()));
+  }
+  return c;
+}
+
+// Ends the ranks when the run does (also when it throws).
+struct DistributedScope {
+  ~DistributedScope() {
+    if (g_group) ember::dist::finalize();
+    g_group.reset();
+  }
+};
+// ---- end --distributed ----
 
 using namespace ember;
 
@@ -203,7 +243,7 @@ RunSettings run_settings(const Config& cfg, const data::Mnist& ds, const data::D
       {"dataset", detail::str_cat(x.size(0), " training and ", ds.test.images.size(0), " test images of ", x.size(1),
                                   "x", x.size(2), ", checksum ",
                                   fingerprint({x, ds.train.labels, ds.test.images, ds.test.labels}))},
-      {"--batch-size", std::to_string(cfg.batch_size)},
+      {"--batch-size", std::to_string(cfg.batch_size * world_size())},  // global: a checkpoint resumes on any rank count
       {"--seed", std::to_string(cfg.seed)},
       {"--lr", exact(cfg.lr)},
       {"--weight-decay", exact(cfg.weight_decay)},
@@ -248,6 +288,7 @@ struct Session {
   std::unique_ptr<optim::LRScheduler> sched;
   bool per_batch_sched = false;
   std::unique_ptr<data::DataLoader> train_loader, test_loader;
+  std::unique_ptr<dist::DistributedDataParallel> ddp;  // --distributed: averages the gradients in backward
   int64_t steps_per_epoch = 0;
   RunSettings settings;
 
@@ -303,6 +344,7 @@ std::unique_ptr<Session> set_up(const Config& cfg) {
   manual_seed(cfg.seed);
   s->model = make_model(cfg, s->ds.train.images.size(1), s->ds.train.images.size(2), 10);
   s->model->to(s->device);
+  if (g_group) s->ddp = std::make_unique<dist::DistributedDataParallel>(s->model, *g_group);
   s->opt = make_optimizer(cfg, s->model->parameters());
 
   data::DataLoaderOptions train_opts;
@@ -312,6 +354,7 @@ std::unique_ptr<Session> set_up(const Config& cfg) {
   train_opts.device = s->device;
   train_opts.augment = cfg.augment;
   train_opts.flatten = cfg.model == "mlp";  // the convnets take [B, 1, rows, cols]
+  if (g_group) train_opts.shard = data::ShardOptions{g_group->size(), g_group->rank(), false};
   s->train_loader =
       std::make_unique<data::DataLoader>(data::TensorDataset(s->ds.train.images, s->ds.train.labels), train_opts);
   data::DataLoaderOptions test_opts;
@@ -528,7 +571,9 @@ int report(Session& s, const Training& t, const std::vector<EpochStats>& history
 void request_stop() { g_stop = true; }
 
 // The program: set up, then per epoch train, evaluate, record and checkpoint, then report.
-int run(const Config& cfg) {
+int run(const Config& cfg_in) {
+  DistributedScope dist_scope;
+  const Config cfg = join_distributed(cfg_in);
   check_flags(cfg);
   apply_process_settings(cfg);
   std::unique_ptr<Session> s = set_up(cfg);
@@ -552,6 +597,9 @@ int run(const Config& cfg) {
     progress.step_in_epoch = 0;
     checkpoint(*s, progress);
   }
+  if (s->ddp && !cfg.quiet)  // --distributed: the communication that backward did not hide
+    std::printf("ddp: %d ranks, %zu gradient bucket(s), %.2f s waiting for all-reduces\n", g_group->size(),
+                s->ddp->num_buckets(), s->ddp->seconds_waiting());
   return report(*s, training, progress.history, metrics_out);
 }
 
