@@ -9,6 +9,7 @@
 
 #include "cpp/dist/nccl.h"
 #include "cuda/check.h"
+#include "cuda/context.h"
 #include "cuda/runtime.h"
 
 namespace ember::dist {
@@ -79,7 +80,7 @@ class NcclCommImpl final : public NcclComm {
     EMBER_CHECK(id.size() == sizeof(ncclUniqueId), "dist: NCCL id of ", id.size(), " bytes, expected ",
                 sizeof(ncclUniqueId));
     cuda::DeviceGuard guard(device_);
-    cuda::device_state(device_);  // the compute stream exists before ours is ordered against it
+    cuda::device_context(device_);  // the compute stream exists before ours is ordered against it
     ncclUniqueId uid;
     std::memcpy(&uid, id.data(), sizeof(uid));
     // Non-blocking initialisation would let a deadline cover it too; NCCL's blocking init already
@@ -151,7 +152,7 @@ class NcclCommImpl final : public NcclComm {
   std::unique_ptr<Work> enqueue(int64_t count, double timeout, const std::string& what, Call call) {
     EMBER_CHECK(!aborted_, "dist: ", what, ": the NCCL communicator was aborted after an earlier failure");
     cuda::DeviceGuard guard(device_);
-    cudaStream_t compute = cuda::device_state(device_).stream;
+    cudaStream_t compute = cuda::device_context(device_).stream;
     // Ours waits for what the compute stream has queued (the tensor's producer) ...
     EMBER_CUDA_CHECK(cudaEventRecord(ready_, compute));
     EMBER_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
