@@ -1,5 +1,8 @@
-// CPU threading: how many threads the CPU backend's libraries (OpenBLAS, oneDNN) use.
+// CPU backend settings: how many threads its libraries (OpenBLAS, oneDNN) use, and its cache of
+// freed host blocks.
 #pragma once
+#include <cstddef>
+
 #include "ember/export.h"
 
 namespace ember {
@@ -9,5 +12,14 @@ namespace ember {
 // the ops.
 EMBER_API void set_num_threads(int threads);
 EMBER_API int get_num_threads();
+
+// The CPU backend keeps freed blocks of 1 MiB or more (up to the limit in all, 1 GiB by default; 0 in
+// sanitizer builds) and reuses them for allocations of the same size, so a training loop's buffers
+// are not returned to the kernel and faulted in again every step. cpu_empty_cache() frees them
+// (an allocation that fails does so too before it gives up); a limit of 0 turns the cache off.
+EMBER_API void set_cpu_cache_limit(size_t bytes);
+EMBER_API size_t cpu_cache_limit();
+EMBER_API size_t cpu_cached_bytes();
+EMBER_API void cpu_empty_cache();
 
 }  // namespace ember

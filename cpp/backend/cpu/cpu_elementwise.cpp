@@ -1,9 +1,26 @@
 // CPU backend: unary and binary maps and where(), over the arithmetic in elementwise_math.h.
 #include "cpp/backend/cpu/cpu_backend.h"
+#include "cpp/backend/cpu/cpu_parallel.h"
 #include "cpp/backend/elementwise_math.h"
 
 namespace ember {
 namespace {
+
+// Whether every operand is contiguous (the inputs then have out's shape and layout), so the map is
+// one flat loop over [0, numel): vectorised, and split across set_num_threads cores when large.
+// Other layouts (broadcast inputs with stride 0, transposed views) walk their offsets on one thread.
+bool flat(std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    if (!t->is_contiguous()) return false;
+  return true;
+}
+
+template <class F>
+void flat_loop(int64_t n, F&& f) {
+  cpu::parallel_for(n, n, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) f(k);
+  });
+}
 
 template <UnaryOp OP>
 void unary_loop(const Tensor& out, const Tensor& in, const ElementwiseParams& p) {
@@ -18,6 +35,10 @@ void unary_loop(const Tensor& out, const Tensor& in, const ElementwiseParams& p)
       });
     } else {
       T* o = cpu::ptr<T>(out);
+      if (flat({&out, &in})) {
+        flat_loop(out.numel(), [&](int64_t k) { o[k] = static_cast<T>(math::unary<OP, C>(static_cast<C>(x[k]), a, b)); });
+        return;
+      }
       cpu::for_each_offset<2>(out.shape(), {&out.strides(), &in.strides()}, [&](const std::array<int64_t, 2>& i) {
         o[i[0]] = static_cast<T>(math::unary<OP, C>(static_cast<C>(x[i[1]]), a, b));
       });
@@ -40,6 +61,12 @@ void binary_loop(const Tensor& out, const Tensor& at, const Tensor& bt, const El
       });
     } else {
       T* o = cpu::ptr<T>(out);
+      if (flat({&out, &at, &bt})) {
+        flat_loop(out.numel(), [&](int64_t k) {
+          o[k] = static_cast<T>(math::binary<OP, C>(static_cast<C>(x[k]), static_cast<C>(y[k]), a, b));
+        });
+        return;
+      }
       cpu::for_each_offset<3>(out.shape(), strides, [&](const std::array<int64_t, 3>& i) {
         o[i[0]] = static_cast<T>(math::binary<OP, C>(static_cast<C>(x[i[1]]), static_cast<C>(y[i[2]]), a, b));
       });
@@ -79,6 +106,10 @@ void CpuBackend::where(const Tensor& out, const Tensor& cond, const Tensor& a, c
     const bool* c = cpu::ptr<bool>(cond);
     const T* x = cpu::ptr<T>(a);
     const T* y = cpu::ptr<T>(b);
+    if (flat({&out, &cond, &a, &b})) {
+      flat_loop(out.numel(), [&](int64_t k) { o[k] = c[k] ? x[k] : y[k]; });
+      return;
+    }
     cpu::for_each_offset<4>(out.shape(), {&out.strides(), &cond.strides(), &a.strides(), &b.strides()},
                             [&](const std::array<int64_t, 4>& i) { o[i[0]] = c[i[1]] ? x[i[2]] : y[i[3]]; });
   });
