@@ -61,10 +61,19 @@ TEST(CpuMemory, FreedLargeBlocksAreReusedAndReleased) {
   set_cpu_cache_limit(0);
   { Tensor big = empty({1 << 20}); }
   EXPECT_EQ(cpu_cached_bytes(), 0u);
-  // A limit below what is cached releases it; the cache never holds more than its limit.
+  // Full: the oldest block goes to make room, so the cache never holds more than its limit.
   set_cpu_cache_limit(size_t(6) << 20);
-  { Tensor a = empty({1 << 20}), b = empty({1 << 20}); }
-  EXPECT_EQ(cpu_cached_bytes(), size_t(4) << 20);
+  const void* newest = nullptr;
+  {
+    Tensor a = empty({1 << 20}), b = empty({1 << 19 | 1 << 18});  // 4 MiB, 3 MiB
+    newest = b.data_ptr();
+    a = Tensor();  // cached first (the oldest)
+  }
+  EXPECT_EQ(cpu_cached_bytes(), size_t(3) << 20);  // b's block pushed a's out
+  {
+    Tensor b2 = empty({1 << 19 | 1 << 18});
+    EXPECT_EQ(b2.data_ptr(), newest);
+  }
   set_cpu_cache_limit(limit);
   cpu_empty_cache();
 }

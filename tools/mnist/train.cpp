@@ -130,6 +130,9 @@ struct EvalResult {
 EvalResult evaluate(nn::Module& model, data::DataLoader& loader, metrics::ConfusionMatrix* cm) {
   profile::Range range("evaluate");
   autograd::InferenceModeGuard inference;
+  // Evaluation's batch has other sizes than training's: the host blocks cached for the training
+  // step would only sit beside its peak, and its own would sit beside training's (cpu_empty_cache).
+  cpu_empty_cache();
   model.eval();
   Tensor loss_sum, correct;
   int64_t seen = 0;
@@ -144,6 +147,7 @@ EvalResult evaluate(nn::Module& model, data::DataLoader& loader, metrics::Confus
     seen += b.y.size(0);
   }
   model.train();
+  cpu_empty_cache();
   if (seen == 0) return {};
   return {loss_sum.item<double>() / static_cast<double>(seen),
           static_cast<double>(correct.item<int64_t>()) / static_cast<double>(seen)};

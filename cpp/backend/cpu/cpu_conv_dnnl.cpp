@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cpp/backend/backend.h"
 #include "cpp/backend/cpu/cpu_conv.h"
 #include "ember/error.h"
 
@@ -40,12 +41,6 @@ struct Entry {
   dnnl::primitive prim;
   std::vector<Slot> slots;
   memory::desc scratchpad;
-  // The reordered operands' buffers and the scratchpad, allocated on the entry's first run and
-  // reused (fresh multi-MiB buffers each call cost page faults on every training step); `mutex`
-  // makes concurrent calls of one shape take turns with them.
-  std::mutex mutex;
-  std::vector<std::optional<memory>> held;
-  std::optional<memory> scratch;
 };
 
 using Key = std::array<int64_t, 19>;
@@ -178,17 +173,25 @@ Entry* find_or_build(Kind kind, const ConvGeometry& g, bool bias) {
 }
 
 // Runs `e` on the operands (in the entry's slot order), reordering in and out where needed.
-void run(Entry& e, const std::vector<void*>& ptrs) {
-  dnnl::engine& eng = cpu_engine();
-  std::lock_guard<std::mutex> lock(e.mutex);
-  if (e.held.empty()) {
-    e.held.resize(e.slots.size());
-    for (size_t i = 0; i < e.slots.size(); ++i)
-      if (e.slots[i].reorder) e.held[i] = memory(e.slots[i].prim, eng);
-    e.scratch = memory(e.scratchpad, eng);
+// A host buffer from the CPU backend's allocator for one call: its cache of freed blocks hands the
+// same block back on the next step (no page faults), and a shape seen once (evaluation's batch)
+// leaves nothing behind but what the cache may keep under its limit.
+struct CallBuffer {
+  explicit CallBuffer(size_t n) : bytes(n), ptr(n ? cpu_backend().allocate(n, Device::cpu()) : nullptr) {}
+  ~CallBuffer() {
+    if (ptr) cpu_backend().deallocate(ptr, bytes, Device::cpu());
   }
+  CallBuffer(const CallBuffer&) = delete;
+  CallBuffer& operator=(const CallBuffer&) = delete;
+  size_t bytes;
+  void* ptr;
+};
+
+void run(const Entry& e, const std::vector<void*>& ptrs) {
+  dnnl::engine& eng = cpu_engine();
   dnnl::stream s(eng);
   std::unordered_map<int, memory> args;
+  std::vector<std::unique_ptr<CallBuffer>> buffers;
   std::vector<std::pair<const Slot*, std::pair<memory, memory>>> outputs;
   for (size_t i = 0; i < e.slots.size(); ++i) {
     const Slot& sl = e.slots[i];
@@ -197,12 +200,14 @@ void run(Entry& e, const std::vector<void*>& ptrs) {
       args.emplace(sl.arg, user);
       continue;
     }
-    memory prim = *e.held[i];  // a handle: the copy shares the buffer
+    buffers.push_back(std::make_unique<CallBuffer>(sl.prim.get_size()));
+    memory prim(sl.prim, eng, buffers.back()->ptr);
     if (sl.output) outputs.push_back({&sl, {prim, user}});
     else sl.reorder->execute(s, user, prim);
     args.emplace(sl.arg, prim);
   }
-  args.emplace(DNNL_ARG_SCRATCHPAD, *e.scratch);
+  CallBuffer scratch(e.scratchpad.get_size());
+  args.emplace(DNNL_ARG_SCRATCHPAD, memory(e.scratchpad, eng, scratch.ptr));
   e.prim.execute(s, args);
   for (auto& [sl, mems] : outputs) sl->reorder->execute(s, mems.first, mems.second);
   s.wait();
@@ -224,7 +229,7 @@ bool guarded(const char* what, const ConvGeometry& g, F&& f) {
 
 bool dnnl_conv_forward(const ConvGeometry& g, float* y, const float* x, const float* w, const float* bias) {
   return guarded("forward", g, [&] {
-    Entry* e = find_or_build(Kind::Forward, g, bias != nullptr);
+    const Entry* e = find_or_build(Kind::Forward, g, bias != nullptr);
     if (!e) return false;
     std::vector<void*> ptrs{const_cast<float*>(x), const_cast<float*>(w)};
     if (bias) ptrs.push_back(const_cast<float*>(bias));
@@ -236,7 +241,7 @@ bool dnnl_conv_forward(const ConvGeometry& g, float* y, const float* x, const fl
 
 bool dnnl_conv_backward_data(const ConvGeometry& g, float* dx, const float* dy, const float* w) {
   return guarded("backward data", g, [&] {
-    Entry* e = find_or_build(Kind::BackwardData, g, false);
+    const Entry* e = find_or_build(Kind::BackwardData, g, false);
     if (!e) return false;
     run(*e, {const_cast<float*>(dy), const_cast<float*>(w), dx});
     return true;
@@ -245,7 +250,7 @@ bool dnnl_conv_backward_data(const ConvGeometry& g, float* dx, const float* dy, 
 
 bool dnnl_conv_backward_weight(const ConvGeometry& g, float* dw, float* db, const float* dy, const float* x) {
   return guarded("backward weight", g, [&] {
-    Entry* e = find_or_build(Kind::BackwardWeight, g, db != nullptr);
+    const Entry* e = find_or_build(Kind::BackwardWeight, g, db != nullptr);
     if (!e) return false;
     std::vector<void*> ptrs{const_cast<float*>(dy), const_cast<float*>(x), dw};
     if (db) ptrs.push_back(db);
