@@ -53,6 +53,16 @@ std::string padding_text(ConvPadding mode, const std::string& explicit_text, boo
   return "";
 }
 
+// PyTorch's _ConvNd.extra_repr for Conv2d and ConvTranspose2d: settings at their defaults are left out.
+std::string conv2d_repr(int64_t in, int64_t out, Int2 k, const ConvOptions& o, const Tensor& bias, bool transposed) {
+  std::string s = text(in, ", ", out, ", kernel_size=", pair_text(k), ", stride=", pair_text(o.stride));
+  s += padding_text(o.padding_mode, pair_text(o.padding), o.padding == Int2{0, 0});
+  if (o.dilation != Int2{1, 1}) s += ", dilation=" + pair_text(o.dilation);
+  if (transposed && o.output_padding != Int2{0, 0}) s += ", output_padding=" + pair_text(o.output_padding);
+  if (o.groups != 1) s += text(", groups=", o.groups);
+  if (!bias.defined()) s += ", bias=False";
+  return s;
+}
 }  // namespace
 
 // ---- convolutions ----
@@ -80,16 +90,7 @@ Tensor Conv2d::forward(const Tensor& input) {
   return conv2d(input, weight, bias, a);
 }
 
-std::string Conv2d::extra_repr() const {
-  const ConvOptions& o = options;
-  std::string s = text(in_channels, ", ", out_channels, ", kernel_size=", pair_text(kernel_size),
-                       ", stride=", pair_text(o.stride));
-  s += padding_text(o.padding_mode, pair_text(o.padding), o.padding == Int2{0, 0});
-  if (o.dilation != Int2{1, 1}) s += ", dilation=" + pair_text(o.dilation);
-  if (o.groups != 1) s += text(", groups=", o.groups);
-  if (!bias.defined()) s += ", bias=False";
-  return s;
-}
+std::string Conv2d::extra_repr() const { return conv2d_repr(in_channels, out_channels, kernel_size, options, bias, false); }
 
 Conv1d::Conv1d(int64_t in, int64_t out, int64_t k, const Conv1dOptions& o)
     : in_channels(in), out_channels(out), kernel_size(k), options(o) {
@@ -151,15 +152,7 @@ Tensor ConvTranspose2d::forward(const Tensor& input) {
 }
 
 std::string ConvTranspose2d::extra_repr() const {
-  const ConvOptions& o = options;
-  std::string s = text(in_channels, ", ", out_channels, ", kernel_size=", pair_text(kernel_size),
-                       ", stride=", pair_text(o.stride));
-  if (o.padding != Int2{0, 0}) s += ", padding=" + pair_text(o.padding);
-  if (o.dilation != Int2{1, 1}) s += ", dilation=" + pair_text(o.dilation);
-  if (o.output_padding != Int2{0, 0}) s += ", output_padding=" + pair_text(o.output_padding);
-  if (o.groups != 1) s += text(", groups=", o.groups);
-  if (!bias.defined()) s += ", bias=False";
-  return s;
+  return conv2d_repr(in_channels, out_channels, kernel_size, options, bias, true);
 }
 
 // ---- pooling ----
