@@ -50,10 +50,11 @@ CLI::Validator finite_number(bool zero_ok) {
       zero_ok ? "NUMBER >= 0" : "NUMBER > 0");
 }
 
-void on_sigint(int) {
+// Ctrl-C (SIGINT) or SIGTERM (what mpirun sends every rank on Ctrl-C, and what batch schedulers
+// send at a time limit): finish the current step, save and exit 130. A second one ends the process.
+void on_stop_signal(int sig) {
   mnist::request_stop();
-  // A second Ctrl-C ends the process at once.
-  std::signal(SIGINT, SIG_DFL);
+  std::signal(sig, SIG_DFL);
 }
 }  // namespace
 
@@ -62,8 +63,8 @@ int main(int argc, char** argv) {
   CLI::App app{"ember-mnist: train a multilayer perceptron on MNIST digits or Fashion-MNIST with ember.\n"
                "Data: the MNIST digits shipped in data/mnist (default), Fashion-MNIST linked into\n"
                "data/fashion-mnist by tools/get-data.sh, or any folder of the\n"
-               "standard IDX files (--data). Ctrl-C finishes the current step and, with --save, writes a\n"
-               "checkpoint to --resume from."};
+               "standard IDX files (--data). Ctrl-C (or SIGTERM) finishes the current step and, with --save,\n"
+               "writes a checkpoint to --resume from (under mpirun: on every rank, after the same step)."};
   app.option_defaults()->always_capture_default();
   auto data_opt = app.add_option("--data", cfg.data_dir, "folder with train-images-idx3-ubyte[.gz] and the other 3 IDX files");
   app.add_option("--dataset", cfg.dataset, "which dataset in data/ to use when --data is not given")
@@ -114,7 +115,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  std::signal(SIGINT, on_sigint);
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
   try {
     const int rc = mnist::run(cfg);
     // The report is the run's result: if it could not be written (stdout on a full disk, a closed

@@ -54,6 +54,25 @@ Config join_distributed(const Config& cfg) {
   return c;
 }
 
+// What every rank does after a step, agreed by all of them: stop there (a Ctrl-C or SIGTERM reached
+// any rank: mpirun turns Ctrl-C into SIGTERM for every rank, and a rank may see it a step later than
+// another) and, with --skip-nonfinite, skip the update (any rank's loss or gradient norm non-finite).
+// One all-reduce of two integers over MPI per step (tens of microseconds next to a step of
+// milliseconds), so every rank takes the same steps and stops after the same one, and rank 0's
+// checkpoint is the state of all of them. A single process decides alone.
+struct StepVote {
+  bool stop = false;
+  bool skip = false;
+};
+StepVote vote(bool stop, bool skip) {
+  using ember::Tensor;
+  if (!g_group) return {stop, skip};
+  Tensor v = ember::from_vector<int32_t>({stop ? 1 : 0, skip ? 1 : 0});
+  g_group->all_reduce(v, ember::dist::ReduceOp::Sum);
+  const int32_t* r = v.data<int32_t>();
+  return {r[0] > 0, r[1] > 0};
+}
+
 // Ends the ranks when the run does (also when it throws).
 struct DistributedScope {
   ~DistributedScope() {
@@ -481,7 +500,8 @@ EpochResult train_epoch(Session& s, Training& t, int64_t epoch, int64_t first_st
     }
     const Tensor finite = t.guard.record(loss, s.model->parameters());
     // --skip-nonfinite decides on the host before the update: one wait per step on a GPU.
-    const bool skip = cfg.skip_nonfinite && !finite.item<bool>();
+    const StepVote agreed = vote(g_stop, cfg.skip_nonfinite && !finite.item<bool>());
+    const bool skip = agreed.skip;
     if (!skip) s.opt->step();
     if (s.per_batch_sched) s.sched->step();  // the schedule follows the steps taken or skipped
     ++step;
@@ -505,7 +525,7 @@ EpochResult train_epoch(Session& s, Training& t, int64_t epoch, int64_t first_st
       }
       bar.update(step, shown_images ? shown_loss / static_cast<double>(shown_images) : NAN, images);
     }
-    if (g_stop) {
+    if (agreed.stop) {
       r.interrupted = true;
       break;
     }
