@@ -2,9 +2,9 @@
 # Checks ember on a GPU machine without network, in at most 8 minutes (480 s) on an H200 with 16 cores:
 # unpacks .gpu-debs/*.deb (tools/gpu-deps.sh) into a private prefix, builds with the CUDA backend for sm_90,
 # then, each step with its own limit and in this order: the CUDA tests (one process, so nothing runs beside
-# the test that allocates the whole device), ember-mnist for one epoch with its progress bar (the AsyncRead
-# polling path) and then its default run, compute-sanitizer memcheck on a subset of the CUDA tests and
-# racecheck on the reduction and softmax kernels, and the benchmarks against PyTorch. Logs go to $OUT
+# the test that allocates the whole device), NCCL at world size 1 under the prefix's mpirun, ember-mnist
+# for one epoch with its progress bar (the AsyncRead polling path) and then its default run,
+# compute-sanitizer memcheck on a subset of the CUDA tests and racecheck on the reduction and softmax kernels, and the benchmarks against PyTorch. Logs go to $OUT
 # (default /tmp/gpu-check-out); a summary table is printed last, also when a step fails or times out.
 # Usage: bash tools/gpu-check.sh    (from the repository root)
 #        With the device tool: carry [".gpu-debs"] (data/mnist is tracked, so it travels with the tree).
@@ -187,7 +187,8 @@ unpack() {
     [[ -n $soname && ! -e $PREFIX/ld-extra/$soname ]] || continue
     grep -qxF "$soname" <<<"$system_libs" && continue
     ln -sfn "$so" "$PREFIX/ld-extra/$soname" && echo "ld-extra: $soname (not on this machine)"
-  done < <(find "$PREFIX/usr/lib/$ARCH" "$PREFIX/lib/$ARCH" -name '*.so*' -type f 2>/dev/null)
+  done < <(find "$PREFIX/usr/lib/$ARCH" "$PREFIX/lib/$ARCH" -name '*.so*' -type f \
+             -not -path '*/openmpi/lib/openmpi3/*' -not -path '*/pmix2/lib/pmix/*' 2>/dev/null)  # components: dlopen()ed by path
   for f in usr/include/$ARCH/openblas-pthread/cblas.h usr/lib/$ARCH/openblas-pthread/libopenblas.so \
            usr/include/zlib.h usr/lib/$ARCH/libz.so usr/share/cmake/nlohmann_json/nlohmann_jsonConfig.cmake \
            usr/src/googletest/CMakeLists.txt usr/include/oneapi/dnnl/dnnl.hpp usr/lib/$ARCH/libdnnl.so; do
@@ -206,6 +207,14 @@ fi
 
 export LD_LIBRARY_PATH="$PREFIX/ld-extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 lib=$PREFIX/usr/lib/$ARCH
+# OpenMPI from the prefix (ember::dist; the NCCL id travels over MPI): OPAL_PREFIX relocates its
+# libraries, components and help files, PMIx is told where its components are, and the components
+# whose network libraries were left out of .gpu-debs (InfiniBand, UCX, libfabric) are skipped quietly.
+mpi_wrapper=$PREFIX/usr/bin/mpicxx.openmpi mpi_run=$PREFIX/usr/bin/orterun
+if [[ -x $mpi_run ]]; then
+  export OPAL_PREFIX=$PREFIX/usr PMIX_MCA_mca_base_component_path=$lib/pmix2/lib/pmix
+  export OMPI_MCA_mca_base_component_show_load_errors=0
+fi
 
 # ---- gtest: GoogleTest built from the googletest package's sources with this machine's compiler
 # (the prebuilt libgtest.a of libgtest-dev was made by Debian's g++ 12 and is the fallback) ----
@@ -246,6 +255,7 @@ configure_args=(
   -DDNNL_INCLUDE_DIR="$PREFIX/usr/include"
   -DDNNL_LIBRARY="$lib/libdnnl.so"
   ${cudnn_root:+-DCUDNN_ROOT="$cudnn_root"}
+  -DEMBER_MPI=ON -DMPI_CXX_COMPILER="$mpi_wrapper" -DEMBER_MPIEXEC="$mpi_run"
   -DCMAKE_EXE_LINKER_FLAGS="$rpath_link"
   -DCMAKE_SHARED_LINKER_FLAGS="$rpath_link"
   --no-warn-unused-cli
@@ -255,7 +265,7 @@ configure_args=(
 check_deps() {
   local cache=$BUILD/CMakeCache.txt var value bad=0
   for var in GTest_DIR nlohmann_json_DIR BLAS_openblas_LIBRARY OPENBLAS_CBLAS_INCLUDE ZLIB_LIBRARY ZLIB_INCLUDE_DIR \
-             DNNL_INCLUDE_DIR DNNL_LIBRARY CMAKE_CUDA_COMPILER CUDNN_LIBRARY; do
+             DNNL_INCLUDE_DIR DNNL_LIBRARY MPI_mpi_LIBRARY EMBER_MPIEXEC CMAKE_CUDA_COMPILER CUDNN_LIBRARY; do
     value=$(grep -m1 "^$var:" "$cache" | cut -d= -f2-)
     echo "dependency: $var = $value"
     case $var in
@@ -328,6 +338,28 @@ else
     row cuda-tests skipped "$step_s" "$no_gpu_note: $counts (each skip says why)"
   else
     row cuda-tests "FAIL($step_rc)" "$step_s" "$counts"
+  fi
+fi
+
+# ---- nccl: ember::dist's NCCL collectives and DDP on the GPU, world size 1 under mpirun through the same
+# process group as any world size (NCCL refuses two ranks on one GPU) ----
+dist_bin=$BUILD/tests/ember_dist_tests
+if ((build_ok != 0)); then
+  row nccl skipped 0 "build failed"
+elif [[ ! -x $dist_bin ]]; then
+  row nccl FAILED 0 "no $dist_bin: the build found no MPI (see configure.log)"
+else
+  run_step nccl 20 "$OUT/nccl.log" "$mpi_run" -np 1 --oversubscribe --allow-run-as-root --mca btl self,vader,tcp \
+    "$dist_bin" --gtest_filter='DistNccl.*' --gtest_brief=0
+  counts=$(gtest_counts "$OUT/nccl.log")
+  if ((have_gpu)); then
+    # Skipped tests on a GPU machine mean NCCL did not run: that is a failure here.
+    [[ $counts == *" 0 skipped"* ]] || step_rc=1
+    row nccl "$(status_of)" "$step_s" "world size 1: $counts"
+  elif ((step_rc == 0)) && grep -q 'no CUDA device' "$OUT/nccl.log" && [[ $counts == *" 0 failed"* ]]; then
+    row nccl skipped "$step_s" "$no_gpu_note: $counts (mpirun and MPI from the prefix ran)"
+  else
+    row nccl "FAIL($step_rc)" "$step_s" "$counts"
   fi
 fi
 
