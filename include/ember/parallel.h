@@ -13,10 +13,11 @@ namespace ember {
 EMBER_API void set_num_threads(int threads);
 EMBER_API int get_num_threads();
 
-// The CPU backend keeps freed blocks of 1 MiB or more (up to the limit in all, 256 MiB by default; 0
+// The CPU backend keeps freed blocks of 1 MiB to 32 MiB (up to the limit in all, 256 MiB by default; 0
 // in sanitizer builds; the oldest go first when it is full) and reuses them for allocations of the
 // same size, so a training loop's buffers are not returned to the kernel and faulted in again
-// every step. The environment variable EMBER_CPU_CACHE_LIMIT (bytes) sets the limit the process
+// every step; larger blocks (evaluation-size batches) go back to the system when freed.
+// The environment variable EMBER_CPU_CACHE_LIMIT (bytes) sets the limit the process
 // starts with. cpu_empty_cache() frees them
 // (an allocation that fails does so too before it gives up); a limit of 0 turns the cache off.
 EMBER_API void set_cpu_cache_limit(size_t bytes);

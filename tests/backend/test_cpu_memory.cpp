@@ -55,6 +55,10 @@ TEST(CpuMemory, FreedLargeBlocksAreReusedAndReleased) {
   }
   { Tensor small = empty({1000}); }  // under 1 MiB: never cached
   EXPECT_EQ(cpu_cached_bytes(), size_t(4) << 20);
+  { Tensor huge = empty({(1 << 23) + 16}); }  // just over 32 MiB: back to the system at once
+  EXPECT_EQ(cpu_cached_bytes(), size_t(4) << 20);
+  { Tensor at_most = empty({1 << 23}); }  // exactly 32 MiB: cached
+  EXPECT_EQ(cpu_cached_bytes(), size_t(36) << 20);
   cpu_empty_cache();
   EXPECT_EQ(cpu_cached_bytes(), 0u);
   // Off: a freed block goes straight back to malloc.
