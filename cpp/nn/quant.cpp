@@ -70,6 +70,10 @@ QuantizedSequential::QuantizedSequential(std::vector<QuantizedLayer> layers)
                     (l.bias.empty() || static_cast<int64_t>(l.bias.size()) == l.out),
                 "QuantizedSequential: layer '", l.name, "' has inconsistent sizes (in ", l.in, ", out ", l.out,
                 ", weight ", l.weight_q.size(), ", scales ", l.weight_scale.size(), ", bias ", l.bias.size(), ")");
+    // Each int32 accumulator sums `row` products of at most 255 * 127 in magnitude.
+    EMBER_CHECK(row <= INT32_MAX / (255 * 127), "QuantizedSequential: layer '", l.name, "' sums ", row,
+                " products per output, more than the ", INT32_MAX / (255 * 127),
+                " that an int32 accumulator holds without overflow; keep that layer in float");
     EMBER_CHECK(std::isfinite(l.input_scale) && l.input_scale > 0, "QuantizedSequential: layer '", l.name,
                 "' has input scale ", l.input_scale, "; expected a positive finite number");
     for (float s : l.weight_scale)
