@@ -169,6 +169,8 @@ Tensor QuantizedSequential::forward(const Tensor& input_any) {
       memory::dims dst_dims;
       dnnl::primitive prim;
       memory::desc prim_w;
+      const int8_t* weights = l.weight_q.data();
+      std::vector<int8_t> permuted;
       if (l.kind == QuantizedLayer::Kind::Conv2d) {
         EMBER_CHECK(cur.dims().size() == 4 && cur.dims()[1] == l.in, "QuantizedSequential: layer '", l.name,
                     "' takes ", l.in, " channels of [N, C, H, W]");
@@ -197,10 +199,22 @@ Tensor QuantizedSequential::forward(const Tensor& input_any) {
         EMBER_CHECK(features == l.in, "QuantizedSequential: layer '", l.name, "' takes ", l.in, " features, gets ",
                     features);
         dst_dims = {n, l.out};
-        memory::dims wd = cd;
-        wd[0] = l.out;
-        // A Flatten of NCHW puts the features in (c, h, w) order: the float weight's columns.
-        user_w = memory::desc(wd, dt::s8, cd.size() == 4 ? tag::oihw : tag::oi);
+        const memory::dims wd = {l.out, l.in};
+        user_w = memory::desc(wd, dt::s8, tag::oi);
+        if (cd.size() == 4) {
+          // The NHWC activation is read as [N, H*W*C] (oneDNN's 2-D int8 inner product is its fast
+          // one), so the weight's columns, in the (c, h, w) order of a Flatten of NCHW, are permuted
+          // to (h, w, c) once here.
+          const int64_t C = cd[1], HW = cd[2] * cd[3];
+          permuted.resize(l.weight_q.size());
+          for (int64_t o = 0; o < l.out; ++o)
+            for (int64_t c = 0; c < C; ++c)
+              for (int64_t p = 0; p < HW; ++p)
+                permuted[static_cast<size_t>(o * l.in + p * C + c)] = l.weight_q[static_cast<size_t>(o * l.in + c * HW + p)];
+          weights = permuted.data();
+          cur = memory::desc({n, l.in}, cur.data_type(), tag::nc);
+          cur_mem = memory(cur, eng, cur_mem.get_data_handle());
+        }
         dst = memory::desc(dst_dims, out_type, tag::nc);
         dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, cur,
                                             memory::desc(wd, dt::s8, tag::any), bias_md, dst);
@@ -208,7 +222,7 @@ Tensor QuantizedSequential::forward(const Tensor& input_any) {
         prim_w = pd.weights_desc();
         prim = dnnl::inner_product_forward(pd);
       }
-      memory user_w_mem(user_w, eng, const_cast<int8_t*>(l.weight_q.data()));
+      memory user_w_mem(user_w, eng, const_cast<int8_t*>(weights));
       memory w_mem(prim_w, eng);
       {
         dnnl::stream s(eng);
