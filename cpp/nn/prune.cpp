@@ -13,7 +13,9 @@
 namespace ember::prune {
 namespace {
 
-std::vector<double> host_values(const Tensor& t) { return t.detach().to(DType::F64).cpu().contiguous().to_vector<double>(); }
+std::vector<double> host_values(const Tensor& t) {
+  return t.detach().to(DType::F64).cpu().contiguous().to_vector<double>();
+}
 
 Tensor like(const std::vector<double>& values, const Tensor& t) {
   return from_vector<double>(values, t.shape(), TensorOptions(DType::F64, Device::cpu())).to(t.dtype()).to(t.device());
@@ -26,8 +28,10 @@ std::string join(const std::string& prefix, const char* leaf) { return prefix.em
 std::vector<std::pair<std::string, Tensor>> prunable_weights(nn::Module& model) {
   std::vector<std::pair<std::string, Tensor>> out;
   for (auto& [name, m] : model.named_modules()) {
-    if (auto* l = dynamic_cast<nn::Linear*>(m)) out.emplace_back(join(name, "weight"), l->weight);
-    else if (auto* c = dynamic_cast<nn::Conv2d*>(m)) out.emplace_back(join(name, "weight"), c->weight);
+    if (auto* l = dynamic_cast<nn::Linear*>(m))
+      out.emplace_back(join(name, "weight"), l->weight);
+    else if (auto* c = dynamic_cast<nn::Conv2d*>(m))
+      out.emplace_back(join(name, "weight"), c->weight);
   }
   return out;
 }
@@ -39,8 +43,8 @@ int64_t MaskedWeight::pruned() const {
 
 Masks::Masks(std::vector<MaskedWeight> entries) : entries_(std::move(entries)) {
   for (const MaskedWeight& e : entries_) {
-    EMBER_CHECK(e.weight.shape() == e.mask.shape(), "prune::Masks: ", e.name, ": mask shape ", shape_str(e.mask.shape()),
-                " differs from the weight's ", shape_str(e.weight.shape()));
+    EMBER_CHECK(e.weight.shape() == e.mask.shape(), "prune::Masks: ", e.name, ": mask shape ",
+                shape_str(e.mask.shape()), " differs from the weight's ", shape_str(e.weight.shape()));
     if (!e.weight.requires_grad() || !e.weight.is_leaf()) {
       hook_ids_.push_back(0);
       continue;
@@ -87,10 +91,11 @@ double Masks::sparsity() const {
 std::unique_ptr<Masks> magnitude_prune(nn::Module& model, const MagnitudeOptions& options) {
   EMBER_CHECK(options.amount.has_value() != options.threshold.has_value(),
               "magnitude_prune: give exactly one of amount (a fraction in [0, 1]) and threshold (|w| below it is "
-              "pruned); got ", options.amount ? "both" : "neither");
+              "pruned); got ",
+              options.amount ? "both" : "neither");
   if (options.amount)
-    EMBER_CHECK(*options.amount >= 0 && *options.amount <= 1, "magnitude_prune: amount must be a fraction in [0, 1], got ",
-                *options.amount);
+    EMBER_CHECK(*options.amount >= 0 && *options.amount <= 1,
+                "magnitude_prune: amount must be a fraction in [0, 1], got ", *options.amount);
   if (options.threshold)
     EMBER_CHECK(std::isfinite(*options.threshold) && *options.threshold >= 0,
                 "magnitude_prune: threshold must be finite and >= 0, got ", *options.threshold);
@@ -111,9 +116,8 @@ std::unique_ptr<Masks> magnitude_prune(nn::Module& model, const MagnitudeOptions
     // Prunes the k smallest of a set of (layer, index) positions, ordered by magnitude then position.
     auto prune_smallest = [&](std::vector<std::pair<size_t, size_t>> pos, double amount) {
       const auto k = static_cast<size_t>(std::llround(amount * static_cast<double>(pos.size())));
-      std::stable_sort(pos.begin(), pos.end(), [&](const auto& a, const auto& b) {
-        return mags[a.first][a.second] < mags[b.first][b.second];
-      });
+      std::stable_sort(pos.begin(), pos.end(),
+                       [&](const auto& a, const auto& b) { return mags[a.first][a.second] < mags[b.first][b.second]; });
       for (size_t n = 0; n < k; ++n) keep[pos[n].first][pos[n].second] = 0.0;
     };
     if (options.scope == Scope::Global) {
@@ -161,8 +165,10 @@ std::shared_ptr<nn::Module> copy_stateless(const nn::Module& m) {
   if (dynamic_cast<const nn::Identity*>(&m)) return std::make_shared<nn::Identity>();
   if (auto* p = dynamic_cast<const nn::MaxPool2d*>(&m)) return std::make_shared<nn::MaxPool2d>(p->args);
   if (auto* p = dynamic_cast<const nn::AvgPool2d*>(&m)) return std::make_shared<nn::AvgPool2d>(p->args);
-  if (auto* p = dynamic_cast<const nn::AdaptiveAvgPool2d*>(&m)) return std::make_shared<nn::AdaptiveAvgPool2d>(p->output_size);
-  if (auto* p = dynamic_cast<const nn::AdaptiveMaxPool2d*>(&m)) return std::make_shared<nn::AdaptiveMaxPool2d>(p->output_size);
+  if (auto* p = dynamic_cast<const nn::AdaptiveAvgPool2d*>(&m))
+    return std::make_shared<nn::AdaptiveAvgPool2d>(p->output_size);
+  if (auto* p = dynamic_cast<const nn::AdaptiveMaxPool2d*>(&m))
+    return std::make_shared<nn::AdaptiveMaxPool2d>(p->output_size);
   return nullptr;
 }
 
@@ -189,7 +195,8 @@ std::vector<int64_t> channels_to_keep(const Tensor& weight, const ChannelOptions
   std::iota(order.begin(), order.end(), 0);
   // Ascending norm; among equal norms the later channel first, so the earlier ones are kept.
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    if (norm[static_cast<size_t>(a)] != norm[static_cast<size_t>(b)]) return norm[static_cast<size_t>(a)] < norm[static_cast<size_t>(b)];
+    if (norm[static_cast<size_t>(a)] != norm[static_cast<size_t>(b)])
+      return norm[static_cast<size_t>(a)] < norm[static_cast<size_t>(b)];
     return a > b;
   });
   std::vector<int64_t> keep(order.begin() + drop, order.end());
@@ -203,8 +210,11 @@ std::shared_ptr<nn::Sequential> prune_channels(nn::Module& model, const ChannelO
   EMBER_CHECK(options.amount >= 0 && options.amount < 1, "prune_channels: amount must be a fraction in [0, 1), got ",
               options.amount);
   auto* seq = dynamic_cast<nn::Sequential*>(&model);
-  EMBER_CHECK(seq, "prune_channels: structured pruning supports nn::Sequential chains (the MLP, models::mnist_cnn), "
-              "not a ", model.type_name(), " (in a ResNet the residual additions tie the channels of several layers "
+  EMBER_CHECK(seq,
+              "prune_channels: structured pruning supports nn::Sequential chains (the MLP, models::mnist_cnn), "
+              "not a ",
+              model.type_name(),
+              " (in a ResNet the residual additions tie the channels of several layers "
               "together); use magnitude_prune for unstructured pruning instead");
   const auto& children = seq->named_children();
   // Validate the whole chain before building anything.
@@ -219,7 +229,8 @@ std::shared_ptr<nn::Sequential> prune_channels(nn::Module& model, const ChannelO
       last_layer = static_cast<int64_t>(i);
     } else if (auto* f = dynamic_cast<const nn::Flatten*>(&m)) {
       EMBER_CHECK(f->start_dim == 1 && (f->end_dim == -1 || f->end_dim == 3), "prune_channels: child '",
-                  children[i].first, "' is a Flatten(", f->start_dim, ", ", f->end_dim, "); only Flatten(1, -1) is supported");
+                  children[i].first, "' is a Flatten(", f->start_dim, ", ", f->end_dim,
+                  "); only Flatten(1, -1) is supported");
     } else if (!dynamic_cast<const nn::BatchNorm*>(&m) && !copy_stateless(m)) {
       throw Error("prune_channels: child '" + children[i].first + "' is a " + m.type_name() +
                   ", which structured pruning does not support; supported children: Linear, Conv2d, BatchNorm1d/2d, "
@@ -265,8 +276,8 @@ std::shared_ptr<nn::Sequential> prune_channels(nn::Module& model, const ChannelO
         w = index_select(w, 0, idx);
         if (b.defined()) b = index_select(b, 0, idx);
       }
-      auto nl = std::make_shared<nn::Linear>(w.size(1), w.size(0),
-                                             nn::LinearOptions{.bias = b.defined(), .dtype = w.dtype(), .device = w.device()});
+      auto nl = std::make_shared<nn::Linear>(
+          w.size(1), w.size(0), nn::LinearOptions{.bias = b.defined(), .dtype = w.dtype(), .device = w.device()});
       nl->weight.copy_(w);
       if (b.defined()) nl->bias.copy_(b);
       out.emplace_back(name, nl);
@@ -300,8 +311,10 @@ std::shared_ptr<nn::Sequential> prune_channels(nn::Module& model, const ChannelO
       const int64_t n = kept.empty() ? bn->num_features : static_cast<int64_t>(kept.size());
       std::shared_ptr<nn::BatchNorm> nb;
       nn::BatchNormOptions bo = bn->options;
-      if (dynamic_cast<nn::BatchNorm2d*>(bn)) nb = std::make_shared<nn::BatchNorm2d>(n, bo);
-      else nb = std::make_shared<nn::BatchNorm1d>(n, bo);
+      if (dynamic_cast<nn::BatchNorm2d*>(bn))
+        nb = std::make_shared<nn::BatchNorm2d>(n, bo);
+      else
+        nb = std::make_shared<nn::BatchNorm1d>(n, bo);
       auto take = [&](const Tensor& src, Tensor& dst) {
         if (!src.defined()) return;
         dst.copy_(kept.empty() ? src.detach() : index_select(src.detach(), 0, index_of(kept, src.device())));

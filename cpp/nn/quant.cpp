@@ -33,11 +33,14 @@ dt act_type(bool is_unsigned) { return is_unsigned ? dt::u8 : dt::s8; }
 
 int64_t checked_mul(int64_t a, int64_t b, const char* what) {
   int64_t r = 0;
-  EMBER_CHECK(!__builtin_mul_overflow(a, b, &r), "quantize: the size of ", what, " overflows int64 (", a, " x ", b, ")");
+  EMBER_CHECK(!__builtin_mul_overflow(a, b, &r), "quantize: the size of ", what, " overflows int64 (", a, " x ", b,
+              ")");
   return r;
 }
 
-int64_t conv_out(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) { return (in + 2 * p - d * (k - 1) - 1) / s + 1; }
+int64_t conv_out(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) {
+  return (in + 2 * p - d * (k - 1) - 1) / s + 1;
+}
 
 }  // namespace
 
@@ -65,7 +68,8 @@ QuantizedSequential::QuantizedSequential(std::vector<QuantizedLayer> layers)
     const int64_t row = l.kind == QuantizedLayer::Kind::Conv2d
                             ? checked_mul(checked_mul(l.in, l.kernel[0], "a weight"), l.kernel[1], "a weight")
                             : l.in;
-    EMBER_CHECK(l.in > 0 && l.out > 0 && static_cast<int64_t>(l.weight_q.size()) == checked_mul(l.out, row, "a weight") &&
+    EMBER_CHECK(l.in > 0 && l.out > 0 &&
+                    static_cast<int64_t>(l.weight_q.size()) == checked_mul(l.out, row, "a weight") &&
                     static_cast<int64_t>(l.weight_scale.size()) == l.out &&
                     (l.bias.empty() || static_cast<int64_t>(l.bias.size()) == l.out),
                 "QuantizedSequential: layer '", l.name, "' has inconsistent sizes (in ", l.in, ", out ", l.out,
@@ -117,8 +121,9 @@ Tensor QuantizedSequential::forward(const Tensor& input_any) {
   const QuantizedLayer& first = layers_.front();
   const bool conv_first = first.kind == QuantizedLayer::Kind::Conv2d;
   EMBER_CHECK((conv_first || first.flatten_before) ? input_any.dim() == 4 : input_any.dim() == 2,
-              "QuantizedSequential: layer '", first.name, "' takes ", conv_first || first.flatten_before ? "[N, C, H, W]" : "[N, features]",
-              " input, got shape ", shape_str(input_any.shape()));
+              "QuantizedSequential: layer '", first.name, "' takes ",
+              conv_first || first.flatten_before ? "[N, C, H, W]" : "[N, features]", " input, got shape ",
+              shape_str(input_any.shape()));
   EMBER_CHECK(input_any.size(0) > 0, "QuantizedSequential: empty batch");
   const Tensor input = input_any.contiguous();
   std::lock_guard<std::mutex> lock(impl_->mutex);
@@ -172,8 +177,8 @@ Tensor QuantizedSequential::forward(const Tensor& input_any) {
       const int8_t* weights = l.weight_q.data();
       std::vector<int8_t> permuted;
       if (l.kind == QuantizedLayer::Kind::Conv2d) {
-        EMBER_CHECK(cur.dims().size() == 4 && cur.dims()[1] == l.in, "QuantizedSequential: layer '", l.name,
-                    "' takes ", l.in, " channels of [N, C, H, W]");
+        EMBER_CHECK(cur.dims().size() == 4 && cur.dims()[1] == l.in, "QuantizedSequential: layer '", l.name, "' takes ",
+                    l.in, " channels of [N, C, H, W]");
         const int64_t h = cur.dims()[2], w = cur.dims()[3];
         const int64_t ho = conv_out(h, l.kernel[0], l.stride[0], l.padding[0], l.dilation[0]);
         const int64_t wo = conv_out(w, l.kernel[1], l.stride[1], l.padding[1], l.dilation[1]);
@@ -210,14 +215,15 @@ Tensor QuantizedSequential::forward(const Tensor& input_any) {
           for (int64_t o = 0; o < l.out; ++o)
             for (int64_t c = 0; c < C; ++c)
               for (int64_t p = 0; p < HW; ++p)
-                permuted[static_cast<size_t>(o * l.in + p * C + c)] = l.weight_q[static_cast<size_t>(o * l.in + c * HW + p)];
+                permuted[static_cast<size_t>(o * l.in + p * C + c)] =
+                    l.weight_q[static_cast<size_t>(o * l.in + c * HW + p)];
           weights = permuted.data();
           cur = memory::desc({n, l.in}, cur.data_type(), tag::nc);
           cur_mem = memory(cur, eng, cur_mem.get_data_handle());
         }
         dst = memory::desc(dst_dims, out_type, tag::nc);
-        dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, cur,
-                                            memory::desc(wd, dt::s8, tag::any), bias_md, dst);
+        dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, cur, memory::desc(wd, dt::s8, tag::any),
+                                            bias_md, dst);
         dnnl::inner_product_forward::primitive_desc pd(d, attr, eng);
         prim_w = pd.weights_desc();
         prim = dnnl::inner_product_forward(pd);
@@ -230,8 +236,9 @@ Tensor QuantizedSequential::forward(const Tensor& input_any) {
         s.wait();
       }
       memory dst_mem(dst, eng);
-      plan.steps.push_back({prim, {{DNNL_ARG_SRC, cur_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_BIAS, bias_mem},
-                                   {DNNL_ARG_DST, dst_mem}}});
+      plan.steps.push_back(
+          {prim,
+           {{DNNL_ARG_SRC, cur_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_BIAS, bias_mem}, {DNNL_ARG_DST, dst_mem}}});
       cur = dst;
       cur_mem = dst_mem;
       if (l.maxpool_after > 0) {
@@ -287,8 +294,9 @@ void observe(Stats& s, const Tensor& x, bool keep_values) {
 float scale_of(Stats& s, const QuantizeOptions& o, bool is_unsigned) {
   double amax = s.max_abs;
   if (o.calibration == Calibration::Percentile && !s.abs_values.empty()) {
-    const auto k = static_cast<size_t>(std::min<double>(
-        static_cast<double>(s.abs_values.size() - 1), std::ceil(o.percentile / 100.0 * static_cast<double>(s.abs_values.size())) - 1));
+    const auto k = static_cast<size_t>(
+        std::min<double>(static_cast<double>(s.abs_values.size() - 1),
+                         std::ceil(o.percentile / 100.0 * static_cast<double>(s.abs_values.size())) - 1));
     std::nth_element(s.abs_values.begin(), s.abs_values.begin() + static_cast<std::ptrdiff_t>(k), s.abs_values.end());
     amax = s.abs_values[k];
   }
@@ -389,15 +397,18 @@ std::shared_ptr<QuantizedSequential> quantize(nn::Module& model, const std::vect
     }
   }
   EMBER_CHECK(!layers.empty(), "quantize: the Sequential holds no Linear or Conv2d");
-  EMBER_CHECK(layer_child.back() + 1 >= children.size() || [&] {
-    for (size_t i = layer_child.back() + 1; i < children.size(); ++i) {
-      nn::Module& m = *children[i].second;
-      if (!dynamic_cast<nn::ReLU*>(&m) && !dynamic_cast<nn::Dropout*>(&m) && !dynamic_cast<nn::Identity*>(&m) &&
-          !dynamic_cast<nn::MaxPool2d*>(&m))
-        return false;
-    }
-    return true;
-  }(), "quantize: only ReLU, MaxPool2d, Dropout or Identity may follow the last Linear / Conv2d");
+  EMBER_CHECK(
+      layer_child.back() + 1 >= children.size() ||
+          [&] {
+            for (size_t i = layer_child.back() + 1; i < children.size(); ++i) {
+              nn::Module& m = *children[i].second;
+              if (!dynamic_cast<nn::ReLU*>(&m) && !dynamic_cast<nn::Dropout*>(&m) && !dynamic_cast<nn::Identity*>(&m) &&
+                  !dynamic_cast<nn::MaxPool2d*>(&m))
+                return false;
+            }
+            return true;
+          }(),
+      "quantize: only ReLU, MaxPool2d, Dropout or Identity may follow the last Linear / Conv2d");
 
   // Calibration: the float model in eval mode, child by child, observing each layer's input.
   std::vector<Stats> stats(layers.size());
@@ -432,9 +443,10 @@ void QuantizedSequential::save(const std::string& path) const {
   for (const QuantizedLayer& l : layers_) {
     std::vector<uint8_t> q(l.weight_q.size());
     for (size_t j = 0; j < q.size(); ++j) q[j] = static_cast<uint8_t>(static_cast<int>(l.weight_q[j]) + 128);
-    const Shape wshape = l.kind == QuantizedLayer::Kind::Conv2d ? Shape{l.out, l.in, l.kernel[0], l.kernel[1]}
-                                                                : Shape{l.out, l.in};
-    tensors.emplace_back(l.name + ".weight_q", from_vector<uint8_t>(q, wshape, TensorOptions(DType::U8, Device::cpu())));
+    const Shape wshape =
+        l.kind == QuantizedLayer::Kind::Conv2d ? Shape{l.out, l.in, l.kernel[0], l.kernel[1]} : Shape{l.out, l.in};
+    tensors.emplace_back(l.name + ".weight_q",
+                         from_vector<uint8_t>(q, wshape, TensorOptions(DType::U8, Device::cpu())));
     tensors.emplace_back(l.name + ".weight_scale", from_vector<float>(l.weight_scale, Shape{l.out}, f32));
     if (!l.bias.empty()) tensors.emplace_back(l.name + ".bias", from_vector<float>(l.bias, Shape{l.out}, f32));
     tensors.emplace_back(l.name + ".input_scale", from_vector<float>({l.input_scale}, Shape{1}, f32));
@@ -479,7 +491,8 @@ std::shared_ptr<QuantizedSequential> QuantizedSequential::load(const std::string
                 shape_str(shape));
     return e->second;
   };
-  EMBER_CHECK(spec.is_array() && !spec.empty(), "QuantizedSequential::load: ", path, ": the layer list is not a non-empty array");
+  EMBER_CHECK(spec.is_array() && !spec.empty(), "QuantizedSequential::load: ", path,
+              ": the layer list is not a non-empty array");
   std::vector<QuantizedLayer> layers;
   try {
     for (const nlohmann::json& j : spec) {
@@ -503,8 +516,8 @@ std::shared_ptr<QuantizedSequential> QuantizedSequential::load(const std::string
                       l.padding[0] >= 0 && l.padding[1] >= 0 && l.dilation[0] > 0 && l.dilation[1] > 0 &&
                       l.maxpool_after >= 0,
                   "QuantizedSequential::load: ", path, ": layer '", l.name, "' has invalid geometry");
-      const Shape wshape = l.kind == QuantizedLayer::Kind::Conv2d ? Shape{l.out, l.in, l.kernel[0], l.kernel[1]}
-                                                                  : Shape{l.out, l.in};
+      const Shape wshape =
+          l.kind == QuantizedLayer::Kind::Conv2d ? Shape{l.out, l.in, l.kernel[0], l.kernel[1]} : Shape{l.out, l.in};
       const std::vector<uint8_t> q = tensor(l.name + ".weight_q", DType::U8, wshape, true).to_vector<uint8_t>();
       l.weight_q.resize(q.size());
       for (size_t k = 0; k < q.size(); ++k) {
@@ -513,7 +526,8 @@ std::shared_ptr<QuantizedSequential> QuantizedSequential::load(const std::string
         l.weight_q[k] = static_cast<int8_t>(static_cast<int>(q[k]) - 128);
       }
       l.weight_scale = tensor(l.name + ".weight_scale", DType::F32, Shape{l.out}, true).to_vector<float>();
-      if (Tensor b = tensor(l.name + ".bias", DType::F32, Shape{l.out}, false); b.defined()) l.bias = b.to_vector<float>();
+      if (Tensor b = tensor(l.name + ".bias", DType::F32, Shape{l.out}, false); b.defined())
+        l.bias = b.to_vector<float>();
       l.input_scale = tensor(l.name + ".input_scale", DType::F32, Shape{1}, true).to_vector<float>()[0];
       layers.push_back(std::move(l));
     }

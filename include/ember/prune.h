@@ -85,7 +85,7 @@ EMBER_API std::vector<LayerSparsity> weight_sparsity(nn::Module& model);
 enum class Norm { L1, L2 };
 
 struct ChannelOptions {
-  double amount = 0.5;  // fraction in [0, 1) of each prunable layer's output channels removed (round)
+  double amount = 0.5;   // fraction in [0, 1) of each prunable layer's output channels removed (round)
   Norm norm = Norm::L1;  // ranks the output channels by the norm of their weight row / filter
 };
 

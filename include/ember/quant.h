@@ -34,11 +34,11 @@ struct QuantizeOptions {
 struct QuantizedLayer {
   enum class Kind { Linear, Conv2d } kind = Kind::Linear;
   std::string name;
-  int64_t in = 0, out = 0;  // features or channels
+  int64_t in = 0, out = 0;                                         // features or channels
   Int2 kernel{1, 1}, stride{1, 1}, padding{0, 0}, dilation{1, 1};  // Conv2d
-  std::vector<int8_t> weight_q;     // [out, in (* kH * kW)], the float weight's layout
-  std::vector<float> weight_scale;  // [out]
-  std::vector<float> bias;          // [out] or empty
+  std::vector<int8_t> weight_q;                                    // [out, in (* kH * kW)], the float weight's layout
+  std::vector<float> weight_scale;                                 // [out]
+  std::vector<float> bias;                                         // [out] or empty
   float input_scale = 1;
   bool input_unsigned = false;
   bool relu = false;
@@ -77,6 +77,6 @@ class EMBER_API QuantizedSequential : public nn::Module {
 // activation scales calibrated by running the float model in eval mode on `calibration` (batches of
 // its input). Throws ember::Error for any other architecture, naming the child.
 EMBER_API std::shared_ptr<QuantizedSequential> quantize(nn::Module& model, const std::vector<Tensor>& calibration,
-                                                         const QuantizeOptions& options = {});
+                                                        const QuantizeOptions& options = {});
 
 }  // namespace ember::quant

@@ -136,8 +136,10 @@ TEST(Prune, MasksKeepPrunedWeightsZeroThroughAdam) {
     const std::vector<double> now = w0.to_vector<double>();
     int64_t moved = 0;
     for (size_t j = 0; j < now.size(); ++j) {
-      if (mask[j] == 0) EXPECT_EQ(now[j], 0.0) << j;
-      else moved += now[j] != kept_before[j];
+      if (mask[j] == 0)
+        EXPECT_EQ(now[j], 0.0) << j;
+      else
+        moved += now[j] != kept_before[j];
     }
     EXPECT_GT(moved, 0);  // the kept weights still train
     // Without apply(), Adam's momentum from before the pruning moves pruned weights off zero: the
@@ -163,8 +165,9 @@ TEST(Prune, BadOptionsThrow) {
   EXPECT_TRUE(throws_with([&] { prune::prune_channels(*model, {.amount = 1.0}); }, {"amount", "[0, 1)"}));
   auto resnet = models::small_resnet(10);
   EXPECT_TRUE(throws_with([&] { prune::prune_channels(*resnet, {}); }, {"Sequential", "ResNet", "residual"}));
-  auto odd = nn::sequential({std::make_shared<nn::Linear>(4, 4), std::make_shared<nn::LayerNorm>(std::vector<int64_t>{4}),
-                             std::make_shared<nn::Linear>(4, 2)});
+  auto odd =
+      nn::sequential({std::make_shared<nn::Linear>(4, 4), std::make_shared<nn::LayerNorm>(std::vector<int64_t>{4}),
+                      std::make_shared<nn::Linear>(4, 2)});
   EXPECT_TRUE(throws_with([&] { prune::prune_channels(*odd, {}); }, {"'1'", "LayerNorm", "supported children"}));
 }
 
@@ -178,12 +181,14 @@ std::vector<int64_t> expected_keep(const Tensor& w, double amount, prune::Norm n
   std::vector<double> nrm(static_cast<size_t>(n));
   for (size_t c = 0; c < nrm.size(); ++c) {
     double s = 0;
-    for (size_t j = 0; j < row; ++j) s += norm == prune::Norm::L1 ? std::fabs(v[c * row + j]) : v[c * row + j] * v[c * row + j];
+    for (size_t j = 0; j < row; ++j)
+      s += norm == prune::Norm::L1 ? std::fabs(v[c * row + j]) : v[c * row + j] * v[c * row + j];
     nrm[c] = s;  // the L2 ranking is the ranking of its square
   }
   std::vector<int64_t> idx(static_cast<size_t>(n));
   std::iota(idx.begin(), idx.end(), 0);
-  std::sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return nrm[static_cast<size_t>(a)] > nrm[static_cast<size_t>(b)]; });
+  std::sort(idx.begin(), idx.end(),
+            [&](int64_t a, int64_t b) { return nrm[static_cast<size_t>(a)] > nrm[static_cast<size_t>(b)]; });
   idx.resize(static_cast<size_t>(n - std::llround(amount * static_cast<double>(n))));
   std::sort(idx.begin(), idx.end());
   return idx;
@@ -204,11 +209,12 @@ void zero_inputs(const Tensor& w, const std::vector<int64_t>& keep, int64_t bloc
 
 TEST(PruneChannels, MlpKeepsTheLargestNormsAndComputesTheMaskedModel) {
   Generator g(21);
-  auto model = nn::sequential({std::make_shared<nn::Linear>(8, 6, nn::LinearOptions{.dtype = DType::F64, .generator = &g}),
-                               std::make_shared<nn::ReLU>(),
-                               std::make_shared<nn::Linear>(6, 5, nn::LinearOptions{.dtype = DType::F64, .generator = &g}),
-                               std::make_shared<nn::Tanh>(),
-                               std::make_shared<nn::Linear>(5, 3, nn::LinearOptions{.dtype = DType::F64, .generator = &g})});
+  auto model =
+      nn::sequential({std::make_shared<nn::Linear>(8, 6, nn::LinearOptions{.dtype = DType::F64, .generator = &g}),
+                      std::make_shared<nn::ReLU>(),
+                      std::make_shared<nn::Linear>(6, 5, nn::LinearOptions{.dtype = DType::F64, .generator = &g}),
+                      std::make_shared<nn::Tanh>(),
+                      std::make_shared<nn::Linear>(5, 3, nn::LinearOptions{.dtype = DType::F64, .generator = &g})});
   for (prune::Norm norm : {prune::Norm::L1, prune::Norm::L2}) {
     auto small = prune::prune_channels(*model, {.amount = 0.5, .norm = norm});
     const auto l0 = model->at<nn::Linear>(0), l2 = model->at<nn::Linear>(2), l4 = model->at<nn::Linear>(4);
@@ -221,15 +227,15 @@ TEST(PruneChannels, MlpKeepsTheLargestNormsAndComputesTheMaskedModel) {
     EXPECT_EQ(small->at<nn::Linear>(0)->weight.shape(), (Shape{3, 8}));
     EXPECT_EQ(small->at<nn::Linear>(2)->weight.shape(), (Shape{2, 3}));
     EXPECT_EQ(small->at<nn::Linear>(4)->weight.shape(), (Shape{3, 2}));
-    EXPECT_TRUE(all_close(small->at<nn::Linear>(0)->weight, index_select(l0->weight, 0, from_vector<int64_t>(k0)),
-                          Tol{0, 0}));
-    EXPECT_TRUE(all_close(small->at<nn::Linear>(0)->bias, index_select(l0->bias, 0, from_vector<int64_t>(k0)), Tol{0, 0}));
+    EXPECT_TRUE(
+        all_close(small->at<nn::Linear>(0)->weight, index_select(l0->weight, 0, from_vector<int64_t>(k0)), Tol{0, 0}));
+    EXPECT_TRUE(
+        all_close(small->at<nn::Linear>(0)->bias, index_select(l0->bias, 0, from_vector<int64_t>(k0)), Tol{0, 0}));
     // The masked original: layers 2 and 4 ignore the removed channels.
-    auto masked = nn::sequential({std::make_shared<nn::Linear>(8, 6, nn::LinearOptions{.dtype = DType::F64}),
-                                  std::make_shared<nn::ReLU>(),
-                                  std::make_shared<nn::Linear>(6, 5, nn::LinearOptions{.dtype = DType::F64}),
-                                  std::make_shared<nn::Tanh>(),
-                                  std::make_shared<nn::Linear>(5, 3, nn::LinearOptions{.dtype = DType::F64})});
+    auto masked = nn::sequential(
+        {std::make_shared<nn::Linear>(8, 6, nn::LinearOptions{.dtype = DType::F64}), std::make_shared<nn::ReLU>(),
+         std::make_shared<nn::Linear>(6, 5, nn::LinearOptions{.dtype = DType::F64}), std::make_shared<nn::Tanh>(),
+         std::make_shared<nn::Linear>(5, 3, nn::LinearOptions{.dtype = DType::F64})});
     masked->load_state_dict(model->state_dict());
     zero_inputs(masked->at<nn::Linear>(2)->weight, k0, 1);
     zero_inputs(masked->at<nn::Linear>(4)->weight, k2, 1);

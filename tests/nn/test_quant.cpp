@@ -61,9 +61,11 @@ std::vector<double> linear_ref(const std::vector<double>& xq, int64_t n, const s
     for (int64_t o = 0; o < l.out; ++o) {
       int64_t acc = 0;
       for (int64_t k = 0; k < l.in; ++k)
-        acc += static_cast<int64_t>(xq[static_cast<size_t>(i * l.in + k)]) * static_cast<int64_t>(wq[static_cast<size_t>(o * l.in + k)]);
-      double v = l.input_scale * static_cast<double>(l.weight_scale[static_cast<size_t>(o)]) * static_cast<double>(acc) +
-                 (l.bias.empty() ? 0.0 : l.bias[static_cast<size_t>(o)]);
+        acc += static_cast<int64_t>(xq[static_cast<size_t>(i * l.in + k)]) *
+               static_cast<int64_t>(wq[static_cast<size_t>(o * l.in + k)]);
+      double v =
+          l.input_scale * static_cast<double>(l.weight_scale[static_cast<size_t>(o)]) * static_cast<double>(acc) +
+          (l.bias.empty() ? 0.0 : l.bias[static_cast<size_t>(o)]);
       if (l.relu) v = std::max(v, 0.0);
       y[static_cast<size_t>(i * l.out + o)] = v;
     }
@@ -215,7 +217,8 @@ TEST(Quant, SaveLoadRoundTrip) {
   }
   EXPECT_TRUE(all_close((*back)(x), (*q)(x), Tol{0, 0}));
   // The int8 file is about a quarter of the float weights.
-  EXPECT_LT(static_cast<double>(std::filesystem::file_size(path)), 0.3 * 4.0 * static_cast<double>(model->num_parameters()));
+  EXPECT_LT(static_cast<double>(std::filesystem::file_size(path)),
+            0.3 * 4.0 * static_cast<double>(model->num_parameters()));
   // A float safetensors file is refused with the reason.
   io::save_safetensors(path, {{"w", zeros({2})}});
   EXPECT_TRUE(throws_with([&] { quant::QuantizedSequential::load(path); }, {path, "ember.quant.int8"}));
@@ -223,7 +226,8 @@ TEST(Quant, SaveLoadRoundTrip) {
 }
 
 TEST(Quant, UnsupportedModelsThrow) {
-  auto sig = nn::sequential({std::make_shared<nn::Linear>(4, 4), std::make_shared<nn::Sigmoid>(), std::make_shared<nn::Linear>(4, 2)});
+  auto sig = nn::sequential(
+      {std::make_shared<nn::Linear>(4, 4), std::make_shared<nn::Sigmoid>(), std::make_shared<nn::Linear>(4, 2)});
   EXPECT_TRUE(throws_with([&] { quant::quantize(*sig, {zeros({1, 4})}); }, {"'1'", "Sigmoid", "supports"}));
   auto resnet = models::small_resnet(10);
   EXPECT_TRUE(throws_with([&] { quant::quantize(*resnet, {zeros({1, 1, 8, 8})}); }, {"Sequential", "ResNet"}));

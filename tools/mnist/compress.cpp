@@ -30,12 +30,13 @@ void print_model(const char* title, nn::Module& model) {
   int64_t rows = 0;
   for (const prune::LayerSparsity& l : prune::weight_sparsity(model)) {
     std::printf("  %-14s %9lld weights, %9lld zero (%5.1f%% sparse)\n", l.name.c_str(), static_cast<long long>(l.numel),
-                static_cast<long long>(l.zeros), l.numel ? 100.0 * static_cast<double>(l.zeros) / static_cast<double>(l.numel) : 0.0);
+                static_cast<long long>(l.zeros),
+                l.numel ? 100.0 * static_cast<double>(l.zeros) / static_cast<double>(l.numel) : 0.0);
   }
   for (auto& [name, w] : prune::prunable_weights(model)) rows += w.size(0) + 1;
   const int64_t params = model.num_parameters(), nz = nonzero_parameters(model);
-  std::printf("  parameters %lld (%lld non-zero), dense f32 %.3f MiB, as CSR %.3f MiB\n", static_cast<long long>(params),
-              static_cast<long long>(nz), mib(4.0 * static_cast<double>(params)),
+  std::printf("  parameters %lld (%lld non-zero), dense f32 %.3f MiB, as CSR %.3f MiB\n",
+              static_cast<long long>(params), static_cast<long long>(nz), mib(4.0 * static_cast<double>(params)),
               mib(8.0 * static_cast<double>(nz) + 4.0 * static_cast<double>(rows)));
 }
 
@@ -45,15 +46,17 @@ std::shared_ptr<nn::Module> prune_and_finetune(const Config& cfg, std::shared_pt
                                                data::DataLoader& train, const TrainHooks& hooks) {
   EMBER_CHECK(cfg.prune > 0 && cfg.prune < 1, "--prune must be a fraction in (0, 1), got ", cfg.prune);
   std::printf("\n--prune %.2f (%s):\n", cfg.prune,
-              cfg.prune_structured ? "structured: output channels by L1 norm" : cfg.prune_global ? "unstructured, global magnitude" : "unstructured, per-layer magnitude");
+              cfg.prune_structured ? "structured: output channels by L1 norm"
+              : cfg.prune_global   ? "unstructured, global magnitude"
+                                   : "unstructured, per-layer magnitude");
   print_model("before pruning:", *model);
   const double acc_before = hooks.test_accuracy(*model);
   std::unique_ptr<prune::Masks> masks;
   if (cfg.prune_structured) {
     model = prune::prune_channels(*model, {.amount = cfg.prune, .norm = prune::Norm::L1});
   } else {
-    masks = prune::magnitude_prune(*model, {.amount = cfg.prune,
-                                            .scope = cfg.prune_global ? prune::Scope::Global : prune::Scope::PerLayer});
+    masks = prune::magnitude_prune(
+        *model, {.amount = cfg.prune, .scope = cfg.prune_global ? prune::Scope::Global : prune::Scope::PerLayer});
   }
   print_model("after pruning:", *model);
   const double acc_pruned = hooks.test_accuracy(*model);
@@ -159,10 +162,13 @@ int evaluate_int8(const Config& cfg, nn::Module& model, const data::Mnist& ds, d
               cfg.int8_calibration.c_str(), static_cast<long long>(taken), quant_s, q->layers().size());
   std::printf("%-6s %10s %12s %14s\n", "", "accuracy", "size", "images/s");
   std::printf("%-6s %9.2f%% %9.3f MiB %14.0f\n", "fp32", 100 * best_f.accuracy, mib(fp32_bytes), ips_f);
-  std::printf("%-6s %9.2f%% %9.3f MiB %14.0f\n", "int8", 100 * best_q.accuracy, mib(static_cast<double>(q->size_bytes())), ips_q);
-  std::printf("int8 vs fp32: accuracy %+.2f points, size x%.2f, speed x%.2f (%lld test images, batch %lld, best of %d passes)\n",
-              100 * (best_q.accuracy - best_f.accuracy), static_cast<double>(q->size_bytes()) / fp32_bytes, ips_q / ips_f,
-              static_cast<long long>(best_q.images), static_cast<long long>(test.options().batch_size), reps);
+  std::printf("%-6s %9.2f%% %9.3f MiB %14.0f\n", "int8", 100 * best_q.accuracy,
+              mib(static_cast<double>(q->size_bytes())), ips_q);
+  std::printf(
+      "int8 vs fp32: accuracy %+.2f points, size x%.2f, speed x%.2f (%lld test images, batch %lld, best of %d "
+      "passes)\n",
+      100 * (best_q.accuracy - best_f.accuracy), static_cast<double>(q->size_bytes()) / fp32_bytes, ips_q / ips_f,
+      static_cast<long long>(best_q.images), static_cast<long long>(test.options().batch_size), reps);
   if (!cfg.int8_save.empty())
     std::printf("int8 model saved to %s (%.3f MiB)\n", cfg.int8_save.c_str(),
                 mib(static_cast<double>(std::filesystem::file_size(cfg.int8_save))));
