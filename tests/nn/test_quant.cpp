@@ -43,9 +43,11 @@ std::vector<double> check_weights(const quant::QuantizedLayer& l, const Tensor& 
   for (size_t o = 0; o < static_cast<size_t>(l.out); ++o) {
     double amax = 0;
     for (size_t j = 0; j < row; ++j) amax = std::max(amax, std::fabs(v[o * row + j]));
-    EXPECT_NEAR(l.weight_scale[o], amax / 127, 1e-6 * amax / 127) << l.name << " channel " << o;
+    // An all-zero channel (pruned) gets scale 1 and zero weights.
+    const double scale = amax > 0 ? amax / 127 : 1.0;
+    EXPECT_NEAR(l.weight_scale[o], scale, 1e-6 * scale) << l.name << " channel " << o;
     for (size_t j = 0; j < row; ++j) {
-      const double expect = std::nearbyint(v[o * row + j] / (amax / 127));
+      const double expect = std::nearbyint(v[o * row + j] / scale);
       EXPECT_EQ(static_cast<double>(l.weight_q[o * row + j]), expect) << l.name << " element " << o * row + j;
       q[o * row + j] = l.weight_q[o * row + j];
     }
@@ -266,4 +268,29 @@ TEST(Quant, TrainedMlpKeepsItsAccuracy) {
   EXPECT_GT(acc_f, 0.9);  // the float model learnt the blobs
   EXPECT_LE(std::fabs(acc_f - acc_q), 0.01);
   EXPECT_GE(agree, 0.98);
+}
+
+TEST(Quant, FlattenFirstAndAnAllZeroChannel) {
+  // A Flatten before the first Linear (the NHWC input read as 2-D with permuted weight columns) and
+  // an output channel pruned to zero (scale 1, output = its bias).
+  Generator g(6);
+  auto lin = std::make_shared<nn::Linear>(2 * 3 * 3, 4, nn::LinearOptions{.generator = &g});
+  {
+    autograd::NoGradGuard ng;
+    Tensor row = lin->weight.select(0, 1);
+    row.zero_();
+  }
+  auto model = nn::sequential({std::make_shared<nn::Flatten>(), lin});
+  const Tensor x = test::uniform({3, 2, 3, 3}, -1, 1, DType::F32, 12);
+  auto q = quant::quantize(*model, {x});
+  const quant::QuantizedLayer& l = q->layers()[0];
+  EXPECT_TRUE(l.flatten_before);
+  EXPECT_EQ(l.weight_scale[1], 1.0f);
+  const std::vector<double> wq = check_weights(l, lin->weight);
+  const Quantized xq = quantize_ref(x.to_vector<double>(), l.input_scale, false);
+  ASSERT_EQ(xq.ambiguous, 0);
+  const std::vector<double> y = linear_ref(xq.q, 3, wq, l);  // NCHW flatten order, as the float model
+  const Tensor out = (*q)(x);
+  EXPECT_TRUE(all_close(out, from_vector<double>(y, {3, 4}), Tol{1e-5, 1e-5}));
+  for (int64_t n = 0; n < 3; ++n) EXPECT_FLOAT_EQ(out.to_vector<float>()[static_cast<size_t>(n * 4 + 1)], l.bias[1]);
 }
