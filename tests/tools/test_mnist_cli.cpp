@@ -332,6 +332,34 @@ TEST_F(MnistCli, SkipNonFiniteSkipsAndCountsThoseSteps) {
 
 }  // namespace
 
+// Model compression (issue 17): --prune with fine-tuning, --prune-structured, --eval --int8.
+TEST_F(MnistCli, PruneReportsSparsityAndFineTunes) {
+  const Result r = run("--epochs 1 --prune 0.5 --finetune-epochs 1");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  // MLP 16-8-10: 0.weight has 128 elements, round(0.5 * 128) = 64 pruned; 2.weight 80, 40 pruned.
+  EXPECT_NE(r.out.find("64 zero ( 50.0% sparse)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("40 zero ( 50.0% sparse)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("parameters 226 (122 non-zero)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("after 1 fine-tuning epoch(s)"), std::string::npos) << r.out;
+  const Result s = run("--epochs 1 --prune 0.5 --prune-structured --finetune-epochs 0");
+  ASSERT_EQ(s.rc, 0) << s.out;
+  // 16-4-10 after removing 4 of 8 hidden units: 4*16 + 4 + 10*4 + 10 parameters.
+  EXPECT_NE(s.out.find("parameters 118 (118 non-zero)"), std::string::npos) << s.out;
+  EXPECT_TRUE(fails_with(run("--model resnet --epochs 1 --prune 0.5 --prune-structured"), 2, {"--prune-structured", "mlp and cnn", "ResNet"}));
+  EXPECT_NE(run("--prune 1.5").rc, 0);
+}
+
+TEST_F(MnistCli, EvalInt8ComparesWithFp32) {
+  const std::string ck = path("ck.safetensors"), q = path("q.safetensors");
+  ASSERT_EQ(run("--epochs 2 --save '" + ck + "'").rc, 0);
+  const Result r = run("--eval '" + ck + "' --int8 --int8-calibration percentile --int8-save '" + q + "'");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  for (const char* needle : {"fp32 ", "int8 ", "int8 vs fp32: accuracy", "images/s", "int8 model saved"})
+    EXPECT_NE(r.out.find(needle), std::string::npos) << needle << ": " << r.out;
+  EXPECT_TRUE(fs::exists(q));
+  EXPECT_TRUE(fails_with(run("--epochs 1 --int8"), 2, {"--int8 goes with --eval"}));
+}
+
 #else
 TEST(MnistCli, NeedsTheTrainer) { GTEST_SKIP() << "ember-mnist is not built (EMBER_BUILD_TOOLS=OFF)"; }
 #endif

@@ -30,6 +30,15 @@ struct Config {
   bool skip_nonfinite = false;  // skip steps with a non-finite loss or gradient norm instead of stopping
   bool detect_anomaly = false;
   bool distributed = false;     // data-parallel over the ranks mpirun started (ember::dist)  // autograd anomaly mode: name the op whose output is first non-finite
+  // Model compression (issue 17; tools/mnist/compress.cpp): pruning after training, int8 evaluation.
+  double prune = 0.0;             // fraction pruned after training (weights, or channels with prune_structured); 0: off
+  bool prune_structured = false;  // channel pruning into a smaller dense model
+  bool prune_global = false;      // unstructured: one magnitude ranking over all layers
+  int64_t finetune_epochs = 1;    // fine-tuning epochs after pruning
+  bool int8 = false;              // --eval: also quantise to int8 and compare with fp32
+  std::string int8_calibration = "minmax";  // minmax | percentile
+  int64_t int8_calibration_images = 512;
+  std::string int8_save;          // where to write the int8 model (safetensors)
 };
 
 }  // namespace mnist

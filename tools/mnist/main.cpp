@@ -109,6 +109,23 @@ int main(int argc, char** argv) {
   app.add_flag("--distributed", cfg.distributed,
                "data-parallel training under mpirun -np N (also on when mpirun starts more than one rank): "
                "each rank takes --batch-size images per step, global batch N x --batch-size");
+  // Model compression (issue 17).
+  app.add_option("--prune", cfg.prune,
+                 "after training, prune this fraction of the Linear/Conv2d weights by magnitude (or of their output "
+                 "channels with --prune-structured), then fine-tune")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_flag("--prune-structured", cfg.prune_structured,
+               "--prune removes whole output channels (L1 norm) into a smaller dense model (mlp and cnn)");
+  app.add_flag("--prune-global", cfg.prune_global, "--prune ranks the weights of all layers together");
+  app.add_option("--finetune-epochs", cfg.finetune_epochs, "fine-tuning epochs after --prune (masks kept applied)")
+      ->check(integer_in<int64_t>(0, 1'000'000));
+  app.add_flag("--int8", cfg.int8,
+               "with --eval: quantise the model to int8 (CPU, oneDNN) and report accuracy, size and images/s against fp32");
+  app.add_option("--int8-calibration", cfg.int8_calibration, "activation scales from minmax or percentile (99.99%)")
+      ->check(CLI::IsMember({"minmax", "percentile"}));
+  app.add_option("--int8-calibration-images", cfg.int8_calibration_images, "training images used for calibration")
+      ->check(integer_in<int64_t>(1, INT64_MAX));
+  app.add_option("--int8-save", cfg.int8_save, "with --int8: write the int8 model (safetensors with scales) here");
   app.add_flag("--quiet,-q", cfg.quiet, "no progress bar or per-epoch lines; only the final report");
   try {
     app.parse(argc, argv);

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "checkpoint_io.h"
+#include "compress.h"
 #include "ember/dist.h"
 #include "ember/ember.h"
 #include "report.h"
@@ -329,6 +330,12 @@ void check_flags(const Config& cfg) {
   EMBER_CHECK(cfg.eval_path.empty() || cfg.resume_path.empty(),
               "--eval and --resume do not go together: --eval evaluates a checkpoint, --resume trains on from one");
   if (!cfg.save_path.empty()) check_save_path(cfg.save_path);
+  // Model compression (compress.cpp).
+  EMBER_CHECK(!cfg.int8 || !cfg.eval_path.empty(), "--int8 goes with --eval CKPT (it quantises a trained model)");
+  EMBER_CHECK(cfg.prune == 0 || (cfg.eval_path.empty() && !cfg.distributed), "--prune runs after training, in one process: "
+              "not with --eval or --distributed");
+  EMBER_CHECK(!cfg.prune_structured || cfg.model != "resnet", "--prune-structured supports --model mlp and cnn; a "
+              "ResNet's residual additions tie its channels (use --prune without --prune-structured)");
 }
 
 // Threads, TF32 and anomaly mode: process-wide settings.
@@ -398,6 +405,7 @@ int evaluate_checkpoint(Session& s) {
   const Config& cfg = s.cfg;
   Progress ignored;
   load_training_checkpoint(cfg.eval_path, *s.model, nullptr, nullptr, ignored, cfg, s.settings);
+  if (cfg.int8) return compress::evaluate_int8(cfg, *s.model, s.ds, *s.test_loader, cfg.model == "mlp");
   metrics::ConfusionMatrix cm(10);
   EvalResult r = evaluate(*s.model, *s.test_loader, &cm);
   std::printf("evaluated %s on %lld test images: loss %.4f\n", cfg.eval_path.c_str(),
@@ -624,6 +632,11 @@ int run(const Config& cfg_in) {
   if (s->ddp && !cfg.quiet)  // --distributed: the communication that backward did not hide
     std::printf("ddp: %d ranks, %zu gradient bucket(s), %.2f s waiting for all-reduces\n", g_group->size(),
                 s->ddp->num_buckets(), s->ddp->seconds_waiting());
+  if (cfg.prune > 0)  // --prune: the pruned, fine-tuned model is the one reported
+    s->model = compress::prune_and_finetune(
+        cfg, s->model, *s->train_loader,
+        {[&](const std::vector<Tensor>& p) { return make_optimizer(cfg, p); },
+         [&](nn::Module& m) { return evaluate(m, *s->test_loader, nullptr).accuracy; }});
   return report(*s, training, progress.history, metrics_out);
 }
 

@@ -1,0 +1,540 @@
+// Post-training int8 quantisation: calibration of a float Sequential, int8 inference through oneDNN's
+// int8 convolution / inner product / pooling (activations NHWC u8 or s8, weights s8 in the layout the
+// primitive picks, int32 accumulation, per-channel output scales), and the safetensors form.
+#include "ember/quant.h"
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#include "cpp/io/json_limits.h"
+#include "ember/autograd.h"
+#include "ember/error.h"
+#include "ember/io.h"
+
+namespace ember::quant {
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+dt act_type(bool is_unsigned) { return is_unsigned ? dt::u8 : dt::s8; }
+
+int64_t checked_mul(int64_t a, int64_t b, const char* what) {
+  int64_t r = 0;
+  EMBER_CHECK(!__builtin_mul_overflow(a, b, &r), "quantize: the size of ", what, " overflows int64 (", a, " x ", b,
+              ")");
+  return r;
+}
+
+int64_t conv_out(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) {
+  return (in + 2 * p - d * (k - 1) - 1) / s + 1;
+}
+
+}  // namespace
+
+// Per batch shape: the primitives, the weights in their chosen layouts and the activations between.
+struct QuantizedSequential::Impl {
+  struct Step {
+    dnnl::primitive prim;
+    std::unordered_map<int, memory> args;
+  };
+  struct Plan {
+    memory input;  // the caller's f32 tensor (handle set per call)
+    std::vector<Step> steps;
+    memory output;
+    Shape output_shape;
+  };
+  std::mutex mutex;
+  std::map<Shape, Plan> plans;
+};
+
+QuantizedSequential::QuantizedSequential(std::vector<QuantizedLayer> layers)
+    : layers_(std::move(layers)), impl_(std::make_unique<Impl>()) {
+  EMBER_CHECK(!layers_.empty(), "QuantizedSequential: no layers");
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const QuantizedLayer& l = layers_[i];
+    const int64_t row = l.kind == QuantizedLayer::Kind::Conv2d
+                            ? checked_mul(checked_mul(l.in, l.kernel[0], "a weight"), l.kernel[1], "a weight")
+                            : l.in;
+    EMBER_CHECK(l.in > 0 && l.out > 0 &&
+                    static_cast<int64_t>(l.weight_q.size()) == checked_mul(l.out, row, "a weight") &&
+                    static_cast<int64_t>(l.weight_scale.size()) == l.out &&
+                    (l.bias.empty() || static_cast<int64_t>(l.bias.size()) == l.out),
+                "QuantizedSequential: layer '", l.name, "' has inconsistent sizes (in ", l.in, ", out ", l.out,
+                ", weight ", l.weight_q.size(), ", scales ", l.weight_scale.size(), ", bias ", l.bias.size(), ")");
+    // Each int32 accumulator sums `row` products of at most 255 * 127 in magnitude.
+    EMBER_CHECK(row <= INT32_MAX / (255 * 127), "QuantizedSequential: layer '", l.name, "' sums ", row,
+                " products per output, more than the ", INT32_MAX / (255 * 127),
+                " that an int32 accumulator holds without overflow; keep that layer in float");
+    EMBER_CHECK(std::isfinite(l.input_scale) && l.input_scale > 0, "QuantizedSequential: layer '", l.name,
+                "' has input scale ", l.input_scale, "; expected a positive finite number");
+    for (float s : l.weight_scale)
+      EMBER_CHECK(std::isfinite(s) && s > 0, "QuantizedSequential: layer '", l.name, "' has a weight scale ", s,
+                  "; expected positive finite scales");
+    EMBER_CHECK(l.maxpool_after == 0 || l.kind == QuantizedLayer::Kind::Conv2d, "QuantizedSequential: layer '", l.name,
+                "' is a Linear followed by a max-pool");
+    EMBER_CHECK(!l.flatten_before || l.kind == QuantizedLayer::Kind::Linear, "QuantizedSequential: layer '", l.name,
+                "' is a Conv2d after a Flatten");
+    if (i > 0) {
+      const QuantizedLayer& p = layers_[i - 1];
+      EMBER_CHECK(p.out == l.in || l.flatten_before, "QuantizedSequential: layer '", p.name, "' gives ", p.out,
+                  " channels but '", l.name, "' takes ", l.in);
+    }
+  }
+}
+
+QuantizedSequential::~QuantizedSequential() = default;
+
+std::string QuantizedSequential::extra_repr() const {
+  std::string s;
+  for (const QuantizedLayer& l : layers_) {
+    if (!s.empty()) s += ", ";
+    s += detail::str_cat(l.name, ": ", l.kind == QuantizedLayer::Kind::Linear ? "Linear" : "Conv2d", " ", l.in, "->",
+                         l.out, l.relu ? "+ReLU" : "", l.maxpool_after ? "+MaxPool" : "");
+  }
+  return s;
+}
+
+int64_t QuantizedSequential::size_bytes() const {
+  int64_t n = 0;
+  for (const QuantizedLayer& l : layers_)
+    n += static_cast<int64_t>(l.weight_q.size() + 4 * (l.weight_scale.size() + l.bias.size() + 1));
+  return n;
+}
+
+Tensor QuantizedSequential::forward(const Tensor& input_any) {
+  EMBER_CHECK(input_any.device().is_cpu(), "QuantizedSequential: int8 inference runs on the CPU; the input is on ",
+              input_any.device().str(), " (move it with .cpu())");
+  EMBER_CHECK(input_any.dtype() == DType::F32, "QuantizedSequential: expected an F32 input, got ", input_any.dtype());
+  const QuantizedLayer& first = layers_.front();
+  const bool conv_first = first.kind == QuantizedLayer::Kind::Conv2d;
+  EMBER_CHECK((conv_first || first.flatten_before) ? input_any.dim() == 4 : input_any.dim() == 2,
+              "QuantizedSequential: layer '", first.name, "' takes ",
+              conv_first || first.flatten_before ? "[N, C, H, W]" : "[N, features]", " input, got shape ",
+              shape_str(input_any.shape()));
+  EMBER_CHECK(input_any.size(0) > 0, "QuantizedSequential: empty batch");
+  const Tensor input = input_any.contiguous();
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto it = impl_->plans.find(input.shape());
+  if (it == impl_->plans.end()) {
+    Impl::Plan plan;
+    dnnl::engine& eng = engine();
+    const Shape& in_shape = input.shape();
+    const int64_t n = in_shape[0];
+    // The activation entering each layer: dims, layout and dtype.
+    memory::dims dims(in_shape.begin(), in_shape.end());
+    const bool four_d = dims.size() == 4;
+    memory::desc user_in(dims, dt::f32, four_d ? tag::nchw : tag::nc);
+    memory::desc cur(dims, act_type(first.input_unsigned), four_d ? tag::nhwc : tag::nc);
+    plan.input = memory(user_in, eng, DNNL_MEMORY_NONE);
+    memory cur_mem(cur, eng);
+    {
+      dnnl::primitive_attr attr;
+      attr.set_output_scales(0, {1.0f / first.input_scale});
+      dnnl::reorder::primitive_desc pd(eng, user_in, eng, cur, attr);
+      plan.steps.push_back({dnnl::reorder(pd), {{DNNL_ARG_FROM, plan.input}, {DNNL_ARG_TO, cur_mem}}});
+    }
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const QuantizedLayer& l = layers_[i];
+      const bool last = i + 1 == layers_.size();
+      const QuantizedLayer* next = last ? nullptr : &layers_[i + 1];
+      const float next_scale = last ? 1.0f : next->input_scale;
+      const dt out_type = last ? dt::f32 : act_type(next->input_unsigned);
+      std::vector<float> scales(static_cast<size_t>(l.out));
+      std::vector<float> bias(static_cast<size_t>(l.out), 0.0f);
+      for (int64_t o = 0; o < l.out; ++o) {
+        const float acc_scale = l.input_scale * l.weight_scale[static_cast<size_t>(o)];
+        scales[static_cast<size_t>(o)] = acc_scale / next_scale;
+        // oneDNN adds an int8 primitive's bias to the int32 accumulator before the output scale.
+        if (!l.bias.empty()) bias[static_cast<size_t>(o)] = l.bias[static_cast<size_t>(o)] / acc_scale;
+      }
+      dnnl::primitive_attr attr;
+      attr.set_output_scales(1 << 1, scales);
+      if (l.relu) {
+        dnnl::post_ops po;
+        po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+        attr.set_post_ops(po);
+      }
+      memory::desc bias_md({l.out}, dt::f32, tag::x);
+      memory bias_mem(bias_md, eng);
+      std::memcpy(bias_mem.get_data_handle(), bias.data(), bias.size() * sizeof(float));
+      memory::desc user_w, dst;
+      memory::dims dst_dims;
+      dnnl::primitive prim;
+      memory::desc prim_w;
+      const int8_t* weights = l.weight_q.data();
+      std::vector<int8_t> permuted;
+      if (l.kind == QuantizedLayer::Kind::Conv2d) {
+        EMBER_CHECK(cur.dims().size() == 4 && cur.dims()[1] == l.in, "QuantizedSequential: layer '", l.name, "' takes ",
+                    l.in, " channels of [N, C, H, W]");
+        const int64_t h = cur.dims()[2], w = cur.dims()[3];
+        const int64_t ho = conv_out(h, l.kernel[0], l.stride[0], l.padding[0], l.dilation[0]);
+        const int64_t wo = conv_out(w, l.kernel[1], l.stride[1], l.padding[1], l.dilation[1]);
+        EMBER_CHECK(ho > 0 && wo > 0, "QuantizedSequential: layer '", l.name, "' gets a ", h, "x", w,
+                    " input, too small for its kernel");
+        dst_dims = {n, l.out, ho, wo};
+        user_w = memory::desc({l.out, l.in, l.kernel[0], l.kernel[1]}, dt::s8, tag::oihw);
+        dst = memory::desc(dst_dims, out_type, last ? tag::nchw : tag::nhwc);
+        memory::desc any_w({l.out, l.in, l.kernel[0], l.kernel[1]}, dt::s8, tag::any);
+        dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, cur,
+                                          any_w, bias_md, dst, {l.stride[0], l.stride[1]},
+                                          {l.dilation[0] - 1, l.dilation[1] - 1}, {l.padding[0], l.padding[1]},
+                                          {l.padding[0], l.padding[1]});
+        dnnl::convolution_forward::primitive_desc pd(d, attr, eng);
+        prim_w = pd.weights_desc();
+        prim = dnnl::convolution_forward(pd);
+      } else {
+        const memory::dims cd = cur.dims();
+        EMBER_CHECK(cd.size() == 2 || l.flatten_before, "QuantizedSequential: layer '", l.name,
+                    "' is a Linear on a 4-D activation without a Flatten before it");
+        int64_t features = 1;
+        for (size_t k = 1; k < cd.size(); ++k) features = checked_mul(features, cd[k], "an activation");
+        EMBER_CHECK(features == l.in, "QuantizedSequential: layer '", l.name, "' takes ", l.in, " features, gets ",
+                    features);
+        dst_dims = {n, l.out};
+        const memory::dims wd = {l.out, l.in};
+        user_w = memory::desc(wd, dt::s8, tag::oi);
+        if (cd.size() == 4) {
+          // The NHWC activation is read as [N, H*W*C] (oneDNN's 2-D int8 inner product is its fast
+          // one), so the weight's columns, in the (c, h, w) order of a Flatten of NCHW, are permuted
+          // to (h, w, c) once here.
+          const int64_t C = cd[1], HW = cd[2] * cd[3];
+          permuted.resize(l.weight_q.size());
+          for (int64_t o = 0; o < l.out; ++o)
+            for (int64_t c = 0; c < C; ++c)
+              for (int64_t p = 0; p < HW; ++p)
+                permuted[static_cast<size_t>(o * l.in + p * C + c)] =
+                    l.weight_q[static_cast<size_t>(o * l.in + c * HW + p)];
+          weights = permuted.data();
+          cur = memory::desc({n, l.in}, cur.data_type(), tag::nc);
+          cur_mem = memory(cur, eng, cur_mem.get_data_handle());
+        }
+        dst = memory::desc(dst_dims, out_type, tag::nc);
+        dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, cur, memory::desc(wd, dt::s8, tag::any),
+                                            bias_md, dst);
+        dnnl::inner_product_forward::primitive_desc pd(d, attr, eng);
+        prim_w = pd.weights_desc();
+        prim = dnnl::inner_product_forward(pd);
+      }
+      memory user_w_mem(user_w, eng, const_cast<int8_t*>(weights));
+      memory w_mem(prim_w, eng);
+      {
+        dnnl::stream s(eng);
+        dnnl::reorder(user_w_mem, w_mem).execute(s, user_w_mem, w_mem);
+        s.wait();
+      }
+      memory dst_mem(dst, eng);
+      plan.steps.push_back(
+          {prim,
+           {{DNNL_ARG_SRC, cur_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_BIAS, bias_mem}, {DNNL_ARG_DST, dst_mem}}});
+      cur = dst;
+      cur_mem = dst_mem;
+      if (l.maxpool_after > 0) {
+        const int64_t k = l.maxpool_after;
+        const memory::dims cd = cur.dims();
+        EMBER_CHECK(cd[2] >= k && cd[3] >= k, "QuantizedSequential: the max-pool after '", l.name, "' gets ", cd[2],
+                    "x", cd[3], ", smaller than its kernel ", k);
+        memory::desc pooled({cd[0], cd[1], cd[2] / k, cd[3] / k}, cur.data_type(), last ? tag::nchw : tag::nhwc);
+        dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, cur, pooled,
+                                      {k, k}, {k, k}, {0, 0}, {0, 0});
+        dnnl::pooling_forward::primitive_desc pd(d, eng);
+        memory pooled_mem(pooled, eng);
+        plan.steps.push_back({dnnl::pooling_forward(pd), {{DNNL_ARG_SRC, cur_mem}, {DNNL_ARG_DST, pooled_mem}}});
+        cur = pooled;
+        cur_mem = pooled_mem;
+      }
+    }
+    plan.output = cur_mem;
+    const memory::dims od = cur.dims();
+    plan.output_shape = Shape(od.begin(), od.end());
+    it = impl_->plans.emplace(input.shape(), std::move(plan)).first;
+  }
+  Impl::Plan& plan = it->second;
+  plan.input.set_data_handle(input.data_ptr());
+  dnnl::stream s(engine());
+  for (Impl::Step& step : plan.steps) step.prim.execute(s, step.args);
+  s.wait();
+  Tensor out = empty(plan.output_shape, TensorOptions(DType::F32, Device::cpu()));
+  std::memcpy(out.data_ptr(), plan.output.get_data_handle(), static_cast<size_t>(out.numel()) * sizeof(float));
+  return out;
+}
+
+// ---- calibration and quantisation ----
+namespace {
+
+struct Stats {
+  double min = 0, max_abs = 0;
+  std::vector<float> abs_values;  // for percentiles
+  bool seen = false;
+};
+
+void observe(Stats& s, const Tensor& x, bool keep_values) {
+  const std::vector<float> v = x.detach().cpu().contiguous().to_vector<float>();
+  for (float f : v) {
+    EMBER_CHECK(std::isfinite(f), "quantize: calibration met a non-finite activation (", f, ")");
+    if (!s.seen || f < s.min) s.min = f;
+    s.max_abs = std::max(s.max_abs, static_cast<double>(std::fabs(f)));
+    s.seen = true;
+    if (keep_values) s.abs_values.push_back(std::fabs(f));
+  }
+}
+
+float scale_of(Stats& s, const QuantizeOptions& o, bool is_unsigned) {
+  double amax = s.max_abs;
+  if (o.calibration == Calibration::Percentile && !s.abs_values.empty()) {
+    const auto k = static_cast<size_t>(
+        std::min<double>(static_cast<double>(s.abs_values.size() - 1),
+                         std::ceil(o.percentile / 100.0 * static_cast<double>(s.abs_values.size())) - 1));
+    std::nth_element(s.abs_values.begin(), s.abs_values.begin() + static_cast<std::ptrdiff_t>(k), s.abs_values.end());
+    amax = s.abs_values[k];
+  }
+  if (!(amax > 0)) return 1.0f;
+  return static_cast<float>(amax / (is_unsigned ? 255.0 : 127.0));
+}
+
+void quantize_weight(const Tensor& weight, const Tensor& bias, QuantizedLayer& l) {
+  const std::vector<float> w = weight.detach().to(DType::F32).cpu().contiguous().to_vector<float>();
+  const size_t row = w.size() / static_cast<size_t>(l.out);
+  l.weight_q.resize(w.size());
+  l.weight_scale.resize(static_cast<size_t>(l.out));
+  for (size_t o = 0; o < static_cast<size_t>(l.out); ++o) {
+    float amax = 0;
+    for (size_t j = 0; j < row; ++j) amax = std::max(amax, std::fabs(w[o * row + j]));
+    const float s = amax > 0 ? amax / 127.0f : 1.0f;
+    l.weight_scale[o] = s;
+    for (size_t j = 0; j < row; ++j)
+      l.weight_q[o * row + j] = static_cast<int8_t>(std::clamp(std::nearbyint(w[o * row + j] / s), -127.0f, 127.0f));
+  }
+  if (bias.defined()) l.bias = bias.detach().to(DType::F32).cpu().contiguous().to_vector<float>();
+}
+
+}  // namespace
+
+std::shared_ptr<QuantizedSequential> quantize(nn::Module& model, const std::vector<Tensor>& calibration,
+                                              const QuantizeOptions& options) {
+  auto* seq = dynamic_cast<nn::Sequential*>(&model);
+  EMBER_CHECK(seq, "quantize: int8 quantisation supports nn::Sequential chains (the MLP, models::mnist_cnn), not a ",
+              model.type_name());
+  EMBER_CHECK(!calibration.empty(), "quantize: no calibration batches; pass a few hundred training inputs");
+  EMBER_CHECK(options.calibration != Calibration::Percentile || (options.percentile > 0 && options.percentile <= 100),
+              "quantize: percentile must be in (0, 100], got ", options.percentile);
+  // The plan: which children become which layer, checked before any calibration runs.
+  std::vector<QuantizedLayer> layers;
+  std::vector<size_t> layer_child;  // the child index of each layer
+  bool pending_flatten = false;
+  enum class Prev { None, Layer, Relu, Pool } prev = Prev::None;
+  const auto& children = seq->named_children();
+  for (size_t i = 0; i < children.size(); ++i) {
+    const std::string& name = children[i].first;
+    nn::Module& m = *children[i].second;
+    auto unsupported = [&](const std::string& why) {
+      throw Error("quantize: child '" + name + "' (" + m.type_name() + ") " + why +
+                  "; int8 quantisation supports Sequential chains of Linear, Conv2d, ReLU (after a Linear/Conv2d), "
+                  "MaxPool2d (after a Conv2d, stride = kernel, no padding), Flatten, Dropout and Identity");
+    };
+    if (auto* lin = dynamic_cast<nn::Linear*>(&m)) {
+      QuantizedLayer l;
+      l.kind = QuantizedLayer::Kind::Linear;
+      l.name = name;
+      l.in = lin->in_features;
+      l.out = lin->out_features;
+      l.flatten_before = pending_flatten;
+      pending_flatten = false;
+      quantize_weight(lin->weight, lin->bias, l);
+      layers.push_back(std::move(l));
+      layer_child.push_back(i);
+      prev = Prev::Layer;
+    } else if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) {
+      if (pending_flatten) unsupported("follows a Flatten");
+      if (conv->options.groups != 1) unsupported("has groups " + std::to_string(conv->options.groups));
+      if (conv->options.padding_mode != ConvPadding::Explicit) unsupported("uses Same / Valid padding mode");
+      QuantizedLayer l;
+      l.kind = QuantizedLayer::Kind::Conv2d;
+      l.name = name;
+      l.in = conv->in_channels;
+      l.out = conv->out_channels;
+      l.kernel = conv->kernel_size;
+      l.stride = conv->options.stride;
+      l.padding = conv->options.padding;
+      l.dilation = conv->options.dilation;
+      quantize_weight(conv->weight, conv->bias, l);
+      layers.push_back(std::move(l));
+      layer_child.push_back(i);
+      prev = Prev::Layer;
+    } else if (dynamic_cast<nn::ReLU*>(&m)) {
+      if (prev != Prev::Layer) unsupported("does not directly follow a Linear or Conv2d");
+      layers.back().relu = true;
+      prev = Prev::Relu;
+    } else if (auto* pool = dynamic_cast<nn::MaxPool2d*>(&m)) {
+      const Int2 k = pool->args.kernel_size, s = pool->args.stride.value_or(k);
+      if (layers.empty() || layers.back().kind != QuantizedLayer::Kind::Conv2d || prev == Prev::Pool ||
+          prev == Prev::None)
+        unsupported("does not follow a Conv2d");
+      if (k[0] != k[1] || s != k || pool->args.padding != Int2{0, 0} || pool->args.dilation != Int2{1, 1} ||
+          pool->args.ceil_mode)
+        unsupported("is not a square max-pool with stride = kernel, no padding, dilation 1, floor mode");
+      layers.back().maxpool_after = k[0];
+      prev = Prev::Pool;
+    } else if (auto* f = dynamic_cast<nn::Flatten*>(&m)) {
+      if (f->start_dim != 1 || (f->end_dim != -1 && f->end_dim != 3)) unsupported("is not Flatten(1, -1)");
+      pending_flatten = true;
+    } else if (dynamic_cast<nn::Dropout*>(&m) || dynamic_cast<nn::Identity*>(&m)) {
+      // The identity in eval mode.
+    } else {
+      unsupported("is not supported");
+    }
+  }
+  EMBER_CHECK(!layers.empty(), "quantize: the Sequential holds no Linear or Conv2d");
+  EMBER_CHECK(
+      layer_child.back() + 1 >= children.size() ||
+          [&] {
+            for (size_t i = layer_child.back() + 1; i < children.size(); ++i) {
+              nn::Module& m = *children[i].second;
+              if (!dynamic_cast<nn::ReLU*>(&m) && !dynamic_cast<nn::Dropout*>(&m) && !dynamic_cast<nn::Identity*>(&m) &&
+                  !dynamic_cast<nn::MaxPool2d*>(&m))
+                return false;
+            }
+            return true;
+          }(),
+      "quantize: only ReLU, MaxPool2d, Dropout or Identity may follow the last Linear / Conv2d");
+
+  // Calibration: the float model in eval mode, child by child, observing each layer's input.
+  std::vector<Stats> stats(layers.size());
+  const bool keep = options.calibration == Calibration::Percentile;
+  {
+    autograd::InferenceModeGuard inference;
+    const bool was_training = model.is_training();
+    model.eval();
+    for (const Tensor& batch : calibration) {
+      Tensor x = batch;
+      size_t next = 0;
+      for (size_t i = 0; i < children.size(); ++i) {
+        if (next < layer_child.size() && layer_child[next] == i) observe(stats[next++], x, keep);
+        x = (*children[i].second)(x);
+      }
+    }
+    model.train(was_training);
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    layers[i].input_unsigned = stats[i].min >= 0;
+    layers[i].input_scale = scale_of(stats[i], options, layers[i].input_unsigned);
+  }
+  return std::make_shared<QuantizedSequential>(std::move(layers));
+}
+
+// ---- safetensors ----
+
+void QuantizedSequential::save(const std::string& path) const {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  nlohmann::json spec = nlohmann::json::array();
+  const TensorOptions f32(DType::F32, Device::cpu());
+  for (const QuantizedLayer& l : layers_) {
+    std::vector<uint8_t> q(l.weight_q.size());
+    for (size_t j = 0; j < q.size(); ++j) q[j] = static_cast<uint8_t>(static_cast<int>(l.weight_q[j]) + 128);
+    const Shape wshape =
+        l.kind == QuantizedLayer::Kind::Conv2d ? Shape{l.out, l.in, l.kernel[0], l.kernel[1]} : Shape{l.out, l.in};
+    tensors.emplace_back(l.name + ".weight_q",
+                         from_vector<uint8_t>(q, wshape, TensorOptions(DType::U8, Device::cpu())));
+    tensors.emplace_back(l.name + ".weight_scale", from_vector<float>(l.weight_scale, Shape{l.out}, f32));
+    if (!l.bias.empty()) tensors.emplace_back(l.name + ".bias", from_vector<float>(l.bias, Shape{l.out}, f32));
+    tensors.emplace_back(l.name + ".input_scale", from_vector<float>({l.input_scale}, Shape{1}, f32));
+    spec.push_back({{"name", l.name},
+                    {"kind", l.kind == QuantizedLayer::Kind::Conv2d ? "conv2d" : "linear"},
+                    {"in", l.in},
+                    {"out", l.out},
+                    {"kernel", l.kernel},
+                    {"stride", l.stride},
+                    {"padding", l.padding},
+                    {"dilation", l.dilation},
+                    {"input_unsigned", l.input_unsigned},
+                    {"relu", l.relu},
+                    {"flatten_before", l.flatten_before},
+                    {"maxpool_after", l.maxpool_after}});
+  }
+  io::save_safetensors(path, tensors,
+                       {{"format", "ember.quant.int8"},
+                        {"ember.quant.layers", spec.dump()},
+                        {"ember.quant.weight_q", "uint8 with zero point 128: w = (weight_q - 128) * weight_scale[o]"}});
+}
+
+std::shared_ptr<QuantizedSequential> QuantizedSequential::load(const std::string& path) {
+  io::SafetensorsFile f = io::load_safetensors(path);
+  auto fmt = f.metadata.find("format");
+  EMBER_CHECK(fmt != f.metadata.end() && fmt->second == "ember.quant.int8", "QuantizedSequential::load: ", path,
+              " is not an int8 model saved by QuantizedSequential::save (metadata \"format\" is not "
+              "\"ember.quant.int8\")");
+  auto it = f.metadata.find("ember.quant.layers");
+  EMBER_CHECK(it != f.metadata.end(), "QuantizedSequential::load: ", path, " has no \"ember.quant.layers\" metadata");
+  const nlohmann::json spec = detail::parse_json_limited(it->second, {.max_bytes = size_t{1} << 20, .max_depth = 4},
+                                                         "QuantizedSequential::load: the layer list of " + path);
+  std::map<std::string, Tensor> t(f.tensors.begin(), f.tensors.end());
+  auto tensor = [&](const std::string& name, DType dtype, const Shape& shape, bool required) -> Tensor {
+    auto e = t.find(name);
+    if (e == t.end()) {
+      EMBER_CHECK(!required, "QuantizedSequential::load: ", path, " lacks tensor '", name, "'");
+      return Tensor();
+    }
+    EMBER_CHECK(e->second.dtype() == dtype && e->second.shape() == shape, "QuantizedSequential::load: ", path, ": '",
+                name, "' is ", e->second.dtype(), " ", shape_str(e->second.shape()), ", expected ", dtype, " ",
+                shape_str(shape));
+    return e->second;
+  };
+  EMBER_CHECK(spec.is_array() && !spec.empty(), "QuantizedSequential::load: ", path,
+              ": the layer list is not a non-empty array");
+  std::vector<QuantizedLayer> layers;
+  try {
+    for (const nlohmann::json& j : spec) {
+      QuantizedLayer l;
+      l.name = j.at("name").get<std::string>();
+      const std::string kind = j.at("kind").get<std::string>();
+      EMBER_CHECK(kind == "linear" || kind == "conv2d", "QuantizedSequential::load: ", path, ": layer kind '", kind,
+                  "' (expected linear or conv2d)");
+      l.kind = kind == "conv2d" ? QuantizedLayer::Kind::Conv2d : QuantizedLayer::Kind::Linear;
+      l.in = j.at("in").get<int64_t>();
+      l.out = j.at("out").get<int64_t>();
+      l.kernel = j.at("kernel").get<Int2>();
+      l.stride = j.at("stride").get<Int2>();
+      l.padding = j.at("padding").get<Int2>();
+      l.dilation = j.at("dilation").get<Int2>();
+      l.input_unsigned = j.at("input_unsigned").get<bool>();
+      l.relu = j.at("relu").get<bool>();
+      l.flatten_before = j.at("flatten_before").get<bool>();
+      l.maxpool_after = j.at("maxpool_after").get<int64_t>();
+      EMBER_CHECK(l.in > 0 && l.out > 0 && l.kernel[0] > 0 && l.kernel[1] > 0 && l.stride[0] > 0 && l.stride[1] > 0 &&
+                      l.padding[0] >= 0 && l.padding[1] >= 0 && l.dilation[0] > 0 && l.dilation[1] > 0 &&
+                      l.maxpool_after >= 0,
+                  "QuantizedSequential::load: ", path, ": layer '", l.name, "' has invalid geometry");
+      const Shape wshape =
+          l.kind == QuantizedLayer::Kind::Conv2d ? Shape{l.out, l.in, l.kernel[0], l.kernel[1]} : Shape{l.out, l.in};
+      const std::vector<uint8_t> q = tensor(l.name + ".weight_q", DType::U8, wshape, true).to_vector<uint8_t>();
+      l.weight_q.resize(q.size());
+      for (size_t k = 0; k < q.size(); ++k) {
+        EMBER_CHECK(q[k] >= 1, "QuantizedSequential::load: ", path, ": '", l.name,
+                    ".weight_q' holds 0 (weight -128), outside the symmetric range [1, 255]");
+        l.weight_q[k] = static_cast<int8_t>(static_cast<int>(q[k]) - 128);
+      }
+      l.weight_scale = tensor(l.name + ".weight_scale", DType::F32, Shape{l.out}, true).to_vector<float>();
+      if (Tensor b = tensor(l.name + ".bias", DType::F32, Shape{l.out}, false); b.defined())
+        l.bias = b.to_vector<float>();
+      l.input_scale = tensor(l.name + ".input_scale", DType::F32, Shape{1}, true).to_vector<float>()[0];
+      layers.push_back(std::move(l));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("QuantizedSequential::load: " + path + ": malformed layer list: " + e.what());
+  }
+  return std::make_shared<QuantizedSequential>(std::move(layers));
+}
+
+}  // namespace ember::quant
