@@ -4,7 +4,8 @@
 # then, each step with its own limit and in this order: the CUDA tests (one process, so nothing runs beside
 # the test that allocates the whole device), ember-mnist for one epoch with its progress bar (the AsyncRead
 # polling path) and then its default run, compute-sanitizer memcheck on a subset of the CUDA tests and
-# racecheck on the reduction and softmax kernels, and the benchmarks against PyTorch. Logs go to $OUT
+# racecheck on the reduction and softmax kernels, and the benchmarks against PyTorch (last the GPU epochs,
+# eager and CUDA-graphed, with their ember/PyTorch ratios). Logs go to $OUT
 # (default /tmp/gpu-check-out); a summary table is printed last, also when a step fails or times out.
 # Usage: bash tools/gpu-check.sh    (from the repository root)
 #        With the device tool: carry [".gpu-debs"] (data/mnist is tracked, so it travels with the tree).
@@ -417,6 +418,19 @@ else
   if ((have_gpu)); then
     row cnn-bench "$(status_of)" "$step_s" "$(grep -m1 '^cnn_train_step' "$OUT/cnn-bench.log" | tr -s ' ' | cut -c1-100)"
   else no_gpu_row cnn-bench "$OUT/cnn-bench.log" "$no_gpu_words" "$(grep -m1 -oE "($no_gpu_words)[^;]*" "$OUT/cnn-bench.log")"
+  fi
+fi
+# ---- gpu-bench: GPU epochs, ember against PyTorch in one run (issue 14): the MLP eager and as one CUDA graph
+# per step (PyTorch: capturable Adam, torch.cuda.graph), the CNN eager in fp32 and tf32; time and peak-memory
+# ratios (tools/bench/gpu_epoch.sh). Last, so its ratio row ends the table. ----
+if ((build_ok != 0)); then
+  row gpu-bench skipped 0 "build failed"
+else
+  run_step gpu-bench 40 "$OUT/gpu-bench.log" bash tools/bench/gpu_epoch.sh --build "$BUILD" --data data/fashion-mnist \
+    --epochs 2 --python "$(command -v python3 || echo python3)"
+  if ((have_gpu)); then
+    row gpu-bench "$(status_of)" "$step_s" "$(grep -m1 '^ember/PyTorch epoch time' "$OUT/gpu-bench.log" | cut -c1-110)"
+  else no_gpu_row gpu-bench "$OUT/gpu-bench.log" "$no_gpu_words" "$(grep -m1 -oE "($no_gpu_words)[^;]*" "$OUT/gpu-bench.log")"
   fi
 fi
 exit $failed

@@ -30,6 +30,9 @@ struct Config {
   bool skip_nonfinite = false;  // skip steps with a non-finite loss or gradient norm instead of stopping
   bool detect_anomaly = false;
   bool distributed = false;     // data-parallel over the ranks mpirun started (ember::dist)  // autograd anomaly mode: name the op whose output is first non-finite
+  // ---- CUDA graphs and --precision (issue 14) ----
+  bool no_cuda_graph = false;      // --no-cuda-graph: eager steps on the GPU too
+  std::string precision = "fp32";  // fp32 | tf32 (TF32 tensor cores in cuBLASLt and cuDNN)
 };
 
 }  // namespace mnist
