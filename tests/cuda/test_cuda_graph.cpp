@@ -116,6 +116,13 @@ TEST(CudaGraph, GraphedTrainingStepsEqualEagerSteps) {
   check_graphed_equals_eager("SGD momentum", [](const std::vector<Tensor>& p) {
     return std::make_unique<optim::SGD>(p, optim::SGDOptions{.lr = 0.05, .momentum = 0.9});
   });
+  // --precision tf32: still bitwise between graphed and eager steps (the same TF32 GEMMs are replayed);
+  // TF32 against fp32 is CudaBackend.GemmWithTf32StaysClose's tolerance.
+  cuda::set_allow_tf32(true);
+  check_graphed_equals_eager("Adam, TF32", [](const std::vector<Tensor>& p) {
+    return std::make_unique<optim::Adam>(p, optim::AdamOptions{.lr = 0.01});
+  });
+  cuda::set_allow_tf32(false);
 }
 
 TEST(CudaGraph, CapturableOptimizerEqualsPlainOnCuda) {

@@ -28,7 +28,8 @@ MEAN, STD = 0.1307, 0.3081
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="data/fashion-mnist")
-    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--device", default="cuda", help="cuda (or cpu, eager only: to check the script anywhere)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (--device cpu)")
     ap.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
     ap.add_argument("--mode", choices=["eager", "graph"], default="eager")
     ap.add_argument("--precision", choices=["fp32", "tf32"], default="fp32")
@@ -37,10 +38,14 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
         raise SystemExit("torch_gpu_epoch.py: no CUDA device available (torch.cuda.is_available() is False)")
+    if args.mode == "graph" and not cuda:
+        raise SystemExit("torch_gpu_epoch.py: --mode graph needs --device cuda")
     if args.mode == "graph" and args.model != "mlp":
         raise SystemExit("torch_gpu_epoch.py: --mode graph is for --model mlp (the CNN's dropout is eager in ember)")
+    torch.set_num_threads(args.threads)
     tf32 = args.precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
@@ -98,19 +103,20 @@ def main():
             return static_loss
 
     best, loss = None, None
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     for _ in range(args.epochs):
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         perm = torch.randperm(n, device=dev)
         for i in range(steps):
             loss = run_step(*batch(perm, i))
-        torch.cuda.synchronize()
+        sync()
         dt = time.perf_counter() - t0
         best = dt if best is None else min(best, dt)
-    print(json.dumps({"framework": "torch", "version": torch.__version__, "gpu": torch.cuda.get_device_name(dev),
+    print(json.dumps({"framework": "torch", "version": torch.__version__, "device": torch.cuda.get_device_name(dev) if cuda else "cpu",
                       "model": args.model, "mode": args.mode, "precision": args.precision, "batch": bs,
                       "seconds": round(best, 5), "images_per_s": round(steps * bs / best, 1),
-                      "peak_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1),
+                      "peak_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if cuda else 0.0,
                       "final_loss": round(loss.item(), 4)}))
 
 

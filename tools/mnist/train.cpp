@@ -431,7 +431,7 @@ void print_header(const Session& s) {
   const auto no_graph = cuda_graph_unavailable(cfg, s.device);
   std::printf("ember-mnist: steps %s, precision %s\n",
               no_graph ? ("eager (" + *no_graph + ")").c_str() : "as a CUDA graph (captured after a warm-up step)",
-              cfg.precision.c_str());
+              (cfg.precision + (s.device.is_cpu() && cfg.precision == "tf32" ? " (GPU only: the CPU computes in fp32)" : "")).c_str());
 }
 
 // What lives across the epochs of a training run: the guard, the progress bar's reader, the counts.
