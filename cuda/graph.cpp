@@ -34,7 +34,8 @@ void* capture_allocate(DeviceContext& s, size_t nbytes) {
     (void)cudaGetLastError();
     throw OutOfMemory(detail::str_cat("cuda:", s.index, " out of memory while capturing a CUDA graph: cudaMalloc of ",
                                       nbytes, " bytes for the graph's private pool failed with ", cudaGetErrorName(e),
-                                      " (the pool holds ", pool->bytes, " bytes so far); use a smaller batch, or "
+                                      " (the pool holds ", pool->bytes,
+                                      " bytes so far); use a smaller batch, or "
                                       "run eagerly (ember-mnist --no-cuda-graph)"));
   }
   try {
@@ -118,8 +119,10 @@ Graph::~Graph() {
   DeviceContext* s = find_device_context(impl_->device);
   if (!s) return;
   int previous = -1;
-  if (cudaGetDevice(&previous) != cudaSuccess || previous == impl_->device) previous = -1;
-  else (void)cudaSetDevice(impl_->device);
+  if (cudaGetDevice(&previous) != cudaSuccess || previous == impl_->device)
+    previous = -1;
+  else
+    (void)cudaSetDevice(impl_->device);
   // Replays may still be queued: they read and write the pool's blocks. Errors here (runtime
   // unloading at exit) leave nothing to report to.
   (void)cudaStreamSynchronize(s->stream);

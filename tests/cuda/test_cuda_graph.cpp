@@ -162,7 +162,9 @@ TEST(CudaGraph, WhatCaptureCannotHoldIsRefused) {
   }
   {
     cuda::Graph g;
-    EXPECT_TRUE(test::throws_with([&] { g.capture([&] { (void)from_vector<float>({1, 2}).cuda(); }); },
+    EXPECT_TRUE(test::throws_with([&] { g.capture([&] {
+                                          (void)from_vector<float>({1, 2}).cuda();
+                                        }); },
                                   {"host-to-device copy"}));
   }
   {

@@ -11,8 +11,7 @@ namespace {
 
 using MakeOpt = std::function<std::unique_ptr<optim::Optimizer>(const std::vector<Tensor>&)>;
 
-template <class Opt, class Options>
-MakeOpt maker(Options o) {
+template <class Opt, class Options> MakeOpt maker(Options o) {
   return [o](const std::vector<Tensor>& p) { return std::make_unique<Opt>(p, o); };
 }
 

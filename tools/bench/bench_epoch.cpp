@@ -62,10 +62,11 @@ int bench_epoch(const EpochBench& b) {
   const double peak_mb =
       b.device.is_cuda() ? static_cast<double>(cuda::memory_stats(b.device.index).peak_allocated) / (1 << 20) : 0.0;
   const char* mode = graphed ? (graphed->graphed() ? "graph" : "graph-fallback-eager") : "eager";
-  std::printf("{\"framework\": \"ember\", \"device\": \"%s\", \"model\": \"%s\", \"mode\": \"%s\", "
-              "\"precision\": \"%s\", \"batch\": %lld, \"seconds\": %.5f, \"images_per_s\": %.1f, \"peak_mb\": %.1f, "
-              "\"final_loss\": %.4f}\n",
-              b.device.str().c_str(), b.model.c_str(), mode, b.precision.c_str(), static_cast<long long>(b.batch), best,
-              images / best, peak_mb, loss.item<double>());
+  std::printf(
+      "{\"framework\": \"ember\", \"device\": \"%s\", \"model\": \"%s\", \"mode\": \"%s\", "
+      "\"precision\": \"%s\", \"batch\": %lld, \"seconds\": %.5f, \"images_per_s\": %.1f, \"peak_mb\": %.1f, "
+      "\"final_loss\": %.4f}\n",
+      b.device.str().c_str(), b.model.c_str(), mode, b.precision.c_str(), static_cast<long long>(b.batch), best,
+      images / best, peak_mb, loss.item<double>());
   return 0;
 }

@@ -12,7 +12,7 @@ struct EpochBench {
   std::string precision = "fp32";  // fp32 | tf32
   bool cuda_graph = false;         // the step replayed as a CUDA graph (the MLP; the CNN's dropout falls back)
   int64_t hidden = 500, batch = 64;
-  int epochs = 3;                  // the best epoch is reported (a graph's capture is in the first)
+  int epochs = 3;  // the best epoch is reported (a graph's capture is in the first)
   uint64_t seed = 1;
 };
 
