@@ -15,6 +15,9 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
 #include "cuda/runtime.h"
 
@@ -45,6 +48,21 @@ struct GemmContext {
   std::map<GemmAlgoKey, std::optional<cublasLtMatmulAlgo_t>> algos;  // nullopt: cuBLASLt has none
 };
 
+// A Graph's private memory (cuda/graph.cpp). While a Graph captures on the device, every
+// allocation there is served from `blocks` (cudaMalloc'd for this graph; a block freed during the
+// capture is reused by a later allocation of the same size in the same capture, which is safe
+// because the captured work is one stream's order), and every free of memory allocated before the
+// capture is deferred. After capture the blocks are the graph's: the tensors made during capture
+// may be freed by the host, but the blocks stay until the graph is destroyed, since each replay
+// writes them again.
+struct CapturePool {
+  std::unordered_map<void*, size_t> blocks;          // every block of the graph, with its size
+  std::unordered_set<void*> held;                    // the blocks a tensor still holds
+  std::unordered_multimap<size_t, void*> reusable;   // blocks freed during capture, by size
+  std::vector<void*> deferred;                       // pool memory freed during capture: freed with the graph
+  size_t bytes = 0;                                  // sum of the blocks' sizes
+};
+
 // Made by device_context() on the device's first use and never destroyed: at process exit the CUDA
 // runtime may already be unloading, and releasing streams, pools or handles then fails. The parts
 // not every program needs (checks, GEMM handles, cuDNN handle) are made on first use by their
@@ -66,6 +84,15 @@ class DeviceContext {
   std::atomic<size_t> allocated{0};
   std::atomic<size_t> peak_allocated{0};
   std::atomic<uint64_t> num_alloc_retries{0};
+
+  // CUDA graphs (cuda/graph.cpp), under capture_mutex: the pool of the graph capturing now (null when
+  // none), and the pools of every live graph, whose blocks device_free must leave alone.
+  std::mutex capture_mutex;
+  std::atomic<CapturePool*> capturing{nullptr};
+  std::vector<CapturePool*> graph_pools;
+  std::atomic<int> num_graph_pools{0};  // graph_pools' size, plus one while `orphans` holds blocks
+  // Blocks of destroyed graphs that a tensor still held then: freed (cudaFree) when that tensor goes.
+  CapturePool orphans;
 
   // Host->device staging (runtime.cpp's copy_host_to_device), under staging_mutex.
   std::mutex staging_mutex;
@@ -94,6 +121,14 @@ class DeviceContext {
 DeviceContext& device_context(int index);
 // The context if it was made, else nullptr; never throws (for noexcept paths such as frees).
 DeviceContext* find_device_context(int index) noexcept;
+
+// The graph pool's side of device_allocate and device_free (cuda/graph.cpp), called only while the
+// context has a capturing pool (allocate) or any graph pool (free). capture_free returns false when
+// `ptr` is none of the graphs' and no capture is running: the caller frees it as usual.
+void* capture_allocate(DeviceContext& s, size_t nbytes);
+bool capture_free(DeviceContext& s, void* ptr, size_t nbytes) noexcept;
+// Throws ember::Error when the device is capturing: `what` names the call capture cannot hold.
+void check_not_capturing(const DeviceContext& s, const char* what);
 
 // The cuDNN handle of device `index`, bound to its compute stream; made on first use (thread-safe).
 // cuDNN calls through it are ordered on that stream with ember's kernels.

@@ -67,6 +67,9 @@ class CudaHostReader final : public HostReader {
   void start(const Tensor& src) override {
     EMBER_CHECK(src.device() == Device::cuda(index_) && src.is_contiguous(), "AsyncRead: a cuda:", index_,
                 " reader got a tensor on ", src.device().str(), src.is_contiguous() ? "" : " (not contiguous)");
+    EMBER_CHECK(!cuda::is_capturing(index_), "AsyncRead::start on cuda:", index_,
+                " while a CUDA graph captures there: a replay would copy into the reader's buffer behind its back; "
+                "start the read after capture() (or after replay())");
     const size_t bytes = static_cast<size_t>(src.numel()) * dtype_size(src.dtype());
     cuda::DeviceGuard guard(index_);
     if (bytes > capacity_) {
@@ -168,6 +171,12 @@ void CudaBackend::transfer(const Tensor& dst, const Tensor& src) {
 
 void CudaBackend::random(const Tensor& out, const RandomParams& p) {
   OnDevice on(out, "random");
+  // The Philox counter is the host generator's, passed by value: a replay would redraw the numbers
+  // of the captured step, so a random fill (dropout, randn, rand, ...) is refused during capture.
+  if (cuda::is_capturing(out.device().index))
+    throw Error("a random fill (dropout, rand, randn, ...) cannot be recorded in a CUDA graph: its Philox counter "
+                "is advanced on the host, so every replay would draw the captured step's numbers again; run this "
+                "model eagerly (ember-mnist --no-cuda-graph)");
   cuda::kernels::random(out, p, on.stream);
 }
 

@@ -229,6 +229,11 @@ void* device_allocate(size_t nbytes, int index, Usage usage) {
   // More than the device has can never succeed: say so without flushing the pool's cache for it
   // (and without a failing CUDA call, which compute-sanitizer would report).
   if (nbytes > s.total_memory) throw_out_of_memory(s, nbytes, cudaErrorMemoryAllocation);
+  if (s.capturing.load(std::memory_order_acquire)) {
+    void* g = capture_allocate(s, nbytes);
+    if (usage == Usage::Tensor) note_allocated(s, nbytes);
+    return g;
+  }
   void* p = nullptr;
   cudaError_t e = cudaMallocFromPoolAsync(&p, nbytes, s.pool, s.stream);
   if (e != cudaSuccess) {
@@ -256,6 +261,7 @@ void device_free(void* ptr, size_t nbytes, int index, Usage usage) noexcept {
   DeviceContext* s = find_device_context(index);
   if (!s) return;  // cannot happen for a pointer device_allocate returned
   if (usage == Usage::Tensor) s->allocated.fetch_sub(nbytes);
+  if (s->num_graph_pools.load(std::memory_order_acquire) > 0 && capture_free(*s, ptr, nbytes)) return;
   QuietDeviceGuard guard(index);
   const cudaError_t e = cudaFreeAsync(ptr, s->stream);
   if (e == cudaSuccess) return;
@@ -270,8 +276,9 @@ void device_free(void* ptr, size_t nbytes, int index, Usage usage) noexcept {
 
 void copy_host_to_device(void* dst, const void* src, size_t nbytes, int index) {
   if (nbytes == 0) return;
-  ++g_host_to_device;
   DeviceContext& s = device_context(index);
+  check_not_capturing(s, "a host-to-device copy (a tensor made from host values, or .to(cuda))");
+  ++g_host_to_device;
   DeviceGuard guard(index);
   std::lock_guard<std::mutex> lock(s.staging_mutex);
   auto* d = static_cast<char*>(dst);
@@ -318,8 +325,9 @@ void copy_device_to_host(void* dst, const void* src, size_t nbytes, int index) {
   // The message is formatted only when the debug mode will use it (this is every item() call).
   if (g_sync_debug.load() != SyncDebugMode::Off)
     before_host_wait(detail::str_cat("reading ", nbytes, " bytes back to the host").c_str(), index);
-  ++g_device_to_host;
   DeviceContext& s = device_context(index);
+  check_not_capturing(s, "a read of a device tensor's values on the host (item(), to_vector(), .cpu())");
+  ++g_device_to_host;
   DeviceGuard guard(index);
   EMBER_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, s.stream));
   // The caller reads `dst` next: this is one of the two places ember waits for the device.
@@ -386,6 +394,7 @@ void reset_peak_memory_stats(int device) {
 void empty_cache(int device) {
   if (!is_available()) return;
   DeviceContext& s = device_context(device);
+  check_not_capturing(s, "empty_cache()");
   DeviceGuard guard(device);
   before_host_wait("empty_cache()", device);
   ++g_synchronizations;
@@ -398,6 +407,7 @@ void empty_cache(int device) {
 void synchronize(int device) {
   if (!is_available()) return;
   DeviceContext& s = device_context(device);
+  check_not_capturing(s, "synchronize()");
   DeviceGuard guard(device);
   before_host_wait("synchronize()", device);
   ++g_synchronizations;

@@ -451,4 +451,17 @@ else
   else no_gpu_row cnn-bench "$OUT/cnn-bench.log" "$no_gpu_words" "$(grep -m1 -oE "($no_gpu_words)[^;]*" "$OUT/cnn-bench.log")"
   fi
 fi
+# ---- gpu-bench: GPU epochs, ember against PyTorch in one run (issue 14): the MLP eager and as one CUDA graph
+# per step (PyTorch: capturable Adam, torch.cuda.graph), the CNN eager in fp32 and tf32; time and peak-memory
+# ratios (tools/bench/gpu_epoch.sh). Last, so its ratio row ends the table. ----
+if ((build_ok != 0)); then
+  row gpu-bench skipped 0 "build failed"
+else
+  run_step gpu-bench 40 "$OUT/gpu-bench.log" bash tools/bench/gpu_epoch.sh --build "$BUILD" --data data/fashion-mnist \
+    --epochs 2 --python "$(command -v python3 || echo python3)"
+  if ((have_gpu)); then
+    row gpu-bench "$(status_of)" "$step_s" "$(grep -m1 '^ember/PyTorch epoch time' "$OUT/gpu-bench.log" | cut -c1-110)"
+  else no_gpu_row gpu-bench "$OUT/gpu-bench.log" "$no_gpu_words" "$(grep -m1 -oE "($no_gpu_words)[^;]*" "$OUT/gpu-bench.log")"
+  fi
+fi
 exit $failed

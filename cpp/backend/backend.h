@@ -209,6 +209,11 @@ struct OptimizerParam {
 struct OptimizerStep {
   OptimizerAlgo algo = OptimizerAlgo::Sgd;
   std::vector<OptimizerParam> params;
+  // Capturable updates (CUDA graphs; Optimizer::set_capturable): when set, device memory holding
+  // params[i].hyper at index i, which a CUDA kernel reads when it runs instead of the values in its
+  // arguments, so a replayed graph uses the scalars written before the replay. The CPU backend
+  // reads params[i].hyper (the same values) and ignores it.
+  const OptimizerHyper* device_hyper = nullptr;
 };
 
 // ---- data pipeline (arithmetic in data_math.h) ----

@@ -36,5 +36,19 @@ bool allow_tf32() { return false; }
 // The CPU backend is deterministic anyway; the setting is kept so code reading it back behaves alike.
 void set_deterministic_algorithms(bool deterministic) { g_deterministic.store(deterministic); }
 bool deterministic_algorithms() { return g_deterministic.load(); }
+
+// No device to capture on: a Graph cannot be made (is_available() is false).
+struct Graph::Impl {};
+Graph::Graph(int device) {
+  throw Error(detail::str_cat("cuda::Graph(", device, "): this libember was built without the CUDA backend; rebuild "
+                              "with -DEMBER_CUDA=ON, or run the step eagerly"));
+}
+Graph::~Graph() = default;
+void Graph::capture(const std::function<void()>&) {}
+void Graph::replay() {}
+bool Graph::captured() const { return false; }
+int Graph::device() const { return 0; }
+size_t Graph::pool_bytes() const { return 0; }
+bool is_capturing(int) { return false; }
 }  // namespace cuda
 }  // namespace ember

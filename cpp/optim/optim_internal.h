@@ -24,6 +24,15 @@ using SlotsFn = std::function<std::vector<Slot>(const AnyOptions&)>;
 // The update's scalars for a group's options at step t (1 on the first update).
 using HyperFn = std::function<OptimizerHyper(const AnyOptions&, int64_t step)>;
 
+// A capturable optimizer's scalars (Optimizer::set_capturable): what prepare_step() computed for the
+// next step(), and the device buffer per (device, dtype) the update kernel reads them from.
+struct Optimizer::CaptureState {
+  bool preparing = false;  // prepare_step() is running step(): fused_step does the host part only
+  bool prepared = false;   // the next fused_step uses `hyper` instead of advancing the steps
+  std::vector<OptimizerHyper> hyper;  // in the order fused_step visits the parameters with a gradient
+  std::vector<std::pair<std::pair<Device, DType>, Tensor>> device_hyper;  // U8 [n * sizeof(OptimizerHyper)]
+};
+
 struct OptimizerAccess {
   // Increments the step of every parameter that has a gradient, creates missing buffers, and
   // runs one backend update per (device, dtype).

@@ -322,8 +322,37 @@ void Optimizer::load_state_dict(const OptimizerState& s) {
 
 // ---- the fused step ----
 
+void Optimizer::set_capturable(bool capturable) {
+  capturable_ = capturable;
+  if (capturable && !capture_) capture_ = std::make_unique<CaptureState>();
+  if (!capturable) capture_.reset();
+}
+
+void Optimizer::prepare_step() {
+  EMBER_CHECK(capturable_, type_, ".prepare_step: the optimizer is not capturable; call set_capturable(true) first");
+  CaptureState& cs = *capture_;
+  EMBER_CHECK(!cs.prepared, type_, ".prepare_step: the step prepared before has not run yet; call step() (or replay "
+              "the graph that holds it) first");
+  cs.preparing = true;
+  try {
+    step();
+  } catch (...) {
+    cs.preparing = false;
+    throw;
+  }
+  // Every built-in optimizer's step() is the fused update, which clears `preparing`; one that is
+  // not would have run a whole update here.
+  EMBER_CHECK(!cs.preparing, type_, ".prepare_step: this optimizer's step() does not go through the fused update, so "
+              "it cannot be prepared or captured");
+}
+
 void OptimizerAccess::fused_step(Optimizer& o, OptimizerAlgo algo, const SlotsFn& slots, const HyperFn& hyper) {
   autograd::NoGradGuard no_grad;
+  Optimizer::CaptureState* cs = o.capture_.get();  // null unless capturable
+  const bool preparing = cs && cs->preparing;
+  const bool prepared = cs && !preparing && cs->prepared;
+  if (cs && !prepared) cs->hyper.clear();
+  size_t visited = 0;  // parameters with a gradient so far (the index into cs->hyper)
   // One backend call per (device, dtype); the usual single-device model makes exactly one.
   std::vector<std::pair<std::pair<Device, DType>, OptimizerStep>> batches;
   auto batch_for = [&](Device d, DType dt) -> OptimizerStep& {
@@ -361,12 +390,54 @@ void OptimizerAccess::fused_step(Optimizer& o, OptimizerAlgo algo, const SlotsFn
         e.state[slot.index] = it->second;
         written.push_back(it->second);
       }
-      st.step += 1;
-      e.hyper = hyper(group.options, st.step);
-      e.hyper.first_step = first;
+      if (prepared) {
+        EMBER_CHECK(visited < cs->hyper.size(), o.type_, ".step: more parameters have a gradient (", visited + 1,
+                    " or more) than when prepare_step() ran (", cs->hyper.size(), "); prepare with the same gradients");
+        e.hyper = cs->hyper[visited];
+      } else {
+        st.step += 1;
+        e.hyper = hyper(group.options, st.step);
+        e.hyper.first_step = first;
+        if (cs) cs->hyper.push_back(e.hyper);
+      }
+      ++visited;
       written.push_back(p);
       batch_for(p.device(), p.dtype()).params.push_back(std::move(e));
     }
+  }
+  if (prepared)
+    EMBER_CHECK(visited == cs->hyper.size(), o.type_, ".step: ", visited, " parameters have a gradient but ",
+                cs->hyper.size(), " had one when prepare_step() ran; prepare with the same gradients");
+  if (cs) {
+    // The scalars in device memory at a stable address per (device, dtype), written (unless
+    // prepared already) by an ordinary asynchronous upload queued before the update.
+    for (auto& [key, step] : batches) {
+      if (!key.first.is_cuda() || step.params.empty()) continue;
+      // A vector's size times 88 bytes: far from overflowing size_t or int64_t.
+      const size_t bytes = step.params.size() * sizeof(OptimizerHyper);
+      Tensor* buf = nullptr;
+      for (auto& [k, t] : cs->device_hyper)
+        if (k == key) buf = &t;
+      if (!buf) buf = &cs->device_hyper.emplace_back(key, Tensor()).second;
+      if (!buf->defined() || static_cast<size_t>(buf->numel()) != bytes) {
+        EMBER_CHECK(!prepared, o.type_, ".step: the prepared scalars' buffer does not fit ", step.params.size(),
+                    " parameters; call prepare_step() again");
+        *buf = empty({static_cast<int64_t>(bytes)}, TensorOptions(DType::U8, key.first));
+      }
+      if (!prepared) {
+        std::vector<OptimizerHyper> host;
+        host.reserve(step.params.size());
+        for (const OptimizerParam& e : step.params) host.push_back(e.hyper);
+        buf->copy_(from_blob(host.data(), {static_cast<int64_t>(bytes)}, DType::U8));
+      }
+      step.device_hyper = static_cast<const OptimizerHyper*>(buf->data_ptr());
+    }
+    if (preparing) {  // the host part only: the update runs at the next step()
+      cs->preparing = false;
+      cs->prepared = true;
+      return;
+    }
+    cs->prepared = false;
   }
   for (auto& [key, step] : batches) run_backend_step(key.first, step);
   for (const Tensor& t : written) t.impl()->storage->version++;

@@ -31,13 +31,15 @@ struct OptimEntry {
   T* state2;
   int64_t numel;
   int64_t first_chunk;  // blocks [first_chunk, first_chunk + ceil(numel / kChunk)) update this entry
-  int64_t set;          // which of the launch's scalar sets this parameter uses
+  int64_t set;          // which of the launch's scalar sets this parameter uses; with device_hyper, the
+                        // parameter's index in device_hyper
 };
 
 template <class T>
 struct OptimLaunch {
   OptimEntry<T> entries[kMaxEntries];
   optim_math::Scalars<T> sets[kMaxScalarSets];
+  const OptimizerHyper* device_hyper;  // capturable: the scalars are read here when the kernel runs
   int count;
 };
 static_assert(sizeof(OptimLaunch<double>) <= 4000, "an OptimLaunch must fit in the 4 KB of kernel arguments");
@@ -65,7 +67,10 @@ __global__ void optimizer_step_kernel(const __grid_constant__ OptimLaunch<T> lau
     else hi = mid - 1;
   }
   const OptimEntry<T>& e = launch.entries[lo];
-  const optim_math::Scalars<T>& scalars = launch.sets[e.set];
+  // Capturable: the same cast of the same OptimizerHyper the host would have put in `sets`, done
+  // when the kernel runs, from the values written before this launch (or replay).
+  const optim_math::Scalars<T> scalars =
+      launch.device_hyper ? optim_math::cast_scalars<T>(launch.device_hyper[e.set]) : launch.sets[e.set];
   const int64_t begin = (chunk - e.first_chunk) * kChunk;
   const int64_t end = begin + kChunk < e.numel ? begin + kChunk : e.numel;
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
@@ -98,11 +103,26 @@ void launch(OptimizerAlgo algo, const OptimLaunch<T>& l, int64_t chunks, cudaStr
 void optimizer_step(const OptimizerStep& s, cudaStream_t stream) {
   visit_floating(s.params[0].param.dtype(), "optimizer_step", [&]<class T>() {
     OptimLaunch<T> l{};
+    l.device_hyper = s.device_hyper;
     int num_sets = 0;
     int64_t chunks = 0;
-    for (const OptimizerParam& p : s.params) {
+    for (size_t index = 0; index < s.params.size(); ++index) {
+      const OptimizerParam& p = s.params[index];
       const int64_t n = p.param.numel();
       if (n == 0) continue;
+      if (s.device_hyper) {  // no scalar sets: each entry names its slot of device_hyper
+        if (l.count == kMaxEntries) {
+          launch<T>(s.algo, l, chunks, stream);
+          l = OptimLaunch<T>{};
+          l.device_hyper = s.device_hyper;
+          chunks = 0;
+        }
+        l.entries[l.count++] = {ptr<T>(p.param), ptr<T>(p.grad), optional_ptr<T>(p.state[0]),
+                                optional_ptr<T>(p.state[1]), optional_ptr<T>(p.state[2]), n, chunks,
+                                static_cast<int64_t>(index)};
+        chunks += (n + kChunk - 1) / kChunk;
+        continue;
+      }
       const optim_math::Scalars<T> sc = optim_math::cast_scalars<T>(p.hyper);
       int set = 0;
       while (set < num_sets && !same_scalars(l.sets[set], sc)) ++set;

@@ -2,6 +2,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 
 #include "ember/export.h"
 
@@ -54,5 +56,57 @@ EMBER_API bool allow_tf32();
 // first seen, and part of its cache key, so changing it takes effect at the next call.
 EMBER_API void set_deterministic_algorithms(bool deterministic);
 EMBER_API bool deterministic_algorithms();
+
+// ---- CUDA graphs (cuda/graph.cpp) ----
+//
+// A Graph records the device work of one call of a function (typically a whole training step:
+// forward, backward, optimizer) and replays it with one cudaGraphLaunch. Capture runs on the
+// device's compute stream, where every ember op is queued, so nothing about an op changes under
+// capture. The work recorded is NOT executed by capture(): call replay() to run it, also for the
+// step that was captured.
+//
+// What capture needs from the code it records:
+// - Run it once eagerly first (a warm-up step): cuBLASLt's algorithm choices, cuDNN's plans, the
+//   optimizer's state buffers and the inputs' static tensors then exist before capture.
+// - Inputs in tensors allocated before capture, rewritten in place before each replay (copy_);
+//   the graph reads the same addresses every time.
+// - No host wait (item(), to_vector(), .cpu(), synchronize()), no host->device copy and no
+//   random draw whose counter the host advances: each throws ember::Error during capture, naming
+//   the call, and capture() rethrows it (the graph is then empty and the work was not run).
+// - Allocations during capture come from the graph's private pool (plain cudaMalloc'd blocks, reused
+//   within the capture in stream order); those blocks, and any tensor freed during capture, stay
+//   allocated until the Graph is destroyed, since every replay reads and writes them (a block whose
+//   tensor outlives the graph goes with that tensor). Tensors made during capture (the loss, the
+//   logits, the gradients) are the graph's outputs: each replay overwrites them in place.
+// - One host thread queues work on the device while it captures (the capture is of the device's
+//   one compute stream, and every allocation on the device meanwhile comes from the graph's pool).
+// - The optimizer's per-step scalars (learning rate, bias corrections, step counts) are read from
+//   device memory: set Optimizer::set_capturable(true) and call Optimizer::prepare_step() before
+//   capture and before every replay (see ember/optim.h).
+class EMBER_API Graph {
+ public:
+  explicit Graph(int device = 0);
+  ~Graph();  // waits for the device's queued work, then frees the graph and its pool
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+
+  // Records the device work `record` queues on this device (it is not run). Throws ember::Error when
+  // the graph already holds a capture, or when `record` does something capture cannot hold (the
+  // error names it); the graph is then left empty.
+  void capture(const std::function<void()>& record);
+  // Queues one run of the captured work on the compute stream (asynchronous, like any op).
+  void replay();
+  bool captured() const;
+  int device() const;
+  // Bytes of the graph's private pool (the blocks allocated during capture).
+  size_t pool_bytes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// True while a Graph captures on `device` (ops that cannot be captured check it to say why).
+EMBER_API bool is_capturing(int device = 0);
 
 }  // namespace ember::cuda

@@ -181,6 +181,23 @@ class EMBER_API Optimizer {
   int64_t state_step(size_t param_index) const;
   const std::map<std::string, Tensor>& state(size_t param_index) const;
 
+  // ---- CUDA graphs (ember/cuda.h's Graph) ----
+  // Capturable (off by default): on a CUDA device, step() writes each parameter's update scalars
+  // (learning rate, bias corrections, everything that follows the step count and the options) to
+  // device memory of the optimizer's, and the update kernel reads them there when it runs, instead
+  // of from its launch arguments; so a captured step() replays with the values of the step it stands
+  // for. The scalars are still computed on the host by the same code (a replay's update equals an
+  // eager one bit for bit) and the step counts stay on the host (state_dict, checkpoints). Costs one
+  // small asynchronous host-to-device copy per step. No effect on the CPU.
+  void set_capturable(bool capturable);
+  bool capturable() const { return capturable_; }
+  // The host part of the next step() without the update: the step counts, the scalars from the
+  // current options (a scheduler's lr), the missing state buffers, and the scalars' upload. The next
+  // step() then only queues the update (with the parameters that have a gradient then, which must
+  // be the same ones). Needs set_capturable(true). Call it before Graph::capture, whose recorded
+  // step() must not copy from the host, and before each replay.
+  void prepare_step();
+
   OptimizerState state_dict() const;
   // Restores state, group options and scheduler values saved from an optimizer of the same type
   // over parameters of the same shapes, copying the tensors to each parameter's device and dtype.
@@ -210,6 +227,9 @@ class EMBER_API Optimizer {
   std::vector<ParamState> state_;  // by parameter index
 
   friend struct OptimizerAccess;  // the fused update (cpp/optim)
+  struct CaptureState;              // cpp/optim/optim_internal.h
+  bool capturable_ = false;
+  std::unique_ptr<CaptureState> capture_;  // made by set_capturable(true)
 
   // validate() with `options` of this optimizer's type checked first.
   void check_options(const AnyOptions& options, const std::string& where) const;

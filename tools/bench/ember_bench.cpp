@@ -9,6 +9,8 @@
 //   cnn-step   one training step of the classic MNIST CNN (models::mnist_cnn, Adam, batch B), and
 //              the forward and backward of each of its convolutions alone, as
 //              tools/bench/torch_convnet.py --mode step does them in PyTorch
+//   epoch      a training epoch of the MNIST MLP or CNN, eager or (--cuda-graph) with the whole step
+//              replayed as a CUDA graph, fp32 or tf32 (bench_epoch.cpp; tools/bench/gpu_epoch.sh)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +19,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "bench_epoch.h"
 #include "cpp/backend/backend.h"
 #include "ember/ember.h"
 
@@ -208,7 +211,19 @@ int main(int argc, char** argv) {
   cnn->add_option("--batch-size", batch)->capture_default_str();
   cnn->add_option("--reps", reps)->capture_default_str();
   cnn->add_option("--seed", seed)->capture_default_str();
-  for (auto* sub : {mlp, op, conv, cnn}) {
+  // ---- epoch (issue 14: CUDA graphs, --precision) ----
+  EpochBench eb;
+  auto* epoch = app.add_subcommand("epoch", "a training epoch of the MNIST MLP or CNN, eager or as CUDA graphs");
+  epoch->add_option("--data", eb.data_dir, "IDX folder")->capture_default_str();
+  epoch->add_option("--model", eb.model, "mlp or cnn")->check(CLI::IsMember({"mlp", "cnn"}))->capture_default_str();
+  epoch->add_option("--precision", eb.precision, "fp32 or tf32")->check(CLI::IsMember({"fp32", "tf32"}))->capture_default_str();
+  epoch->add_flag("--cuda-graph", eb.cuda_graph, "replay the whole step as a CUDA graph (after a warm-up step)");
+  epoch->add_option("--hidden", eb.hidden)->capture_default_str();
+  epoch->add_option("--batch-size", eb.batch)->capture_default_str();
+  epoch->add_option("--epochs", eb.epochs, "timed epochs (the best is reported)")->capture_default_str();
+  epoch->add_option("--seed", eb.seed)->capture_default_str();
+  // ---- end epoch ----
+  for (auto* sub : {mlp, op, conv, cnn, epoch}) {
     sub->add_option("--device", device_flag, "cpu, cuda or cuda:N")->capture_default_str();
     sub->add_option("--threads", threads, "CPU BLAS threads")->capture_default_str();
   }
@@ -220,6 +235,10 @@ int main(int argc, char** argv) {
     if (*mlp) return mlp_epoch(dir, device, hidden, batch, epochs, seed);
     if (*conv) return conv_layers(device, batch, reps);
     if (*cnn) return cnn_step(device, batch, reps, seed);
+    if (*epoch) {
+      eb.device = device;
+      return bench_epoch(eb);
+    }
     return ops(device, reps);
   } catch (const Error& e) {
     std::fprintf(stderr, "ember-bench: error: %s\n", e.what());

@@ -39,6 +39,9 @@ struct Config {
   std::string int8_calibration = "minmax";  // minmax | percentile
   int64_t int8_calibration_images = 512;
   std::string int8_save;          // where to write the int8 model (safetensors)
+  // ---- CUDA graphs and --precision (issue 14) ----
+  bool no_cuda_graph = false;      // --no-cuda-graph: eager steps on the GPU too
+  std::string precision = "fp32";  // fp32 | tf32 (TF32 tensor cores in cuBLASLt and cuDNN)
 };
 
 }  // namespace mnist

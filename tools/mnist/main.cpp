@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
                  "exit with status 3 when the final test accuracy (percent) is below this")
       ->check(CLI::Range(0.0, 100.0));
   app.add_flag("--augment", cfg.augment, "random shifts (up to 2 px) and rotations (up to 10 degrees) of training images");
-  app.add_flag("--deterministic", cfg.deterministic, "turn off TF32 on the GPU (results as close to the CPU as possible)");
+  app.add_flag("--deterministic", cfg.deterministic, "deterministic cuDNN algorithms and fp32 arithmetic (refuses --precision tf32)");
   app.add_flag("--skip-nonfinite", cfg.skip_nonfinite,
                "skip (and count) steps whose loss or gradient norm is NaN/Inf instead of stopping the run there "
                "(reads a flag back every step: a host wait per step on a GPU)");
@@ -126,6 +126,13 @@ int main(int argc, char** argv) {
   app.add_option("--int8-calibration-images", cfg.int8_calibration_images, "training images used for calibration")
       ->check(integer_in<int64_t>(1, INT64_MAX));
   app.add_option("--int8-save", cfg.int8_save, "with --int8: write the int8 model (safetensors with scales) here");
+  // ---- CUDA graphs and --precision (issue 14) ----
+  app.add_flag("--no-cuda-graph", cfg.no_cuda_graph,
+               "run each GPU step eagerly instead of replaying it as one CUDA graph (the default on a GPU)");
+  app.add_option("--precision", cfg.precision,
+                 "f32 GEMM and convolution arithmetic on the GPU: fp32 (IEEE f32) or tf32 (TF32 tensor cores)")
+      ->check(CLI::IsMember({"fp32", "tf32"}));
+  // ---- end CUDA graphs and --precision ----
   app.add_flag("--quiet,-q", cfg.quiet, "no progress bar or per-epoch lines; only the final report");
   try {
     app.parse(argc, argv);

@@ -16,6 +16,7 @@
 
 #include "checkpoint_io.h"
 #include "compress.h"
+#include "graph_step.h"
 #include "ember/dist.h"
 #include "ember/ember.h"
 #include "report.h"
@@ -313,6 +314,7 @@ struct Session {
   bool per_batch_sched = false;
   std::unique_ptr<data::DataLoader> train_loader, test_loader;
   std::unique_ptr<dist::DistributedDataParallel> ddp;  // --distributed: averages the gradients in backward
+  std::unique_ptr<GraphedStep> graphed;  // the step as a CUDA graph, unless cuda_graph_unavailable says why not
   int64_t steps_per_epoch = 0;
   RunSettings settings;
 
@@ -351,7 +353,12 @@ void apply_process_settings(const Config& cfg) {
     }
     set_num_threads(threads);
   }
-  if (cfg.deterministic) cuda::set_allow_tf32(false);
+  // --precision (fp32 by default, as allow_tf32's default); --deterministic asks for reproducible
+  // results, which TF32's rounding of the inputs does not contradict but which users pair with fp32.
+  EMBER_CHECK(!(cfg.deterministic && cfg.precision == "tf32"),
+              "--deterministic and --precision tf32 do not go together: --deterministic keeps fp32 arithmetic");
+  cuda::set_allow_tf32(cfg.precision == "tf32");
+  if (cfg.deterministic) cuda::set_deterministic_algorithms(true);
   if (cfg.detect_anomaly) autograd::detect_anomaly(true);
 }
 
@@ -397,6 +404,8 @@ std::unique_ptr<Session> set_up(const Config& cfg) {
   s->settings = cfg.eval_path.empty() ? run_settings(cfg, s->ds, train_opts) : RunSettings{};
   s->sched = make_scheduler(cfg, *s->opt, s->steps_per_epoch);
   s->per_batch_sched = cfg.scheduler == "onecycle";
+  if (cfg.eval_path.empty() && !cuda_graph_unavailable(cfg, s->device))
+    s->graphed = std::make_unique<GraphedStep>(*s->model, *s->opt, s->device, cfg.quiet);
   return s;
 }
 
@@ -446,6 +455,10 @@ void print_header(const Session& s) {
               cfg.optimizer.c_str(), cfg.lr, static_cast<long long>(cfg.batch_size), static_cast<long long>(cfg.epochs),
               s.device.str().c_str(), static_cast<long long>(s.ds.train.images.size(0)),
               static_cast<long long>(s.ds.test.images.size(0)));
+  const auto no_graph = cuda_graph_unavailable(cfg, s.device);
+  std::printf("ember-mnist: steps %s, precision %s\n",
+              no_graph ? ("eager (" + *no_graph + ")").c_str() : "as a CUDA graph (captured after a warm-up step)",
+              (cfg.precision + (s.device.is_cpu() && cfg.precision == "tf32" ? " (GPU only: the CPU computes in fp32)" : "")).c_str());
 }
 
 // What lives across the epochs of a training run: the guard, the progress bar's reader, the counts.
@@ -497,7 +510,11 @@ EpochResult train_epoch(Session& s, Training& t, int64_t epoch, int64_t first_st
     }
     profile::Range step_range("train.step");  // Nsight: one range per step, ember's op ranges inside
     Tensor logits, loss;
-    try {
+    if (s.graphed) {  // the whole step, the update included, as one graph replay
+      GraphedStep::Result g = s.graphed->step(batch.x, batch.y);
+      logits = g.logits;
+      loss = g.loss;
+    } else try {
       logits = (*s.model)(batch.x);
       loss = cross_entropy(logits, batch.y);
       s.opt->zero_grad();
@@ -510,7 +527,7 @@ EpochResult train_epoch(Session& s, Training& t, int64_t epoch, int64_t first_st
     // --skip-nonfinite decides on the host before the update: one wait per step on a GPU.
     const StepVote agreed = vote(g_stop, cfg.skip_nonfinite && !finite.item<bool>());
     const bool skip = agreed.skip;
-    if (!skip) s.opt->step();
+    if (!skip && !s.graphed) s.opt->step();
     if (s.per_batch_sched) s.sched->step();  // the schedule follows the steps taken or skipped
     ++step;
     if (skip) {
