@@ -66,6 +66,8 @@ class DeviceContext {
   std::atomic<size_t> allocated{0};
   std::atomic<size_t> peak_allocated{0};
   std::atomic<uint64_t> num_alloc_retries{0};
+  std::atomic<uint64_t> num_allocs{0};
+  std::atomic<uint64_t> num_cache_flushes{0};
 
   // Host->device staging (runtime.cpp's copy_host_to_device), under staging_mutex.
   std::mutex staging_mutex;

@@ -30,6 +30,10 @@ struct Config {
   bool skip_nonfinite = false;  // skip steps with a non-finite loss or gradient norm instead of stopping
   bool detect_anomaly = false;
   bool distributed = false;     // data-parallel over the ranks mpirun started (ember::dist)  // autograd anomaly mode: name the op whose output is first non-finite
+  // ember::profiler (tools/mnist/profiling.cpp): --profile, --profile-steps FIRST:LAST, --trace FILE.json
+  bool profile = false;
+  std::string profile_steps;  // "FIRST:LAST" (steps counted from 1 across the run); empty: every step
+  std::string trace_path;     // Chrome trace of the profiled steps
 };
 
 }  // namespace mnist

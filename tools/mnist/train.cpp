@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "checkpoint_io.h"
+#include "profiling.h"
 #include "ember/dist.h"
 #include "ember/ember.h"
 #include "report.h"
@@ -293,6 +294,7 @@ struct Session {
   bool per_batch_sched = false;
   std::unique_ptr<data::DataLoader> train_loader, test_loader;
   std::unique_ptr<dist::DistributedDataParallel> ddp;  // --distributed: averages the gradients in backward
+  std::unique_ptr<RunProfiler> prof;                    // --profile (profiling.h)
   int64_t steps_per_epoch = 0;
   RunSettings settings;
 
@@ -368,6 +370,7 @@ std::unique_ptr<Session> set_up(const Config& cfg) {
   s->test_loader =
       std::make_unique<data::DataLoader>(data::TensorDataset(s->ds.test.images, s->ds.test.labels), test_opts);
   s->steps_per_epoch = s->train_loader->num_batches();
+  s->prof = std::make_unique<RunProfiler>(cfg, s->device);
   s->settings = cfg.eval_path.empty() ? run_settings(cfg, s->ds, train_opts) : RunSettings{};
   s->sched = make_scheduler(cfg, *s->opt, s->steps_per_epoch);
   s->per_batch_sched = cfg.scheduler == "onecycle";
@@ -450,6 +453,7 @@ struct EpochResult {
 // One epoch: each step reads batch, forward, loss, backward, guard, step; then the test set.
 EpochResult train_epoch(Session& s, Training& t, int64_t epoch, int64_t first_step) {
   const Config& cfg = s.cfg;
+  profile::Range epoch_range("train.epoch");
   s.train_loader->set_epoch(epoch);
   ProgressBar bar(epoch + 1, cfg.epochs, s.steps_per_epoch, cfg.quiet);
   const auto t0 = std::chrono::steady_clock::now();
@@ -468,6 +472,8 @@ EpochResult train_epoch(Session& s, Training& t, int64_t epoch, int64_t first_st
       ++step;
       continue;
     }
+    const int64_t run_step = epoch * s.steps_per_epoch + step + 1;  // --profile-steps counts these
+    s.prof->before(run_step);
     profile::Range step_range("train.step");  // Nsight: one range per step, ember's op ranges inside
     Tensor logits, loss;
     try {
@@ -505,6 +511,7 @@ EpochResult train_epoch(Session& s, Training& t, int64_t epoch, int64_t first_st
       }
       bar.update(step, shown_images ? shown_loss / static_cast<double>(shown_images) : NAN, images);
     }
+    s.prof->after(run_step);
     if (g_stop) {
       r.interrupted = true;
       break;
@@ -601,6 +608,7 @@ int run(const Config& cfg_in) {
     progress.step_in_epoch = 0;
     checkpoint(*s, progress);
   }
+  s->prof->finish();  // --profile's table and trace, and the run's peak memory
   if (s->ddp && !cfg.quiet)  // --distributed: the communication that backward did not hide
     std::printf("ddp: %d ranks, %zu gradient bucket(s), %.2f s waiting for all-reduces\n", g_group->size(),
                 s->ddp->num_buckets(), s->ddp->seconds_waiting());
