@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 
 namespace mnist {
@@ -33,6 +34,10 @@ RunProfiler::RunProfiler(const Config& cfg, ember::Device device)
     last_ = parse_step(s.substr(colon + 1), s);
     if (first_ > last_) parse_step("", s);
   }
+  // --trace must be writable before the run is spent (the file is written again at the end).
+  if (!cfg.trace_path.empty() && !std::ofstream(cfg.trace_path, std::ios::trunc))
+    throw ember::Error("--trace " + cfg.trace_path + ": cannot create the file; check that its folder exists and is "
+                       "writable");
 }
 
 void RunProfiler::before(int64_t step) {

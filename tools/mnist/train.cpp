@@ -608,11 +608,13 @@ int run(const Config& cfg_in) {
     progress.step_in_epoch = 0;
     checkpoint(*s, progress);
   }
-  s->prof->finish();  // --profile's table and trace, and the run's peak memory
   if (s->ddp && !cfg.quiet)  // --distributed: the communication that backward did not hide
     std::printf("ddp: %d ranks, %zu gradient bucket(s), %.2f s waiting for all-reduces\n", g_group->size(),
                 s->ddp->num_buckets(), s->ddp->seconds_waiting());
-  return report(*s, training, progress.history, metrics_out);
+  s->prof->after(INT64_MAX);  // --profile ends with training (the final evaluation is not profiled)
+  const int rc = report(*s, training, progress.history, metrics_out);
+  s->prof->finish();  // --profile's table and trace, and the run's peak memory
+  return rc;
 }
 
 }  // namespace mnist
