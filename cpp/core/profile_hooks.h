@@ -11,7 +11,7 @@ void set_profiler_hook(Hook hook);
 
 // The ranges open on the calling thread, outermost first: the first min(depth, kMaxOpen) names
 // (each valid while its range is open).
-inline constexpr int kMaxOpen = 64;
+inline constexpr int kMaxOpen = 16;
 struct OpenRanges {
   const char* names[kMaxOpen];
   int depth = 0;

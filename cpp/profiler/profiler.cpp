@@ -70,7 +70,9 @@ class Recorder {
     // The ranges already open on this thread (the step or epoch the session starts in) open here.
     const profile::detail::OpenRanges& open = profile::detail::open_ranges();
     ThreadState& t = thread_locked();
-    for (int i = 0; i < std::min(open.depth, profile::detail::kMaxOpen); ++i) push_locked(t, open.names[i], false, false);
+    // Beyond the names kept, placeholders, so that every close still pops its own record.
+    for (int i = 0; i < open.depth; ++i)
+      push_locked(t, i < profile::detail::kMaxOpen ? open.names[i] : "(range)", false, false);
     on.store(true, std::memory_order_release);
   }
 
