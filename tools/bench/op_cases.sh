@@ -37,19 +37,23 @@ trap 'rm -rf "$tmp"' EXIT
   --json "$tmp/torch.json"
 "$py" - "$tmp/ember.json" "$tmp/torch.json" <<'PY'
 import json, sys
-rows = {}
+rows, mins = {}, {}
 peak = {}
 for path in sys.argv[1:]:
     for line in open(path):
         r = json.loads(line)
         if "case" in r:
             rows.setdefault(r["case"], {})[r["framework"]] = r["median_ms"]
+            mins.setdefault(r["case"], {})[r["framework"]] = r["min_ms"]
         else:
             peak[r["framework"]] = r
-print(f"\n{'case':<36} {'ember ms':>10} {'torch ms':>10} {'ember/torch':>12}")
+# The ratio of the medians, and of the fastest runs (steadier on a machine other jobs load).
+print(f"\n{'case':<36} {'ember ms':>10} {'torch ms':>10} {'ember/torch':>12} {'min ratio':>10}")
 for case, v in rows.items():
     if "ember" in v and "torch" in v:
-        print(f"{case:<36} {v['ember']:>10.4f} {v['torch']:>10.4f} {v['ember'] / v['torch']:>12.2f}")
+        m = mins[case]
+        print(f"{case:<36} {v['ember']:>10.4f} {v['torch']:>10.4f} {v['ember'] / v['torch']:>12.2f} "
+              f"{m['ember'] / m['torch']:>10.2f}")
     else:
         print(f"{case:<36} (only in {', '.join(v)})")
 e, t = peak.get("ember", {}), peak.get("torch", {})
