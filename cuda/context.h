@@ -84,6 +84,8 @@ class DeviceContext {
   std::atomic<size_t> allocated{0};
   std::atomic<size_t> peak_allocated{0};
   std::atomic<uint64_t> num_alloc_retries{0};
+  std::atomic<uint64_t> num_allocs{0};
+  std::atomic<uint64_t> num_cache_flushes{0};
 
   // CUDA graphs (cuda/graph.cpp), under capture_mutex: the pool of the graph capturing now (null when
   // none), and the pools of every live graph, whose blocks device_free must leave alone.

@@ -243,6 +243,7 @@ void* device_allocate(size_t nbytes, int index, Usage usage) {
     ++g_synchronizations;
     EMBER_CUDA_CHECK(cudaDeviceSynchronize());
     EMBER_CUDA_CHECK(cudaMemPoolTrimTo(s.pool, 0));
+    s.num_cache_flushes.fetch_add(1);
     p = nullptr;
     e = cudaMallocFromPoolAsync(&p, nbytes, s.pool, s.stream);
     if (e != cudaSuccess) {
@@ -252,7 +253,10 @@ void* device_allocate(size_t nbytes, int index, Usage usage) {
     }
     s.num_alloc_retries.fetch_add(1);
   }
-  if (usage == Usage::Tensor) note_allocated(s, nbytes);
+  if (usage == Usage::Tensor) {
+    note_allocated(s, nbytes);
+    s.num_allocs.fetch_add(1, std::memory_order_relaxed);
+  }
   return p;
 }
 
@@ -381,6 +385,8 @@ MemoryStats memory_stats(int device) {
   m.allocated = s.allocated.load();
   m.peak_allocated = s.peak_allocated.load();
   m.num_alloc_retries = s.num_alloc_retries.load();
+  m.num_allocs = s.num_allocs.load();
+  m.num_cache_flushes = s.num_cache_flushes.load();
   m.reserved = pool_reserved(s);
   return m;
 }
@@ -401,6 +407,7 @@ void empty_cache(int device) {
   // Blocks freed on the stream return to the pool only once the stream reaches the free.
   EMBER_CUDA_CHECK(cudaDeviceSynchronize());
   EMBER_CUDA_CHECK(cudaMemPoolTrimTo(s.pool, 0));
+  s.num_cache_flushes.fetch_add(1);
   raise_check_failure(device, "empty_cache()");
 }
 

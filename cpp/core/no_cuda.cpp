@@ -3,6 +3,7 @@
 #include <atomic>
 
 #include "cpp/backend/backend.h"
+#include "cpp/core/device_timeline.h"
 #include "ember/cuda.h"
 
 namespace ember {
@@ -15,6 +16,13 @@ Backend& cuda_backend() {
 // No device profiler to tell.
 void device_range_push(const char*) {}
 void device_range_pop() {}
+
+// ember::profiler's device side: no device to time, count or capture.
+std::unique_ptr<DeviceTimeline> make_device_timeline() { return nullptr; }
+size_t device_allocated_bytes(int) { return 0; }
+int current_device_index() { return 0; }
+void device_capture_start() {}
+void device_capture_stop() {}
 
 namespace cuda {
 namespace {

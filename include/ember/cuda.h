@@ -20,6 +20,8 @@ struct MemoryStats {
   size_t reserved = 0;        // bytes the pool holds from the driver (live + cached)
   size_t peak_allocated = 0;  // high-water mark of `allocated`
   uint64_t num_alloc_retries = 0;  // allocations that succeeded only after releasing the cache
+  uint64_t num_allocs = 0;         // tensor allocations since the process started
+  uint64_t num_cache_flushes = 0;  // times the pool's cache went back to the driver (empty_cache(), a retry)
 };
 EMBER_API MemoryStats memory_stats(int device = 0);
 EMBER_API void reset_peak_memory_stats(int device = 0);

@@ -18,6 +18,7 @@
 #include "ember/ops.h"
 #include "ember/parallel.h"
 #include "ember/profile.h"
+#include "ember/profiler.h"
 #include "ember/optim.h"
 #include "ember/shape.h"
 #include "ember/tensor.h"

@@ -25,4 +25,20 @@ EMBER_API size_t cpu_cache_limit();
 EMBER_API size_t cpu_cached_bytes();
 EMBER_API void cpu_empty_cache();
 
+// The CPU allocator's figures (ember::cuda::memory_stats's for the host), all since the process
+// started except where reset.
+struct CpuMemoryStats {
+  size_t allocated = 0;       // bytes in live blocks, as requested (tensors and the backend's scratch)
+  size_t reserved = 0;        // bytes held from the system: live blocks rounded up to 64 bytes + the cache
+  size_t cached = 0;          // bytes of freed blocks the cache keeps (cpu_cached_bytes())
+  size_t peak_allocated = 0;  // high-water mark of `allocated` (since reset_cpu_peak_memory_stats())
+  uint64_t num_allocs = 0;         // allocations
+  uint64_t num_cache_hits = 0;     // of them, served by a cached block
+  uint64_t num_cache_flushes = 0;  // times the whole cache was freed (cpu_empty_cache(), a lower limit,
+                                   // an allocation that failed)
+};
+EMBER_API CpuMemoryStats cpu_memory_stats();
+// Sets peak_allocated to the bytes allocated now.
+EMBER_API void reset_cpu_peak_memory_stats();
+
 }  // namespace ember

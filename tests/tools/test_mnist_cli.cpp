@@ -346,6 +346,35 @@ TEST_F(MnistCli, SkipNonFiniteSkipsAndCountsThoseSteps) {
     if (name.rfind("optimizer.", 0) != 0) EXPECT_EQ(sum(isfinite(t)).item<int64_t>(), t.numel()) << name;
 }
 
+// ---- --profile, --profile-steps, --trace ----
+
+TEST_F(MnistCli, ProfileStepsPrintTheTableAndWriteANestedTrace) {
+  // 64 images at batch 8: 8 steps an epoch, so steps 10 to 12 lie in the second epoch.
+  const std::string trace = path("trace.json");
+  const Result r = run("--epochs 2 --batch-size 8 --profile-steps 10:12 --trace '" + trace + "'", "", false);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("profile of steps 10 to 12"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("3 step(s)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("peak memory: host"), std::string::npos) << r.out;
+  std::ifstream in(trace);
+  const nlohmann::json t = nlohmann::json::parse(in);
+  int steps = 0, epochs = 0;
+  for (const nlohmann::json& e : t.at("traceEvents")) {
+    if (e.at("ph") != "X") continue;
+    steps += e.at("name") == "train.step";
+    epochs += e.at("name") == "train.epoch";
+  }
+  EXPECT_EQ(steps, 3);
+  EXPECT_EQ(epochs, 1) << "the second epoch's range, open when profiling started";
+}
+
+TEST_F(MnistCli, BadProfileFlagsSayWhatIsExpected) {
+  for (const char* steps : {"5", "9:3", "0:2", "a:b", "3:"})
+    EXPECT_TRUE(fails_with(run(std::string("--epochs 1 --profile-steps ") + steps), 2, {"expected FIRST:LAST"})) << steps;
+  EXPECT_TRUE(fails_with(run("--epochs 1 --trace '" + path("no/such/dir/t.json") + "'"), 2,
+                         {"--trace", "cannot create the file"}));
+}
+
 }  // namespace
 
 // Model compression (issue 17): --prune with fine-tuning, --prune-structured, --eval --int8.

@@ -189,6 +189,10 @@ int cnn_step(Device device, int64_t batch, int reps, uint64_t seed) {
 
 }  // namespace
 
+// tools/bench/bench_ops_cases.cpp
+int op_cases(Device device, int warmup, int runs, const std::string& json_path, const std::string& only);
+int profiler_overhead(const std::string& dir, Device device, int rounds, const std::string& trace_path);
+
 int main(int argc, char** argv) {
   CLI::App app{"ember-bench: ember timings as JSON lines"};
   app.require_subcommand(1);
@@ -223,7 +227,19 @@ int main(int argc, char** argv) {
   epoch->add_option("--epochs", eb.epochs, "timed epochs (the best is reported)")->capture_default_str();
   epoch->add_option("--seed", eb.seed)->capture_default_str();
   // ---- end epoch ----
-  for (auto* sub : {mlp, op, conv, cnn, epoch}) {
+  // op-cases and profiler-overhead (bench_ops_cases.cpp)
+  int warmup = 10, runs = 51, rounds = 3;
+  std::string json_path, only, trace_path;
+  auto* cases = app.add_subcommand("op-cases", "the MLP's and CNN's ops one by one: median of --runs after --warmup");
+  cases->add_option("--warmup", warmup)->capture_default_str();
+  cases->add_option("--runs", runs)->capture_default_str()->check(CLI::Range(1, 1000000));
+  cases->add_option("--json", json_path, "also write JSON lines here");
+  cases->add_option("--only", only, "only the cases whose name contains this");
+  auto* overhead = app.add_subcommand("profiler-overhead", "MLP epochs without and with ember::profiler");
+  overhead->add_option("--data", dir, "IDX folder")->capture_default_str();
+  overhead->add_option("--rounds", rounds, "epoch pairs (off, on); medians reported")->capture_default_str();
+  overhead->add_option("--trace", trace_path, "write the last profiled epoch's Chrome trace here");
+  for (auto* sub : {mlp, op, conv, cnn, epoch, cases, overhead}) {
     sub->add_option("--device", device_flag, "cpu, cuda or cuda:N")->capture_default_str();
     sub->add_option("--threads", threads, "CPU BLAS threads")->capture_default_str();
   }
@@ -239,6 +255,8 @@ int main(int argc, char** argv) {
       eb.device = device;
       return bench_epoch(eb);
     }
+    if (*cases) return op_cases(device, warmup, runs, json_path, only);
+    if (*overhead) return profiler_overhead(dir, device, rounds, trace_path);
     return ops(device, reps);
   } catch (const Error& e) {
     std::fprintf(stderr, "ember-bench: error: %s\n", e.what());

@@ -42,6 +42,10 @@ struct Config {
   // ---- CUDA graphs and --precision (issue 14) ----
   bool no_cuda_graph = false;      // --no-cuda-graph: eager steps on the GPU too
   std::string precision = "fp32";  // fp32 | tf32 (TF32 tensor cores in cuBLASLt and cuDNN)
+  // ember::profiler (tools/mnist/profiling.cpp): --profile, --profile-steps FIRST:LAST, --trace FILE.json
+  bool profile = false;
+  std::string profile_steps;  // "FIRST:LAST" (steps counted from 1 across the run); empty: every step
+  std::string trace_path;     // Chrome trace of the profiled steps
 };
 
 }  // namespace mnist

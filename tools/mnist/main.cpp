@@ -134,6 +134,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fp32", "tf32"}));
   // ---- end CUDA graphs and --precision ----
   app.add_flag("--quiet,-q", cfg.quiet, "no progress bar or per-epoch lines; only the final report");
+  // ember::profiler (tools/mnist/profiling.cpp, docs/profiling.md)
+  app.add_flag("--profile", cfg.profile, "time every op and backend primitive; print the table after the run");
+  app.add_option("--profile-steps", cfg.profile_steps,
+                 "profile only steps FIRST:LAST (counted from 1 across the run; implies --profile); on a GPU also "
+                 "brackets them with cudaProfilerStart/Stop for nsys --capture-range=cudaProfilerApi");
+  app.add_option("--trace", cfg.trace_path, "write a Chrome trace (Perfetto) of the profiled steps (implies --profile)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

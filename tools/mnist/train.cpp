@@ -17,6 +17,7 @@
 #include "checkpoint_io.h"
 #include "compress.h"
 #include "graph_step.h"
+#include "profiling.h"
 #include "ember/dist.h"
 #include "ember/ember.h"
 #include "report.h"
@@ -40,6 +41,7 @@ Config join_distributed(const Config& cfg) {
   Config c = cfg;
   const bool launched = ember::dist::launched_distributed() && ember::dist::launch_environment().world_size > 1;
   if (!cfg.distributed && !launched) return c;
+  c.distributed = true;  // launched by mpirun with several ranks: the run is data-parallel
   g_group = ember::dist::init();
   if (c.device == "auto" && ember::cuda::is_available())
     c.device = "cuda:" + std::to_string(g_group->local_rank() % ember::cuda::device_count());
@@ -315,6 +317,7 @@ struct Session {
   std::unique_ptr<data::DataLoader> train_loader, test_loader;
   std::unique_ptr<dist::DistributedDataParallel> ddp;  // --distributed: averages the gradients in backward
   std::unique_ptr<GraphedStep> graphed;  // the step as a CUDA graph, unless cuda_graph_unavailable says why not
+  std::unique_ptr<RunProfiler> prof;                    // --profile (profiling.h)
   int64_t steps_per_epoch = 0;
   RunSettings settings;
 
@@ -401,6 +404,7 @@ std::unique_ptr<Session> set_up(const Config& cfg) {
   s->test_loader =
       std::make_unique<data::DataLoader>(data::TensorDataset(s->ds.test.images, s->ds.test.labels), test_opts);
   s->steps_per_epoch = s->train_loader->num_batches();
+  s->prof = std::make_unique<RunProfiler>(cfg, s->device);
   s->settings = cfg.eval_path.empty() ? run_settings(cfg, s->ds, train_opts) : RunSettings{};
   s->sched = make_scheduler(cfg, *s->opt, s->steps_per_epoch);
   s->per_batch_sched = cfg.scheduler == "onecycle";
@@ -490,6 +494,7 @@ struct EpochResult {
 // One epoch: each step reads batch, forward, loss, backward, guard, step; then the test set.
 EpochResult train_epoch(Session& s, Training& t, int64_t epoch, int64_t first_step) {
   const Config& cfg = s.cfg;
+  profile::Range epoch_range("train.epoch");
   s.train_loader->set_epoch(epoch);
   ProgressBar bar(epoch + 1, cfg.epochs, s.steps_per_epoch, cfg.quiet);
   const auto t0 = std::chrono::steady_clock::now();
@@ -508,6 +513,8 @@ EpochResult train_epoch(Session& s, Training& t, int64_t epoch, int64_t first_st
       ++step;
       continue;
     }
+    const int64_t run_step = epoch * s.steps_per_epoch + step + 1;  // --profile-steps counts these
+    s.prof->before(run_step);
     profile::Range step_range("train.step");  // Nsight: one range per step, ember's op ranges inside
     Tensor logits, loss;
     if (s.graphed) {  // the whole step, the update included, as one graph replay
@@ -550,6 +557,7 @@ EpochResult train_epoch(Session& s, Training& t, int64_t epoch, int64_t first_st
       }
       bar.update(step, shown_images ? shown_loss / static_cast<double>(shown_images) : NAN, images);
     }
+    s.prof->after(run_step);
     if (agreed.stop) {
       r.interrupted = true;
       break;
@@ -654,7 +662,10 @@ int run(const Config& cfg_in) {
         cfg, s->model, *s->train_loader,
         {[&](const std::vector<Tensor>& p) { return make_optimizer(cfg, p); },
          [&](nn::Module& m) { return evaluate(m, *s->test_loader, nullptr).accuracy; }});
-  return report(*s, training, progress.history, metrics_out);
+  s->prof->after(INT64_MAX);  // --profile ends with training (the final evaluation is not profiled)
+  const int rc = report(*s, training, progress.history, metrics_out);
+  s->prof->finish();  // --profile's table and trace, and the run's peak memory
+  return rc;
 }
 
 }  // namespace mnist

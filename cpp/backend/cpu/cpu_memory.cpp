@@ -1,6 +1,7 @@
 // CPU backend: allocation, host readers, fill, copy/cast, random fills.
 #include <immintrin.h>
 
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -83,7 +84,9 @@ struct BlockCache {
   void release() {
     std::lock_guard<std::mutex> lock(mu);
     while (!lru.empty()) std::free(pop_oldest());
+    ++flushes;
   }
+  uint64_t flushes = 0;  // under mu
 
  private:
   void* pop_oldest() {  // under mu; the cache is not empty
@@ -123,6 +126,23 @@ BlockCache& block_cache() {
 }
 
 size_t rounded_size(size_t nbytes) { return nbytes == 0 ? 64 : (nbytes + 63) / 64 * 64; }
+
+// cpu_memory_stats()'s counters (relaxed atomics: figures, not synchronisation).
+struct CpuCounters {
+  std::atomic<size_t> allocated{0}, allocated_rounded{0}, peak{0};
+  std::atomic<uint64_t> allocs{0}, hits{0};
+};
+CpuCounters g_counters;
+
+void note_cpu_allocated(size_t nbytes, size_t rounded, bool hit) {
+  const size_t now = g_counters.allocated.fetch_add(nbytes, std::memory_order_relaxed) + nbytes;
+  g_counters.allocated_rounded.fetch_add(rounded, std::memory_order_relaxed);
+  g_counters.allocs.fetch_add(1, std::memory_order_relaxed);
+  if (hit) g_counters.hits.fetch_add(1, std::memory_order_relaxed);
+  size_t peak = g_counters.peak.load(std::memory_order_relaxed);
+  while (now > peak && !g_counters.peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+}
 }  // namespace
 
 void* CpuBackend::allocate(size_t nbytes, Device) {
@@ -130,6 +150,7 @@ void* CpuBackend::allocate(size_t nbytes, Device) {
     throw OutOfMemory(detail::str_cat("cpu: cannot allocate ", nbytes, " bytes: the size overflows size_t"));
   const size_t rounded = rounded_size(nbytes);
   void* p = block_cache().take(rounded);
+  const bool hit = p != nullptr;
   // 64-byte alignment suits AVX-512 loads and OpenBLAS.
   if (!p) p = std::aligned_alloc(64, rounded);
   if (!p) {  // the cache's blocks may be what is missing
@@ -141,12 +162,16 @@ void* CpuBackend::allocate(size_t nbytes, Device) {
                                       static_cast<double>(nbytes) / double(1 << 30),
                                       " GiB) of host memory; use smaller tensors or batches"));
   if (debug::poison_allocations()) std::memset(p, 0xFF, rounded);
+  note_cpu_allocated(nbytes, rounded, hit);
   return p;
 }
 
 void CpuBackend::deallocate(void* ptr, size_t nbytes, Device) {
   if (!ptr) return;
-  if (!block_cache().give(ptr, rounded_size(nbytes))) std::free(ptr);
+  const size_t rounded = rounded_size(nbytes);
+  g_counters.allocated.fetch_sub(nbytes, std::memory_order_relaxed);
+  g_counters.allocated_rounded.fetch_sub(rounded, std::memory_order_relaxed);
+  if (!block_cache().give(ptr, rounded)) std::free(ptr);
 }
 
 void set_cpu_cache_limit(size_t bytes) {
@@ -171,6 +196,24 @@ size_t cpu_cached_bytes() {
 }
 
 void cpu_empty_cache() { block_cache().release(); }
+
+CpuMemoryStats cpu_memory_stats() {
+  CpuMemoryStats m;
+  m.allocated = g_counters.allocated.load(std::memory_order_relaxed);
+  m.peak_allocated = g_counters.peak.load(std::memory_order_relaxed);
+  m.num_allocs = g_counters.allocs.load(std::memory_order_relaxed);
+  m.num_cache_hits = g_counters.hits.load(std::memory_order_relaxed);
+  BlockCache& c = block_cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  m.cached = c.cached;
+  m.num_cache_flushes = c.flushes;
+  m.reserved = g_counters.allocated_rounded.load(std::memory_order_relaxed) + c.cached;
+  return m;
+}
+
+void reset_cpu_peak_memory_stats() {
+  g_counters.peak.store(g_counters.allocated.load(std::memory_order_relaxed), std::memory_order_relaxed);
+}
 
 void CpuBackend::synchronize(Device) {}  // the CPU's work is done when its call returns
 
