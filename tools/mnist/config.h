@@ -30,6 +30,13 @@ struct Config {
   bool skip_nonfinite = false;  // skip steps with a non-finite loss or gradient norm instead of stopping
   bool detect_anomaly = false;
   bool distributed = false;     // data-parallel over the ranks mpirun started (ember::dist)  // autograd anomaly mode: name the op whose output is first non-finite
+  // Training extras and TensorBoard (issue 17; tools/mnist/validation.cpp, tools/mnist/tensorboard.cpp).
+  double l1 = 0.0;               // --l1: lambda * sum |w| over all parameters added to the loss
+  double val_split = 0.0;        // --val-split: fraction of the training set held out (stratified, seeded)
+  int64_t early_stopping = 0;    // --early-stopping: patience in epochs; 0: off
+  int64_t folds = 0;             // --folds: k-fold cross-validation; 0: off
+  int64_t fold_index = -1;       // set per fold by --folds (not a flag): the fold held out
+  std::string tensorboard_dir;   // --tensorboard: event files written here
 };
 
 }  // namespace mnist

@@ -109,6 +109,22 @@ int main(int argc, char** argv) {
                "data-parallel training under mpirun -np N (also on when mpirun starts more than one rank): "
                "each rank takes --batch-size images per step, global batch N x --batch-size");
   app.add_flag("--quiet,-q", cfg.quiet, "no progress bar or per-epoch lines; only the final report");
+  // Training extras and TensorBoard (issue 17).
+  app.add_option("--l1", cfg.l1, "L1 penalty: adds LAMBDA * sum |w| over all parameters to the loss (gradient "
+                 "LAMBDA * sign(w))")->check(finite_number(true));
+  app.add_option("--val-split", cfg.val_split,
+                 "hold out this fraction of the training set (stratified, seeded by --seed) for validation; "
+                 "the test set is then evaluated only at the end, with the best epoch's weights")
+      ->check(CLI::Range(0.0, 0.9));
+  app.add_option("--early-stopping", cfg.early_stopping,
+                 "stop when validation accuracy has not improved for PATIENCE epochs (needs --val-split or --folds)")
+      ->check(integer_in<int64_t>(0, 1'000'000));
+  app.add_option("--folds", cfg.folds,
+                 "k-fold cross-validation: trains K models on K stratified folds of the training set and reports "
+                 "each fold's and the mean +- std validation accuracy (the test set is not used)")
+      ->check(integer_in<int64_t>(2, 1000));
+  app.add_option("--tensorboard", cfg.tensorboard_dir,
+                 "write TensorBoard event files (scalars, weight/gradient histograms, confusion matrix) into DIR");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
