@@ -378,7 +378,7 @@ TEST(TensorBoard, EventFileDecodesWithAnIndependentReader) {
 
 namespace {
 
-struct Run {
+struct CliRun {
   int rc = -1;
   std::string out;
 };
@@ -406,12 +406,12 @@ class MnistExtras : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
 
-  Run run(const std::string& args) const {
+  CliRun run(const std::string& args) const {
     const std::string log = path("log.txt");
     const std::string cmd = std::string("'") + EMBER_MNIST_BIN + "' --data '" + path("data") +
                             "' --device cpu --hidden 8 --threads 1 " + args + " > '" + log + "' 2>&1 < /dev/null";
     const int status = std::system(cmd.c_str());
-    Run r;
+    CliRun r;
     r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     std::ifstream in(log);
     r.out.assign(std::istreambuf_iterator<char>(in), {});
@@ -433,7 +433,7 @@ class MnistExtras : public ::testing::Test {
 // 0..9: classes 0-3 hold 7, 4-9 hold 6; round(0.25 * 7) = round(0.25 * 6) = 2 each: 20 held out).
 TEST_F(MnistExtras, ValidationSplitKeepsTheTestSetForTheEnd) {
   const std::string m = path("m.jsonl"), ck = path("ck.safetensors");
-  const Run r = run("--epochs 3 --val-split 0.25 --metrics-out '" + m + "' --save '" + ck + "'");
+  const CliRun r = run("--epochs 3 --val-split 0.25 --metrics-out '" + m + "' --save '" + ck + "'");
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("(44 train / 20 test)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("best epoch by validation"), std::string::npos) << r.out;
@@ -464,7 +464,7 @@ TEST_F(MnistExtras, ValidationSplitKeepsTheTestSetForTheEnd) {
 
 TEST_F(MnistExtras, EarlyStoppingStopsPatienceEpochsAfterTheBest) {
   const std::string m = path("m.jsonl");
-  const Run r = run("--epochs 60 --lr 0.05 --val-split 0.25 --early-stopping 2 --quiet --metrics-out '" + m + "'");
+  const CliRun r = run("--epochs 60 --lr 0.05 --val-split 0.25 --early-stopping 2 --quiet --metrics-out '" + m + "'");
   ASSERT_EQ(r.rc, 0) << r.out;
   const auto lines = jsonl(m);
   const size_t epochs = lines.size() - 1;
@@ -481,7 +481,7 @@ TEST_F(MnistExtras, EarlyStoppingStopsPatienceEpochsAfterTheBest) {
 
 TEST_F(MnistExtras, FoldsReportEachFoldAndTheMeanAndStd) {
   const std::string m = path("cv.jsonl");
-  const Run r = run("--folds 3 --epochs 2 --quiet --metrics-out '" + m + "'");
+  const CliRun r = run("--folds 3 --epochs 2 --quiet --metrics-out '" + m + "'");
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("3-fold cross-validation"), std::string::npos) << r.out;
   const auto lines = jsonl(m);
@@ -503,7 +503,7 @@ TEST_F(MnistExtras, FoldsReportEachFoldAndTheMeanAndStd) {
 }
 
 TEST_F(MnistExtras, FlagsThatDoNotGoTogetherAreRefused) {
-  Run r = run("--epochs 1 --early-stopping 2");
+  CliRun r = run("--epochs 1 --early-stopping 2");
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.out.find("--early-stopping watches the validation accuracy"), std::string::npos) << r.out;
   r = run("--epochs 1 --folds 3 --save '" + path("x.safetensors") + "'");
@@ -519,10 +519,15 @@ TEST_F(MnistExtras, FlagsThatDoNotGoTogetherAreRefused) {
 TEST_F(MnistExtras, L1FlagChangesTheRun) {
   const std::string a = path("a.safetensors"), b = path("b.safetensors");
   ASSERT_EQ(run("--epochs 1 --quiet --save '" + a + "'").rc, 0);
-  const Run r = run("--epochs 1 --quiet --l1 0.01 --save '" + b + "'");
+  const CliRun r = run("--epochs 1 --quiet --l1 0.01 --save '" + b + "'");
   ASSERT_EQ(r.rc, 0) << r.out;
-  const auto wa = io::load_safetensors(a).tensors.at("0.weight").to_vector<float>();
-  const auto wb = io::load_safetensors(b).tensors.at("0.weight").to_vector<float>();
+  auto weight = [](const std::string& file) {
+    for (const auto& [name, t] : io::load_safetensors(file).tensors)
+      if (name == "0.weight") return t.to_vector<float>();
+    ADD_FAILURE() << file << " has no 0.weight";
+    return std::vector<float>();
+  };
+  const auto wa = weight(a), wb = weight(b);
   double l1a = 0, l1b = 0;
   for (float v : wa) l1a += std::abs(v);
   for (float v : wb) l1b += std::abs(v);
@@ -533,7 +538,7 @@ TEST_F(MnistExtras, L1FlagChangesTheRun) {
 // parameter's weights and gradients each epoch; the final test figures and the confusion image.
 TEST_F(MnistExtras, TensorBoardLogMatchesTheMetrics) {
   const std::string m = path("m.jsonl"), tb = path("tb");
-  const Run r = run("--epochs 2 --val-split 0.25 --quiet --metrics-out '" + m + "' --tensorboard '" + tb + "'");
+  const CliRun r = run("--epochs 2 --val-split 0.25 --quiet --metrics-out '" + m + "' --tensorboard '" + tb + "'");
   ASSERT_EQ(r.rc, 0) << r.out;
   const std::string file = only_event_file(tb);
   ASSERT_FALSE(file.empty());
