@@ -78,8 +78,8 @@ TEST(DataSplit, StratifiedFoldsPartitionWithBalancedClasses) {
   const data::SplitIndices s = data::fold_split(folds, 2);
   EXPECT_EQ(s.val.to_vector<int64_t>(), folds[2].to_vector<int64_t>());
   EXPECT_EQ(s.train.numel() + s.val.numel(), static_cast<int64_t>(y.size()));
-  for (int64_t i : s.train.to_vector<int64_t>()) EXPECT_FALSE(std::binary_search(
-      s.val.to_vector<int64_t>().begin(), s.val.to_vector<int64_t>().end(), i));
+  const std::vector<int64_t> held = s.val.to_vector<int64_t>();
+  for (int64_t i : s.train.to_vector<int64_t>()) EXPECT_FALSE(std::binary_search(held.begin(), held.end(), i)) << i;
 }
 
 TEST(DataSplit, SubsetCopiesTheChosenSamples) {

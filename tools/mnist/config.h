@@ -37,6 +37,9 @@ struct Config {
   int64_t folds = 0;             // --folds: k-fold cross-validation; 0: off
   int64_t fold_index = -1;       // set per fold by --folds (not a flag): the fold held out
   std::string tensorboard_dir;   // --tensorboard: event files written here
+  double aug_scale = 0.0;        // --aug-scale: random scaling in [1 - S, 1 + S]
+  int64_t aug_crop_padding = 0;  // --aug-crop-padding: random crop after padding each side by P pixels
+  bool aug_hflip = false;        // --aug-hflip: random left-right mirror (off for digits)
 };
 
 }  // namespace mnist

@@ -125,6 +125,15 @@ int main(int argc, char** argv) {
       ->check(integer_in<int64_t>(2, 1000));
   app.add_option("--tensorboard", cfg.tensorboard_dir,
                  "write TensorBoard event files (scalars, weight/gradient histograms, confusion matrix) into DIR");
+  app.add_option("--aug-scale", cfg.aug_scale,
+                 "augment: scale each training image by a factor uniform in [1 - S, 1 + S] (S at most 0.5)")
+      ->check(CLI::Range(0.0, 0.5));
+  app.add_option("--aug-crop-padding", cfg.aug_crop_padding,
+                 "augment: pad each side with P zero pixels and crop the image size back at a random offset")
+      ->check(integer_in<int64_t>(0, 1024));
+  app.add_flag("--aug-hflip", cfg.aug_hflip,
+               "augment: mirror left-right with probability 1/2 (for clothing, not digits: a mirrored digit is "
+               "another symbol)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -257,6 +257,9 @@ RunSettings run_settings(const Config& cfg, const data::Mnist& ds, const data::D
       {"normalisation", "mean " + exact(train.mean) + ", std " + exact(train.std)}};
   if (cfg.l1 > 0) s.emplace_back("--l1", exact(cfg.l1));
   if (cfg.val_split > 0) s.emplace_back("--val-split", exact(cfg.val_split));
+  if (cfg.aug_scale > 0) s.emplace_back("--aug-scale", exact(cfg.aug_scale));
+  if (cfg.aug_crop_padding > 0) s.emplace_back("--aug-crop-padding", std::to_string(cfg.aug_crop_padding));
+  if (cfg.aug_hflip) s.emplace_back("--aug-hflip", "on");
   // A schedule is laid out over the whole run, so its length is part of it.
   if (cfg.scheduler != "none") s.emplace_back("--epochs", std::to_string(cfg.epochs));
   return s;
@@ -364,6 +367,15 @@ std::unique_ptr<Session> set_up(const Config& cfg) {
   train_opts.seed = cfg.seed;
   train_opts.device = s->device;
   train_opts.augment = cfg.augment;
+  // --aug-scale, --aug-crop-padding, --aug-hflip: each turns the loader's augmentation on by itself;
+  // rotation and shift stay --augment's.
+  if (cfg.aug_scale > 0 || cfg.aug_crop_padding > 0 || cfg.aug_hflip) {
+    if (!cfg.augment) train_opts.augment_options = {.max_shift = 0, .max_degrees = 0};
+    train_opts.augment_options.max_scale = cfg.aug_scale;
+    train_opts.augment_options.crop_padding = cfg.aug_crop_padding;
+    train_opts.augment_options.hflip = cfg.aug_hflip;
+    train_opts.augment = true;
+  }
   train_opts.flatten = cfg.model == "mlp";  // the convnets take [B, 1, rows, cols]
   if (g_group) train_opts.shard = data::ShardOptions{g_group->size(), g_group->rank(), false};
   s->train_loader =
