@@ -13,6 +13,7 @@ packages=(
   libgtest-dev googletest                                   # the test suite
   libcli11-dev                                              # ember-mnist's command line
   nlohmann-json3-dev                                        # safetensors headers, JSON logs
+  libprotobuf-dev protobuf-compiler                         # ember-mnist --tensorboard: TensorBoard's Event messages
   libopenmpi-dev openmpi-bin                                # ember::dist: mpirun and MPI collectives
   clang-14 libclang-rt-14-dev                               # fuzz/: libFuzzer and the sanitizers (.ci/run)
   dataset-fashion-mnist                                     # Fashion-MNIST, 60,000/10,000 images in IDX form

@@ -228,6 +228,9 @@ struct BatchParams {
   uint64_t augment_counter = 0;  // the sample at position p of `order` draws Philox block augment_counter + p
   double max_degrees = 0.0;
   double max_shift = 0.0;
+  double max_scale = 0.0;    // see data_math::random_warp
+  int64_t crop_padding = 0;
+  bool hflip = false;
 };
 
 // ---- pooling and normalisation (begin poolnorm block; arithmetic in pool_norm_math.h) ----

@@ -67,6 +67,9 @@ BatchParams batch_params(const DataLoaderOptions& o, int64_t epoch, int64_t firs
   p.augment_counter = counter(epoch, Stream::Augment, 0);
   p.max_degrees = o.augment_options.max_degrees;
   p.max_shift = o.augment_options.max_shift;
+  p.max_scale = o.augment_options.max_scale;
+  p.crop_padding = o.augment_options.crop_padding;
+  p.hflip = o.augment_options.hflip;
   return p;
 }
 
@@ -198,6 +201,10 @@ DataLoader::DataLoader(TensorDataset dataset, DataLoaderOptions options)
                   a.max_degrees <= 180,
               "DataLoader: augment_options max_shift ", a.max_shift, " and max_degrees ", a.max_degrees,
               " must be finite, non-negative, max_degrees at most 180");
+  EMBER_CHECK(std::isfinite(a.max_scale) && a.max_scale >= 0 && a.max_scale <= 0.5 && a.crop_padding >= 0 &&
+                  a.crop_padding <= 1024,
+              "DataLoader: augment_options max_scale ", a.max_scale, " must lie in [0, 0.5] and crop_padding ",
+              a.crop_padding, " in [0, 1024]");
   const bool needs_2d = o.augment || o.transform || !o.flatten;
   EMBER_CHECK(!needs_2d || dataset_.images().dim() == 3,
               "DataLoader: augment, transform and flatten = false need images [N, rows, cols], got ",
@@ -298,7 +305,8 @@ Batch DataLoader::make_host_batch(const State& s, int64_t b) const {
     uint8_t* dst = in.data<uint8_t>();
     if (o.augment) {
       const data_math::Warp w = data_math::random_warp(params.seed, params.augment_counter + static_cast<uint64_t>(pos),
-                                                       params.max_degrees, params.max_shift);
+                                                       params.max_degrees, params.max_shift, params.max_scale,
+                                                       params.crop_padding, params.hflip);
       for (int64_t yy = 0; yy < rows; ++yy)
         for (int64_t xx = 0; xx < cols; ++xx) dst[yy * cols + xx] = data_math::warp_pixel(px, rows, cols, yy, xx, w);
     } else {

@@ -38,7 +38,9 @@ __global__ void gather_batch_kernel(float* __restrict__ x, int64_t* __restrict__
   const int64_t pos = p.first + b;
   if (threadIdx.x == 0) {
     index = order[pos * order_stride];
-    if (p.augment) warp = data_math::random_warp(p.seed, p.augment_counter + static_cast<uint64_t>(pos), p.max_degrees, p.max_shift);
+    if (p.augment)
+      warp = data_math::random_warp(p.seed, p.augment_counter + static_cast<uint64_t>(pos), p.max_degrees, p.max_shift,
+                                    p.max_scale, p.crop_padding, p.hflip);
     if (y) y[b] = index >= 0 && index < count ? labels[index] : -1;
   }
   __syncthreads();

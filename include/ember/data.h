@@ -79,13 +79,19 @@ EMBER_API Tensor gather_normalize(const Tensor& images_u8, const Tensor& indices
 // outside the image and rounding to u8. Zero angle and integer shifts move pixels exactly.
 EMBER_API Tensor rotate_translate(const Tensor& image_u8, double degrees, double dx, double dy);
 
-// Per-sample random rotation and shift, drawn from Philox (see DataLoader) and applied with the
-// same bilinear sampling as rotate_translate, on the device that gathers the batch: bilinear,
-// because nearest-neighbour sampling makes a 2-pixel-wide stroke jagged and changes its width under
-// small rotations.
+// Per-sample random rotation, shift, scaling, crop with padding and horizontal flip, drawn from
+// Philox (see DataLoader; the formulas are data_math::random_warp's) and applied in one bilinear
+// resampling, as rotate_translate does, on the device that gathers the batch (the same numbers on
+// the CPU and on CUDA): bilinear, because nearest-neighbour sampling makes a 2-pixel-wide stroke
+// jagged and changes its width under small rotations. Defaults: rotation and shift on, scaling, crop
+// and flip off (a mirrored digit is another symbol or none; turn hflip on for datasets where mirror
+// images are the same class, such as clothing); no elastic distortion.
 struct AugmentOptions {
   double max_shift = 2.0;     // dx, dy uniform in [-max_shift, max_shift] pixels
   double max_degrees = 10.0;  // angle uniform in [-max_degrees, max_degrees]
+  double max_scale = 0.0;     // scale uniform in [1 - max_scale, 1 + max_scale] about the centre; <= 0.5
+  int64_t crop_padding = 0;   // pad each side with this many zero pixels, crop the image size back at random
+  bool hflip = false;         // mirror left-right with probability 1/2
 };
 
 // Where batches are assembled (see DataLoader). Auto: Resident for a non-CPU device without a

@@ -16,8 +16,14 @@ using ember::Error;
 
 nlohmann::json history_json(const std::vector<EpochStats>& h) {
   nlohmann::json a = nlohmann::json::array();
-  for (const EpochStats& s : h)
-    a.push_back({s.epoch, s.train_loss, s.train_acc, s.test_loss, s.test_acc, s.seconds, s.images_per_s, s.lr});
+  for (const EpochStats& s : h) {
+    nlohmann::json row = {s.epoch, s.train_loss, s.train_acc, s.test_loss, s.test_acc, s.seconds, s.images_per_s, s.lr};
+    if (!std::isnan(s.val_acc)) {  // --val-split: two more numbers (rows of older files have 8)
+      row.push_back(s.val_loss);
+      row.push_back(s.val_acc);
+    }
+    a.push_back(row);
+  }
   return a;
 }
 
@@ -31,11 +37,11 @@ std::vector<EpochStats> history_from(const std::string& text, const std::string&
   for (size_t i = 0; i < rows.size(); ++i) {
     const nlohmann::json& e = rows[i];
     // A non-finite figure was written as null (JSON has no NaN); it reads back as NaN.
-    bool ok = e.is_array() && e.size() == 8 && e[0].is_number_integer();
-    for (size_t k = 1; ok && k < 8; ++k) ok = e[k].is_number() || e[k].is_null();
+    bool ok = e.is_array() && (e.size() == 8 || e.size() == 10) && e[0].is_number_integer();
+    for (size_t k = 1; ok && k < e.size(); ++k) ok = e[k].is_number() || e[k].is_null();
     if (!ok)
       throw Error(ember::detail::str_cat(who, " row ", i, " must be [epoch, train_loss, train_acc, test_loss, test_acc, "
-                                         "seconds, images_per_s, lr] (an integer, then 7 numbers), got ",
+                                         "seconds, images_per_s, lr[, val_loss, val_acc]] (an integer, then 7 or 9 numbers), got ",
                                          ember::detail::json_brief(e)));
     auto number = [&](size_t k) { return e[k].is_null() ? std::nan("") : e[k].get<double>(); };
     EpochStats s;
@@ -47,6 +53,10 @@ std::vector<EpochStats> history_from(const std::string& text, const std::string&
     s.seconds = number(5);
     s.images_per_s = number(6);
     s.lr = number(7);
+    if (e.size() == 10) {
+      s.val_loss = number(8);
+      s.val_acc = number(9);
+    }
     h.push_back(s);
   }
   return h;

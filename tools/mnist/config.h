@@ -46,6 +46,16 @@ struct Config {
   bool profile = false;
   std::string profile_steps;  // "FIRST:LAST" (steps counted from 1 across the run); empty: every step
   std::string trace_path;     // Chrome trace of the profiled steps
+  // Training extras and TensorBoard (issue 17; tools/mnist/validation.cpp, tools/mnist/tensorboard.cpp).
+  double l1 = 0.0;               // --l1: lambda * sum |w| over all parameters added to the loss
+  double val_split = 0.0;        // --val-split: fraction of the training set held out (stratified, seeded)
+  int64_t early_stopping = 0;    // --early-stopping: patience in epochs; 0: off
+  int64_t folds = 0;             // --folds: k-fold cross-validation; 0: off
+  int64_t fold_index = -1;       // set per fold by --folds (not a flag): the fold held out
+  std::string tensorboard_dir;   // --tensorboard: event files written here
+  double aug_scale = 0.0;        // --aug-scale: random scaling in [1 - S, 1 + S]
+  int64_t aug_crop_padding = 0;  // --aug-crop-padding: random crop after padding each side by P pixels
+  bool aug_hflip = false;        // --aug-hflip: random left-right mirror (off for digits)
 };
 
 }  // namespace mnist

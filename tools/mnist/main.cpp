@@ -140,6 +140,31 @@ int main(int argc, char** argv) {
                  "profile only steps FIRST:LAST (counted from 1 across the run; implies --profile); on a GPU also "
                  "brackets them with cudaProfilerStart/Stop for nsys --capture-range=cudaProfilerApi");
   app.add_option("--trace", cfg.trace_path, "write a Chrome trace (Perfetto) of the profiled steps (implies --profile)");
+  // Training extras and TensorBoard (issue 17).
+  app.add_option("--l1", cfg.l1, "L1 penalty: adds LAMBDA * sum |w| over all parameters to the loss (gradient "
+                 "LAMBDA * sign(w))")->check(finite_number(true));
+  app.add_option("--val-split", cfg.val_split,
+                 "hold out this fraction of the training set (stratified, seeded by --seed) for validation; "
+                 "the test set is then evaluated only at the end, with the best epoch's weights")
+      ->check(CLI::Range(0.0, 0.9));
+  app.add_option("--early-stopping", cfg.early_stopping,
+                 "stop when validation accuracy has not improved for PATIENCE epochs (needs --val-split or --folds)")
+      ->check(integer_in<int64_t>(0, 1'000'000));
+  app.add_option("--folds", cfg.folds,
+                 "k-fold cross-validation: trains K models on K stratified folds of the training set and reports "
+                 "each fold's and the mean +- std validation accuracy (the test set is not used)")
+      ->check(integer_in<int64_t>(2, 1000));
+  app.add_option("--tensorboard", cfg.tensorboard_dir,
+                 "write TensorBoard event files (scalars, weight/gradient histograms, confusion matrix) into DIR");
+  app.add_option("--aug-scale", cfg.aug_scale,
+                 "augment: scale each training image by a factor uniform in [1 - S, 1 + S] (S at most 0.5)")
+      ->check(CLI::Range(0.0, 0.5));
+  app.add_option("--aug-crop-padding", cfg.aug_crop_padding,
+                 "augment: pad each side with P zero pixels and crop the image size back at a random offset")
+      ->check(integer_in<int64_t>(0, 1024));
+  app.add_flag("--aug-hflip", cfg.aug_hflip,
+               "augment: mirror left-right with probability 1/2 (for clothing, not digits: a mirrored digit is "
+               "another symbol)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

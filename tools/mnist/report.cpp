@@ -70,7 +70,8 @@ void ProgressBar::finish() {
 void print_epoch(const EpochStats& s, int64_t epochs, bool quiet) {
   if (quiet) return;
   char test[64];
-  if (std::isnan(s.test_acc)) std::snprintf(test, sizeof test, "test not measured (no test images)");
+  if (!std::isnan(s.val_acc)) std::snprintf(test, sizeof test, "val loss %.4f acc %.2f%%", s.val_loss, 100 * s.val_acc);
+  else if (std::isnan(s.test_acc)) std::snprintf(test, sizeof test, "test not measured (no test images)");
   else std::snprintf(test, sizeof test, "test loss %.4f acc %.2f%%", s.test_loss, 100 * s.test_acc);
   std::printf("epoch %lld/%lld: train loss %.4f acc %.2f%% | %s | %.1f s, %.0f img/s, lr %.3g\n",
               static_cast<long long>(s.epoch), static_cast<long long>(epochs), s.train_loss, 100 * s.train_acc, test,
@@ -85,7 +86,12 @@ void print_final(const std::vector<EpochStats>& history, const ember::metrics::C
     std::fflush(stdout);
     return;
   }
-  if (!history.empty()) {
+  if (!history.empty() && !std::isnan(history.back().val_acc)) {
+    const auto best = std::max_element(history.begin(), history.end(),
+                                       [](const EpochStats& a, const EpochStats& b) { return a.val_acc < b.val_acc; });
+    std::printf("\nbest epoch by validation: %lld (validation accuracy %.2f%%); the test figures below are "
+                "that epoch's\n", static_cast<long long>(best->epoch), 100 * best->val_acc);
+  } else if (!history.empty()) {
     const auto best = std::max_element(history.begin(), history.end(),
                                        [](const EpochStats& a, const EpochStats& b) { return a.test_acc < b.test_acc; });
     std::printf("\nbest epoch: %lld (test accuracy %.2f%%)\n", static_cast<long long>(best->epoch),
@@ -130,6 +136,10 @@ void MetricsWriter::epoch(const EpochStats& s, const std::vector<EpochStats>& hi
   nlohmann::json j = {{"type", "epoch"},        {"epoch", s.epoch},           {"train_loss", s.train_loss},
                       {"train_accuracy", s.train_acc}, {"test_loss", s.test_loss}, {"test_accuracy", s.test_acc},
                       {"seconds", s.seconds},     {"images_per_s", s.images_per_s}, {"lr", s.lr}};
+  if (!std::isnan(s.val_acc)) {
+    j["val_loss"] = s.val_loss;
+    j["val_accuracy"] = s.val_acc;
+  }
   append(j.dump());
   // Replaced atomically, so a viewer never sees a half-written plot; every step is checked.
   const std::string svg = svg_plot(history);
@@ -152,8 +162,10 @@ void MetricsWriter::summary(const std::vector<EpochStats>& history, const ember:
     matrix.push_back(row);
   }
   int64_t best = 0;
+  const bool by_val = !history.empty() && !std::isnan(history.back().val_acc);  // --val-split: the epoch kept
   for (size_t i = 0; i < history.size(); ++i)
-    if (history[i].test_acc > history[best].test_acc) best = static_cast<int64_t>(i);
+    if (by_val ? history[i].val_acc > history[best].val_acc : history[i].test_acc > history[best].test_acc)
+      best = static_cast<int64_t>(i);
   nlohmann::json j = {{"type", "summary"},
                       {"epochs", history.size()},
                       {"best_epoch", history.empty() || cm.total() == 0 ? nlohmann::json() : nlohmann::json(history[best].epoch)},
@@ -169,7 +181,7 @@ std::string svg_plot(const std::vector<EpochStats>& history) {
   const double W = 720, H = 400, L = 60, R = 60, T = 40, B = 50;
   const double pw = W - L - R, ph = H - T - B;
   double max_loss = 1e-9;
-  for (const EpochStats& s : history) max_loss = std::max({max_loss, s.train_loss, s.test_loss});
+  for (const EpochStats& s : history) max_loss = std::max({max_loss, s.train_loss, s.test_loss, std::isfinite(s.val_loss) ? s.val_loss : 0.0});
   const size_t n = history.size();
   auto x = [&](size_t i) { return L + (n <= 1 ? pw / 2 : pw * static_cast<double>(i) / static_cast<double>(n - 1)); };
   auto y_loss = [&](double v) { return T + ph * (1 - v / max_loss); };
@@ -201,8 +213,10 @@ std::string svg_plot(const std::vector<EpochStats>& history) {
       << polyline([](const EpochStats& s) { return s.test_loss; }, y_loss, "#c33", "none")
       << polyline([](const EpochStats& s) { return s.train_acc; }, y_acc, "#36c", "6,3")
       << polyline([](const EpochStats& s) { return s.test_acc; }, y_acc, "#36c", "none")
-      << "<text x='" << L + 10 << "' y='" << T + 16 << "' fill='#c33'>loss (left): dashed train, solid test</text>\n"
-      << "<text x='" << L + 10 << "' y='" << T + 32 << "' fill='#36c'>accuracy (right): dashed train, solid test</text>\n"
+      << polyline([](const EpochStats& s) { return s.val_loss; }, y_loss, "#c33", "2,2")
+      << polyline([](const EpochStats& s) { return s.val_acc; }, y_acc, "#36c", "2,2")
+      << "<text x='" << L + 10 << "' y='" << T + 16 << "' fill='#c33'>loss (left): dashed train, solid test, dotted validation</text>\n"
+      << "<text x='" << L + 10 << "' y='" << T + 32 << "' fill='#36c'>accuracy (right): dashed train, solid test, dotted validation</text>\n"
       << "</svg>\n";
   return svg.str();
 }

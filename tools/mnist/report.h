@@ -2,6 +2,7 @@
 // JSONL metrics file and its SVG plot.
 #pragma once
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -15,6 +16,7 @@ struct EpochStats {
   int64_t epoch = 0;  // 1-based
   double train_loss = 0, train_acc = 0, test_loss = 0, test_acc = 0;
   double seconds = 0, images_per_s = 0, lr = 0;
+  double val_loss = NAN, val_acc = NAN;  // --val-split / --folds; NaN: no validation set
 };
 
 // One updating line on a terminal (percent, ETA, running loss, images/s); a plain line every 10%

@@ -21,6 +21,8 @@
 #include "ember/dist.h"
 #include "ember/ember.h"
 #include "report.h"
+#include "tensorboard.h"
+#include "validation.h"
 
 namespace mnist {
 namespace {
@@ -276,6 +278,11 @@ RunSettings run_settings(const Config& cfg, const data::Mnist& ds, const data::D
       {"--weight-decay", exact(cfg.weight_decay)},
       {"--augment", cfg.augment ? "on" : "off"},
       {"normalisation", "mean " + exact(train.mean) + ", std " + exact(train.std)}};
+  if (cfg.l1 > 0) s.emplace_back("--l1", exact(cfg.l1));
+  if (cfg.val_split > 0) s.emplace_back("--val-split", exact(cfg.val_split));
+  if (cfg.aug_scale > 0) s.emplace_back("--aug-scale", exact(cfg.aug_scale));
+  if (cfg.aug_crop_padding > 0) s.emplace_back("--aug-crop-padding", std::to_string(cfg.aug_crop_padding));
+  if (cfg.aug_hflip) s.emplace_back("--aug-hflip", "on");
   // A schedule is laid out over the whole run, so its length is part of it.
   if (cfg.scheduler != "none") s.emplace_back("--epochs", std::to_string(cfg.epochs));
   return s;
@@ -315,6 +322,7 @@ struct Session {
   std::unique_ptr<optim::LRScheduler> sched;
   bool per_batch_sched = false;
   std::unique_ptr<data::DataLoader> train_loader, test_loader;
+  std::unique_ptr<data::DataLoader> val_loader;  // --val-split / --folds: held out of the training set
   std::unique_ptr<dist::DistributedDataParallel> ddp;  // --distributed: averages the gradients in backward
   std::unique_ptr<GraphedStep> graphed;  // the step as a CUDA graph, unless cuda_graph_unavailable says why not
   std::unique_ptr<RunProfiler> prof;                    // --profile (profiling.h)
@@ -341,6 +349,7 @@ void check_flags(const Config& cfg) {
               "not with --eval or --distributed");
   EMBER_CHECK(!cfg.prune_structured || cfg.model != "resnet", "--prune-structured supports --model mlp and cnn; a "
               "ResNet's residual additions tie its channels (use --prune without --prune-structured)");
+  check_extra_flags(cfg);
 }
 
 // Threads, TF32 and anomaly mode: process-wide settings.
@@ -378,6 +387,7 @@ std::unique_ptr<Session> set_up(const Config& cfg) {
     EMBER_CHECK(cfg.target_accuracy < 0, "--target-accuracy: ", s->dir,
                 " holds 0 test images, so the test accuracy cannot be measured");
   }
+  std::optional<data::MnistSplit> val = hold_out_validation(cfg, s->ds);  // --val-split / --folds
   s->in_features = s->ds.train.images.size(1) * s->ds.train.images.size(2);
   s->fashion = s->dir.find("fashion") != std::string::npos;
 
@@ -393,6 +403,15 @@ std::unique_ptr<Session> set_up(const Config& cfg) {
   train_opts.seed = cfg.seed;
   train_opts.device = s->device;
   train_opts.augment = cfg.augment;
+  // --aug-scale, --aug-crop-padding, --aug-hflip: each turns the loader's augmentation on by itself;
+  // rotation and shift stay --augment's.
+  if (cfg.aug_scale > 0 || cfg.aug_crop_padding > 0 || cfg.aug_hflip) {
+    if (!cfg.augment) train_opts.augment_options = {.max_shift = 0, .max_degrees = 0};
+    train_opts.augment_options.max_scale = cfg.aug_scale;
+    train_opts.augment_options.crop_padding = cfg.aug_crop_padding;
+    train_opts.augment_options.hflip = cfg.aug_hflip;
+    train_opts.augment = true;
+  }
   train_opts.flatten = cfg.model == "mlp";  // the convnets take [B, 1, rows, cols]
   if (g_group) train_opts.shard = data::ShardOptions{g_group->size(), g_group->rank(), false};
   s->train_loader =
@@ -403,6 +422,7 @@ std::unique_ptr<Session> set_up(const Config& cfg) {
   test_opts.flatten = train_opts.flatten;
   s->test_loader =
       std::make_unique<data::DataLoader>(data::TensorDataset(s->ds.test.images, s->ds.test.labels), test_opts);
+  if (val) s->val_loader = std::make_unique<data::DataLoader>(data::TensorDataset(*val), test_opts);
   s->steps_per_epoch = s->train_loader->num_batches();
   s->prof = std::make_unique<RunProfiler>(cfg, s->device);
   s->settings = cfg.eval_path.empty() ? run_settings(cfg, s->ds, train_opts) : RunSettings{};
@@ -525,7 +545,8 @@ EpochResult train_epoch(Session& s, Training& t, int64_t epoch, int64_t first_st
       logits = (*s.model)(batch.x);
       loss = cross_entropy(logits, batch.y);
       s.opt->zero_grad();
-      loss.backward();
+      // --l1: lambda * sum |w| joins the objective; the reported loss stays the data's.
+      (cfg.l1 > 0 ? add(loss, optim::l1_penalty(s.model->parameters(), cfg.l1)) : loss).backward();
     } catch (const Error& e) {
       if (!autograd::anomaly_enabled()) throw;
       throw Error(detail::str_cat("--detect-anomaly: epoch ", epoch + 1, ", step ", step + 1, ": ", e.what()));
@@ -568,8 +589,12 @@ EpochResult train_epoch(Session& s, Training& t, int64_t epoch, int64_t first_st
   if (r.interrupted) return r;
   if (s.sched && !s.per_batch_sched) s.sched->step();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EvalResult test = evaluate(*s.model, *s.test_loader, nullptr);
+  // With a validation set, the test set waits for the end of the run: it must not steer it.
+  const EvalResult val = s.val_loader ? evaluate(*s.model, *s.val_loader, nullptr) : EvalResult{};
+  EvalResult test = s.val_loader ? EvalResult{} : evaluate(*s.model, *s.test_loader, nullptr);
   EpochStats& st = r.stats;
+  st.val_loss = val.loss;
+  st.val_acc = val.accuracy;
   st.epoch = epoch + 1;
   st.train_loss = images ? loss_sum.item<double>() / static_cast<double>(images) : NAN;
   st.train_acc = images ? static_cast<double>(correct.item<int64_t>()) / static_cast<double>(images) : NAN;
@@ -604,7 +629,8 @@ int stop_interrupted(Session& s, const Progress& progress) {
 
 // The end of a finished run: the best epoch, the confusion matrix and per-class scores, the metrics
 // summary; exit 3 below --target-accuracy.
-int report(Session& s, const Training& t, const std::vector<EpochStats>& history, MetricsWriter& metrics_out) {
+int report(Session& s, const Training& t, const std::vector<EpochStats>& history, MetricsWriter& metrics_out,
+           TensorBoardLog& tb) {
   const Config& cfg = s.cfg;
   if (t.skipped > 0)
     std::printf("\nskipped %lld non-finite step(s) (--skip-nonfinite): their updates were not applied\n",
@@ -613,6 +639,7 @@ int report(Session& s, const Training& t, const std::vector<EpochStats>& history
   EvalResult final_test = evaluate(*s.model, *s.test_loader, &cm);
   print_final(history, cm, s.class_names());
   metrics_out.summary(history, cm);
+  tb.final_test(final_test.loss, final_test.accuracy, cm, static_cast<int64_t>(history.size()));
   if (metrics_out.enabled() && !cfg.quiet)
     std::printf("\nmetrics: %s, plot: %s\n", cfg.metrics_out.c_str(), metrics_out.svg_path().c_str());
   if (cfg.target_accuracy >= 0 && 100 * final_test.accuracy < cfg.target_accuracy) {
@@ -623,22 +650,50 @@ int report(Session& s, const Training& t, const std::vector<EpochStats>& history
   return 0;
 }
 
-}  // namespace
+// --val-split: after an epoch that beat every earlier one on validation accuracy, its weights are
+// kept in memory and, with --save PATH, in PATH's ".best" sibling (written atomically like every
+// checkpoint, so a failed write leaves the previous best file whole).
+void keep_best(Session& s, const Progress& progress, nn::StateDict& best) {
+  if (!s.val_loader || best_val_epoch(progress.history) != progress.history.back().epoch) return;
+  best.clear();
+  for (auto& [name, t] : s.model->state_dict()) best.emplace_back(name, t.detach().clone());
+  if (!s.cfg.save_path.empty())
+    save_training_checkpoint(best_checkpoint_path(s.cfg.save_path), *s.model, *s.opt, s.sched.get(), progress, s.cfg,
+                             s.settings);
+}
 
-void request_stop() { g_stop = true; }
+// Before the test set is touched: the best epoch's weights back in the model (from memory, or after
+// a --resume past the best epoch from the best checkpoint).
+void restore_best(Session& s, const Progress& progress, const nn::StateDict& best) {
+  if (!s.val_loader || progress.history.empty()) return;
+  const int64_t epoch = best_val_epoch(progress.history);
+  if (epoch == progress.history.back().epoch) return;  // the model holds them already
+  if (!best.empty()) {
+    s.model->load_state_dict(best);
+    return;
+  }
+  const std::string path = s.cfg.save_path.empty() ? std::string() : best_checkpoint_path(s.cfg.save_path);
+  if (!path.empty() && std::filesystem::exists(path)) {
+    Progress ignored;
+    load_training_checkpoint(path, *s.model, nullptr, nullptr, ignored, s.cfg, s.settings);
+    return;
+  }
+  std::printf("note: the best epoch (%lld) came before --resume and no best checkpoint (%s) was found; the test "
+              "figures are the last epoch's\n", static_cast<long long>(epoch),
+              path.empty() ? "no --save" : path.c_str());
+}
 
-// The program: set up, then per epoch train, evaluate, record and checkpoint, then report.
-int run(const Config& cfg_in) {
-  DistributedScope dist_scope;
-  const Config cfg = join_distributed(cfg_in);
-  check_flags(cfg);
-  apply_process_settings(cfg);
+// One training run, or (`fold` given) one fold of --folds, which returns its best validation figures
+// instead of a test report.
+int train_run(const Config& cfg, FoldResult* fold) {
   std::unique_ptr<Session> s = set_up(cfg);
   if (!cfg.eval_path.empty()) return evaluate_checkpoint(*s);
 
   Progress progress = start_or_resume(*s);
   print_header(*s);
   MetricsWriter metrics_out(cfg.metrics_out);
+  TensorBoardLog tb(cfg.tensorboard_dir);
+  nn::StateDict best;
   Training training(*s, progress);
   for (int64_t epoch = progress.epoch; epoch < cfg.epochs; ++epoch) {
     const EpochResult r = train_epoch(*s, training, epoch, progress.step_in_epoch);
@@ -653,19 +708,52 @@ int run(const Config& cfg_in) {
     progress.epoch = epoch + 1;
     progress.step_in_epoch = 0;
     checkpoint(*s, progress);
+    tb.epoch(r.stats, *s->model);
+    keep_best(*s, progress, best);
+    if (should_stop_early(progress.history, cfg.early_stopping)) {
+      if (!cfg.quiet)
+        std::printf("early stopping: no validation improvement for %lld epoch(s) since epoch %lld\n",
+                    static_cast<long long>(cfg.early_stopping), static_cast<long long>(best_val_epoch(progress.history)));
+      break;
+    }
   }
   if (s->ddp && !cfg.quiet)  // --distributed: the communication that backward did not hide
     std::printf("ddp: %d ranks, %zu gradient bucket(s), %.2f s waiting for all-reduces\n", g_group->size(),
                 s->ddp->num_buckets(), s->ddp->seconds_waiting());
+  if (fold) {
+    *fold = fold_result(progress.history);
+    return 0;
+  }
+  restore_best(*s, progress, best);
   if (cfg.prune > 0)  // --prune: the pruned, fine-tuned model is the one reported
     s->model = compress::prune_and_finetune(
         cfg, s->model, *s->train_loader,
         {[&](const std::vector<Tensor>& p) { return make_optimizer(cfg, p); },
          [&](nn::Module& m) { return evaluate(m, *s->test_loader, nullptr).accuracy; }});
   s->prof->after(INT64_MAX);  // --profile ends with training (the final evaluation is not profiled)
-  const int rc = report(*s, training, progress.history, metrics_out);
+  const int rc = report(*s, training, progress.history, metrics_out, tb);
   s->prof->finish();  // --profile's table and trace, and the run's peak memory
   return rc;
+}
+
+}  // namespace
+
+void request_stop() { g_stop = true; }
+
+// The program: set up, then per epoch train, evaluate, record and checkpoint, then report (or, with
+// --folds K, that K times, one per fold, and the cross-validation summary).
+int run(const Config& cfg_in) {
+  DistributedScope dist_scope;
+  const Config cfg = join_distributed(cfg_in);
+  check_flags(cfg);
+  apply_process_settings(cfg);
+  if (cfg.folds > 0)
+    return run_cross_validation(cfg, [](const Config& c) -> std::optional<FoldResult> {
+      FoldResult f;
+      if (train_run(c, &f) != 0) return std::nullopt;
+      return f;
+    });
+  return train_run(cfg, nullptr);
 }
 
 }  // namespace mnist

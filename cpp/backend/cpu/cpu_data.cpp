@@ -37,7 +37,8 @@ void CpuBackend::gather_batch(const Tensor& x, const Tensor& y, const Tensor& im
     float* row = out + b * pixels;
     if (p.augment) {
       const data_math::Warp w =
-          data_math::random_warp(p.seed, p.augment_counter + static_cast<uint64_t>(pos), p.max_degrees, p.max_shift);
+          data_math::random_warp(p.seed, p.augment_counter + static_cast<uint64_t>(pos), p.max_degrees, p.max_shift,
+                                 p.max_scale, p.crop_padding, p.hflip);
       for (int64_t yy = 0; yy < rows; ++yy)
         for (int64_t xx = 0; xx < cols; ++xx)
           row[yy * cols + xx] = lut[data_math::warp_pixel(img, rows, cols, yy, xx, w)];
