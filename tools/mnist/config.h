@@ -30,6 +30,8 @@ struct Config {
   bool skip_nonfinite = false;  // skip steps with a non-finite loss or gradient norm instead of stopping
   bool detect_anomaly = false;
   bool distributed = false;     // data-parallel over the ranks mpirun started (ember::dist)  // autograd anomaly mode: name the op whose output is first non-finite
+  // --precision (mixed precision, issue 13; precision.cpp): fp32 | tf32 (GPU) | bf16 | fp16
+  std::string precision = "fp32";
 };
 
 }  // namespace mnist

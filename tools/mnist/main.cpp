@@ -109,6 +109,11 @@ int main(int argc, char** argv) {
                "data-parallel training under mpirun -np N (also on when mpirun starts more than one rank): "
                "each rank takes --batch-size images per step, global batch N x --batch-size");
   app.add_flag("--quiet,-q", cfg.quiet, "no progress bar or per-epoch lines; only the final report");
+  // --precision (mixed precision, issue 13): the values are checked in precision.cpp against the device.
+  app.add_option("--precision", cfg.precision,
+                 "fp32, tf32 (GPU only: f32 on TF32 tensor cores), bf16 (autocast: linear layers in bf16 with f32 "
+                 "accumulation) or fp16 (autocast in f16 with dynamic loss scaling)")
+      ->check(CLI::IsMember({"fp32", "tf32", "bf16", "fp16"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

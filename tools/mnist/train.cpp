@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "checkpoint_io.h"
+#include "precision.h"
 #include "ember/dist.h"
 #include "ember/ember.h"
 #include "report.h"
@@ -295,6 +296,7 @@ struct Session {
   std::unique_ptr<dist::DistributedDataParallel> ddp;  // --distributed: averages the gradients in backward
   int64_t steps_per_epoch = 0;
   RunSettings settings;
+  std::unique_ptr<Precision> precision;  // --precision
 
   std::vector<std::string> class_names() const { return fashion ? kFashionNames : std::vector<std::string>{}; }
 };
@@ -348,6 +350,7 @@ std::unique_ptr<Session> set_up(const Config& cfg) {
   manual_seed(cfg.seed);
   s->model = make_model(cfg, s->ds.train.images.size(1), s->ds.train.images.size(2), 10);
   s->model->to(s->device);
+  s->precision = std::make_unique<Precision>(cfg, s->device);
   if (g_group) s->ddp = std::make_unique<dist::DistributedDataParallel>(s->model, *g_group);
   s->opt = make_optimizer(cfg, s->model->parameters());
 
@@ -419,6 +422,7 @@ void print_header(const Session& s) {
               cfg.optimizer.c_str(), cfg.lr, static_cast<long long>(cfg.batch_size), static_cast<long long>(cfg.epochs),
               s.device.str().c_str(), static_cast<long long>(s.ds.train.images.size(0)),
               static_cast<long long>(s.ds.test.images.size(0)));
+  std::printf("ember-mnist: precision %s\n", s.precision->describe().c_str());
 }
 
 // What lives across the epochs of a training run: the guard, the progress bar's reader, the counts.
@@ -471,18 +475,24 @@ EpochResult train_epoch(Session& s, Training& t, int64_t epoch, int64_t first_st
     profile::Range step_range("train.step");  // Nsight: one range per step, ember's op ranges inside
     Tensor logits, loss;
     try {
-      logits = (*s.model)(batch.x);
-      loss = cross_entropy(logits, batch.y);
+      {
+        const auto low = s.precision->forward_scope();  // --precision bf16/fp16: autocast
+        logits = (*s.model)(batch.x);
+        loss = cross_entropy(logits, batch.y);
+      }
       s.opt->zero_grad();
-      loss.backward();
+      s.precision->backward(loss);  // fp16: the scaled loss
     } catch (const Error& e) {
       if (!autograd::anomaly_enabled()) throw;
       throw Error(detail::str_cat("--detect-anomaly: epoch ", epoch + 1, ", step ", step + 1, ": ", e.what()));
     }
-    const Tensor finite = t.guard.record(loss, s.model->parameters());
+    // fp16: an overflow of the scaled gradients is the loss scaler's to handle (the step is skipped
+    // and counted), not a non-finite run.
+    const bool overflow = s.precision->unscale_and_check(*s.opt);
+    const Tensor finite = overflow ? ones({}, TensorOptions(DType::Bool)) : t.guard.record(loss, s.model->parameters());
     // --skip-nonfinite decides on the host before the update: one wait per step on a GPU.
     const bool skip = cfg.skip_nonfinite && !finite.item<bool>();
-    if (!skip) s.opt->step();
+    s.precision->step(*s.opt, !skip);
     if (s.per_batch_sched) s.sched->step();  // the schedule follows the steps taken or skipped
     ++step;
     if (skip) {
@@ -556,6 +566,9 @@ int report(Session& s, const Training& t, const std::vector<EpochStats>& history
   if (t.skipped > 0)
     std::printf("\nskipped %lld non-finite step(s) (--skip-nonfinite): their updates were not applied\n",
                 static_cast<long long>(t.skipped));
+  if (s.precision->loss_scaling())
+    std::printf("\nfp16 loss scaling: %lld step(s) skipped for inf/NaN gradients (parameters unchanged); final scale %g\n",
+                static_cast<long long>(s.precision->skipped_steps()), s.precision->loss_scale());
   metrics::ConfusionMatrix cm(10);
   EvalResult final_test = evaluate(*s.model, *s.test_loader, &cm);
   print_final(history, cm, s.class_names());
