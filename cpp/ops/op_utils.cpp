@@ -16,7 +16,7 @@ void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
 }
 
 void check_floating(const Tensor& t, const char* op) {
-  EMBER_CHECK(is_floating(t.dtype()), op, ": expected a floating (f32, f64, bf16 or f16) tensor but got ",
+  EMBER_CHECK(is_floating(t.dtype()), op, ": expected a floating tensor (f32 or f64, or bf16/f16) but got ",
               dtype_name(t.dtype()), " (shape ", shape_str(t.shape()), "); convert it with .to(DType::F32)");
 }
 
