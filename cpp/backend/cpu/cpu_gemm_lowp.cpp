@@ -1,8 +1,9 @@
 // CPU backend: bf16 and f16 GEMMs (autocast's matmul/linear) through oneDNN's matmul, which picks
 // AVX512_BF16 / AMX kernels from the CPU's feature bits at run time and accumulates in f32.
-// bf16 runs on those kernels directly; f16 operands are widened to f32 first (oneDNN 2.6 has f16
-// kernels only on AVX512_FP16 CPUs and a slow reference loop elsewhere), which is the same
-// arithmetic: f16 products are exact in f32, and the sum accumulates in f32 either way.
+// bf16 runs on those kernels directly; f16 operands (and bf16 ones where oneDNN has no bf16
+// matmul) are widened to f32 first (oneDNN 2.6 has f16 kernels only on AVX512_FP16 CPUs and a slow
+// reference loop elsewhere), which is the same arithmetic: 16-bit products are exact in f32, and
+// the sum accumulates in f32 either way.
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <array>
@@ -59,6 +60,21 @@ const Entry& find_or_build(const Key& key, const memory::desc& a, const memory::
   return *cache.emplace(key, std::move(e)).first->second;
 }
 
+// Whether oneDNN has a bf16 matmul on this CPU (AVX512_BF16, AMX, or its AVX-512 emulation); on
+// an AVX2-only CPU it has none, and bf16 then takes the f16 path (widened to f32), asked once.
+bool bf16_matmul_available() {
+  static const bool ok = [] {
+    try {
+      const memory::desc d({16, 16}, memory::data_type::bf16, {16, 1});
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(d, d, d), engine());
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return ok;
+}
+
 // An f32 copy of a bf16/f16 operand (the f16 path), contiguous.
 Tensor widened(const Tensor& t) {
   Tensor w = make_empty(t.shape(), DType::F32, t.device());
@@ -78,8 +94,9 @@ void gemm_lowp(const Tensor& out, const Tensor& a_in, const Tensor& b_in, const 
   const int64_t K = a_in.size(a_in.dim() - 1);
   const EpilogueParts ep = epilogue_parts(o.epilogue, "cpu");
 
-  // The f16 path computes on f32 copies and rounds the result once into `out`.
-  const bool widen = dt == DType::F16;
+  // The f16 path (and bf16 where oneDNN has no bf16 matmul) computes on f32 copies and rounds the
+  // result once into `out`.
+  const bool widen = dt == DType::F16 || !bf16_matmul_available();
   const Tensor a = widen ? widened(a_in) : a_in, b = widen ? widened(b_in) : b_in;
   const Tensor bias = ep.bias ? (widen ? widened(o.bias) : o.bias) : Tensor();
   const Tensor c = widen ? make_empty(out.shape(), DType::F32, out.device()) : out;
