@@ -86,6 +86,9 @@ struct GemmTypes {
 
 GemmTypes gemm_types(DType dt) {
   if (dt == DType::F64) return {CUDA_R_64F, CUBLAS_COMPUTE_64F};
+  // bf16/f16 operands on the tensor cores, accumulating in f32 (alpha and beta in f32).
+  if (dt == DType::BF16) return {CUDA_R_16BF, CUBLAS_COMPUTE_32F};
+  if (dt == DType::F16) return {CUDA_R_16F, CUBLAS_COMPUTE_32F};
   // TF32 rounds inputs to 10 mantissa bits: off by default so results match the CPU closely.
   return {CUDA_R_32F, cuda::allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F};
 }
@@ -193,8 +196,7 @@ void CudaBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, cons
   EMBER_CHECK(dev.is_cuda() && a.device() == dev && b.device() == dev, "gemm: operands on ", a.device().str(), " and ",
               b.device().str(), " with output on ", dev.str(), "; all must be on one CUDA device");
   const DType dt = out.dtype();
-  EMBER_CHECK(dt == DType::F32 || dt == DType::F64, "gemm: expected a floating dtype (f32 or f64) but got ",
-              dtype_name(dt));
+  EMBER_CHECK(is_floating(dt), "gemm: expected a floating dtype (f32, f64, bf16 or f16) but got ", dtype_name(dt));
   const cudaStream_t stream = cuda::stream_for(dev);
   cuda::DeviceGuard guard(dev.index);
   cuda::NvtxRange range("ember::gemm");

@@ -1,5 +1,6 @@
 // The arithmetic of every elementwise op and activation derivative, written once for the CPU
-// loops and the CUDA kernels (which add only indexing). Integer inputs compute in double.
+// loops and the CUDA kernels (which add only indexing). Integer inputs compute in double, bf16 and
+// f16 inputs in float.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -7,11 +8,13 @@
 
 #include "cpp/backend/backend.h"
 #include "cpp/backend/host_device.h"
+#include "cpp/backend/lowp_math.h"
 
 namespace ember::math {
 
 template <class T>
-using compute_t = std::conditional_t<std::is_floating_point_v<T>, T, double>;
+using compute_t =
+    std::conditional_t<std::is_floating_point_v<T>, T, std::conditional_t<is_lowp_v<T>, float, double>>;
 
 // The math functions by name and precision, for both compilers. An unqualified exp(x) with a float
 // x resolves on the host to the C library's ::exp(double) (<cmath> puts the float overloads in std

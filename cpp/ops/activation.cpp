@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "cpp/ops/autocast.h"
 #include "cpp/ops/op_utils.h"
 #include "ember/profile.h"
 
@@ -83,7 +84,7 @@ Tensor softplus(const Tensor& x, double beta, double threshold) {
   Tensor soft = beta == 1.0 ? softplus(bx) : div(softplus(bx), beta);
   return where(gt(bx, threshold), x, soft);
 }
-Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false, "softmax"); }
-Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true, "log_softmax"); }
+Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(ops::autocast_input(x, "softmax"), dim, false, "softmax"); }
+Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(ops::autocast_input(x, "log_softmax"), dim, true, "log_softmax"); }
 
 }  // namespace ember

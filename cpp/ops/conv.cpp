@@ -7,6 +7,7 @@
 // conv_transpose2d is D with its bias added: its forward is conv2d's data gradient.
 #include <string>
 
+#include "cpp/ops/autocast.h"
 #include "cpp/ops/op_utils.h"
 #include "ember/profile.h"
 
@@ -200,7 +201,10 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, co
 
 }  // namespace
 
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dArgs& args) {
+Tensor conv2d(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in, const Conv2dArgs& args) {
+  const Tensor x = ops::autocast_input(x_in, "conv2d");
+  const Tensor weight = ops::autocast_input(weight_in, "conv2d");
+  const Tensor bias = ops::autocast_input(bias_in, "conv2d");
   static constexpr const char* op = "conv2d";
   profile::Range range(op);
   check_common(x, weight, bias, op);
@@ -228,7 +232,10 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   return conv2d_impl(x.unsqueeze(2), weight.unsqueeze(2), bias, a, op, x.shape(), weight.shape()).squeeze(2);
 }
 
-Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvTranspose2dArgs& a) {
+Tensor conv_transpose2d(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in, const ConvTranspose2dArgs& a) {
+  const Tensor x = ops::autocast_input(x_in, "conv_transpose2d");
+  const Tensor weight = ops::autocast_input(weight_in, "conv_transpose2d");
+  const Tensor bias = ops::autocast_input(bias_in, "conv_transpose2d");
   static constexpr const char* op = "conv_transpose2d";
   profile::Range range(op);
   check_common(x, weight, bias, op);

@@ -1,6 +1,7 @@
 // matmul (any ranks, broadcast batch dims, as PyTorch) and linear / linear_relu with their GEMM
 // epilogues: bias (+ReLU) fused into the forward GEMM, the bias gradient into the weight GEMM.
 #include "cpp/backend/gemm_layout.h"
+#include "cpp/ops/autocast.h"
 #include "cpp/ops/op_utils.h"
 #include "ember/profile.h"
 
@@ -134,8 +135,9 @@ Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& b, bool relu,
 // PyTorch's rules: 1-D operands gain a dim that is removed again (a row vector in front, a column
 // vector behind); the batch dims (all but the last two) broadcast; a 2-D second operand folds the
 // first's batch dims into its rows (one GEMM); otherwise the broadcast batch runs as one batched GEMM.
-Tensor matmul(const Tensor& a, const Tensor& b) {
+Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   profile::Range range("matmul");
+  const Tensor a = ops::autocast_input(a_in, "matmul"), b = ops::autocast_input(b_in, "matmul");
   check_matmul_args(a, b, "matmul");
   EMBER_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: operands must have at least 1 dim, got shapes ",
               shape_str(a.shape()), " and ", shape_str(b.shape()));
@@ -174,9 +176,13 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
       .reshape(out_shape);
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) { return linear_impl(x, w, b, false, "linear"); }
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  return linear_impl(ops::autocast_input(x, "linear"), ops::autocast_input(w, "linear"),
+                     ops::autocast_input(b, "linear"), false, "linear");
+}
 Tensor linear_relu(const Tensor& x, const Tensor& w, const Tensor& b) {
-  return linear_impl(x, w, b, true, "linear_relu");
+  return linear_impl(ops::autocast_input(x, "linear_relu"), ops::autocast_input(w, "linear_relu"),
+                     ops::autocast_input(b, "linear_relu"), true, "linear_relu");
 }
 
 }  // namespace ember

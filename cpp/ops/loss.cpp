@@ -2,6 +2,7 @@
 // ember ops, cross-entropy with class weights or probability targets, nll, mse, l1, binary
 // cross-entropy (on probabilities, with PyTorch's clamped logs and gradient) and with logits
 // (weight, pos_weight). Class losses take [N, C] or [N, C, d1, ...] inputs.
+#include "cpp/ops/autocast.h"
 #include "cpp/ops/op_utils.h"
 #include "ember/profile.h"
 
@@ -152,7 +153,9 @@ Tensor fused_cross_entropy(const Tensor& logits0, const Tensor& labels, const Cr
 
 }  // namespace
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyArgs& args) {
+Tensor cross_entropy(const Tensor& logits_in, const Tensor& target_in, const CrossEntropyArgs& args) {
+  const Tensor logits = ops::autocast_input(logits_in, "cross_entropy");
+  const Tensor target = ops::autocast_input(target_in, "cross_entropy");
   profile::Range range("cross_entropy");
   check_spatial(logits, target, "cross_entropy", "logits");
   check_class_weight(args.weight, logits, "cross_entropy");
@@ -195,7 +198,8 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, Reduction reducti
   return nll_loss(log_probs, labels, NllLossArgs{reduction, ignore_index, Tensor()});
 }
 
-Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, const NllLossArgs& args) {
+Tensor nll_loss(const Tensor& log_probs_in, const Tensor& labels, const NllLossArgs& args) {
+  const Tensor log_probs = ops::autocast_input(log_probs_in, "nll_loss");
   profile::Range range("nll_loss");
   check_spatial(log_probs, labels, "nll_loss", "log_probs");
   check_class_weight(args.weight, log_probs, "nll_loss");
@@ -205,7 +209,9 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, const NllLossArgs
   return finish_rows(r.rows, sum(r.weight), args.reduction, per_target_shape(log_probs));
 }
 
-Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+Tensor mse_loss(const Tensor& input_in, const Tensor& target_in, Reduction reduction) {
+  const Tensor input = ops::autocast_input(input_in, "mse_loss");
+  const Tensor target = ops::autocast_input(target_in, "mse_loss");
   profile::Range range("mse_loss");
   check_same_shape(input, target, "mse_loss");
   return reduce_loss(square(sub(input, target)), reduction);
@@ -233,7 +239,9 @@ void check_broadcasts_to(const Tensor& w, const Tensor& input, const char* op, c
 
 }  // namespace
 
-Tensor binary_cross_entropy(const Tensor& probs, const Tensor& target, const BceArgs& args) {
+Tensor binary_cross_entropy(const Tensor& probs_in, const Tensor& target_in, const BceArgs& args) {
+  const Tensor probs = ops::autocast_input(probs_in, "binary_cross_entropy");
+  const Tensor target = ops::autocast_input(target_in, "binary_cross_entropy");
   profile::Range range("binary_cross_entropy");
   check_same_shape(probs, target, "binary_cross_entropy");
   ops::check_floating(probs, "binary_cross_entropy");
@@ -285,7 +293,9 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
   return binary_cross_entropy_with_logits(logits, target, BceArgs{reduction, Tensor(), Tensor()});
 }
 
-Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, const BceArgs& args) {
+Tensor binary_cross_entropy_with_logits(const Tensor& logits_in, const Tensor& target_in, const BceArgs& args) {
+  const Tensor logits = ops::autocast_input(logits_in, "binary_cross_entropy_with_logits");
+  const Tensor target = ops::autocast_input(target_in, "binary_cross_entropy_with_logits");
   profile::Range range("binary_cross_entropy_with_logits");
   check_same_shape(logits, target, "binary_cross_entropy_with_logits");
   ops::check_floating(logits, "binary_cross_entropy_with_logits");

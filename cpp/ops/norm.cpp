@@ -3,6 +3,7 @@
 // norm (the same primitive over [n, c, s] views), and instance norm (group norm with one group per
 // channel, its running statistics composed from ember ops). Backward of the fused paths is the
 // primitive's norm_backward (first order: it is not itself differentiable).
+#include "cpp/ops/autocast.h"
 #include "cpp/ops/op_utils.h"
 #include "ember/profile.h"
 
@@ -85,8 +86,9 @@ int64_t spatial_size(const Tensor& x) {
 
 }  // namespace
 
-Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+Tensor batch_norm(const Tensor& x_in, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
                   const Tensor& bias, bool training, double momentum, double eps) {
+  const Tensor x = ops::autocast_input(x_in, "batch_norm");
   profile::Range range("batch_norm");
   check_norm_input(x, "batch_norm", 2);
   const int64_t c = x.size(1);
@@ -116,8 +118,9 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
   return fused_norm("batch_norm", x, weight, bias, running_mean, running_var, p);
 }
 
-Tensor layer_norm(const Tensor& x, const std::vector<int64_t>& normalized_shape, const Tensor& weight,
+Tensor layer_norm(const Tensor& x_in, const std::vector<int64_t>& normalized_shape, const Tensor& weight,
                   const Tensor& bias, double eps) {
+  const Tensor x = ops::autocast_input(x_in, "layer_norm");
   profile::Range range("layer_norm");
   ops::check_defined(x, "layer_norm");
   ops::check_floating(x, "layer_norm");
@@ -136,7 +139,8 @@ Tensor layer_norm(const Tensor& x, const std::vector<int64_t>& normalized_shape,
   return fused_norm("layer_norm", x, weight, bias, Tensor(), Tensor(), p);
 }
 
-Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias, double eps) {
+Tensor group_norm(const Tensor& x_in, int64_t num_groups, const Tensor& weight, const Tensor& bias, double eps) {
+  const Tensor x = ops::autocast_input(x_in, "group_norm");
   profile::Range range("group_norm");
   check_norm_input(x, "group_norm", 2);
   const int64_t c = x.size(1);
@@ -150,8 +154,9 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
   return fused_norm("group_norm", x, weight, bias, Tensor(), Tensor(), p);
 }
 
-Tensor instance_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+Tensor instance_norm(const Tensor& x_in, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
                      const Tensor& bias, bool use_input_stats, double momentum, double eps) {
+  const Tensor x = ops::autocast_input(x_in, "instance_norm");
   profile::Range range("instance_norm");
   check_norm_input(x, "instance_norm", 3);
   const int64_t c = x.size(1), s = spatial_size(x);

@@ -16,7 +16,7 @@ void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
 }
 
 void check_floating(const Tensor& t, const char* op) {
-  EMBER_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64, op, ": expected an f32 or f64 tensor but got ",
+  EMBER_CHECK(is_floating(t.dtype()), op, ": expected a floating tensor (f32 or f64, or bf16/f16) but got ",
               dtype_name(t.dtype()), " (shape ", shape_str(t.shape()), "); convert it with .to(DType::F32)");
 }
 
@@ -27,18 +27,22 @@ void check_dtype(const Tensor& t, DType dt, const char* op, const char* what) {
 
 DType promote(DType a, DType b) {
   if (a == b) return a;
+  // bf16 with f16: neither holds the other (PyTorch gives f32).
+  if ((a == DType::BF16 && b == DType::F16) || (a == DType::F16 && b == DType::BF16)) return DType::F32;
   auto rank = [](DType d) {
     switch (d) {
       case DType::Bool: return 0;
       case DType::U8: return 1;
       case DType::I32: return 2;
       case DType::I64: return 3;
-      case DType::F32: return 4;
-      case DType::F64: return 5;
-      default: return 6;
+      case DType::BF16:
+      case DType::F16: return 4;
+      case DType::F32: return 5;
+      case DType::F64: return 6;
+      default: return 7;
     }
   };
-  EMBER_CHECK(rank(a) < 6 && rank(b) < 6, "ops on ", dtype_name(a), " and ", dtype_name(b),
+  EMBER_CHECK(rank(a) < 7 && rank(b) < 7, "ops on ", dtype_name(a), " and ", dtype_name(b),
               " are not supported; convert to f32 first");
   return rank(a) > rank(b) ? a : b;
 }

@@ -3,6 +3,7 @@
 // without overflow: floor((in + 2 pad - dilation (k - 1) - 1 [+ stride - 1 with ceil_mode]) /
 // stride) + 1, less one when ceil_mode would start the last window past the input and its left
 // padding.
+#include "cpp/ops/autocast.h"
 #include "cpp/ops/op_utils.h"
 #include "ember/profile.h"
 
@@ -109,7 +110,8 @@ std::pair<Tensor, Tensor> back_to_rank(std::pair<Tensor, Tensor> r, int64_t rank
 
 }  // namespace
 
-std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, const MaxPool2dArgs& args) {
+std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x_in, const MaxPool2dArgs& args) {
+  const Tensor x = ops::autocast_input(x_in, "max_pool2d");
   profile::Range range("max_pool2d");
   const Tensor x4 = as_4d(x, "max_pool2d");
   const Geometry g = regular_geometry(x4, PoolKind::Max, args.kernel_size, args.stride, args.padding, args.dilation,
@@ -119,7 +121,8 @@ std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, const MaxPool
 
 Tensor max_pool2d(const Tensor& x, const MaxPool2dArgs& args) { return max_pool2d_with_indices(x, args).first; }
 
-Tensor avg_pool2d(const Tensor& x, const AvgPool2dArgs& args) {
+Tensor avg_pool2d(const Tensor& x_in, const AvgPool2dArgs& args) {
+  const Tensor x = ops::autocast_input(x_in, "avg_pool2d");
   profile::Range range("avg_pool2d");
   const Tensor x4 = as_4d(x, "avg_pool2d");
   EMBER_CHECK(!args.divisor_override || *args.divisor_override > 0,

@@ -1,6 +1,7 @@
 // Reductions: sum, mean, var/std, max/min (values and indices), argmax/argmin, logsumexp.
 #include <algorithm>
 
+#include "cpp/ops/autocast.h"
 #include "cpp/ops/op_utils.h"
 #include "ember/profile.h"
 
@@ -114,13 +115,13 @@ Tensor extreme_all(const Tensor& x, bool is_max, const char* name) {
 
 }  // namespace
 
-Tensor sum(const Tensor& x) { return sum_impl(x, {}, false, false, "sum"); }
+Tensor sum(const Tensor& x) { return sum_impl(ops::autocast_input(x, "sum"), {}, false, false, "sum"); }
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
-  return sum_impl(x, dims, keepdim, false, "sum");
+  return sum_impl(ops::autocast_input(x, "sum"), dims, keepdim, false, "sum");
 }
-Tensor mean(const Tensor& x) { return sum_impl(x, {}, false, true, "mean"); }
+Tensor mean(const Tensor& x) { return sum_impl(ops::autocast_input(x, "mean"), {}, false, true, "mean"); }
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
-  return sum_impl(x, dims, keepdim, true, "mean");
+  return sum_impl(ops::autocast_input(x, "mean"), dims, keepdim, true, "mean");
 }
 
 Tensor var(const Tensor& x0, const std::vector<int64_t>& dims0, int64_t correction, bool keepdim) {

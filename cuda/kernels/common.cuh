@@ -34,16 +34,19 @@ inline unsigned blocks_for(int64_t n, int threads = kThreads) {
 using ember::visit_dtype;  // dtype_visit.h, shared with the CPU loops
 using ember::visit_floating;
 
-// Warp shuffles for every element type: types narrower than 32 bits travel as int.
+// Warp shuffles for every element type: types narrower than 32 bits travel as int (bf16/f16 as
+// their bit pattern).
 template <class T>
 __device__ __forceinline__ T shfl_down(T v, unsigned delta) {
-  if constexpr (sizeof(T) < 4) return static_cast<T>(__shfl_down_sync(kFullMask, static_cast<int>(v), delta));
+  if constexpr (is_lowp_v<T>) return T::from_bits(static_cast<uint16_t>(__shfl_down_sync(kFullMask, int(v.bits), delta)));
+  else if constexpr (sizeof(T) < 4) return static_cast<T>(__shfl_down_sync(kFullMask, static_cast<int>(v), delta));
   else return __shfl_down_sync(kFullMask, v, delta);
 }
 
 template <class T>
 __device__ __forceinline__ T shfl_xor(T v, int mask) {
-  if constexpr (sizeof(T) < 4) return static_cast<T>(__shfl_xor_sync(kFullMask, static_cast<int>(v), mask));
+  if constexpr (is_lowp_v<T>) return T::from_bits(static_cast<uint16_t>(__shfl_xor_sync(kFullMask, int(v.bits), mask)));
+  else if constexpr (sizeof(T) < 4) return static_cast<T>(__shfl_xor_sync(kFullMask, static_cast<int>(v), mask));
   else return __shfl_xor_sync(kFullMask, v, mask);
 }
 

@@ -1,7 +1,11 @@
 // check_index (bad values recorded in the device's check flag), index_select (a gather of rows
 // along the middle dim of [outer, n, inner]) and index_add (the matching scatter-add, with atomics
 // so duplicate indices accumulate).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include "cpp/backend/index_check.h"
+
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/kernels.h"
 
@@ -27,6 +31,13 @@ __global__ void index_select_kernel(U* out, const U* in, const int64_t* index, i
 __device__ __forceinline__ void atomic_add(float* p, float v) { atomicAdd(p, v); }
 __device__ __forceinline__ void atomic_add(double* p, double v) { atomicAdd(p, v); }
 __device__ __forceinline__ void atomic_add(int32_t* p, int32_t v) { atomicAdd(p, v); }
+// bf16/f16: the hardware's 16-bit atomic adds (sm_80+ and sm_70+), on the same bit layout.
+__device__ __forceinline__ void atomic_add(bf16* p, bf16 v) {
+  atomicAdd(reinterpret_cast<__nv_bfloat16*>(p), __ushort_as_bfloat16(v.bits));
+}
+__device__ __forceinline__ void atomic_add(f16* p, f16 v) {
+  atomicAdd(reinterpret_cast<__half*>(p), __ushort_as_half(v.bits));
+}
 // Two's complement: an unsigned 64-bit add is the signed add.
 __device__ __forceinline__ void atomic_add(int64_t* p, int64_t v) {
   atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));

@@ -17,7 +17,7 @@ constexpr int kReduceThreads = 256;
 
 template <class T>
 __device__ __forceinline__ bool is_nan(T v) {
-  if constexpr (std::is_floating_point_v<T>) return v != v;
+  if constexpr (std::is_floating_point_v<T> || is_lowp_v<T>) return v != v;
   else return false;
 }
 

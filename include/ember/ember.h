@@ -1,5 +1,6 @@
 // ember: the umbrella header.
 #pragma once
+#include "ember/amp.h"
 #include "ember/async_read.h"
 #include "ember/autograd.h"
 #include "ember/checkpoint.h"

@@ -45,7 +45,9 @@ double best_time(Device d, int reps, const std::function<void()>& fn) {
   return best;
 }
 
-int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t batch, int epochs, uint64_t seed) {
+int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t batch, int epochs, uint64_t seed,
+              const std::string& precision) {
+  EMBER_CHECK(precision == "fp32" || precision == "bf16", "mlp-epoch: --precision must be fp32 or bf16, got ", precision);
   data::Mnist ds = data::load_mnist_dir(dir);
   manual_seed(seed);
   auto model = nn::sequential({std::make_shared<nn::Linear>(784, hidden), std::make_shared<nn::ReLU>(),
@@ -65,7 +67,10 @@ int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t bat
     const auto t0 = std::chrono::steady_clock::now();
     Tensor loss;
     for (data::Batch& b : loader) {
-      loss = cross_entropy((*model)(b.x), b.y);
+      {
+        autocast low(DType::BF16, precision == "bf16");  // --precision bf16: as torch.autocast
+        loss = cross_entropy((*model)(b.x), b.y);
+      }
       opt.zero_grad();
       loss.backward();
       opt.step();
@@ -75,9 +80,9 @@ int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t bat
     last_loss = loss.item<double>();
   }
   const double n = static_cast<double>(loader.num_batches() * batch);
-  std::printf("{\"framework\": \"ember\", \"device\": \"%s\", \"threads\": %d, \"seconds\": %.4f, "
-              "\"images_per_s\": %.1f, \"final_loss\": %.4f}\n",
-              device.str().c_str(), get_num_threads(), best, n / best, last_loss);
+  std::printf("{\"framework\": \"ember\", \"device\": \"%s\", \"threads\": %d, \"precision\": \"%s\", "
+              "\"seconds\": %.4f, \"images_per_s\": %.1f, \"final_loss\": %.4f}\n",
+              device.str().c_str(), get_num_threads(), precision.c_str(), best, n / best, last_loss);
   return 0;
 }
 
@@ -206,6 +211,8 @@ int main(int argc, char** argv) {
   mlp->add_option("--batch-size", batch)->capture_default_str();
   mlp->add_option("--epochs", epochs, "timed epochs (the best is reported)")->capture_default_str();
   mlp->add_option("--seed", seed)->capture_default_str();
+  std::string precision = "fp32";  // mixed precision (issue 13)
+  mlp->add_option("--precision", precision, "fp32 or bf16 (autocast)")->capture_default_str();
   auto* op = app.add_subcommand("ops", "GEMM and fused-op micro-benchmarks");
   op->add_option("--reps", reps)->capture_default_str();
   auto* conv = app.add_subcommand("conv-layers", "the MNIST CNN's conv layers: forward, data and weight gradients");
@@ -248,7 +255,7 @@ int main(int argc, char** argv) {
     set_num_threads(threads);
     const Device device = Device::parse(device_flag);
     if (device.is_cuda() && !cuda::is_available()) throw Error("--device " + device_flag + ": no CUDA device available");
-    if (*mlp) return mlp_epoch(dir, device, hidden, batch, epochs, seed);
+    if (*mlp) return mlp_epoch(dir, device, hidden, batch, epochs, seed, precision);
     if (*conv) return conv_layers(device, batch, reps);
     if (*cnn) return cnn_step(device, batch, reps, seed);
     if (*epoch) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs ember and PyTorch side by side on the same machine, in one run, and prints the time ratios.
 #   tools/bench/run.sh [--build DIR] [--device cpu|cuda] [--data DIR] [--threads N] [--epochs N]
-#                      [--peer pypi|debian|both]
+#                      [--peer pypi|debian|both] [--precision fp32|bf16]
 # The PyTorch peers:
 #   pypi    current torch from PyPI in the virtual environment tools/bench/setup-peer.sh makes
 #           (.venv-torch/, or EMBER_PEER_VENV)
@@ -14,7 +14,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-build="$root/build" device=cpu data="$root/data/fashion-mnist" threads=1 epochs=1 peer=both
+build="$root/build" device=cpu data="$root/data/fashion-mnist" threads=1 epochs=1 peer=both precision=fp32
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
@@ -23,6 +23,7 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2; shift 2 ;;
     --epochs) epochs=$2; shift 2 ;;
     --peer) peer=$2; shift 2 ;;
+    --precision) precision=$2; shift 2 ;;  # bf16: ember's autocast and torch.autocast, side by side
     -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -63,13 +64,14 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 echo "cpu: ${cpu:-unknown} ($(nproc) cores visible), threads $threads, device $device"
 [ -n "${OPENBLAS_CORETYPE:-}" ] && echo "note: OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE is set in this environment"
 
-ember_json=$("$bench" mlp-epoch --device "$device" --data "$data" --threads "$threads" --epochs "$epochs")
+ember_json=$("$bench" mlp-epoch --device "$device" --data "$data" --threads "$threads" --epochs "$epochs" \
+             --precision "$precision")
 echo "$ember_json"
 results=()
 for p in "${peers[@]}"; do
   label=${p%% *} py=${p#* }
   json=$(OMP_NUM_THREADS=$threads "$py" "$here/torch_mlp_epoch.py" --device "$device" --data "$data" \
-         --threads "$threads" --epochs "$epochs")
+         --threads "$threads" --epochs "$epochs" --precision "$precision")
   echo "$json"
   results+=("$label" "$json")
 done
@@ -81,7 +83,7 @@ python3 - "$ember_json" "${results[@]}" <<'PY'
 import json, sys
 e = json.loads(sys.argv[1])
 rest = sys.argv[2:]
-print(f"mlp-epoch on {e['device']} ({e['threads']} thread(s)): ember {e['seconds']:.3f} s")
+print(f"mlp-epoch on {e['device']} ({e['threads']} thread(s), {e.get('precision', 'fp32')}): ember {e['seconds']:.3f} s")
 for label, raw in zip(rest[::2], rest[1::2]):
     t = json.loads(raw)
     print(f"  vs PyTorch {t['version']:<16} ({label}; BLAS {t.get('blas', '?')}, oneDNN {t.get('onednn', '?')}, "

@@ -68,6 +68,8 @@ def main():
     ap.add_argument("--hidden", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                    help="bf16: torch.autocast(device, dtype=torch.bfloat16) around forward and loss")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -89,7 +91,8 @@ def main():
         perm = torch.randperm(n, device=dev)
         for i in range(0, n - args.batch_size + 1, args.batch_size):
             idx = perm[i:i + args.batch_size]
-            loss = loss_fn(model(x_all[idx]), y_all[idx])
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                loss = loss_fn(model(x_all[idx]), y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -98,7 +101,7 @@ def main():
         dt = time.perf_counter() - t0
         best = dt if best is None else min(best, dt)
     print(json.dumps({"framework": "torch", "version": torch.__version__, **build_info(), "device": args.device,
-                      "threads": args.threads, "seconds": round(best, 4),
+                      "threads": args.threads, "precision": args.precision, "seconds": round(best, 4),
                       "images_per_s": round(n / best, 1), "final_loss": round(loss.item(), 4)}))
 
 

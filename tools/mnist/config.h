@@ -41,7 +41,7 @@ struct Config {
   std::string int8_save;          // where to write the int8 model (safetensors)
   // ---- CUDA graphs and --precision (issue 14) ----
   bool no_cuda_graph = false;      // --no-cuda-graph: eager steps on the GPU too
-  std::string precision = "fp32";  // fp32 | tf32 (TF32 tensor cores in cuBLASLt and cuDNN)
+  std::string precision = "fp32";  // fp32 | tf32 (GPU: TF32 tensor cores) | bf16 | fp16 (autocast; precision.cpp)
   // ember::profiler (tools/mnist/profiling.cpp): --profile, --profile-steps FIRST:LAST, --trace FILE.json
   bool profile = false;
   std::string profile_steps;  // "FIRST:LAST" (steps counted from 1 across the run); empty: every step

@@ -13,6 +13,8 @@ std::optional<std::string> cuda_graph_unavailable(const Config& cfg, const Devic
   if (cfg.skip_nonfinite) return "--skip-nonfinite reads a flag back before every update";
   if (cfg.detect_anomaly) return "--detect-anomaly checks every op's output on the host";
   if (cfg.distributed) return "--distributed all-reduces gradients from backward hooks outside the capture";
+  if (cfg.precision == "bf16" || cfg.precision == "fp16")
+    return "--precision " + cfg.precision + ": autocast steps (and fp16's loss scaler, which decides on the host) are not captured";
   if (cfg.profile) return "--profile times each op with events that a replayed graph cannot record";
   return std::nullopt;
 }

@@ -18,6 +18,7 @@
 #include "compress.h"
 #include "graph_step.h"
 #include "profiling.h"
+#include "precision.h"
 #include "ember/dist.h"
 #include "ember/ember.h"
 #include "report.h"
@@ -328,6 +329,7 @@ struct Session {
   std::unique_ptr<RunProfiler> prof;                    // --profile (profiling.h)
   int64_t steps_per_epoch = 0;
   RunSettings settings;
+  std::unique_ptr<Precision> precision;  // --precision
 
   std::vector<std::string> class_names() const { return fashion ? kFashionNames : std::vector<std::string>{}; }
 };
@@ -367,8 +369,6 @@ void apply_process_settings(const Config& cfg) {
   }
   // --precision (fp32 by default, as allow_tf32's default); --deterministic asks for reproducible
   // results, which TF32's rounding of the inputs does not contradict but which users pair with fp32.
-  EMBER_CHECK(!(cfg.deterministic && cfg.precision == "tf32"),
-              "--deterministic and --precision tf32 do not go together: --deterministic keeps fp32 arithmetic");
   cuda::set_allow_tf32(cfg.precision == "tf32");
   if (cfg.deterministic) cuda::set_deterministic_algorithms(true);
   if (cfg.detect_anomaly) autograd::detect_anomaly(true);
@@ -394,6 +394,7 @@ std::unique_ptr<Session> set_up(const Config& cfg) {
   manual_seed(cfg.seed);
   s->model = make_model(cfg, s->ds.train.images.size(1), s->ds.train.images.size(2), 10);
   s->model->to(s->device);
+  s->precision = std::make_unique<Precision>(cfg, s->device);
   if (g_group) s->ddp = std::make_unique<dist::DistributedDataParallel>(s->model, *g_group);
   s->opt = make_optimizer(cfg, s->model->parameters());
 
@@ -482,7 +483,7 @@ void print_header(const Session& s) {
   const auto no_graph = cuda_graph_unavailable(cfg, s.device);
   std::printf("ember-mnist: steps %s, precision %s\n",
               no_graph ? ("eager (" + *no_graph + ")").c_str() : "as a CUDA graph (captured after a warm-up step)",
-              (cfg.precision + (s.device.is_cpu() && cfg.precision == "tf32" ? " (GPU only: the CPU computes in fp32)" : "")).c_str());
+              s.precision->describe().c_str());
 }
 
 // What lives across the epochs of a training run: the guard, the progress bar's reader, the counts.
@@ -542,20 +543,27 @@ EpochResult train_epoch(Session& s, Training& t, int64_t epoch, int64_t first_st
       logits = g.logits;
       loss = g.loss;
     } else try {
-      logits = (*s.model)(batch.x);
-      loss = cross_entropy(logits, batch.y);
+      {
+        const auto low = s.precision->forward_scope();  // --precision bf16/fp16: autocast
+        logits = (*s.model)(batch.x);
+        loss = cross_entropy(logits, batch.y);
+      }
       s.opt->zero_grad();
-      // --l1: lambda * sum |w| joins the objective; the reported loss stays the data's.
-      (cfg.l1 > 0 ? add(loss, optim::l1_penalty(s.model->parameters(), cfg.l1)) : loss).backward();
+      // --l1: lambda * sum |w| joins the objective; the reported loss stays the data's. fp16: the
+      // scaled objective.
+      s.precision->backward(cfg.l1 > 0 ? add(loss, optim::l1_penalty(s.model->parameters(), cfg.l1)) : loss);
     } catch (const Error& e) {
       if (!autograd::anomaly_enabled()) throw;
       throw Error(detail::str_cat("--detect-anomaly: epoch ", epoch + 1, ", step ", step + 1, ": ", e.what()));
     }
-    const Tensor finite = t.guard.record(loss, s.model->parameters());
+    // fp16: an overflow of the scaled gradients is the loss scaler's to handle (the step is skipped
+    // and counted), not a non-finite run.
+    const bool overflow = s.precision->unscale_and_check(*s.opt);
+    const Tensor finite = overflow ? ones({}, TensorOptions(DType::Bool)) : t.guard.record(loss, s.model->parameters());
     // --skip-nonfinite decides on the host before the update: one wait per step on a GPU.
     const StepVote agreed = vote(g_stop, cfg.skip_nonfinite && !finite.item<bool>());
     const bool skip = agreed.skip;
-    if (!skip && !s.graphed) s.opt->step();
+    if (!s.graphed) s.precision->step(*s.opt, !skip);  // a replayed graph has updated already
     if (s.per_batch_sched) s.sched->step();  // the schedule follows the steps taken or skipped
     ++step;
     if (skip) {
@@ -635,6 +643,9 @@ int report(Session& s, const Training& t, const std::vector<EpochStats>& history
   if (t.skipped > 0)
     std::printf("\nskipped %lld non-finite step(s) (--skip-nonfinite): their updates were not applied\n",
                 static_cast<long long>(t.skipped));
+  if (s.precision->loss_scaling())
+    std::printf("\nfp16 loss scaling: %lld step(s) skipped for inf/NaN gradients (parameters unchanged); final scale %g\n",
+                static_cast<long long>(s.precision->skipped_steps()), s.precision->loss_scale());
   metrics::ConfusionMatrix cm(10);
   EvalResult final_test = evaluate(*s.model, *s.test_loader, &cm);
   print_final(history, cm, s.class_names());

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "cpp/backend/cpu/cpu_backend.h"
+#include "cpp/backend/cpu/cpu_gemm_lowp.h"
 #include "cpp/backend/gemm_layout.h"
 
 namespace ember {
@@ -27,6 +28,7 @@ void gemm_call(const GemmLayout& la, const GemmLayout& lb, int64_t M, int64_t N,
 }  // namespace
 
 void CpuBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, const GemmOptions& o) {
+  if (out.dtype() == DType::BF16 || out.dtype() == DType::F16) return cpu::gemm_lowp(out, a, b, o);  // mixed precision
   const bool batched = out.dim() == 3;
   const int64_t B = batched ? out.size(0) : 1;
   const int64_t M = out.size(-2 + out.dim()), N = out.size(out.dim() - 1);

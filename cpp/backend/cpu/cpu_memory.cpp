@@ -262,6 +262,13 @@ void CpuBackend::copy(const Tensor& dst, const Tensor& src) {
           return;
         }
       }
+      if (dst.is_contiguous() && src.is_contiguous()) {
+        // A dtype cast between packed tensors (autocast's casts of weights and gradients): one
+        // flat loop the compiler vectorises.
+        const int64_t n = dst.numel();
+        for (int64_t k = 0; k < n; ++k) d[k] = static_cast<D>(s[k]);
+        return;
+      }
       cpu::for_each_offset<2>(dst.shape(), {&dst.strides(), &src.strides()},
                               [&](const std::array<int64_t, 2>& i) { d[i[0]] = static_cast<D>(s[i[1]]); });
     });
