@@ -30,6 +30,11 @@ struct Config {
   bool skip_nonfinite = false;  // skip steps with a non-finite loss or gradient norm instead of stopping
   bool detect_anomaly = false;
   bool distributed = false;     // data-parallel over the ranks mpirun started (ember::dist)  // autograd anomaly mode: name the op whose output is first non-finite
+  // Transfer learning (tools/mnist/transfer.cpp)
+  std::string pretrained;          // --pretrained FILE (.pth or ember checkpoint)
+  bool freeze_backbone = false;    // --freeze-backbone
+  double backbone_lr_scale = 1.0;  // --backbone-lr-scale
+  int64_t train_per_class = 0;     // --train-per-class N (0: every training image)
 };
 
 }  // namespace mnist

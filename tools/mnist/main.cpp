@@ -108,6 +108,14 @@ int main(int argc, char** argv) {
   app.add_flag("--distributed", cfg.distributed,
                "data-parallel training under mpirun -np N (also on when mpirun starts more than one rank): "
                "each rank takes --batch-size images per step, global batch N x --batch-size");
+  // Transfer learning (tools/mnist/transfer.cpp)
+  app.add_option("--pretrained", cfg.pretrained,
+                 "start --model resnet from these weights (.pth state_dict or ember checkpoint), head (fc) re-initialised");
+  app.add_flag("--freeze-backbone", cfg.freeze_backbone, "with --pretrained: train only the head; batch norms stay in eval mode");
+  app.add_option("--backbone-lr-scale", cfg.backbone_lr_scale, "with --pretrained: the backbone's lr is --lr times this")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--train-per-class", cfg.train_per_class, "train on N labelled images per class (seeded choice)")
+      ->check(CLI::PositiveNumber);
   app.add_flag("--quiet,-q", cfg.quiet, "no progress bar or per-epoch lines; only the final report");
   try {
     app.parse(argc, argv);
