@@ -3,13 +3,13 @@
 # and prints its executions; a crash, sanitizer report, uncaught non-ember exception, leak or
 # timeout fails the run (libFuzzer saves the input as crash-*/leak-*/timeout-* in $FUZZ_ARTIFACTS,
 # default /tmp/ember-fuzz-artifacts).
-# Usage: fuzz/run.sh BUILD_DIR SECONDS_PER_TARGET [TARGET...]   (targets: idx safetensors checkpoint)
+# Usage: fuzz/run.sh BUILD_DIR SECONDS_PER_TARGET [TARGET...]   (targets: idx safetensors checkpoint pth)
 set -euo pipefail
 build=${1:?usage: fuzz/run.sh BUILD_DIR SECONDS_PER_TARGET [TARGET...]}
 seconds=${2:?usage: fuzz/run.sh BUILD_DIR SECONDS_PER_TARGET [TARGET...]}
 shift 2
 targets=("$@")
-((${#targets[@]})) || targets=(idx safetensors checkpoint)
+((${#targets[@]})) || targets=(idx safetensors checkpoint pth)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # ember turns a failed allocation into OutOfMemory; ASan must return null rather than stop there.

@@ -267,9 +267,36 @@ LoadResult Module::load_state_dict(const StateDict& state, bool strict) {
 }
 
 Module& Module::train(bool on) {
-  training_ = on;
-  for (auto& c : children_) c.second->train(on);
+  training_ = on && !frozen_;
+  for (auto& c : children_) c.second->train(training_);
   return *this;
+}
+
+Module& Module::requires_grad_(bool on) {
+  for (Tensor& p : parameters()) p.requires_grad_(on);
+  return *this;
+}
+
+Module& Module::freeze(bool on) {
+  requires_grad_(!on);
+  for (auto& [name, m] : named_modules()) m->frozen_ = on;
+  if (on) train(false);
+  return *this;
+}
+
+void Module::replace_module_impl(const std::string& name, std::shared_ptr<Module> module) {
+  EMBER_CHECK(module != nullptr, type_name(), ": replace_module(\"", name, "\"): the module pointer is null");
+  EMBER_CHECK(module.get() != this, type_name(), ": replace_module(\"", name, "\"): a module cannot contain itself");
+  for (auto& [n, child] : children_)
+    if (n == name) {
+      child = std::move(module);
+      return;
+    }
+  std::vector<std::string> names;
+  for (const auto& c : children_) names.push_back(c.first);
+  throw Error(detail::str_cat(type_name(), ": replace_module(\"", detail::cut_brief(name), "\"): no submodule of that name (",
+                              names.empty() ? std::string("it has none") : "it has " + quoted_list(names),
+                              "); register_module adds a new one"));
 }
 
 Module& Module::to(Device device) {

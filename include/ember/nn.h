@@ -58,6 +58,15 @@ class EMBER_API Module {
     return module;
   }
 
+  // Replaces the submodule registered as `name` in place (its position, so state_dict order, is
+  // kept) and returns the new one, for the caller's typed member as well (transfer learning):
+  //   model->fc = model->replace_module("fc", std::make_shared<nn::Linear>(512, 10));
+  template <class M>
+  std::shared_ptr<M> replace_module(const std::string& name, std::shared_ptr<M> module) {
+    replace_module_impl(name, module);
+    return module;
+  }
+
   // Parameters in registration order, depth first; a tensor registered twice (tied weights)
   // appears once.
   std::vector<Tensor> parameters(bool recurse = true) const;
@@ -79,10 +88,21 @@ class EMBER_API Module {
   // changing anything.
   LoadResult load_state_dict(const StateDict& state, bool strict = true);
 
-  // Training mode (on by default) for this module and its descendants; Dropout reads it.
+  // Training mode (on by default) for this module and its descendants; Dropout reads it. A frozen
+  // module (freeze()) and its descendants stay in eval mode.
   Module& train(bool on = true);
   Module& eval() { return train(false); }
   bool is_training() const { return training_; }
+
+  // Sets requires_grad on every parameter of this module and its descendants, as PyTorch's
+  // requires_grad_: false freezes them (no gradients, so optimizers skip them).
+  Module& requires_grad_(bool on = true);
+  // freeze(): requires_grad_(false) and eval mode that a later train() does not undo, so a frozen
+  // backbone's batch norms keep normalizing with their (pretrained) running statistics and leave
+  // them unchanged, and its dropout stays off. freeze(false) undoes both (the mode then follows the
+  // next train()/eval()).
+  Module& freeze(bool on = true);
+  bool is_frozen() const { return frozen_; }
 
   // Moves (or casts the floating) parameters and buffers in place: every Tensor handle that
   // refers to them, including an optimizer's, sees the new storage. Gradients move along.
@@ -101,6 +121,7 @@ class EMBER_API Module {
 
  private:
   void register_module_impl(const std::string& name, std::shared_ptr<Module> module);
+  void replace_module_impl(const std::string& name, std::shared_ptr<Module> module);
   void check_new_name(const std::string& name, const char* what) const;
   template <class Visit>
   void visit_named(const std::string& prefix, bool recurse, Visit&& visit) const;
@@ -119,6 +140,7 @@ class EMBER_API Module {
   std::vector<Buffer> buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
+  bool frozen_ = false;
 };
 
 EMBER_API std::ostream& operator<<(std::ostream& os, const Module& m);

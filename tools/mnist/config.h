@@ -56,6 +56,11 @@ struct Config {
   double aug_scale = 0.0;        // --aug-scale: random scaling in [1 - S, 1 + S]
   int64_t aug_crop_padding = 0;  // --aug-crop-padding: random crop after padding each side by P pixels
   bool aug_hflip = false;        // --aug-hflip: random left-right mirror (off for digits)
+  // Transfer learning (tools/mnist/transfer.cpp)
+  std::string pretrained;          // --pretrained FILE (.pth or ember checkpoint)
+  bool freeze_backbone = false;    // --freeze-backbone
+  double backbone_lr_scale = 1.0;  // --backbone-lr-scale
+  int64_t train_per_class = 0;     // --train-per-class N (0: every training image)
 };
 
 }  // namespace mnist

@@ -130,6 +130,14 @@ int main(int argc, char** argv) {
   app.add_flag("--no-cuda-graph", cfg.no_cuda_graph,
                "run each GPU step eagerly instead of replaying it as one CUDA graph (the default on a GPU)");
   // ---- end CUDA graphs and --precision ----
+  // Transfer learning (tools/mnist/transfer.cpp)
+  app.add_option("--pretrained", cfg.pretrained,
+                 "start --model resnet from these weights (.pth state_dict or ember checkpoint), head (fc) re-initialised");
+  app.add_flag("--freeze-backbone", cfg.freeze_backbone, "with --pretrained: train only the head; batch norms stay in eval mode");
+  app.add_option("--backbone-lr-scale", cfg.backbone_lr_scale, "with --pretrained: the backbone's lr is --lr times this")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--train-per-class", cfg.train_per_class, "train on N labelled images per class (seeded choice)")
+      ->check(CLI::PositiveNumber);
   app.add_flag("--quiet,-q", cfg.quiet, "no progress bar or per-epoch lines; only the final report");
   // ember::profiler (tools/mnist/profiling.cpp, docs/profiling.md)
   app.add_flag("--profile", cfg.profile, "time every op and backend primitive; print the table after the run");

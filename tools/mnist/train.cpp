@@ -24,6 +24,7 @@
 #include "report.h"
 #include "tensorboard.h"
 #include "validation.h"
+#include "transfer.h"
 
 namespace mnist {
 namespace {
@@ -377,6 +378,7 @@ void apply_process_settings(const Config& cfg) {
 std::unique_ptr<Session> set_up(const Config& cfg) {
   auto s = std::make_unique<Session>(Session{cfg, pick_device(cfg.device, cfg.quiet), resolve_data_dir(cfg)});
   s->ds = data::load_mnist_dir(s->dir);
+  if (cfg.train_per_class > 0) limit_per_class(cfg, s->ds.train);
   const int64_t n_train = s->ds.train.images.size(0), n_test = s->ds.test.images.size(0);
   // Numbers nobody measured are never reported: no training images is an error, and without test
   // images the test figures are stated as absent (so a target accuracy cannot be checked).
@@ -393,10 +395,11 @@ std::unique_ptr<Session> set_up(const Config& cfg) {
 
   manual_seed(cfg.seed);
   s->model = make_model(cfg, s->ds.train.images.size(1), s->ds.train.images.size(2), 10);
+  if (!cfg.pretrained.empty()) apply_pretrained(cfg, *s->model, cfg.quiet);
   s->model->to(s->device);
   s->precision = std::make_unique<Precision>(cfg, s->device);
   if (g_group) s->ddp = std::make_unique<dist::DistributedDataParallel>(s->model, *g_group);
-  s->opt = make_optimizer(cfg, s->model->parameters());
+  s->opt = cfg.pretrained.empty() ? make_optimizer(cfg, s->model->parameters()) : make_transfer_optimizer(cfg, *s->model);
 
   data::DataLoaderOptions train_opts;
   train_opts.batch_size = cfg.batch_size;
