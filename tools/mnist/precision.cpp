@@ -7,10 +7,10 @@ using namespace ember;
 Precision::Precision(const Config& cfg, Device device) : mode_(cfg.precision), device_(device) {
   EMBER_CHECK(mode_ == "fp32" || mode_ == "tf32" || mode_ == "bf16" || mode_ == "fp16",
               "--precision must be fp32, tf32, bf16 or fp16, got '", mode_, "'");
-  EMBER_CHECK(mode_ != "tf32" || device.is_cuda(), "--precision tf32 runs on the GPU's tensor cores only, but this run ",
-              "is on ", device.str(), "; use --precision fp32 (or bf16) on the CPU, or --device cuda");
   EMBER_CHECK(!(cfg.deterministic && mode_ == "tf32"), "--deterministic turns TF32 off, so it contradicts --precision ",
               "tf32; drop one of them");
+  EMBER_CHECK(mode_ != "tf32" || device.is_cuda(), "--precision tf32 runs on the GPU's tensor cores only, but this run ",
+              "is on ", device.str(), "; use --precision fp32 (or bf16) on the CPU, or --device cuda");
   if (device.is_cuda()) cuda::set_allow_tf32(mode_ == "tf32");
   if (mode_ == "fp16") scaler_ = std::make_unique<optim::GradScaler>();
 }
