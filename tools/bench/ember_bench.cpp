@@ -19,6 +19,7 @@
 
 #include "cpp/backend/backend.h"
 #include "ember/ember.h"
+#include "tools/bench/bench_gemm.h"
 
 using namespace ember;
 
@@ -72,9 +73,18 @@ int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t bat
     last_loss = loss.item<double>();
   }
   const double n = static_cast<double>(loader.num_batches() * batch);
+  // On the CPU: the epoch's fp32 floor (its GEMM FLOPs at the cores' measured peak) and what ran.
+  std::string cpu;
+  if (!device.is_cuda()) {
+    const ember_bench::CpuPeak peak = ember_bench::measure_cpu_peak();
+    const double flop = ember_bench::mlp_epoch_flops(ds.train.images.size(0), hidden, batch);
+    const double floor_s = flop / (peak.peak_gflops * 1e9 * get_num_threads());
+    cpu = detail::str_cat(", \"gflop\": ", flop / 1e9, ", \"peak_gflops\": ", peak.peak_gflops * get_num_threads(),
+                          ", \"floor_s\": ", floor_s, ", \"x_floor\": ", best / floor_s, ", \"cpu\": ", cpu_info().json());
+  }
   std::printf("{\"framework\": \"ember\", \"device\": \"%s\", \"threads\": %d, \"seconds\": %.4f, "
-              "\"images_per_s\": %.1f, \"final_loss\": %.4f}\n",
-              device.str().c_str(), get_num_threads(), best, n / best, last_loss);
+              "\"images_per_s\": %.1f, \"final_loss\": %.4f%s}\n",
+              device.str().c_str(), get_num_threads(), best, n / best, last_loss, cpu.c_str());
   return 0;
 }
 
@@ -83,6 +93,16 @@ int ops(Device device, int reps) {
     std::printf("{\"framework\": \"ember\", \"op\": \"%s\", \"device\": \"%s\", \"ms\": %.4f, \"gflops\": %.2f}\n", name,
                 device.str().c_str(), s * 1e3, flops / s / 1e9);
   };
+  if (!device.is_cuda()) {
+    // What runs, the core's measured fp32 peak, then the MLP / CNN GEMM shapes against it.
+    const ember_bench::CpuPeak p = ember_bench::measure_cpu_peak();
+    std::printf("{\"framework\": \"ember\", \"op\": \"cpu\", \"cpu\": %s}\n", cpu_info().json().c_str());
+    std::printf("{\"framework\": \"ember\", \"op\": \"cpu_peak\", \"fma_isa\": \"%s\", \"clock_ghz\": %.3f, "
+                "\"clock_source\": \"dependent integer adds, thread CPU time\", \"flops_per_cycle\": %.1f, "
+                "\"peak_gflops_per_core\": %.1f}\n",
+                p.isa.c_str(), p.clock_ghz, p.flops_per_cycle, p.peak_gflops);
+    ember_bench::gemm_shapes(p, reps);
+  }
   const TensorOptions f32(DType::F32, device);
   for (int64_t n : {512, 2048}) {
     Tensor a = randn({n, n}, f32), b = randn({n, n}, f32);
