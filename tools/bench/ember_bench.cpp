@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <functional>
 #include <string>
 
@@ -57,10 +58,17 @@ int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t bat
   o.seed = seed;
   o.device = device;
   data::DataLoader loader(data::TensorDataset(ds.train.images, ds.train.labels), o);
-  double best = 1e300, last_loss = 0;
+  double best = 1e300, best_cpu = 1e300, last_loss = 0;
+  // Process CPU time too: on a shared machine, time spent descheduled is not counted.
+  auto cpu_now = [] {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+  };
   for (int e = 0; e < epochs; ++e) {
     sync(device);
     const auto t0 = std::chrono::steady_clock::now();
+    const double c0 = cpu_now();
     Tensor loss;
     for (data::Batch& b : loader) {
       loss = cross_entropy((*model)(b.x), b.y);
@@ -70,6 +78,7 @@ int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t bat
     }
     sync(device);
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    best_cpu = std::min(best_cpu, cpu_now() - c0);
     last_loss = loss.item<double>();
   }
   const double n = static_cast<double>(loader.num_batches() * batch);
@@ -80,11 +89,11 @@ int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t bat
     const double flop = ember_bench::mlp_epoch_flops(ds.train.images.size(0), hidden, batch);
     const double floor_s = flop / (peak.peak_gflops * 1e9 * get_num_threads());
     cpu = detail::str_cat(", \"gflop\": ", flop / 1e9, ", \"peak_gflops\": ", peak.peak_gflops * get_num_threads(),
-                          ", \"floor_s\": ", floor_s, ", \"x_floor\": ", best / floor_s, ", \"cpu\": ", cpu_info().json());
+                          ", \"floor_s\": ", floor_s, ", \"x_floor\": ", best / floor_s, ", \"cpu_x_floor\": ", best_cpu / floor_s, ", \"cpu\": ", cpu_info().json());
   }
   std::printf("{\"framework\": \"ember\", \"device\": \"%s\", \"threads\": %d, \"seconds\": %.4f, "
-              "\"images_per_s\": %.1f, \"final_loss\": %.4f%s}\n",
-              device.str().c_str(), get_num_threads(), best, n / best, last_loss, cpu.c_str());
+              "\"cpu_seconds\": %.4f, \"images_per_s\": %.1f, \"final_loss\": %.4f%s}\n",
+              device.str().c_str(), get_num_threads(), best, best_cpu, n / best, last_loss, cpu.c_str());
   return 0;
 }
 

@@ -419,6 +419,8 @@ void print_header(const Session& s) {
               cfg.optimizer.c_str(), cfg.lr, static_cast<long long>(cfg.batch_size), static_cast<long long>(cfg.epochs),
               s.device.str().c_str(), static_cast<long long>(s.ds.train.images.size(0)),
               static_cast<long long>(s.ds.test.images.size(0)));
+  // The CPU and the kernels its GEMM and convolutions run (issue 13: a slow machine shows at once).
+  if (!s.device.is_cuda()) std::printf("ember-mnist: cpu %s\n", cpu_info().summary().c_str());
 }
 
 // What lives across the epochs of a training run: the guard, the progress bar's reader, the counts.
