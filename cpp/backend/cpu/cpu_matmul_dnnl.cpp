@@ -99,6 +99,7 @@ struct CallBuffer {
 void dnnl_matmul(const MatmulCall& m, const void* A, const void* B, void* C) {
   EMBER_CHECK(m.M > 0 && m.N > 0 && m.K > 0, "gemm (cpu): oneDNN matmul needs positive extents, got M=", m.M,
               ", N=", m.N, ", K=", m.K);
+  match_omp_threads();
   const std::shared_ptr<const Entry> ep = entry_for(m);
   const Entry& e = *ep;
   dnnl::engine& eng = engine();

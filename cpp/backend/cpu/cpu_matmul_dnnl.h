@@ -23,7 +23,12 @@ struct MatmulCall {
   MatElem a = MatElem::F32, b = MatElem::F32, c = MatElem::F32;
 };
 
+// Runs on OpenMP's threads: as many as ember::set_num_threads() last set, whichever thread calls.
 void dnnl_matmul(const MatmulCall& call, const void* A, const void* B, void* C);
+
+// Sets the calling thread's OpenMP thread count (a per-thread setting) to ember::set_num_threads()'s
+// last value, where it was ever called (cpu_threads.cpp).
+void match_omp_threads();
 
 // What runs: "oneDNN 2.6.3 brg:avx512_core" (the library, its version and the implementation it
 // chose for an f32 GEMM of the MNIST MLP's first layer at batch 64).
