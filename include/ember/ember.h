@@ -4,6 +4,7 @@
 #include "ember/async_read.h"
 #include "ember/autograd.h"
 #include "ember/checkpoint.h"
+#include "ember/cpu_info.h"
 #include "ember/cuda.h"
 #include "ember/data.h"
 #include "ember/debug.h"

@@ -1,4 +1,4 @@
-// CPU backend settings: how many threads its libraries (OpenBLAS, oneDNN) use, and its cache of
+// CPU backend settings: how many threads its libraries (oneDNN, OpenBLAS) use, and its cache of
 // freed host blocks.
 #pragma once
 #include <cstddef>
@@ -7,8 +7,9 @@
 
 namespace ember {
 
-// Sets the number of threads the CPU backend uses (>= 1): OpenBLAS's for GEMMs, OpenMP's for
-// oneDNN's convolutions. OpenMP's count is per calling thread: call it from the thread that runs
+// Sets the number of threads the CPU backend uses (>= 1): OpenMP's for oneDNN's f32 GEMMs and
+// convolutions, OpenBLAS's for f64 GEMMs. OpenMP's count is per calling thread: the GEMM sets a
+// calling thread's to this value itself; for the convolutions, call it from the thread that runs
 // the ops.
 EMBER_API void set_num_threads(int threads);
 EMBER_API int get_num_threads();

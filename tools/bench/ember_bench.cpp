@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <functional>
 #include <string>
 
@@ -22,6 +23,7 @@
 #include "bench_epoch.h"
 #include "cpp/backend/backend.h"
 #include "ember/ember.h"
+#include "tools/bench/bench_gemm.h"
 
 using namespace ember;
 
@@ -61,10 +63,17 @@ int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t bat
   o.seed = seed;
   o.device = device;
   data::DataLoader loader(data::TensorDataset(ds.train.images, ds.train.labels), o);
-  double best = 1e300, last_loss = 0;
+  double best = 1e300, best_cpu = 1e300, last_loss = 0;
+  // Process CPU time too: on a shared machine, time spent descheduled is not counted.
+  auto cpu_now = [] {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+  };
   for (int e = 0; e < epochs; ++e) {
     sync(device);
     const auto t0 = std::chrono::steady_clock::now();
+    const double c0 = cpu_now();
     Tensor loss;
     for (data::Batch& b : loader) {
       {
@@ -77,12 +86,22 @@ int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t bat
     }
     sync(device);
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    best_cpu = std::min(best_cpu, cpu_now() - c0);
     last_loss = loss.item<double>();
   }
   const double n = static_cast<double>(loader.num_batches() * batch);
+  // On the CPU: the epoch's fp32 floor (its GEMM FLOPs at the cores' measured peak) and what ran.
+  std::string cpu;
+  if (!device.is_cuda()) {
+    const ember_bench::CpuPeak peak = ember_bench::measure_cpu_peak();
+    const double flop = ember_bench::mlp_epoch_flops(ds.train.images.size(0), hidden, batch);
+    const double floor_s = flop / (peak.peak_gflops * 1e9 * get_num_threads());
+    cpu = detail::str_cat(", \"gflop\": ", flop / 1e9, ", \"peak_gflops\": ", peak.peak_gflops * get_num_threads(),
+                          ", \"floor_s\": ", floor_s, ", \"x_floor\": ", best / floor_s, ", \"cpu_x_floor\": ", best_cpu / floor_s, ", \"cpu\": ", cpu_info().json());
+  }
   std::printf("{\"framework\": \"ember\", \"device\": \"%s\", \"threads\": %d, \"precision\": \"%s\", "
-              "\"seconds\": %.4f, \"images_per_s\": %.1f, \"final_loss\": %.4f}\n",
-              device.str().c_str(), get_num_threads(), precision.c_str(), best, n / best, last_loss);
+              "\"seconds\": %.4f, \"cpu_seconds\": %.4f, \"images_per_s\": %.1f, \"final_loss\": %.4f%s}\n",
+              device.str().c_str(), get_num_threads(), precision.c_str(), best, best_cpu, n / best, last_loss, cpu.c_str());
   return 0;
 }
 
@@ -91,6 +110,16 @@ int ops(Device device, int reps) {
     std::printf("{\"framework\": \"ember\", \"op\": \"%s\", \"device\": \"%s\", \"ms\": %.4f, \"gflops\": %.2f}\n", name,
                 device.str().c_str(), s * 1e3, flops / s / 1e9);
   };
+  if (!device.is_cuda()) {
+    // What runs, the core's measured fp32 peak, then the MLP / CNN GEMM shapes against it.
+    const ember_bench::CpuPeak p = ember_bench::measure_cpu_peak();
+    std::printf("{\"framework\": \"ember\", \"op\": \"cpu\", \"cpu\": %s}\n", cpu_info().json().c_str());
+    std::printf("{\"framework\": \"ember\", \"op\": \"cpu_peak\", \"fma_isa\": \"%s\", \"clock_ghz\": %.3f, "
+                "\"clock_source\": \"dependent integer adds, thread CPU time\", \"flops_per_cycle\": %.1f, "
+                "\"peak_gflops_per_core\": %.1f}\n",
+                p.isa.c_str(), p.clock_ghz, p.flops_per_cycle, p.peak_gflops);
+    ember_bench::gemm_shapes(p, reps);
+  }
   const TensorOptions f32(DType::F32, device);
   for (int64_t n : {512, 2048}) {
     Tensor a = randn({n, n}, f32), b = randn({n, n}, f32);

@@ -89,4 +89,10 @@ for label, raw in zip(rest[::2], rest[1::2]):
     print(f"  vs PyTorch {t['version']:<16} ({label}; BLAS {t.get('blas', '?')}, oneDNN {t.get('onednn', '?')}, "
           f"ISA {t.get('cpu_capability', '?')}): {t['seconds']:.3f} s, ember/PyTorch time ratio "
           f"{e['seconds'] / t['seconds']:.3f}")
+    if 'cpu_seconds' in e and 'cpu_seconds' in t:  # process CPU time (a shared machine's wait not counted)
+        print(f"    CPU time: ember {e['cpu_seconds']:.3f} s, PyTorch {t['cpu_seconds']:.3f} s, "
+              f"ratio {e['cpu_seconds'] / t['cpu_seconds']:.3f}")
+if 'floor_s' in e:
+    print(f"  fp32 floor {e['floor_s']:.3f} s ({e['gflop']:.1f} GFLOP at {e['peak_gflops']:.1f} GFLOP/s): "
+          f"ember at {e['x_floor']:.2f} x floor (CPU time {e['cpu_x_floor']:.2f} x)")
 PY

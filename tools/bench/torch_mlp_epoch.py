@@ -84,10 +84,12 @@ def main():
     loss_fn = torch.nn.CrossEntropyLoss()
     n = len(x_all)
     best = None
+    best_cpu = None  # process CPU time: on a shared machine, time spent descheduled is not counted
     for _ in range(args.epochs):
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
+        c0 = time.process_time()
         perm = torch.randperm(n, device=dev)
         for i in range(0, n - args.batch_size + 1, args.batch_size):
             idx = perm[i:i + args.batch_size]
@@ -99,9 +101,12 @@ def main():
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
+        dc = time.process_time() - c0
         best = dt if best is None else min(best, dt)
+        best_cpu = dc if best_cpu is None else min(best_cpu, dc)
     print(json.dumps({"framework": "torch", "version": torch.__version__, **build_info(), "device": args.device,
                       "threads": args.threads, "precision": args.precision, "seconds": round(best, 4),
+                      "cpu_seconds": round(best_cpu, 4),
                       "images_per_s": round(n / best, 1), "final_loss": round(loss.item(), 4)}))
 
 

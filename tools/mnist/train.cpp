@@ -487,6 +487,8 @@ void print_header(const Session& s) {
   std::printf("ember-mnist: steps %s, precision %s\n",
               no_graph ? ("eager (" + *no_graph + ")").c_str() : "as a CUDA graph (captured after a warm-up step)",
               s.precision->describe().c_str());
+  // The CPU and the kernels its GEMM and convolutions run (issue 13: a slow machine shows at once).
+  if (!s.device.is_cuda()) std::printf("ember-mnist: cpu %s\n", cpu_info().summary().c_str());
 }
 
 // What lives across the epochs of a training run: the guard, the progress bar's reader, the counts.

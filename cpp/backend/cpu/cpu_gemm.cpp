@@ -1,10 +1,13 @@
-// CPU backend: GEMM through OpenBLAS (cblas), with the bias/ReLU/bias-gradient epilogues as loops.
+// CPU backend: GEMM. f32 through oneDNN's matmul (kernels chosen from CPUID at run time on every
+// x86-64 CPU; see cpu_matmul_dnnl.h), f64 (gradient checks, reference runs) through OpenBLAS
+// (cblas); the bias/ReLU/bias-gradient epilogues as loops.
 #include <cblas.h>
 
 #include <cstdint>
 
 #include "cpp/backend/cpu/cpu_backend.h"
 #include "cpp/backend/cpu/cpu_gemm_lowp.h"
+#include "cpp/backend/cpu/cpu_matmul_dnnl.h"
 #include "cpp/backend/gemm_layout.h"
 
 namespace ember {
@@ -15,13 +18,18 @@ CBLAS_TRANSPOSE cblas_trans(const GemmLayout& l) { return l.trans ? CblasTrans :
 template <class T>
 void gemm_call(const GemmLayout& la, const GemmLayout& lb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                const T* B, T beta, T* C) {
+  if constexpr (std::is_same_v<T, float>) {
+    cpu::MatmulCall m;
+    m.M = M, m.N = N, m.K = K, m.ta = la.trans, m.tb = lb.trans, m.lda = la.ld, m.ldb = lb.ld, m.ldc = N;
+    m.alpha = alpha, m.beta = beta;
+    cpu::dnnl_matmul(m, A, B, C);
+    return;
+  }
   // cblas takes 32-bit ints: a larger extent or leading dimension would be silently truncated.
   for (const int64_t v : {M, N, K, la.ld, lb.ld})
     EMBER_CHECK(v <= INT32_MAX, "gemm: [", M, ", ", K, "] x [", K, ", ", N, "] (leading dims ", la.ld, ", ", lb.ld,
                 ") has an extent above 2^31 - 1, more than the CPU BLAS takes; split the product into smaller ones");
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, cblas_trans(la), cblas_trans(lb), M, N, K, alpha, A, la.ld, B, lb.ld, beta, C, N);
-  else
+  if constexpr (!std::is_same_v<T, float>)
     cblas_dgemm(CblasRowMajor, cblas_trans(la), cblas_trans(lb), M, N, K, alpha, A, la.ld, B, lb.ld, beta, C, N);
 }
 
