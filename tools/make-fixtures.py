@@ -17,6 +17,10 @@ repository) as /tmp/resnet18.pth with its input and output in /tmp/resnet18-io.p
     /work/main/.venv-torch/bin/python tools/make-fixtures.py --layout-only
 adds layout-torch2.pth, the layout fixture as PyTorch 2.x writes it (extra records, 64-byte alignment).
 
+    /work/main/.venv-torch/bin/python tools/make-fixtures.py --vgg
+writes vgg.json (torchvision's vgg11/vgg11_bn/vgg16/vgg16_bn/resnet101 keys and shapes, checked against
+the torch.nn rebuilds here) and vgg_bn.pth with vgg_bn-io.pth (a reduced VGG with batch norm).
+
 Every file is written by torch.save; inputs come from a seeded generator; the models run in eval
 mode (batch norm with their random running statistics), in f32.
 """
@@ -102,6 +106,59 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class VGG(nn.Module):
+    """torchvision's VGG layout (features.N, avgpool, classifier.0/3/6) with the width of the
+    classifier as a parameter, so a reduced one fits a fixture."""
+
+    def __init__(self, cfg, batch_norm, num_classes, in_channels=3, pool=7, hidden=4096):
+        super().__init__()
+        layers, c = [], in_channels
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                continue
+            layers.append(nn.Conv2d(c, v, kernel_size=3, padding=1))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(v))
+            layers.append(nn.ReLU(inplace=True))
+            c = v
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((pool, pool))
+        self.classifier = nn.Sequential(nn.Linear(c * pool * pool, hidden), nn.ReLU(True), nn.Dropout(),
+                                        nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(),
+                                        nn.Linear(hidden, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+VGG_A = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
+VGG_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def torchvision_keys(out_dir):
+    """vgg.json: the keys and shapes of torchvision's vgg11, vgg11_bn, vgg16, vgg16_bn and resnet101
+    state_dicts (checked first against the torch.nn rebuilds above), for the ember test that builds
+    the full-size models; and vgg_bn.pth / vgg_bn-io.pth, a reduced VGG with batch norm and
+    PyTorch's output on a fixed input."""
+    import json
+    import torchvision
+    tv = torchvision.models
+    pairs = {"vgg11": (VGG(VGG_A, False, 1000), tv.vgg11()), "vgg11_bn": (VGG(VGG_A, True, 1000), tv.vgg11_bn()),
+             "vgg16": (VGG(VGG_D, False, 1000), tv.vgg16()), "vgg16_bn": (VGG(VGG_D, True, 1000), tv.vgg16_bn()),
+             "resnet101": (ResNet(Bottleneck, [3, 4, 23, 3], [64, 128, 256, 512], 1000), tv.resnet101())}
+    keys = collections.OrderedDict()
+    for name, (ours, theirs) in pairs.items():
+        a = [[k, list(v.shape)] for k, v in ours.state_dict().items()]
+        b = [[k, list(v.shape)] for k, v in theirs.state_dict().items()]
+        assert a == b, f"{name}: layout differs from torchvision"
+        keys[name] = b
+    keys["torchvision"] = torchvision.__version__
+    with open(os.path.join(out_dir, "vgg.json"), "w") as f:
+        json.dump(keys, f, separators=(",", ":"))
+    print(f"torchvision {torchvision.__version__}: vgg11/vgg11_bn/vgg16/vgg16_bn/resnet101 keys -> vgg.json")
+
+
 def randomize_bn(model, gen):
     """Batch norms with non-trivial affine parameters and running statistics, so eval mode tests them."""
     for m in model.modules():
@@ -174,9 +231,17 @@ def main():
     ap.add_argument("--layout-only", action="store_true",
                     help="write only layout-torch<major>.pth (to add a second writer's version of layout.pth)")
     ap.add_argument("--resnet18", metavar="PREFIX", help="write a full-size torchvision resnet18 to PREFIX.pth")
+    ap.add_argument("--vgg", action="store_true",
+                    help="write only vgg.json (needs torchvision) and the reduced VGG fixture vgg_bn.pth")
     args = ap.parse_args()
     gen = torch.Generator().manual_seed(20261201)
     torch.manual_seed(20261201)
+    if args.vgg:
+        os.makedirs(OUT, exist_ok=True)
+        torchvision_keys(OUT)
+        # Two stages, batch norm, the adaptive pool taking 8x8 to 7x7 (overlapping windows), hidden 16.
+        save_model("vgg_bn", VGG([4, "M", 8, 8, "M"], True, 5, pool=7, hidden=16), (2, 3, 32, 32), gen, OUT)
+        return
     if args.resnet18:
         import torchvision
         model = torchvision.models.resnet18()

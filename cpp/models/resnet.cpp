@@ -156,6 +156,10 @@ std::shared_ptr<ResNet> resnet50(ResNetOptions o) {
   return imagenet_resnet(std::move(o), BlockKind::Bottleneck, {3, 4, 6, 3});
 }
 
+std::shared_ptr<ResNet> resnet101(ResNetOptions o) {
+  return imagenet_resnet(std::move(o), BlockKind::Bottleneck, {3, 4, 23, 3});
+}
+
 std::shared_ptr<nn::Sequential> mnist_cnn(int64_t rows, int64_t cols, int64_t classes) {
   EMBER_CHECK(rows >= 6 && cols >= 6, "mnist_cnn needs images of at least 6x6 pixels, got ", rows, "x", cols);
   EMBER_CHECK(classes > 0, "mnist_cnn: classes must be positive, got ", classes);

@@ -1,5 +1,6 @@
-// ember::models: ResNet (He et al., 2016) with torchvision's layout and state_dict names
-// (conv1, bn1, layer1.0.conv1, layer2.0.downsample.0, fc, ...), so torchvision weights map by name.
+// ember::models: ResNet (He et al., 2016) and VGG with torchvision's layout and state_dict names
+// (conv1, bn1, layer1.0.conv1, layer2.0.downsample.0, fc, ...; features.0, classifier.6), so
+// torchvision weights map by name (load_pth + load_state_dict, strict).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -84,6 +85,48 @@ class EMBER_API ResNet : public nn::Module {
 EMBER_API std::shared_ptr<ResNet> resnet18(ResNetOptions options = {});
 EMBER_API std::shared_ptr<ResNet> resnet34(ResNetOptions options = {});
 EMBER_API std::shared_ptr<ResNet> resnet50(ResNetOptions options = {});
+
+EMBER_API std::shared_ptr<ResNet> resnet101(ResNetOptions options = {});
+
+// ---- VGG (Simonyan & Zisserman, 2015) with torchvision's layout and names ----
+
+struct VGGOptions {
+  // features: output channels of each 3x3 convolution (padding 1), kPool for a 2x2 max-pool.
+  static constexpr int64_t kPool = -1;
+  std::vector<int64_t> features;
+  bool batch_norm = false;        // Conv2d, BatchNorm2d, ReLU instead of Conv2d, ReLU
+  int64_t in_channels = 3;
+  int64_t num_classes = 1000;
+  int64_t pool_size = 7;          // avgpool: adaptive to pool_size x pool_size
+  int64_t hidden = 4096;          // the classifier's two hidden layers
+  double dropout = 0.5;
+  DType dtype = DType::F32;
+  Generator* generator = nullptr;  // for the initial weights; default_generator() when null
+};
+
+// features (a Sequential numbered as torchvision's: features.0 the first conv, features.1 its
+// BatchNorm2d or ReLU, ...), avgpool (AdaptiveAvgPool2d), flatten, classifier (Linear, ReLU,
+// Dropout, Linear, ReLU, Dropout, Linear: classifier.0, .3, .6). Initialisation as torchvision's:
+// convolutions kaiming_normal_(fan_out, relu) with zero bias, batch norms weight 1 and bias 0,
+// linear layers N(0, 0.01) with zero bias.
+class EMBER_API VGG : public nn::Module {
+ public:
+  explicit VGG(const VGGOptions& options);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "VGG"; }
+
+  const VGGOptions options;
+  std::shared_ptr<nn::Sequential> features;
+  std::shared_ptr<nn::AdaptiveAvgPool2d> avgpool;
+  std::shared_ptr<nn::Sequential> classifier;
+};
+
+// torchvision's configurations A (vgg11) and D (vgg16), without and with batch norm; the options'
+// features and batch_norm are set, the rest kept.
+EMBER_API std::shared_ptr<VGG> vgg11(VGGOptions options = {});
+EMBER_API std::shared_ptr<VGG> vgg11_bn(VGGOptions options = {});
+EMBER_API std::shared_ptr<VGG> vgg16(VGGOptions options = {});
+EMBER_API std::shared_ptr<VGG> vgg16_bn(VGGOptions options = {});
 
 // PyTorch's classic MNIST example (examples/mnist): conv1 1->32 3x3, ReLU, conv2 32->64 3x3, ReLU,
 // max-pool 2, dropout1 0.25, flatten, fc1 ->128, ReLU, dropout2 0.5, fc2 128->classes, as a
