@@ -12,6 +12,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "cpp/backend/cpu/dnnl_common.h"  // the CPU backend's oneDNN engine
 #include "cpp/io/json_limits.h"
 #include "ember/autograd.h"
 #include "ember/error.h"
@@ -23,11 +24,6 @@ namespace {
 using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
-
-dnnl::engine& engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
 
 dt act_type(bool is_unsigned) { return is_unsigned ? dt::u8 : dt::s8; }
 
@@ -130,7 +126,7 @@ Tensor QuantizedSequential::forward(const Tensor& input_any) {
   auto it = impl_->plans.find(input.shape());
   if (it == impl_->plans.end()) {
     Impl::Plan plan;
-    dnnl::engine& eng = engine();
+    dnnl::engine& eng = cpu::dnnl_engine();
     const Shape& in_shape = input.shape();
     const int64_t n = in_shape[0];
     // The activation entering each layer: dims, layout and dtype.
@@ -263,7 +259,7 @@ Tensor QuantizedSequential::forward(const Tensor& input_any) {
   }
   Impl::Plan& plan = it->second;
   plan.input.set_data_handle(input.data_ptr());
-  dnnl::stream s(engine());
+  dnnl::stream s(cpu::dnnl_engine());
   for (Impl::Step& step : plan.steps) step.prim.execute(s, step.args);
   s.wait();
   Tensor out = empty(plan.output_shape, TensorOptions(DType::F32, Device::cpu()));

@@ -13,6 +13,7 @@
 
 #include "cpp/backend/backend.h"
 #include "cpp/backend/cpu/cpu_conv.h"
+#include "cpp/backend/cpu/dnnl_common.h"
 #include "ember/error.h"
 
 namespace ember::cpu {
@@ -21,10 +22,6 @@ namespace {
 using dnnl::memory;
 using tag = memory::format_tag;
 
-dnnl::engine& cpu_engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
 
 enum class Kind : int64_t { Forward, BackwardData, BackwardWeight };
 
@@ -96,7 +93,7 @@ std::optional<Descs> descs_of(const ConvGeometry& g, bool bias) {
 Slot slot(int arg, const memory::desc& user, const memory::desc& prim, bool output) {
   Slot s{arg, user, prim, output, std::nullopt};
   if (user != prim) {
-    dnnl::engine& e = cpu_engine();
+    dnnl::engine& e = dnnl_engine();
     s.reorder = output ? dnnl::reorder(dnnl::reorder::primitive_desc(e, prim, e, user))
                        : dnnl::reorder(dnnl::reorder::primitive_desc(e, user, e, prim));
   }
@@ -110,7 +107,7 @@ dnnl::convolution_forward::primitive_desc forward_pd(const Descs& d, bool bias, 
                                                       d.dilates, d.pad_l, d.pad_r)
                    : dnnl::convolution_forward::desc(prop, alg, d.any_src, d.any_wei, d.any_dst, d.strides, d.dilates,
                                                       d.pad_l, d.pad_r);
-  return dnnl::convolution_forward::primitive_desc(desc, attr, cpu_engine());
+  return dnnl::convolution_forward::primitive_desc(desc, attr, dnnl_engine());
 }
 
 std::unique_ptr<Entry> build(Kind kind, const Descs& d, bool bias) {
@@ -132,7 +129,7 @@ std::unique_ptr<Entry> build(Kind kind, const Descs& d, bool bias) {
     case Kind::BackwardData: {
       dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, d.any_src, d.any_wei, d.any_dst,
                                                  d.strides, d.dilates, d.pad_l, d.pad_r);
-      dnnl::convolution_backward_data::primitive_desc pd(desc, attr, cpu_engine(), fwd);
+      dnnl::convolution_backward_data::primitive_desc pd(desc, attr, dnnl_engine(), fwd);
       e->prim = dnnl::convolution_backward_data(pd);
       e->slots.push_back(slot(DNNL_ARG_DIFF_DST, d.dst, pd.diff_dst_desc(), false));
       e->slots.push_back(slot(DNNL_ARG_WEIGHTS, d.wei, pd.weights_desc(), false));
@@ -146,7 +143,7 @@ std::unique_ptr<Entry> build(Kind kind, const Descs& d, bool bias) {
                                                                    d.dilates, d.pad_l, d.pad_r)
                        : dnnl::convolution_backward_weights::desc(alg, d.any_src, d.any_wei, d.any_dst, d.strides,
                                                                    d.dilates, d.pad_l, d.pad_r);
-      dnnl::convolution_backward_weights::primitive_desc pd(desc, attr, cpu_engine(), fwd);
+      dnnl::convolution_backward_weights::primitive_desc pd(desc, attr, dnnl_engine(), fwd);
       e->prim = dnnl::convolution_backward_weights(pd);
       e->slots.push_back(slot(DNNL_ARG_DIFF_DST, d.dst, pd.diff_dst_desc(), false));
       e->slots.push_back(slot(DNNL_ARG_SRC, d.src, pd.src_desc(), false));
@@ -173,25 +170,11 @@ Entry* find_or_build(Kind kind, const ConvGeometry& g, bool bias) {
 }
 
 // Runs `e` on the operands (in the entry's slot order), reordering in and out where needed.
-// A host buffer from the CPU backend's allocator for one call: its cache of freed blocks hands the
-// same block back on the next step (no page faults), and a shape seen once (evaluation's batch)
-// leaves nothing behind but what the cache may keep under its limit.
-struct CallBuffer {
-  explicit CallBuffer(size_t n) : bytes(n), ptr(n ? cpu_backend().allocate(n, Device::cpu()) : nullptr) {}
-  ~CallBuffer() {
-    if (ptr) cpu_backend().deallocate(ptr, bytes, Device::cpu());
-  }
-  CallBuffer(const CallBuffer&) = delete;
-  CallBuffer& operator=(const CallBuffer&) = delete;
-  size_t bytes;
-  void* ptr;
-};
-
 void run(const Entry& e, const std::vector<void*>& ptrs) {
-  dnnl::engine& eng = cpu_engine();
+  dnnl::engine& eng = dnnl_engine();
   dnnl::stream s(eng);
   std::unordered_map<int, memory> args;
-  std::vector<std::unique_ptr<CallBuffer>> buffers;
+  std::vector<std::unique_ptr<DnnlCallBuffer>> buffers;
   std::vector<std::pair<const Slot*, std::pair<memory, memory>>> outputs;
   for (size_t i = 0; i < e.slots.size(); ++i) {
     const Slot& sl = e.slots[i];
@@ -200,13 +183,13 @@ void run(const Entry& e, const std::vector<void*>& ptrs) {
       args.emplace(sl.arg, user);
       continue;
     }
-    buffers.push_back(std::make_unique<CallBuffer>(sl.prim.get_size()));
+    buffers.push_back(std::make_unique<DnnlCallBuffer>(sl.prim.get_size()));
     memory prim(sl.prim, eng, buffers.back()->ptr);
     if (sl.output) outputs.push_back({&sl, {prim, user}});
     else sl.reorder->execute(s, user, prim);
     args.emplace(sl.arg, prim);
   }
-  CallBuffer scratch(e.scratchpad.get_size());
+  DnnlCallBuffer scratch(e.scratchpad.get_size());
   args.emplace(DNNL_ARG_SCRATCHPAD, memory(e.scratchpad, eng, scratch.ptr));
   e.prim.execute(s, args);
   for (auto& [sl, mems] : outputs) sl->reorder->execute(s, mems.first, mems.second);

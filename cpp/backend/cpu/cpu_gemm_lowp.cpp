@@ -15,6 +15,7 @@
 
 #include "cpp/backend/cpu/cpu_backend.h"
 #include "cpp/backend/cpu/cpu_gemm_lowp.h"
+#include "cpp/backend/cpu/dnnl_common.h"
 #include "cpp/backend/gemm_layout.h"
 #include "cpp/backend/lowp_math.h"
 
@@ -23,10 +24,6 @@ namespace {
 
 using dnnl::memory;
 
-dnnl::engine& engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
 
 // A matrix operand's oneDNN description: [B?, rows, cols] with ember's strides; a batch stride of 0
 // (one matrix shared by the batch) is a batch extent of 1, which oneDNN broadcasts.
@@ -54,8 +51,8 @@ const Entry& find_or_build(const Key& key, const memory::desc& a, const memory::
   auto it = cache.find(key);
   if (it != cache.end()) return *it->second;
   dnnl::matmul::primitive_desc pd = !bias.is_zero()
-                                        ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, bias, c), attr, engine())
-                                        : dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, engine());
+                                        ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, bias, c), attr, dnnl_engine())
+                                        : dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, dnnl_engine());
   auto e = std::make_unique<Entry>(Entry{dnnl::matmul(pd)});
   return *cache.emplace(key, std::move(e)).first->second;
 }
@@ -66,7 +63,7 @@ bool bf16_matmul_available() {
   static const bool ok = [] {
     try {
       const memory::desc d({16, 16}, memory::data_type::bf16, {16, 1});
-      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(d, d, d), engine());
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(d, d, d), dnnl_engine());
       return true;
     } catch (const dnnl::error&) {
       return false;
@@ -138,11 +135,11 @@ void gemm_lowp(const Tensor& out, const Tensor& a_in, const Tensor& b_in, const 
                     batched, 0};
       try {
         const Entry& e = find_or_build(key, ad, bd, biasd, cd, attr);
-        dnnl::stream s(engine());
-        std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(ad, engine(), a.data_ptr())},
-                                             {DNNL_ARG_WEIGHTS, memory(bd, engine(), b.data_ptr())},
-                                             {DNNL_ARG_DST, memory(cd, engine(), c.data_ptr())}};
-        if (ep.bias) args.emplace(DNNL_ARG_BIAS, memory(biasd, engine(), bias.data_ptr()));
+        dnnl::stream s(dnnl_engine());
+        std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(ad, dnnl_engine(), a.data_ptr())},
+                                             {DNNL_ARG_WEIGHTS, memory(bd, dnnl_engine(), b.data_ptr())},
+                                             {DNNL_ARG_DST, memory(cd, dnnl_engine(), c.data_ptr())}};
+        if (ep.bias) args.emplace(DNNL_ARG_BIAS, memory(biasd, dnnl_engine(), bias.data_ptr()));
         e.prim.execute(s, args);
         s.wait();
       } catch (const dnnl::error& err) {

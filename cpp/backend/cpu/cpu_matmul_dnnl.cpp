@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "cpp/backend/backend.h"
+#include "cpp/backend/cpu/dnnl_common.h"
 #include "ember/error.h"
 
 namespace ember::cpu {
@@ -19,10 +20,6 @@ namespace {
 
 using dnnl::memory;
 
-dnnl::engine& engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
 
 memory::data_type dt(MatElem e) { return e == MatElem::BF16 ? memory::data_type::bf16 : memory::data_type::f32; }
 
@@ -55,7 +52,7 @@ dnnl::matmul::primitive_desc primitive_desc_of(const MatmulCall& m, memory::desc
     po.append_sum(m.beta);
     attr.set_post_ops(po);
   }
-  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, engine());
+  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, dnnl_engine());
 }
 
 std::shared_ptr<const Entry> entry_for(const MatmulCall& m) {
@@ -81,18 +78,6 @@ std::shared_ptr<const Entry> entry_for(const MatmulCall& m) {
   return e;
 }
 
-// A host buffer from the CPU backend's allocator for one call (its block cache hands the same block
-// back next step).
-struct CallBuffer {
-  explicit CallBuffer(size_t n) : bytes(n), ptr(n ? cpu_backend().allocate(n, Device::cpu()) : nullptr) {}
-  ~CallBuffer() {
-    if (ptr) cpu_backend().deallocate(ptr, bytes, Device::cpu());
-  }
-  CallBuffer(const CallBuffer&) = delete;
-  CallBuffer& operator=(const CallBuffer&) = delete;
-  size_t bytes;
-  void* ptr;
-};
 
 }  // namespace
 
@@ -102,9 +87,9 @@ void dnnl_matmul(const MatmulCall& m, const void* A, const void* B, void* C) {
   match_omp_threads();
   const std::shared_ptr<const Entry> ep = entry_for(m);
   const Entry& e = *ep;
-  dnnl::engine& eng = engine();
+  dnnl::engine& eng = dnnl_engine();
   thread_local dnnl::stream s(eng);
-  CallBuffer scratch(e.scratchpad.get_size());
+  DnnlCallBuffer scratch(e.scratchpad.get_size());
   memory am(e.a, eng, const_cast<void*>(A)), bm(e.b, eng, const_cast<void*>(B)), cm(e.c, eng, C);
   memory sm(e.scratchpad, eng, scratch.ptr);
   e.prim.execute(s, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}, {DNNL_ARG_SCRATCHPAD, sm}});
