@@ -7,6 +7,12 @@
 // descriptor and searches nothing; each call takes its workspace from the device's stream-ordered
 // pool (cuda::Scratch) and queues the convolution on the compute stream.
 //
+// bf16/f16 (autocast's convolutions): tensors and filters in the 16-bit type, the convolution's
+// compute type f32 (cuDNN's BFLOAT16_CONFIG / PSEUDO_HALF_CONFIG: f32 accumulation, one rounding of
+// each output), tensor-core math; alpha/beta are floats. The bias is added, and its gradient summed
+// in f32, by ember's own elementwise and reduction primitives (one rounding each), as PyTorch adds
+// the bias after cuDNN's convolution; the plan cache is keyed by dtype like every other property.
+//
 // cuDNN pads symmetrically. ember's ConvParams pads each side on its own (padding="same" with an
 // odd total; conv_transpose2d's output_padding computes fewer windows than the padding allows):
 // where symmetric padding with pad_begin does not give the same windows, cuDNN runs on a
@@ -140,7 +146,13 @@ int pick(const std::vector<Perf>& perf, int returned, bool deterministic, Dir di
 
 std::unique_ptr<Plan> build_plan(cudnnHandle_t h, Dir dir, const Geometry& g, DType dtype, bool bias,
                                  bool deterministic, bool tf32) {
-  const cudnnDataType_t dt = dtype == DType::F32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_DOUBLE;
+  const bool lowp = dtype == DType::BF16 || dtype == DType::F16;
+  const cudnnDataType_t dt = dtype == DType::F32    ? CUDNN_DATA_FLOAT
+                             : dtype == DType::F64  ? CUDNN_DATA_DOUBLE
+                             : dtype == DType::BF16 ? CUDNN_DATA_BFLOAT16
+                                                    : CUDNN_DATA_HALF;
+  // The convolution's compute (accumulation) type: f32 for f32 and the 16-bit types, f64 for f64.
+  const cudnnDataType_t compute = dtype == DType::F64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
   const ConvParams& p = g.p;
   auto plan = std::make_unique<Plan>();
   const int64_t xh = g.padded_copy ? g.hb : g.h, xw = g.padded_copy ? g.wb : g.w;
@@ -157,12 +169,13 @@ std::unique_ptr<Plan> build_plan(cudnnHandle_t h, Dir dir, const Geometry& g, DT
   EMBER_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(plan->conv, as_int(g.pad[0], g), as_int(g.pad[1], g),
                                                     as_int(p.stride[0], g), as_int(p.stride[1], g),
                                                     as_int(p.dilation[0], g), as_int(p.dilation[1], g),
-                                                    CUDNN_CROSS_CORRELATION, dt));
+                                                    CUDNN_CROSS_CORRELATION, compute));
   EMBER_CUDNN_CHECK(cudnnSetConvolutionGroupCount(plan->conv, as_int(p.groups, g)));
-  // As PyTorch: FMA-only kernels for f32 unless TF32 is allowed (cuda::set_allow_tf32).
-  EMBER_CUDNN_CHECK(cudnnSetConvolutionMathType(plan->conv,
-                                                dt == CUDNN_DATA_FLOAT && !tf32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH));
-  if (bias) {
+  // As PyTorch: FMA-only kernels for f32 unless TF32 is allowed (cuda::set_allow_tf32); tensor
+  // cores for bf16/f16.
+  EMBER_CUDNN_CHECK(cudnnSetConvolutionMathType(
+      plan->conv, lowp ? CUDNN_TENSOR_OP_MATH : (dt == CUDNN_DATA_FLOAT && !tf32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH)));
+  if (bias && !lowp) {
     EMBER_CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan->bias));
     EMBER_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->bias, CUDNN_TENSOR_NCHW, dt, 1, as_int(g.c_out, g), 1, 1));
   }
@@ -226,19 +239,27 @@ const Plan& plan_for(cudnnHandle_t h, Dir dir, const Geometry& g, DType dtype, i
   return *it->second;
 }
 
-// alpha = 1, beta = 0 (and 1, for adding the bias) in the scaling type cuDNN reads for the dtype.
+// alpha = 1, beta = 0 (and 1, for adding the bias) in the scaling type cuDNN reads for the dtype:
+// double for f64, float for f32, bf16 and f16.
 struct Scale {
   float f[2] = {1.0f, 0.0f};
   double d[2] = {1.0, 0.0};
-  const void* one(DType dt) const { return dt == DType::F32 ? static_cast<const void*>(&f[0]) : &d[0]; }
-  const void* zero(DType dt) const { return dt == DType::F32 ? static_cast<const void*>(&f[1]) : &d[1]; }
+  const void* one(DType dt) const { return dt != DType::F64 ? static_cast<const void*>(&f[0]) : &d[0]; }
+  const void* zero(DType dt) const { return dt != DType::F64 ? static_cast<const void*>(&f[1]) : &d[1]; }
 };
+
+bool is_lowp(DType dt) { return dt == DType::BF16 || dt == DType::F16; }
 
 void check_conv_args(const Tensor& t, const char* primitive) {
   EMBER_CHECK(t.device().is_cuda(), "cuda backend: ", primitive, " got a tensor on ", t.device().str(),
               "; every tensor of an op must be on the same CUDA device");
-  EMBER_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64, "cuda backend: ", primitive,
-              " takes f32 or f64, got ", dtype_name(t.dtype()));
+  EMBER_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64 || is_lowp(t.dtype()), "cuda backend: ", primitive,
+              " takes f32, f64, bf16 or f16, got ", dtype_name(t.dtype()));
+}
+
+// [N, C, H, W] view of bias [C] (strides 0 except the channel's), for adding it to contiguous y.
+Tensor bias_view(const Tensor& bias, const Tensor& y) {
+  return make_view(bias, y.shape(), {0, bias.stride(0), 0, 0}, bias.offset());
 }
 
 // The [N, C, h, w] window of contiguous NCHW `t` starting at row r0, column c0 (a view).
@@ -279,8 +300,9 @@ void CudaBackend::conv2d_forward(const Tensor& y, const Tensor& x, const Tensor&
   EMBER_CUDNN_CHECK(cudnnConvolutionForward(h, s.one(dt), plan.x, xin.data_ptr(), plan.w, w.data_ptr(), plan.conv,
                                             static_cast<cudnnConvolutionFwdAlgo_t>(plan.algo), ws.as<void>(),
                                             plan.workspace, s.zero(dt), plan.y, y.data_ptr()));
-  if (bias.defined())
-    EMBER_CUDNN_CHECK(cudnnAddTensor(h, s.one(dt), plan.bias, bias.data_ptr(), s.one(dt), plan.y, y.data_ptr()));
+  if (!bias.defined()) return;
+  if (is_lowp(dt)) binary(BinaryOp::Add, y, y, bias_view(bias, y), {});  // computed in f32, rounded once
+  else EMBER_CUDNN_CHECK(cudnnAddTensor(h, s.one(dt), plan.bias, bias.data_ptr(), s.one(dt), plan.y, y.data_ptr()));
 }
 
 void CudaBackend::conv2d_backward_data(const Tensor& dx, const Tensor& dy, const Tensor& w, const ConvParams& p) {
@@ -336,9 +358,20 @@ void CudaBackend::conv2d_backward_weight(const Tensor& dw, const Tensor& db, con
   EMBER_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, s.one(dt), plan.x, xin.data_ptr(), plan.y, dy.data_ptr(),
                                                    plan.conv, static_cast<cudnnConvolutionBwdFilterAlgo_t>(plan.algo),
                                                    ws.as<void>(), plan.workspace, s.zero(dt), plan.w, dw.data_ptr()));
-  if (db.defined())
-    EMBER_CUDNN_CHECK(cudnnConvolutionBackwardBias(h, s.one(dt), plan.y, dy.data_ptr(), s.zero(dt), plan.bias,
-                                                   db.data_ptr()));
+  if (!db.defined()) return;
+  if (is_lowp(dt)) {
+    // db[c] = the sum of dy[:, c] in f32 (over H*W, then over N), rounded once into db.
+    Tensor dy32 = make_empty(dy.shape(), DType::F32, dy.device());
+    copy(dy32, dy);
+    Tensor per_image = make_empty({g.n, g.c_out}, DType::F32, dy.device());
+    reduce(ReduceOp::Sum, per_image, dy32, g.n * g.c_out, g.h_out * g.w_out, 1);
+    Tensor db32 = make_empty({g.c_out}, DType::F32, dy.device());
+    reduce(ReduceOp::Sum, db32, per_image, 1, g.n, g.c_out);
+    copy(db, db32);
+    return;
+  }
+  EMBER_CUDNN_CHECK(cudnnConvolutionBackwardBias(h, s.one(dt), plan.y, dy.data_ptr(), s.zero(dt), plan.bias,
+                                                 db.data_ptr()));
 }
 
 // ---- end of the conv primitives block ----

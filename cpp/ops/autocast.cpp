@@ -19,7 +19,7 @@ using enum AutocastPolicy;
 // Lower: the GEMMs, where bf16/f16 inputs with f32 accumulation pay (tensor cores, AVX512_BF16/AMX).
 // Float32: ops whose sums or exponentials lose too much in 8 (bf16) or 11 (f16) significand bits,
 // as in PyTorch's autocast lists, and the ops whose backends compute in f32/f64 only here.
-constexpr std::array<std::pair<std::string_view, AutocastPolicy>, 20> kTable{{
+constexpr std::array<std::pair<std::string_view, AutocastPolicy>, 21> kTable{{
     {"matmul", Lower},
     {"linear", Lower},
     {"linear_relu", Lower},
@@ -36,9 +36,12 @@ constexpr std::array<std::pair<std::string_view, AutocastPolicy>, 20> kTable{{
     {"instance_norm", Float32},
     {"sum", Float32},
     {"mean", Float32},
-    // Convolution and pooling stay f32 on this branch: the CPU and CUDA conv primitives take f32/f64.
-    {"conv2d", Float32},
-    {"conv_transpose2d", Float32},
+    // Convolutions are GEMMs too: bf16/f16 operands, f32 accumulation (oneDNN on the CPU, cuDNN
+    // on the GPU), output in the low precision, as torch.autocast's lower-precision list.
+    {"conv1d", Lower},
+    {"conv2d", Lower},
+    {"conv_transpose2d", Lower},
+    // Pooling stays f32: its primitives take f32/f64.
     {"max_pool2d", Float32},
     {"avg_pool2d", Float32},
 }};

@@ -68,6 +68,11 @@ void check_bias(const Tensor& b, int64_t c_out, const char* op) {
 
 // ---- the three differentiable ops over the primitives ----
 
+// An incoming gradient in the dtype of the tensor it belongs to (`like`): each primitive takes one
+// dtype, and under autocast a bf16/f16 output may receive an f32 gradient from a consumer that
+// promoted it.
+Tensor grad_as(const Tensor& g, DType dt) { return g.dtype() == dt ? g : g.to(dt); }
+
 Tensor conv_forward(const char* name, const Tensor& x, const Tensor& w, const Tensor& b, const ConvParams& p,
                     const Shape& y_shape);
 Tensor conv_data(const char* name, const Tensor& dy, const Tensor& w, const ConvParams& p, const Shape& dx_shape);
@@ -86,11 +91,13 @@ Tensor conv_forward(const char* name, const Tensor& x, const Tensor& w, const Te
   // Each gradient needs only the other operand: keep only what will be read.
   SavedTensor sx = gw ? SavedTensor(xc) : SavedTensor(), sw = gx ? SavedTensor(wc) : SavedTensor();
   const Shape x_shape = x.shape(), w_shape = w.shape();
+  const DType dt = y.dtype();
   record(name, {x, w, b}, {y}, [=](const std::vector<Tensor>& g) -> std::vector<Tensor> {
     std::vector<Tensor> r(3);
-    if (gx) r[0] = conv_data("conv2d_backward_data", g[0], sw.unpack(name), p, x_shape);
-    if (gw) r[1] = conv_weight(g[0], sx.unpack(name), p, w_shape, gb ? &r[2] : nullptr);
-    if (gb && !r[2].defined()) r[2] = sum(g[0], {0, 2, 3});
+    const Tensor gy = grad_as(g[0], dt);
+    if (gx) r[0] = conv_data("conv2d_backward_data", gy, sw.unpack(name), p, x_shape);
+    if (gw) r[1] = conv_weight(gy, sx.unpack(name), p, w_shape, gb ? &r[2] : nullptr);
+    if (gb && !r[2].defined()) r[2] = sum(gy, {0, 2, 3});
     return r;
   });
   return y;
@@ -104,10 +111,12 @@ Tensor conv_data(const char* name, const Tensor& dy, const Tensor& w, const Conv
   const bool gdy = dy.requires_grad(), gw = w.requires_grad();
   SavedTensor sdy = gw ? SavedTensor(dyc) : SavedTensor(), sw = gdy ? SavedTensor(wc) : SavedTensor();
   const Shape dy_shape = dy.shape(), w_shape = w.shape();
+  const DType dt = dx.dtype();
   record(name, {dy, w}, {dx}, [=](const std::vector<Tensor>& g) -> std::vector<Tensor> {
     std::vector<Tensor> r(2);
-    if (gdy) r[0] = conv_forward("conv2d", g[0], sw.unpack(name), Tensor(), p, dy_shape);
-    if (gw) r[1] = conv_weight(sdy.unpack(name), g[0], p, w_shape);
+    const Tensor gx = grad_as(g[0], dt);
+    if (gdy) r[0] = conv_forward("conv2d", gx, sw.unpack(name), Tensor(), p, dy_shape);
+    if (gw) r[1] = conv_weight(sdy.unpack(name), gx, p, w_shape);
     return r;
   });
   return dx;
@@ -130,10 +139,12 @@ Tensor conv_weight(const Tensor& dy, const Tensor& x, const ConvParams& p, const
   const bool gdy = dy.requires_grad(), gx = x.requires_grad();
   SavedTensor sdy = gx ? SavedTensor(dyc) : SavedTensor(), sx = gdy ? SavedTensor(xc) : SavedTensor();
   const Shape dy_shape = dy.shape(), x_shape = x.shape();
+  const DType dt = dw.dtype();
   record(name, {dy, x}, {dw}, [=](const std::vector<Tensor>& g) -> std::vector<Tensor> {
     std::vector<Tensor> r(2);
-    if (gdy) r[0] = conv_forward("conv2d", sx.unpack(name), g[0], Tensor(), p, dy_shape);
-    if (gx) r[1] = conv_data("conv2d_backward_data", sdy.unpack(name), g[0], p, x_shape);
+    const Tensor gw = grad_as(g[0], dt);
+    if (gdy) r[0] = conv_forward("conv2d", sx.unpack(name), gw, Tensor(), p, dy_shape);
+    if (gx) r[1] = conv_data("conv2d_backward_data", sdy.unpack(name), gw, p, x_shape);
     return r;
   });
   return dw;
@@ -215,7 +226,10 @@ Tensor conv2d(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in
   return conv2d_impl(x, weight, bias, args, op, x.shape(), weight.shape());
 }
 
-Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv1dArgs& args) {
+Tensor conv1d(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in, const Conv1dArgs& args) {
+  const Tensor x = ops::autocast_input(x_in, "conv1d");
+  const Tensor weight = ops::autocast_input(weight_in, "conv1d");
+  const Tensor bias = ops::autocast_input(bias_in, "conv1d");
   static constexpr const char* op = "conv1d";
   profile::Range range(op);
   check_common(x, weight, bias, op);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CNN side by side with PyTorch on this machine, in one run:
-#   tools/bench/convnet.sh [--build DIR] [--device cpu|cuda] [--threads "1 2"] [--reps N] [--python PY]
+#   tools/bench/convnet.sh [--build DIR] [--device cpu|cuda] [--threads "1 2"] [--reps N] [--python PY] [--precision fp32|bf16]
 # For each thread count: ember-bench cnn-step and tools/bench/torch_convnet.py --mode step (one
 # training step of the classic MNIST CNN at batch 64, and each convolution's forward and backward),
 # then a table of ratios ember / PyTorch (below 1: ember is faster). PY defaults to Debian's
@@ -9,7 +9,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-build="$root/build" device=cpu threads="1 2" reps=10 py=/usr/bin/python3
+build="$root/build" device=cpu threads="1 2" reps=10 py=/usr/bin/python3 precision=fp32
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
@@ -17,6 +17,7 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
     --python) py=$2; shift 2 ;;
+    --precision) precision=$2; shift 2 ;;  # bf16: both sides under autocast (ember::autocast, torch.autocast)
     -h | --help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "convnet.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -28,8 +29,8 @@ echo "cpu: $(lscpu | sed -n 's/^Model name: *//p')"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for t in $threads; do
-  "$bench" cnn-step --device "$device" --threads "$t" --reps "$reps" | tee -a "$out"
-  "$py" "$here/torch_convnet.py" --mode step --device "$device" --threads "$t" --reps "$reps" | tee -a "$out"
+  "$bench" cnn-step --device "$device" --threads "$t" --reps "$reps" --precision "$precision" | tee -a "$out"
+  "$py" "$here/torch_convnet.py" --mode step --device "$device" --threads "$t" --reps "$reps" --precision "$precision" | tee -a "$out"
 done
 "$py" - "$out" <<'PY'
 import json, sys

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cpp/backend/cpu/cpu_backend.h"
+#include "cpp/backend/lowp_math.h"
 
 namespace ember {
 namespace cpu {
@@ -218,14 +219,47 @@ T* bias_ptr(const Tensor& bias) {
 
 // ---- convolution (conv primitives block) ----
 
+// bf16/f16 (autocast's convolutions): oneDNN's 16-bit kernels (AVX512_BF16 / AMX; AVX512_FP16 for
+// f16 where oneDNN has them) read 16-bit operands, accumulate in f32 and round each result once.
+// Where oneDNN has none on this CPU (f16 on every CPU without AVX512_FP16, bf16 on AVX2-only CPUs)
+// or EMBER_CPU_CONV=im2col asks for im2col, the operands are widened to f32, the f32 convolution
+// runs, and the result is rounded once: the same arithmetic (a 16-bit product is exact in f32;
+// only the order of the f32 sums differs), at f32 speed.
+namespace {
+
+bool is_lowp(DType dt) { return dt == DType::BF16 || dt == DType::F16; }
+
+Tensor widened(const Tensor& t) {
+  if (!t.defined()) return t;
+  Tensor w = make_empty(t.shape(), DType::F32, t.device());
+  cpu_backend().copy(w, t);
+  return w;
+}
+
+Tensor f32_like(const Tensor& t) { return t.defined() ? make_empty(t.shape(), DType::F32, t.device()) : t; }
+
+const void* opt_ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+void* opt_mut_ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+
+}  // namespace
+
 void CpuBackend::conv2d_forward(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor& bias,
                                 const ConvParams& p) {
   if (y.numel() == 0) return;
   const ConvGeometry g = cpu::conv_geometry(x, w, y, p);
+  if (is_lowp(y.dtype())) {
+    if (cpu::f32_uses_onednn() &&
+        cpu::dnnl_conv_forward(g, y.dtype(), y.data_ptr(), x.data_ptr(), w.data_ptr(), opt_ptr(bias)))
+      return;
+    const Tensor y32 = f32_like(y);
+    conv2d_forward(y32, widened(x), widened(w), widened(bias), p);
+    copy(y, y32);
+    return;
+  }
   cpu::visit_floating(y.dtype(), "conv2d_forward", [&]<class T>() {
     if constexpr (std::is_same_v<T, float>) {
       if (cpu::f32_uses_onednn() &&
-          cpu::dnnl_conv_forward(g, cpu::ptr<float>(y), cpu::ptr<float>(x), cpu::ptr<float>(w), bias_ptr<float>(bias)))
+          cpu::dnnl_conv_forward(g, DType::F32, y.data_ptr(), x.data_ptr(), w.data_ptr(), opt_ptr(bias)))
         return;
     }
     im2col_forward<T>(g, cpu::ptr<T>(y), cpu::ptr<T>(x), cpu::ptr<T>(w), bias_ptr<T>(bias));
@@ -235,10 +269,17 @@ void CpuBackend::conv2d_forward(const Tensor& y, const Tensor& x, const Tensor& 
 void CpuBackend::conv2d_backward_data(const Tensor& dx, const Tensor& dy, const Tensor& w, const ConvParams& p) {
   if (dx.numel() == 0) return;
   const ConvGeometry g = cpu::conv_geometry(dx, w, dy, p);
+  if (is_lowp(dx.dtype())) {
+    if (cpu::f32_uses_onednn() && cpu::dnnl_conv_backward_data(g, dx.dtype(), dx.data_ptr(), dy.data_ptr(), w.data_ptr()))
+      return;
+    const Tensor dx32 = f32_like(dx);
+    conv2d_backward_data(dx32, widened(dy), widened(w), p);
+    copy(dx, dx32);
+    return;
+  }
   cpu::visit_floating(dx.dtype(), "conv2d_backward_data", [&]<class T>() {
     if constexpr (std::is_same_v<T, float>) {
-      if (cpu::f32_uses_onednn() &&
-          cpu::dnnl_conv_backward_data(g, cpu::ptr<float>(dx), cpu::ptr<float>(dy), cpu::ptr<float>(w)))
+      if (cpu::f32_uses_onednn() && cpu::dnnl_conv_backward_data(g, DType::F32, dx.data_ptr(), dy.data_ptr(), w.data_ptr()))
         return;
     }
     im2col_backward_data<T>(g, cpu::ptr<T>(dx), cpu::ptr<T>(dy), cpu::ptr<T>(w));
@@ -249,11 +290,20 @@ void CpuBackend::conv2d_backward_weight(const Tensor& dw, const Tensor& db, cons
                                         const ConvParams& p) {
   if (dw.numel() == 0) return;
   const ConvGeometry g = cpu::conv_geometry(x, dw, dy, p);
+  if (is_lowp(dw.dtype())) {
+    if (cpu::f32_uses_onednn() && g.n > 0 &&
+        cpu::dnnl_conv_backward_weight(g, dw.dtype(), dw.data_ptr(), opt_mut_ptr(db), dy.data_ptr(), x.data_ptr()))
+      return;
+    const Tensor dw32 = f32_like(dw), db32 = f32_like(db);
+    conv2d_backward_weight(dw32, db32, widened(dy), widened(x), p);
+    copy(dw, dw32);
+    if (db.defined()) copy(db, db32);
+    return;
+  }
   cpu::visit_floating(dw.dtype(), "conv2d_backward_weight", [&]<class T>() {
     if constexpr (std::is_same_v<T, float>) {
       if (cpu::f32_uses_onednn() && g.n > 0 &&
-          cpu::dnnl_conv_backward_weight(g, cpu::ptr<float>(dw), bias_ptr<float>(db), cpu::ptr<float>(dy),
-                                         cpu::ptr<float>(x)))
+          cpu::dnnl_conv_backward_weight(g, DType::F32, dw.data_ptr(), opt_mut_ptr(db), dy.data_ptr(), x.data_ptr()))
         return;
     }
     im2col_backward_weight<T>(g, cpu::ptr<T>(dw), cpu::ptr<T>(dy), cpu::ptr<T>(x));

@@ -1,9 +1,12 @@
-// The CPU convolution engines behind CpuBackend's conv primitives: oneDNN (f32, the default) and
-// im2col + OpenBLAS GEMM (f64, and f32 where oneDNN declines a case or EMBER_CPU_CONV=im2col asks).
+// The CPU convolution engines behind CpuBackend's conv primitives: oneDNN (f32, the default; bf16
+// and f16 where it has kernels for them on this CPU) and im2col + OpenBLAS GEMM (f64, and f32 where
+// oneDNN declines a case or EMBER_CPU_CONV=im2col asks). bf16/f16 cases oneDNN does not run are
+// widened to f32, run as f32 and rounded once (cpu_conv.cpp).
 #pragma once
 #include <cstdint>
 
 #include "cpp/backend/backend.h"
+#include "ember/export.h"
 
 namespace ember::cpu {
 
@@ -21,11 +24,16 @@ ConvGeometry conv_geometry(const Tensor& x_like, const Tensor& w, const Tensor& 
 // "im2col" (read once; tools/bench/conv_layers.sh uses it to time both engines in one run).
 bool f32_uses_onednn();
 
-// oneDNN (cpu_conv_dnnl.cpp). Each returns false, having done nothing, when oneDNN takes no such
-// case (negative effective padding); the caller then runs im2col.
-bool dnnl_conv_forward(const ConvGeometry& g, float* y, const float* x, const float* w, const float* bias);
-bool dnnl_conv_backward_data(const ConvGeometry& g, float* dx, const float* dy, const float* w);
+// oneDNN (cpu_conv_dnnl.cpp), for dt f32, bf16 or f16: every pointer is to elements of dt (bias
+// and db too), contiguous NCHW / OIHW. Each returns false, having done nothing, when oneDNN takes no
+// such case (negative effective padding; for bf16/f16 also no kernel on this CPU, or only oneDNN's
+// reference loop); the caller then runs im2col (f32) or widens to f32 (bf16/f16).
+bool dnnl_conv_forward(const ConvGeometry& g, DType dt, void* y, const void* x, const void* w, const void* bias);
+bool dnnl_conv_backward_data(const ConvGeometry& g, DType dt, void* dx, const void* dy, const void* w);
 // db (when not null) = the bias gradient, in the same pass.
-bool dnnl_conv_backward_weight(const ConvGeometry& g, float* dw, float* db, const float* dy, const float* x);
+bool dnnl_conv_backward_weight(const ConvGeometry& g, DType dt, void* dw, void* db, const void* dy, const void* x);
+// Whether all three directions of this convolution run on oneDNN kernels in dt (not widened);
+// builds and caches the primitives (for tests and benchmarks that say which path ran).
+EMBER_API bool dnnl_conv_has_kernel(const ConvGeometry& g, DType dt, bool bias);
 
 }  // namespace ember::cpu

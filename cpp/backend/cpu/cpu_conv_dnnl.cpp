@@ -1,6 +1,10 @@
-// CPU backend: f32 convolutions through oneDNN (the library PyTorch's CPU build uses). Each shape
-// and direction gets its primitive, the memory formats oneDNN chose for it and the reorders
-// between those and ember's NCHW / OIHW, built once and cached, so a training loop creates none.
+// CPU backend: f32, bf16 and f16 convolutions through oneDNN (the library PyTorch's CPU build uses).
+// Each shape, direction and dtype gets its primitive, the memory formats oneDNN chose for it and
+// the reorders between those and ember's NCHW / OIHW, built once and cached, so a training loop
+// creates none. bf16/f16: every tensor (source, weights, bias, destination and their gradients) is
+// in the 16-bit dtype; oneDNN accumulates in f32 and rounds each output once. Where oneDNN has no
+// optimised 16-bit kernel on this CPU (it would decline, or offer only its reference loop) the
+// entry is empty and the caller widens to f32 (cpu_conv.cpp).
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <array>
@@ -8,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -15,6 +20,7 @@
 #include "cpp/backend/cpu/cpu_conv.h"
 #include "cpp/backend/cpu/dnnl_common.h"
 #include "ember/error.h"
+#include "ember/tensor.h"
 
 namespace ember::cpu {
 namespace {
@@ -40,11 +46,11 @@ struct Entry {
   memory::desc scratchpad;
 };
 
-using Key = std::array<int64_t, 19>;
+using Key = std::array<int64_t, 20>;
 
-Key key_of(Kind kind, const ConvGeometry& g, bool bias) {
+Key key_of(Kind kind, const ConvGeometry& g, bool bias, DType dt) {
   const ConvParams& p = g.p;
-  return {static_cast<int64_t>(kind), g.n, g.c_in, g.h, g.w, g.c_out, g.kh, g.kw, g.h_out, g.w_out,
+  return {static_cast<int64_t>(kind), static_cast<int64_t>(dt), g.n, g.c_in, g.h, g.w, g.c_out, g.kh, g.kw, g.h_out, g.w_out,
           p.stride[0], p.stride[1], p.pad_begin[0], p.pad_begin[1], p.pad_end[0], p.pad_end[1],
           p.dilation[0], p.dilation[1], p.groups * 2 + (bias ? 1 : 0)};
 }
@@ -65,12 +71,20 @@ struct Descs {
   memory::dims strides, dilates, pad_l, pad_r;
 };
 
-std::optional<Descs> descs_of(const ConvGeometry& g, bool bias) {
+memory::data_type dnnl_type(DType dt) {
+  switch (dt) {
+    case DType::BF16: return memory::data_type::bf16;
+    case DType::F16: return memory::data_type::f16;
+    default: return memory::data_type::f32;
+  }
+}
+
+std::optional<Descs> descs_of(const ConvGeometry& g, bool bias, DType dtype) {
   const ConvParams& p = g.p;
   const int64_t pr0 = effective_pad_end(g.h, g.h_out, g.kh, p.stride[0], p.dilation[0], p.pad_begin[0], p.pad_end[0]);
   const int64_t pr1 = effective_pad_end(g.w, g.w_out, g.kw, p.stride[1], p.dilation[1], p.pad_begin[1], p.pad_end[1]);
   if (pr0 < 0 || pr1 < 0) return std::nullopt;
-  const auto f32 = memory::data_type::f32;
+  const auto f32 = dnnl_type(dtype);  // the element type of every operand (f32, bf16 or f16)
   const memory::dims src{g.n, g.c_in, g.h, g.w}, dst{g.n, g.c_out, g.h_out, g.w_out};
   const int64_t G = p.groups;
   const memory::dims wei = G == 1 ? memory::dims{g.c_out, g.c_in, g.kh, g.kw}
@@ -110,12 +124,17 @@ dnnl::convolution_forward::primitive_desc forward_pd(const Descs& d, bool bias, 
   return dnnl::convolution_forward::primitive_desc(desc, attr, dnnl_engine());
 }
 
-std::unique_ptr<Entry> build(Kind kind, const Descs& d, bool bias) {
+// Whether a primitive oneDNN offers for a 16-bit dtype is its reference loop (orders of magnitude
+// slower than its f32 JIT kernels): ember then widens to f32 instead.
+bool is_reference(const char* impl) { return std::string_view(impl).starts_with("ref"); }
+
+std::unique_ptr<Entry> build(Kind kind, const Descs& d, bool bias, bool lowp) {
   dnnl::primitive_attr attr;
   // The caller passes the scratchpad: concurrent calls of one cached primitive then share nothing.
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   auto e = std::make_unique<Entry>();
   const auto fwd = forward_pd(d, bias, attr);
+  if (lowp && is_reference(fwd.impl_info_str())) return nullptr;
   switch (kind) {
     case Kind::Forward: {
       e->prim = dnnl::convolution_forward(fwd);
@@ -130,6 +149,7 @@ std::unique_ptr<Entry> build(Kind kind, const Descs& d, bool bias) {
       dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, d.any_src, d.any_wei, d.any_dst,
                                                  d.strides, d.dilates, d.pad_l, d.pad_r);
       dnnl::convolution_backward_data::primitive_desc pd(desc, attr, dnnl_engine(), fwd);
+      if (lowp && is_reference(pd.impl_info_str())) return nullptr;
       e->prim = dnnl::convolution_backward_data(pd);
       e->slots.push_back(slot(DNNL_ARG_DIFF_DST, d.dst, pd.diff_dst_desc(), false));
       e->slots.push_back(slot(DNNL_ARG_WEIGHTS, d.wei, pd.weights_desc(), false));
@@ -144,6 +164,7 @@ std::unique_ptr<Entry> build(Kind kind, const Descs& d, bool bias) {
                        : dnnl::convolution_backward_weights::desc(alg, d.any_src, d.any_wei, d.any_dst, d.strides,
                                                                    d.dilates, d.pad_l, d.pad_r);
       dnnl::convolution_backward_weights::primitive_desc pd(desc, attr, dnnl_engine(), fwd);
+      if (lowp && is_reference(pd.impl_info_str())) return nullptr;
       e->prim = dnnl::convolution_backward_weights(pd);
       e->slots.push_back(slot(DNNL_ARG_DIFF_DST, d.dst, pd.diff_dst_desc(), false));
       e->slots.push_back(slot(DNNL_ARG_SRC, d.src, pd.src_desc(), false));
@@ -157,15 +178,25 @@ std::unique_ptr<Entry> build(Kind kind, const Descs& d, bool bias) {
 }
 
 // The cache: entries are built under the lock and never removed, so a found entry stays valid.
-Entry* find_or_build(Kind kind, const ConvGeometry& g, bool bias) {
+// A 16-bit case oneDNN has no kernel for on this CPU (status unimplemented: an AVX2-only CPU has no
+// bf16 convolution, and oneDNN 2.6 no f16 one without AVX512_FP16) is cached as null like the f32
+// cases it takes no padding for; any other oneDNN error propagates.
+Entry* find_or_build(Kind kind, const ConvGeometry& g, bool bias, DType dt) {
   static std::mutex mutex;
   static std::map<Key, std::unique_ptr<Entry>> cache;  // null: oneDNN takes no such case
-  const Key key = key_of(kind, g, bias);
+  const Key key = key_of(kind, g, bias, dt);
   std::lock_guard<std::mutex> lock(mutex);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second.get();
+  const bool lowp = dt != DType::F32;
   std::unique_ptr<Entry> e;
-  if (const auto d = descs_of(g, bias)) e = build(kind, *d, bias);
+  if (const auto d = descs_of(g, bias, dt)) {
+    try {
+      e = build(kind, *d, bias, lowp);
+    } catch (const dnnl::error& err) {
+      if (!lowp || err.status != dnnl_unimplemented) throw;
+    }
+  }
   return cache.emplace(key, std::move(e)).first->second.get();
 }
 
@@ -197,11 +228,11 @@ void run(const Entry& e, const std::vector<void*>& ptrs) {
 }
 
 template <class F>
-bool guarded(const char* what, const ConvGeometry& g, F&& f) {
+bool guarded(const char* what, const ConvGeometry& g, DType dt, F&& f) {
   try {
     return f();
   } catch (const dnnl::error& err) {
-    throw Error(detail::str_cat("conv2d (cpu, oneDNN) ", what, ": ", err.what(), " (status ",
+    throw Error(detail::str_cat("conv2d (cpu, oneDNN, ", dtype_name(dt), ") ", what, ": ", err.what(), " (status ",
                                 static_cast<int>(err.status), ") for input [", g.n, ", ", g.c_in, ", ", g.h, ", ",
                                 g.w, "], weight [", g.c_out, ", ", g.c_in / g.p.groups, ", ", g.kh, ", ", g.kw,
                                 "], groups ", g.p.groups));
@@ -210,35 +241,42 @@ bool guarded(const char* what, const ConvGeometry& g, F&& f) {
 
 }  // namespace
 
-bool dnnl_conv_forward(const ConvGeometry& g, float* y, const float* x, const float* w, const float* bias) {
-  return guarded("forward", g, [&] {
-    const Entry* e = find_or_build(Kind::Forward, g, bias != nullptr);
+bool dnnl_conv_forward(const ConvGeometry& g, DType dt, void* y, const void* x, const void* w, const void* bias) {
+  return guarded("forward", g, dt, [&] {
+    Entry* e = find_or_build(Kind::Forward, g, bias != nullptr, dt);
     if (!e) return false;
-    std::vector<void*> ptrs{const_cast<float*>(x), const_cast<float*>(w)};
-    if (bias) ptrs.push_back(const_cast<float*>(bias));
+    std::vector<void*> ptrs{const_cast<void*>(x), const_cast<void*>(w)};
+    if (bias) ptrs.push_back(const_cast<void*>(bias));
     ptrs.push_back(y);
     run(*e, ptrs);
     return true;
   });
 }
 
-bool dnnl_conv_backward_data(const ConvGeometry& g, float* dx, const float* dy, const float* w) {
-  return guarded("backward data", g, [&] {
-    const Entry* e = find_or_build(Kind::BackwardData, g, false);
+bool dnnl_conv_backward_data(const ConvGeometry& g, DType dt, void* dx, const void* dy, const void* w) {
+  return guarded("backward data", g, dt, [&] {
+    Entry* e = find_or_build(Kind::BackwardData, g, false, dt);
     if (!e) return false;
-    run(*e, {const_cast<float*>(dy), const_cast<float*>(w), dx});
+    run(*e, {const_cast<void*>(dy), const_cast<void*>(w), dx});
     return true;
   });
 }
 
-bool dnnl_conv_backward_weight(const ConvGeometry& g, float* dw, float* db, const float* dy, const float* x) {
-  return guarded("backward weight", g, [&] {
-    const Entry* e = find_or_build(Kind::BackwardWeight, g, db != nullptr);
+bool dnnl_conv_backward_weight(const ConvGeometry& g, DType dt, void* dw, void* db, const void* dy, const void* x) {
+  return guarded("backward weight", g, dt, [&] {
+    Entry* e = find_or_build(Kind::BackwardWeight, g, db != nullptr, dt);
     if (!e) return false;
-    std::vector<void*> ptrs{const_cast<float*>(dy), const_cast<float*>(x), dw};
+    std::vector<void*> ptrs{const_cast<void*>(dy), const_cast<void*>(x), dw};
     if (db) ptrs.push_back(db);
     run(*e, ptrs);
     return true;
+  });
+}
+
+bool dnnl_conv_has_kernel(const ConvGeometry& g, DType dt, bool bias) {
+  return guarded("probe", g, dt, [&] {
+    return find_or_build(Kind::Forward, g, bias, dt) && find_or_build(Kind::BackwardData, g, false, dt) &&
+           find_or_build(Kind::BackwardWeight, g, bias, dt);
   });
 }
 
