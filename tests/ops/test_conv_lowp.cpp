@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -176,7 +177,7 @@ void check_against_reference(const Case& c, DType dt, const Inputs& in, const Co
   }
 }
 
-cpu::ConvGeometry geometry_of(const Case& c, const Inputs& in) {
+cpu::ConvGeometry geometry_of(const Case& c, const Inputs& in) {  // as cpu::conv_geometry reads it
   ConvParams p;
   p.stride = c.stride;
   p.dilation = c.dilation;
@@ -185,7 +186,24 @@ cpu::ConvGeometry geometry_of(const Case& c, const Inputs& in) {
   return {c.n, c.c_in, c.h, c.w, c.c_out, c.kh, c.kw, in.dy.size(2), in.dy.size(3), p};
 }
 
+// Whether oneDNN is limited to AVX2 (ctest's ops.conv_lowp_without_avx512 sets DNNL_MAX_CPU_ISA=AVX2,
+// as on an AVX2-only CPU, where oneDNN 2.6 has no bf16 convolution).
+bool onednn_limited_to_avx2() {
+  const char* e = std::getenv("DNNL_MAX_CPU_ISA");
+  return e && std::string(e) == "AVX2";
+}
+
 TEST(ConvLowp, MatchesExactSumsOfTheRoundedInputs) {
+  // Where the CPU has AVX512_BF16, bf16 must run on oneDNN's bf16 kernels (not silently widened);
+  // limited to AVX2, it must take the widened path (and meet the same bound below).
+  {
+    const Case& c = kCases[1];
+    const Inputs in = make_inputs(c, DType::BF16, 5);
+    if (onednn_limited_to_avx2())
+      EXPECT_FALSE(cpu::dnnl_conv_has_kernel(geometry_of(c, in), DType::BF16, true));
+    else if (cpu_info().avx512_bf16)
+      EXPECT_TRUE(cpu::dnnl_conv_has_kernel(geometry_of(c, in), DType::BF16, true));
+  }
   for (DType dt : {DType::BF16, DType::F16})
     for (size_t i = 0; i < kCases.size(); ++i) {
       const Case& c = kCases[i];

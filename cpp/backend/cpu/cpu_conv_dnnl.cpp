@@ -14,6 +14,7 @@
 // reorders run its generic "jit:uni" path at ~3 GB/s, 1.6-4 ms per activation of that layer,
 // while its f32 ones run at 70-160 GB/s), and the transpose is pure data movement (bit patterns
 // copied, no rounding). Weights keep oneDNN's own layouts and reorders (they are small).
+#include <emmintrin.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
@@ -230,37 +231,44 @@ Entry* find_or_build(Kind kind, const ConvGeometry& g, bool bias, DType dt) {
   return cache.emplace(key, std::move(e)).first->second.get();
 }
 
-// 16-bit NCHW <-> NHWC: per image, the [c, hw] matrix transposed in 32 x 32 tiles (a tile's rows
-// are 64 bytes, one cache line, so both sides stream through L1). Bit patterns are copied.
-void nchw_to_nhwc(const uint16_t* src, uint16_t* dst, int64_t n, int64_t c, int64_t hw) {
-  constexpr int64_t T = 32;
-  cpu::parallel_for(n, n * c * hw, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const uint16_t* s = src + i * c * hw;
-      uint16_t* d = dst + i * c * hw;
-      for (int64_t c0 = 0; c0 < c; c0 += T)
-        for (int64_t p0 = 0; p0 < hw; p0 += T) {
-          const int64_t c1 = std::min(c, c0 + T), p1 = std::min(hw, p0 + T);
-          for (int64_t p = p0; p < p1; ++p)
-            for (int64_t ch = c0; ch < c1; ++ch) d[p * c + ch] = s[ch * hw + p];
-        }
+// 16-bit NCHW <-> NHWC: per image, a transpose of the [c, hw] (or [hw, c]) matrix in 8 x 8 blocks,
+// each through SSE2's 16/32/64-bit unpacks (x86-64's baseline, so no dispatch): 17-20 GB/s here
+// against 3-5 GB/s for a scalar tiled loop. Bit patterns are copied, nothing is rounded.
+// dst [cols, rows] = the transpose of src [rows, cols], 16-bit elements.
+void transpose16(const uint16_t* src, uint16_t* dst, int64_t rows, int64_t cols) {
+  const int64_t r8 = rows - rows % 8, c8 = cols - cols % 8;
+  for (int64_t r0 = 0; r0 < r8; r0 += 8) {
+    for (int64_t c0 = 0; c0 < c8; c0 += 8) {
+      const uint16_t* s = src + r0 * cols + c0;
+      __m128i a0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 0 * cols)), a1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 1 * cols));
+      __m128i a2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 2 * cols)), a3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 3 * cols));
+      __m128i a4 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 4 * cols)), a5 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 5 * cols));
+      __m128i a6 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 6 * cols)), a7 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 7 * cols));
+      __m128i t0 = _mm_unpacklo_epi16(a0, a1), t1 = _mm_unpackhi_epi16(a0, a1), t2 = _mm_unpacklo_epi16(a2, a3), t3 = _mm_unpackhi_epi16(a2, a3);
+      __m128i t4 = _mm_unpacklo_epi16(a4, a5), t5 = _mm_unpackhi_epi16(a4, a5), t6 = _mm_unpacklo_epi16(a6, a7), t7 = _mm_unpackhi_epi16(a6, a7);
+      __m128i u0 = _mm_unpacklo_epi32(t0, t2), u1 = _mm_unpackhi_epi32(t0, t2), u2 = _mm_unpacklo_epi32(t1, t3), u3 = _mm_unpackhi_epi32(t1, t3);
+      __m128i u4 = _mm_unpacklo_epi32(t4, t6), u5 = _mm_unpackhi_epi32(t4, t6), u6 = _mm_unpacklo_epi32(t5, t7), u7 = _mm_unpackhi_epi32(t5, t7);
+      uint16_t* d = dst + c0 * rows + r0;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 0 * rows), _mm_unpacklo_epi64(u0, u4));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 1 * rows), _mm_unpackhi_epi64(u0, u4));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 2 * rows), _mm_unpacklo_epi64(u1, u5));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 3 * rows), _mm_unpackhi_epi64(u1, u5));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 4 * rows), _mm_unpacklo_epi64(u2, u6));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 5 * rows), _mm_unpackhi_epi64(u2, u6));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 6 * rows), _mm_unpacklo_epi64(u3, u7));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 7 * rows), _mm_unpackhi_epi64(u3, u7));
     }
-  });
+    for (int64_t r = r0; r < r0 + 8; ++r)
+      for (int64_t c = c8; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+  }
+  for (int64_t r = r8; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
 }
 
-void nhwc_to_nchw(const uint16_t* src, uint16_t* dst, int64_t n, int64_t c, int64_t hw) {
-  constexpr int64_t T = 32;
-  cpu::parallel_for(n, n * c * hw, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const uint16_t* s = src + i * c * hw;
-      uint16_t* d = dst + i * c * hw;
-      for (int64_t c0 = 0; c0 < c; c0 += T)
-        for (int64_t p0 = 0; p0 < hw; p0 += T) {
-          const int64_t c1 = std::min(c, c0 + T), p1 = std::min(hw, p0 + T);
-          for (int64_t ch = c0; ch < c1; ++ch)
-            for (int64_t p = p0; p < p1; ++p) d[ch * hw + p] = s[p * c + ch];
-        }
-    }
+// n images of [rows, cols] -> n images of [cols, rows], the images split across threads.
+void transpose_images(const uint16_t* src, uint16_t* dst, int64_t n, int64_t rows, int64_t cols) {
+  cpu::parallel_for(n, n * rows * cols, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) transpose16(src + i * rows * cols, dst + i * rows * cols, rows, cols);
   });
 }
 
@@ -279,7 +287,7 @@ void run(const Entry& e, const std::vector<void*>& ptrs) {
       buffers.push_back(std::make_unique<DnnlCallBuffer>(sl.prim.get_size()));
       uint16_t* buf = static_cast<uint16_t*>(buffers.back()->ptr);
       if (sl.output) permuted_outputs.push_back({&sl, {buf, static_cast<uint16_t*>(ptrs[i])}});
-      else nchw_to_nhwc(static_cast<const uint16_t*>(ptrs[i]), buf, sl.n, sl.c, sl.hw);
+      else transpose_images(static_cast<const uint16_t*>(ptrs[i]), buf, sl.n, sl.c, sl.hw);  // NCHW -> NHWC
       args.emplace(sl.arg, memory(sl.prim, eng, buf));
       continue;
     }
@@ -298,7 +306,7 @@ void run(const Entry& e, const std::vector<void*>& ptrs) {
   e.prim.execute(s, args);
   for (auto& [sl, mems] : outputs) sl->reorder->execute(s, mems.first, mems.second);
   s.wait();
-  for (auto& [sl, bufs] : permuted_outputs) nhwc_to_nchw(bufs.first, bufs.second, sl->n, sl->c, sl->hw);
+  for (auto& [sl, bufs] : permuted_outputs) transpose_images(bufs.first, bufs.second, sl->n, sl->hw, sl->c);  // NHWC -> NCHW
 }
 
 template <class F>
