@@ -248,8 +248,9 @@ TEST(CudaQuantPrimitives, EachPrimitiveEqualsTheCpuBytes) {
   const Tensor codes = randint(0, 256, {2, 7, 9, 3}, TensorOptions(DType::I64)).to(DType::U8);
   Int8Im2colParams p;
   p.kernel[0] = 3, p.kernel[1] = 2, p.stride[0] = 2, p.stride[1] = 1, p.padding[0] = 1, p.padding[1] = 2;
-  p.dilation[0] = 1, p.dilation[1] = 3, p.out_h = 4, p.out_w = 9, p.zero_byte = -128;
-  Tensor ca = poisoned({2 * 4 * 9, 32}, Device::cpu()), cb = poisoned({2 * 4 * 9, 32}, gpu);
+  // out_h = (7 + 2 - 2 - 1) / 2 + 1 = 4, out_w = (9 + 4 - 3 - 1) / 1 + 1 = 10; K = 3 * 2 * 3 = 18 <= 32.
+  p.dilation[0] = 1, p.dilation[1] = 3, p.out_h = 4, p.out_w = 10, p.zero_byte = -128;
+  Tensor ca = poisoned({2 * 4 * 10, 32}, Device::cpu()), cb = poisoned({2 * 4 * 10, 32}, gpu);
   cpu_be.int8_im2col(ca, codes, p);
   gpu_be.int8_im2col(cb, codes.to(gpu), p);
   EXPECT_EQ(bytes_of(ca), bytes_of(cb));
