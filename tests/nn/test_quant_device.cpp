@@ -221,6 +221,46 @@ TEST(QuantPrimitives, BadInputsThrow) {
   EXPECT_TRUE(throws_with([&] { q->forward_primitives(zeros({2, 20})); }, {"f32", "to(dtype)"}));
 }
 
+TEST(QuantPrimitives, CpuIm2colAndMaxPoolFollowTheirFormulas) {
+  // The geometry the CUDA comparison below uses, against the definitions written out here.
+  const int64_t N = 2, H = 7, W = 9, C = 3, KH = 3, KW = 2, OH = 4, OW = 10, LD = 32;
+  const Tensor codes = randint(0, 256, {N, H, W, C}, TensorOptions(DType::I64)).to(DType::U8);
+  const std::vector<uint8_t> x = codes.to_vector<uint8_t>();
+  Int8Im2colParams p;
+  p.kernel[0] = KH, p.kernel[1] = KW, p.stride[0] = 2, p.stride[1] = 1, p.padding[0] = 1, p.padding[1] = 2;
+  p.dilation[0] = 1, p.dilation[1] = 3, p.out_h = OH, p.out_w = OW, p.zero_byte = -128;
+  Tensor col = full({N * OH * OW, LD}, 0x5a, TensorOptions(DType::U8));
+  backend_for(Device::cpu()).int8_im2col(col, codes, p);
+  const std::vector<uint8_t> got = col.to_vector<uint8_t>();
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t oh = 0; oh < OH; ++oh)
+      for (int64_t ow = 0; ow < OW; ++ow)
+        for (int64_t k = 0; k < LD; ++k) {
+          uint8_t want = 0x80;  // the byte of code 0 for u8 codes (q - 128)
+          if (k < KH * KW * C) {
+            const int64_t c = k % C, j = (k / C) % KW, i = k / (C * KW);
+            const int64_t h = oh * 2 - 1 + i, w = ow - 2 + 3 * j;
+            if (h >= 0 && h < H && w >= 0 && w < W) want = x[static_cast<size_t>(((n * H + h) * W + w) * C + c)];
+          }
+          ASSERT_EQ(got[static_cast<size_t>(((n * OH + oh) * OW + ow) * LD + k)], want) << n << " " << oh << " " << ow
+                                                                                       << " " << k;
+        }
+  Tensor pooled = full({N, H / 2, W / 2, C}, 0x5a, TensorOptions(DType::U8));
+  backend_for(Device::cpu()).int8_max_pool(pooled, codes, 2);
+  const std::vector<uint8_t> pv = pooled.to_vector<uint8_t>();
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < H / 2; ++i)
+      for (int64_t j = 0; j < W / 2; ++j)
+        for (int64_t c = 0; c < C; ++c) {
+          int best = -129;  // the bytes compare as int8
+          for (int64_t u = 0; u < 2; ++u)
+            for (int64_t v = 0; v < 2; ++v)
+              best = std::max(best, static_cast<int>(static_cast<int8_t>(
+                                        x[static_cast<size_t>(((n * H + 2 * i + u) * W + 2 * j + v) * C + c)])));
+          ASSERT_EQ(static_cast<int8_t>(pv[static_cast<size_t>(((n * (H / 2) + i) * (W / 2) + j) * C + c)]), best);
+        }
+}
+
 // ---- CUDA ----
 
 // Each primitive on the device against the CPU's loops, outputs poisoned first.
