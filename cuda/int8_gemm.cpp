@@ -11,8 +11,9 @@
 // nothing to any sum): 16-byte rows keep every row of A and B 16-byte aligned, and cuBLASLt's m
 // (n_pad) and k then satisfy the multiple-of-4 rule. The accumulators D are int32 [M, n_pad]
 // row-major (ld n_pad); the epilogue (compensation, bias, scales, ReLU, requantisation) is ember's
-// kernel, since cuBLASLt's int8 epilogues add the bias after the scale, which is not the CPU path's
-// arithmetic. Each shape's descriptors and algorithm are made once (plan cache below), so steady
+// kernel: cuBLASLt's datatype table lists no epilogue for int8 operands ("Epilogue is not
+// supported" for CUBLAS_COMPUTE_32I), and its alpha-scaled s8 output would scale before adding the
+// bias, which is not the CPU path's arithmetic. Each shape's descriptors and algorithm are made once (plan cache below), so steady
 // inference queues one cublasLtMatmul and one kernel per layer.
 #include <cublasLt.h>
 
