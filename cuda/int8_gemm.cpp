@@ -13,8 +13,8 @@
 // row-major (ld n_pad); the epilogue (compensation, bias, scales, ReLU, requantisation) is ember's
 // kernel: cuBLASLt's datatype table lists no epilogue for int8 operands ("Epilogue is not
 // supported" for CUBLAS_COMPUTE_32I), and its alpha-scaled s8 output would scale before adding the
-// bias, which is not the CPU path's arithmetic. Each shape's descriptors and algorithm are made once (plan cache below), so steady
-// inference queues one cublasLtMatmul and one kernel per layer.
+// bias, which is not the CPU path's arithmetic. Each shape's descriptors and algorithm are made once (plan cache
+// below), so steady inference queues one cublasLtMatmul and one kernel per layer.
 #include <cublasLt.h>
 
 #include <array>
@@ -75,8 +75,10 @@ const Int8Plan& plan_for(cuda::GemmContext& st, const Int8PlanKey& key) {
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
   EMBER_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
   EMBER_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-  EMBER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8I, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
-  EMBER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8I, static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
+  EMBER_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8I, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
+  EMBER_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8I, static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
   EMBER_CUBLAS_CHECK(
       cublasLtMatrixLayoutCreate(&p.d, CUDA_R_32I, static_cast<uint64_t>(m), static_cast<uint64_t>(n), m));
   cublasLtMatmulPreference_t pref = nullptr;
@@ -84,8 +86,8 @@ const Int8Plan& plan_for(cuda::GemmContext& st, const Int8PlanKey& key) {
   const uint64_t ws = cuda::kGemmWorkspaceBytes;
   const uint32_t align_w = static_cast<uint32_t>(key[4]), align_a = static_cast<uint32_t>(key[5]),
                  align_d = static_cast<uint32_t>(key[6]);
-  cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                                               sizeof(ws));
+  cublasStatus_t status =
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
   if (status == CUBLAS_STATUS_SUCCESS)
     status = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_w,
                                                   sizeof(align_w));
@@ -162,10 +164,9 @@ void CudaBackend::int8_gemm(const Tensor& out, const Tensor& a, const Tensor& w,
   cuda::GemmContext& st = cuda::device_context(dev.index).gemm();
   const Int8Plan& plan = plan_for(st, {dev.index, n_pad, M, K, align_w, align_a, align_d});
   const int32_t alpha = 1, beta = 0;
-  const cublasStatus_t status =
-      cublasLtMatmul(st.lt, plan.op, &alpha, w.impl()->data(), plan.a, a.impl()->data(), plan.b, &beta,
-                     acc.impl()->data(), plan.d, acc.impl()->data(), plan.d, &plan.algo, st.workspace,
-                     cuda::kGemmWorkspaceBytes, stream);
+  const cublasStatus_t status = cublasLtMatmul(st.lt, plan.op, &alpha, w.impl()->data(), plan.a, a.impl()->data(),
+                                               plan.b, &beta, acc.impl()->data(), plan.d, acc.impl()->data(), plan.d,
+                                               &plan.algo, st.workspace, cuda::kGemmWorkspaceBytes, stream);
   if (status != CUBLAS_STATUS_SUCCESS)
     cuda::throw_library_error("cuBLASLt", static_cast<int>(status), cublasGetStatusString(status), "cublasLtMatmul",
                               __FILE__, __LINE__);

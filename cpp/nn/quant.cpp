@@ -53,7 +53,8 @@ struct OutputConstants {
 };
 OutputConstants output_constants(const QuantizedLayer& l, const QuantizedLayer* next) {
   const float next_scale = next ? next->input_scale : 1.0f;
-  OutputConstants c{std::vector<float>(static_cast<size_t>(l.out)), std::vector<float>(static_cast<size_t>(l.out), 0.0f)};
+  OutputConstants c{std::vector<float>(static_cast<size_t>(l.out)),
+                    std::vector<float>(static_cast<size_t>(l.out), 0.0f)};
   for (int64_t o = 0; o < l.out; ++o) {
     const float acc_scale = l.input_scale * l.weight_scale[static_cast<size_t>(o)];
     c.scale[static_cast<size_t>(o)] = acc_scale / next_scale;
@@ -133,9 +134,8 @@ QuantizedSequential::QuantizedSequential(std::vector<QuantizedLayer> layers)
     std::vector<uint8_t> w(static_cast<size_t>(checked_mul(d.n_pad, d.k_pad, "a padded weight")), 0);
     // A Linear after a Flatten of a Conv2d's output reads the NHWC activation: its columns go from
     // the (c, h, w) order of a Flatten of NCHW to (h, w, c), as on the oneDNN path.
-    const int64_t prev_c = i > 0 && l.flatten_before && layers_[i - 1].kind == QuantizedLayer::Kind::Conv2d
-                               ? layers_[i - 1].out
-                               : 0;
+    const int64_t prev_c =
+        i > 0 && l.flatten_before && layers_[i - 1].kind == QuantizedLayer::Kind::Conv2d ? layers_[i - 1].out : 0;
     const int64_t hw = prev_c > 0 && l.in % prev_c == 0 ? l.in / prev_c : 0;
     const int64_t taps = conv ? l.kernel[0] * l.kernel[1] : 1;
     std::vector<int32_t> comp(static_cast<size_t>(d.n_pad), 0);
@@ -144,8 +144,10 @@ QuantizedSequential::QuantizedSequential(std::vector<QuantizedLayer> layers)
       for (int64_t j = 0; j < d.k; ++j) {
         const int8_t q = l.weight_q[static_cast<size_t>(o * d.k + j)];
         int64_t col = j;
-        if (conv) col = (j % taps) * l.in + j / taps;  // (c, i, j) -> ((i * kW + j) * C + c)
-        else if (hw > 0) col = (j % hw) * prev_c + j / hw;  // (c, p) -> (p * C + c)
+        if (conv)
+          col = (j % taps) * l.in + j / taps;  // (c, i, j) -> ((i * kW + j) * C + c)
+        else if (hw > 0)
+          col = (j % hw) * prev_c + j / hw;  // (c, p) -> (p * C + c)
         w[static_cast<size_t>(o * d.k_pad + col)] = static_cast<uint8_t>(q);
         sum += q;
       }
@@ -158,11 +160,12 @@ QuantizedSequential::QuantizedSequential(std::vector<QuantizedLayer> layers)
     std::copy(c.scale.begin(), c.scale.end(), scale.begin());
     std::copy(c.bias_div.begin(), c.bias_div.end(), bias_div.begin());
     const std::string tag = "layer" + std::to_string(i);
-    d.weight = register_buffer(tag + "_weight_gemm", from_vector<uint8_t>(w, Shape{d.n_pad, d.k_pad},
-                                                                          TensorOptions(DType::U8, Device::cpu())),
-                               false);
-    d.comp = register_buffer(tag + "_compensation",
-                             from_vector<int32_t>(comp, Shape{d.n_pad}, TensorOptions(DType::I32, Device::cpu())), false);
+    d.weight = register_buffer(
+        tag + "_weight_gemm", from_vector<uint8_t>(w, Shape{d.n_pad, d.k_pad}, TensorOptions(DType::U8, Device::cpu())),
+        false);
+    d.comp =
+        register_buffer(tag + "_compensation",
+                        from_vector<int32_t>(comp, Shape{d.n_pad}, TensorOptions(DType::I32, Device::cpu())), false);
     d.bias_div = register_buffer(tag + "_bias_div", from_vector<float>(bias_div, Shape{d.n_pad}, on_cpu), false);
     d.scale = register_buffer(tag + "_output_scale", from_vector<float>(scale, Shape{d.n_pad}, on_cpu), false);
     impl_->device.push_back(std::move(d));
@@ -465,8 +468,10 @@ Tensor QuantizedSequential::forward_primitives(const Tensor& input_any) {
       }
       h /= k, w /= k;
     }
-    if (last) result = out;
-    else codes = out;
+    if (last)
+      result = out;
+    else
+      codes = out;
   }
   return result;
 }

@@ -59,9 +59,12 @@ __global__ void int8_epilogue_kernel(const int32_t* acc, int64_t n_pad, const in
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t o = i % n, m = i / n;
     const float y = math::int8_dequantize(acc[m * n_pad + o] + comp[o], bias[o], scale[o], relu);
-    if (to_codes) static_cast<int8_t*>(out)[i] = static_cast<int8_t>(math::int8_saturate_round(y, lo, hi) + offset);
-    else if (out_hw > 0) static_cast<float*>(out)[((m / out_hw) * n + o) * out_hw + m % out_hw] = y;
-    else static_cast<float*>(out)[i] = y;
+    if (to_codes)
+      static_cast<int8_t*>(out)[i] = static_cast<int8_t>(math::int8_saturate_round(y, lo, hi) + offset);
+    else if (out_hw > 0)
+      static_cast<float*>(out)[((m / out_hw) * n + o) * out_hw + m % out_hw] = y;
+    else
+      static_cast<float*>(out)[i] = y;
   }
 }
 
@@ -122,9 +125,9 @@ void int8_max_pool(const Tensor& out, const Tensor& in, int64_t kernel, cudaStre
   NvtxRange range("ember::int8_max_pool");
   const int64_t total = out.numel();
   if (total == 0) return;
-  int8_max_pool_kernel<<<blocks_for(total), kThreads, 0, stream>>>(ptr<const int8_t>(in), ptr<int8_t>(out),
-                                                                    in.size(1), in.size(2), in.size(3), out.size(1),
-                                                                    out.size(2), kernel, total);
+  int8_max_pool_kernel<<<blocks_for(total), kThreads, 0, stream>>>(ptr<const int8_t>(in), ptr<int8_t>(out), in.size(1),
+                                                                   in.size(2), in.size(3), out.size(1), out.size(2),
+                                                                   kernel, total);
   EMBER_CUDA_LAUNCH_CHECK("int8_max_pool_kernel");
 }
 

@@ -80,31 +80,31 @@ std::vector<Case> cases() {
       co.generator = &g;
       return std::make_shared<nn::Conv2d>(i, o, k, co);
     };
-    auto m = std::make_shared<nn::Sequential>(
-        Children{{"c1", conv(3, 8, 3, {.stride = {2, 2}, .padding = {1, 1}})},
-                 {"r1", std::make_shared<nn::ReLU>()},
-                 {"c2", conv(8, 16, 3, {.padding = {2, 2}, .dilation = {2, 2}})},
-                 {"r2", std::make_shared<nn::ReLU>()},
-                 {"p2", std::make_shared<nn::MaxPool2d>(2)},
-                 {"c3", conv(16, 10, 1, {})},
-                 {"r3", std::make_shared<nn::ReLU>()},
-                 {"flat", std::make_shared<nn::Flatten>()},
-                 {"fc", std::make_shared<nn::Linear>(4 * 3 * 10, 7, lo)}});
+    auto m = std::make_shared<nn::Sequential>(Children{{"c1", conv(3, 8, 3, {.stride = {2, 2}, .padding = {1, 1}})},
+                                                       {"r1", std::make_shared<nn::ReLU>()},
+                                                       {"c2", conv(8, 16, 3, {.padding = {2, 2}, .dilation = {2, 2}})},
+                                                       {"r2", std::make_shared<nn::ReLU>()},
+                                                       {"p2", std::make_shared<nn::MaxPool2d>(2)},
+                                                       {"c3", conv(16, 10, 1, {})},
+                                                       {"r3", std::make_shared<nn::ReLU>()},
+                                                       {"flat", std::make_shared<nn::Flatten>()},
+                                                       {"fc", std::make_shared<nn::Linear>(4 * 3 * 10, 7, lo)}});
     out.push_back({"convnet", m, test::uniform({8, 3, 15, 13}, -1, 1, DType::F32, 9),
                    test::uniform({3, 3, 15, 13}, -1, 1, DType::F32, 10)});
   }
   // A convolution as the last layer (f32 NCHW output), max-pooled; u8 input.
   out.push_back({"conv_last",
-                 std::make_shared<nn::Sequential>(
-                     Children{{"c", std::make_shared<nn::Conv2d>(2, 5, 3, nn::ConvOptions{.padding = {1, 1}, .generator = &g})},
-                              {"r", std::make_shared<nn::ReLU>()},
-                              {"p", std::make_shared<nn::MaxPool2d>(2)}}),
+                 std::make_shared<nn::Sequential>(Children{
+                     {"c", std::make_shared<nn::Conv2d>(2, 5, 3, nn::ConvOptions{.padding = {1, 1}, .generator = &g})},
+                     {"r", std::make_shared<nn::ReLU>()},
+                     {"p", std::make_shared<nn::MaxPool2d>(2)}}),
                  test::uniform({4, 2, 6, 6}, 0, 1, DType::F32, 11), test::uniform({3, 2, 6, 6}, 0, 1, DType::F32, 12)});
   // A Flatten before the first Linear (the input read in NCHW order).
   out.push_back({"flatten_first",
                  std::make_shared<nn::Sequential>(Children{{"flat", std::make_shared<nn::Flatten>()},
                                                            {"fc", std::make_shared<nn::Linear>(2 * 4 * 4, 6, lo)}}),
-                 test::uniform({8, 2, 4, 4}, -1, 1, DType::F32, 13), test::uniform({5, 2, 4, 4}, -1, 1, DType::F32, 14)});
+                 test::uniform({8, 2, 4, 4}, -1, 1, DType::F32, 13),
+                 test::uniform({5, 2, 4, 4}, -1, 1, DType::F32, 14)});
   return out;
 }
 
@@ -127,9 +127,9 @@ std::shared_ptr<nn::Sequential> seeded_mnist_cnn() {
 // ---- quant_math.h: the scalar rules ----
 
 TEST(QuantMath, SaturateRoundIsHalfToEvenAfterSaturation) {
-  const std::pair<float, int32_t> s8[] = {{0.5f, 0},   {1.5f, 2},     {2.5f, 2},     {-0.5f, 0},  {-1.5f, -2},
-                                          {-2.5f, -2}, {126.5f, 126}, {127.4f, 127}, {300, 127},  {-128.6f, -128},
-                                          {-1e9f, -128}, {0.49999997f, 0}};
+  const std::pair<float, int32_t> s8[] = {{0.5f, 0},   {1.5f, 2},       {2.5f, 2},     {-0.5f, 0},
+                                          {-1.5f, -2}, {-2.5f, -2},     {126.5f, 126}, {127.4f, 127},
+                                          {300, 127},  {-128.6f, -128}, {-1e9f, -128}, {0.49999997f, 0}};
   for (auto [v, want] : s8) EXPECT_EQ(math::int8_saturate_round(v, -128, 127), want) << v;
   const std::pair<float, int32_t> u8[] = {{-3, 0}, {-0.5f, 0}, {254.5f, 254}, {255.5f, 255}, {1e9f, 255}, {3.5f, 4}};
   for (auto [v, want] : u8) EXPECT_EQ(math::int8_saturate_round(v, 0, 255), want) << v;
@@ -242,8 +242,8 @@ TEST(QuantPrimitives, CpuIm2colAndMaxPoolFollowTheirFormulas) {
             const int64_t h = oh * 2 - 1 + i, w = ow - 2 + 3 * j;
             if (h >= 0 && h < H && w >= 0 && w < W) want = x[static_cast<size_t>(((n * H + h) * W + w) * C + c)];
           }
-          ASSERT_EQ(got[static_cast<size_t>(((n * OH + oh) * OW + ow) * LD + k)], want) << n << " " << oh << " " << ow
-                                                                                       << " " << k;
+          ASSERT_EQ(got[static_cast<size_t>(((n * OH + oh) * OW + ow) * LD + k)], want)
+              << n << " " << oh << " " << ow << " " << k;
         }
   Tensor pooled = full({N, H / 2, W / 2, C}, 0x5a, TensorOptions(DType::U8));
   backend_for(Device::cpu()).int8_max_pool(pooled, codes, 2);

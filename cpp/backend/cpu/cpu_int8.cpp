@@ -29,8 +29,8 @@ void CpuBackend::int8_quantize(const Tensor& out, const Tensor& in, const Int8Qu
   const int64_t rows = out.size(0), ld = out.size(1), f = rows == 0 ? 0 : in.numel() / rows;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < ld; ++j)
-      q[r * ld + j] = static_cast<int8_t>(
-          (j < f ? math::int8_quantize(x[r * f + j], p.inv_scale, p.is_unsigned) : 0) + offset);
+      q[r * ld + j] =
+          static_cast<int8_t>((j < f ? math::int8_quantize(x[r * f + j], p.inv_scale, p.is_unsigned) : 0) + offset);
 }
 
 void CpuBackend::int8_im2col(const Tensor& out, const Tensor& in, const Int8Im2colParams& p) {
@@ -48,8 +48,10 @@ void CpuBackend::int8_im2col(const Tensor& out, const Tensor& in, const Int8Im2c
             const int64_t ih = oh * p.stride[0] - p.padding[0] + i * p.dilation[0];
             const int64_t iw = ow * p.stride[1] - p.padding[1] + j * p.dilation[1];
             int8_t* dst = row + (i * kw + j) * c;
-            if (ih < 0 || ih >= h || iw < 0 || iw >= w) std::memset(dst, zero, static_cast<size_t>(c));
-            else std::memcpy(dst, x + ((b * h + ih) * w + iw) * c, static_cast<size_t>(c));
+            if (ih < 0 || ih >= h || iw < 0 || iw >= w)
+              std::memset(dst, zero, static_cast<size_t>(c));
+            else
+              std::memcpy(dst, x + ((b * h + ih) * w + iw) * c, static_cast<size_t>(c));
           }
         if (ld > k) std::memset(row + k, zero, static_cast<size_t>(ld - k));
       }
@@ -76,8 +78,10 @@ void CpuBackend::int8_gemm(const Tensor& out, const Tensor& a, const Tensor& w, 
             offset);
       } else {
         float* dst = reinterpret_cast<float*>(out.impl()->data());
-        if (p.out_hw > 0) dst[((m / p.out_hw) * N + o) * p.out_hw + m % p.out_hw] = y;
-        else dst[m * N + o] = y;
+        if (p.out_hw > 0)
+          dst[((m / p.out_hw) * N + o) * p.out_hw + m % p.out_hw] = y;
+        else
+          dst[m * N + o] = y;
       }
     }
 }
