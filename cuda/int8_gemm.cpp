@@ -17,6 +17,7 @@
 // below), so steady inference queues one cublasLtMatmul and one kernel per layer.
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <map>
@@ -147,6 +148,12 @@ void CudaBackend::int8_gemm(const Tensor& out, const Tensor& a, const Tensor& w,
               "int8_gemm: operands on ", a.device().str(), ", ", w.device().str(), " with output on ", dev.str(),
               "; all must be on one CUDA device");
   const int64_t M = a.size(0), K = a.size(1), n_pad = w.size(0);
+  const int64_t N = p.out_hw > 0 ? out.size(1) : out.size(out.dim() - 1);
+  EMBER_CHECK(w.size(1) == K && N <= n_pad && p.comp.numel() >= n_pad && p.bias_div.numel() >= n_pad &&
+                  p.scale.numel() >= n_pad && out.numel() / std::max<int64_t>(N, 1) == M,
+              "int8_gemm: inconsistent operands: a ", shape_str(a.shape()), ", w ", shape_str(w.shape()), ", out ",
+              shape_str(out.shape()), ", per-channel vectors of ", p.comp.numel(), ", ", p.bias_div.numel(), ", ",
+              p.scale.numel());
   EMBER_CHECK(K % 16 == 0 && n_pad % 16 == 0 && K > 0 && n_pad > 0,
               "int8_gemm: cuBLASLt's int8 kernels need K and the padded output count as multiples of 16 here, got K = ",
               K, ", n_pad = ", n_pad, " (ember::quant pads both)");

@@ -217,6 +217,18 @@ TEST(QuantPrimitives, BadInputsThrow) {
   auto qc = quant::quantize(*cv.model, {cv.calib});
   EXPECT_TRUE(throws_with([&] { qc->forward_primitives(zeros({1, 3, 2, 2})); }, {"'c2'", "max-pool"}));
   EXPECT_TRUE(throws_with([&] { qc->forward_primitives(zeros({1, 4, 15, 13})); }, {"'c1'", "3 channels"}));
+  // The GEMM primitive checks its operands' agreement (a wrong K would read past w's rows).
+  Int8GemmParams g;
+  g.comp = zeros({16}, TensorOptions(DType::I32));
+  g.bias_div = zeros({16});
+  g.scale = zeros({16});
+  EXPECT_TRUE(throws_with(
+      [&] {
+        backend_for(Device::cpu())
+            .int8_gemm(zeros({4, 16}), zeros({4, 32}, TensorOptions(DType::U8)),
+                       zeros({16, 48}, TensorOptions(DType::U8)), g);
+      },
+      {"inconsistent", "[4, 32]", "[16, 48]"}));
   q->to(DType::BF16);
   EXPECT_TRUE(throws_with([&] { q->forward_primitives(zeros({2, 20})); }, {"f32", "to(dtype)"}));
 }
@@ -394,4 +406,7 @@ TEST(CudaQuant, BadInputsThrow) {
   const Tensor a = zeros({4, 20}, TensorOptions(DType::U8, gpu)), w = zeros({16, 20}, TensorOptions(DType::U8, gpu));
   const Tensor out = zeros({4, 16}, TensorOptions(DType::F32, gpu));
   EXPECT_TRUE(throws_with([&] { backend_for(gpu).int8_gemm(out, a, w, g); }, {"multiples of 16", "K = 20"}));
+  const Tensor a32 = zeros({4, 32}, TensorOptions(DType::U8, gpu));
+  EXPECT_TRUE(
+      throws_with([&] { backend_for(gpu).int8_gemm(out, a32, w, g); }, {"inconsistent", "[4, 32]", "[16, 20]"}));
 }

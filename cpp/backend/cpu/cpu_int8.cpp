@@ -1,6 +1,7 @@
 // The int8 inference primitives on the CPU: plain loops over quant_math.h, the reference that the
 // CUDA kernels (cuda/kernels/int8.cu, cuda/int8_gemm.cpp) are tested against. The CPU's fast int8
 // inference is oneDNN's (cpp/nn/quant.cpp); these loops run ember::quant's device path on the CPU.
+#include <algorithm>
 #include <cstring>
 
 #include "cpp/backend/cpu/cpu_backend.h"
@@ -66,6 +67,11 @@ void CpuBackend::int8_gemm(const Tensor& out, const Tensor& a, const Tensor& w, 
   const int64_t M = a.size(0), K = a.size(1);
   const bool to_codes = out.dtype() == DType::U8;
   const int64_t N = p.out_hw > 0 ? out.size(1) : out.size(out.dim() - 1);
+  EMBER_CHECK(w.size(1) == K && N <= w.size(0) && p.comp.numel() >= N && p.bias_div.numel() >= N &&
+                  p.scale.numel() >= N && out.numel() / std::max<int64_t>(N, 1) == M,
+              "int8_gemm: inconsistent operands: a ", shape_str(a.shape()), ", w ", shape_str(w.shape()), ", out ",
+              shape_str(out.shape()), ", per-channel vectors of ", p.comp.numel(), ", ", p.bias_div.numel(), ", ",
+              p.scale.numel());
   const int32_t offset = math::int8_code_offset(p.out_unsigned);
   for (int64_t m = 0; m < M; ++m)
     for (int64_t o = 0; o < N; ++o) {
