@@ -71,6 +71,7 @@ function(ember_configure_cuda_target target)
   # host does: no fused multiply-adds (the host's x86-64 baseline code has none, and -std=c++20
   # keeps GCC from contracting). The data pipeline (data_math.h, f64) and the optimizer updates
   # (optim_math.h). The other kernels contract freely; their parity tests use the f32 tolerance.
+  # And the int8 inference kernels (quant_math.h), whose outputs are compared with the CPU's exactly.
   set_source_files_properties(${PROJECT_SOURCE_DIR}/cuda/kernels/data.cu ${PROJECT_SOURCE_DIR}/cuda/kernels/optim.cu
-                              PROPERTIES COMPILE_OPTIONS "-fmad=false")
+                              ${PROJECT_SOURCE_DIR}/cuda/kernels/int8.cu PROPERTIES COMPILE_OPTIONS "-fmad=false")
 endfunction()

@@ -3,7 +3,8 @@
 # unpacks .gpu-debs/*.deb (tools/gpu-deps.sh) into a private prefix, builds with the CUDA backend for sm_90,
 # then, each step with its own limit and in this order: the CUDA tests (one process, so nothing runs beside
 # the test that allocates the whole device), NCCL at world size 1 under the prefix's mpirun, ember-mnist
-# for one epoch with its progress bar (the AsyncRead polling path) and then its default run,
+# for one epoch with its progress bar (the AsyncRead polling path) and then its default run, int8 inference
+# of the MNIST CNN against fp32 (cuBLASLt's int8 GEMM),
 # compute-sanitizer memcheck on a subset of the CUDA tests and racecheck on the reduction and softmax kernels, and the benchmarks against PyTorch. Logs go to $OUT
 # (default /tmp/gpu-check-out); a summary table is printed last, also when a step fails or times out.
 # Usage: bash tools/gpu-check.sh    (from the repository root)
@@ -389,6 +390,21 @@ else
   secs=$(grep -E '^epoch 10/10:' "$OUT/mnist.log" | grep -o '[0-9.]* s, [0-9]* img/s' | head -1)
   if ((have_gpu)); then row mnist "$(status_of)" "$step_s" "defaults (10 epochs, target 94.5%): ${acc:-?}; epoch 10: ${secs:-?}"
   else no_gpu_row mnist "$OUT/mnist.log" "$no_gpu_words" "$(grep -m1 -oE "($no_gpu_words)[^;]*" "$OUT/mnist.log")"
+  fi
+fi
+
+# ---- int8: the MNIST CNN trained one epoch on the GPU, then int8 inference (cuBLASLt int8 GEMM) against
+# fp32 on the same GPU in one run (issue 17): accuracy, images/s and their ratio ----
+if ((build_ok != 0)); then
+  row int8 skipped 0 "build failed"
+elif [[ ! -e $mnist_data/train-images-idx3-ubyte.gz && ! -e $mnist_data/train-images-idx3-ubyte ]]; then
+  row int8 skipped 0 "no $mnist_data"
+else
+  int8_ckpt="$OUT/int8-cnn.safetensors"
+  run_step int8 20 "$OUT/int8.log" bash -c "'$mnist_bin' --data '$mnist_data' --device cuda --model cnn --epochs 1 -q \
+    --save '$int8_ckpt' && '$mnist_bin' --data '$mnist_data' --device cuda --model cnn --eval '$int8_ckpt' --int8"
+  if ((have_gpu)); then row int8 "$(status_of)" "$step_s" "$(grep -m1 '^int8 vs fp32:' "$OUT/int8.log" | cut -c1-100)"
+  else no_gpu_row int8 "$OUT/int8.log" "$no_gpu_words" "$(grep -m1 -oE "($no_gpu_words)[^;]*" "$OUT/int8.log")"
   fi
 fi
 

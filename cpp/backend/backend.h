@@ -237,6 +237,34 @@ struct BatchParams {
 
 enum class PoolKind : int8_t { Max, Avg };
 
+// ---- int8 inference (ember::quant's device path; arithmetic in quant_math.h) ----
+// Activation codes live in U8 tensors as bytes read as int8: a u8 code q as q - 128, an s8 code as
+// is (math::int8_code_offset). Padding is the code of 0: the byte of the offset.
+struct Int8QuantizeParams {
+  float inv_scale = 1.0f;    // 1.0f / the layer's input scale
+  bool is_unsigned = false;  // u8 codes (else s8)
+  bool nhwc = false;         // in [N, C, H, W] -> out [N, H, W, C]; else in [rows, F] -> out [rows, ld]
+};
+struct Int8Im2colParams {
+  int64_t kernel[2] = {1, 1};
+  int64_t stride[2] = {1, 1};
+  int64_t padding[2] = {0, 0};
+  int64_t dilation[2] = {1, 1};
+  int64_t out_h = 1, out_w = 1;
+  int32_t zero_byte = 0;  // the stored byte of code 0 (int8_code_offset of the input's signedness)
+};
+// out[m, o] for m < M, o < N (w has n_pad >= N rows) from acc = sum_k a[m, k] w[o, k] + comp[o]:
+// y = math::int8_dequantize(acc, bias_div[o], scale[o], relu), then either F32 y or, when
+// out is U8, the byte of math::int8_saturate_round(y) + int8_code_offset(out_unsigned).
+struct Int8GemmParams {
+  Tensor comp;      // I32 [n_pad]: 128 * sum_k w[o, k] when a holds u8 codes, else 0
+  Tensor bias_div;  // F32 [n_pad]
+  Tensor scale;     // F32 [n_pad]
+  bool relu = false;
+  bool out_unsigned = false;  // U8 out: u8 (else s8) codes
+  int64_t out_hw = 0;         // F32 out only: > 0 writes out as [M / out_hw, N, out_hw] (NCHW)
+};
+
 // One 2-D pooling over [N, C, H, W] planes. Regular windows (kernel, stride, padding, dilation;
 // math::pool_taps) or, when `adaptive`, PyTorch's adaptive windows for the output's size
 // (math::adaptive_taps). Avg ignores dilation (always 1).

@@ -12,11 +12,15 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "cpp/backend/backend.h"
 #include "cpp/backend/cpu/dnnl_common.h"  // the CPU backend's oneDNN engine
+#include "cpp/backend/quant_math.h"
+#include "cpp/core/tensor_impl.h"
 #include "cpp/io/json_limits.h"
 #include "ember/autograd.h"
 #include "ember/error.h"
 #include "ember/io.h"
+#include "ember/ops.h"
 
 namespace ember::quant {
 namespace {
@@ -38,6 +42,27 @@ int64_t conv_out(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) {
   return (in + 2 * p - d * (k - 1) - 1) / s + 1;
 }
 
+int64_t round_up16(int64_t v) { return (v + 15) / 16 * 16; }
+
+// A layer's per-channel output scales and bias (the bias divided by the accumulator's scale, since
+// oneDNN adds an int8 primitive's bias to the int32 accumulator before the output scale), for the
+// next layer's input scale (1 after the last). One computation for the oneDNN path and the device
+// path, so both start from the same f32 constants.
+struct OutputConstants {
+  std::vector<float> scale, bias_div;
+};
+OutputConstants output_constants(const QuantizedLayer& l, const QuantizedLayer* next) {
+  const float next_scale = next ? next->input_scale : 1.0f;
+  OutputConstants c{std::vector<float>(static_cast<size_t>(l.out)),
+                    std::vector<float>(static_cast<size_t>(l.out), 0.0f)};
+  for (int64_t o = 0; o < l.out; ++o) {
+    const float acc_scale = l.input_scale * l.weight_scale[static_cast<size_t>(o)];
+    c.scale[static_cast<size_t>(o)] = acc_scale / next_scale;
+    if (!l.bias.empty()) c.bias_div[static_cast<size_t>(o)] = l.bias[static_cast<size_t>(o)] / acc_scale;
+  }
+  return c;
+}
+
 }  // namespace
 
 // Per batch shape: the primitives, the weights in their chosen layouts and the activations between.
@@ -54,6 +79,14 @@ struct QuantizedSequential::Impl {
   };
   std::mutex mutex;
   std::map<Shape, Plan> plans;
+  // The device path's constants per layer (registered as non-persistent buffers, so that
+  // Module::to moves them): the weight bytes as GEMM operand [n_pad, k_pad] (columns in the order
+  // of the NHWC activations, zero padding), the u8 inputs' compensation, bias_div and scale [n_pad].
+  struct DeviceLayer {
+    Tensor weight, comp, bias_div, scale;
+    int64_t k = 0, k_pad = 0, n_pad = 0;
+  };
+  std::vector<DeviceLayer> device;
 };
 
 QuantizedSequential::QuantizedSequential(std::vector<QuantizedLayer> layers)
@@ -89,6 +122,54 @@ QuantizedSequential::QuantizedSequential(std::vector<QuantizedLayer> layers)
                   " channels but '", l.name, "' takes ", l.in);
     }
   }
+  // The device path's constants (CPU tensors until the model moves).
+  const TensorOptions on_cpu(DType::F32, Device::cpu());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const QuantizedLayer& l = layers_[i];
+    Impl::DeviceLayer d;
+    const bool conv = l.kind == QuantizedLayer::Kind::Conv2d;
+    d.k = conv ? l.in * l.kernel[0] * l.kernel[1] : l.in;
+    d.k_pad = round_up16(d.k);
+    d.n_pad = round_up16(l.out);
+    std::vector<uint8_t> w(static_cast<size_t>(checked_mul(d.n_pad, d.k_pad, "a padded weight")), 0);
+    // A Linear after a Flatten of a Conv2d's output reads the NHWC activation: its columns go from
+    // the (c, h, w) order of a Flatten of NCHW to (h, w, c), as on the oneDNN path.
+    const int64_t prev_c =
+        i > 0 && l.flatten_before && layers_[i - 1].kind == QuantizedLayer::Kind::Conv2d ? layers_[i - 1].out : 0;
+    const int64_t hw = prev_c > 0 && l.in % prev_c == 0 ? l.in / prev_c : 0;
+    const int64_t taps = conv ? l.kernel[0] * l.kernel[1] : 1;
+    std::vector<int32_t> comp(static_cast<size_t>(d.n_pad), 0);
+    for (int64_t o = 0; o < l.out; ++o) {
+      int64_t sum = 0;
+      for (int64_t j = 0; j < d.k; ++j) {
+        const int8_t q = l.weight_q[static_cast<size_t>(o * d.k + j)];
+        int64_t col = j;
+        if (conv)
+          col = (j % taps) * l.in + j / taps;  // (c, i, j) -> ((i * kW + j) * C + c)
+        else if (hw > 0)
+          col = (j % hw) * prev_c + j / hw;  // (c, p) -> (p * C + c)
+        w[static_cast<size_t>(o * d.k_pad + col)] = static_cast<uint8_t>(q);
+        sum += q;
+      }
+      // A u8 code q travels as the s8 byte q - 128 (quant_math.h), so the GEMM's sum lacks
+      // 128 * sum_k w[o, k]; |that| <= 128 * 127 * k, within int32 by the accumulator check above.
+      if (l.input_unsigned) comp[static_cast<size_t>(o)] = static_cast<int32_t>(128 * sum);
+    }
+    const OutputConstants c = output_constants(l, i + 1 < layers_.size() ? &layers_[i + 1] : nullptr);
+    std::vector<float> scale(static_cast<size_t>(d.n_pad), 0.0f), bias_div(static_cast<size_t>(d.n_pad), 0.0f);
+    std::copy(c.scale.begin(), c.scale.end(), scale.begin());
+    std::copy(c.bias_div.begin(), c.bias_div.end(), bias_div.begin());
+    const std::string tag = "layer" + std::to_string(i);
+    d.weight = register_buffer(
+        tag + "_weight_gemm", from_vector<uint8_t>(w, Shape{d.n_pad, d.k_pad}, TensorOptions(DType::U8, Device::cpu())),
+        false);
+    d.comp =
+        register_buffer(tag + "_compensation",
+                        from_vector<int32_t>(comp, Shape{d.n_pad}, TensorOptions(DType::I32, Device::cpu())), false);
+    d.bias_div = register_buffer(tag + "_bias_div", from_vector<float>(bias_div, Shape{d.n_pad}, on_cpu), false);
+    d.scale = register_buffer(tag + "_output_scale", from_vector<float>(scale, Shape{d.n_pad}, on_cpu), false);
+    impl_->device.push_back(std::move(d));
+  }
 }
 
 QuantizedSequential::~QuantizedSequential() = default;
@@ -111,8 +192,7 @@ int64_t QuantizedSequential::size_bytes() const {
 }
 
 Tensor QuantizedSequential::forward(const Tensor& input_any) {
-  EMBER_CHECK(input_any.device().is_cpu(), "QuantizedSequential: int8 inference runs on the CPU; the input is on ",
-              input_any.device().str(), " (move it with .cpu())");
+  if (!input_any.device().is_cpu()) return forward_primitives(input_any);
   EMBER_CHECK(input_any.dtype() == DType::F32, "QuantizedSequential: expected an F32 input, got ", input_any.dtype());
   const QuantizedLayer& first = layers_.front();
   const bool conv_first = first.kind == QuantizedLayer::Kind::Conv2d;
@@ -146,16 +226,10 @@ Tensor QuantizedSequential::forward(const Tensor& input_any) {
       const QuantizedLayer& l = layers_[i];
       const bool last = i + 1 == layers_.size();
       const QuantizedLayer* next = last ? nullptr : &layers_[i + 1];
-      const float next_scale = last ? 1.0f : next->input_scale;
       const dt out_type = last ? dt::f32 : act_type(next->input_unsigned);
-      std::vector<float> scales(static_cast<size_t>(l.out));
-      std::vector<float> bias(static_cast<size_t>(l.out), 0.0f);
-      for (int64_t o = 0; o < l.out; ++o) {
-        const float acc_scale = l.input_scale * l.weight_scale[static_cast<size_t>(o)];
-        scales[static_cast<size_t>(o)] = acc_scale / next_scale;
-        // oneDNN adds an int8 primitive's bias to the int32 accumulator before the output scale.
-        if (!l.bias.empty()) bias[static_cast<size_t>(o)] = l.bias[static_cast<size_t>(o)] / acc_scale;
-      }
+      const OutputConstants constants = output_constants(l, next);
+      const std::vector<float>& scales = constants.scale;
+      const std::vector<float>& bias = constants.bias_div;
       dnnl::primitive_attr attr;
       attr.set_output_scales(1 << 1, scales);
       if (l.relu) {
@@ -265,6 +339,141 @@ Tensor QuantizedSequential::forward(const Tensor& input_any) {
   Tensor out = empty(plan.output_shape, TensorOptions(DType::F32, Device::cpu()));
   std::memcpy(out.data_ptr(), plan.output.get_data_handle(), static_cast<size_t>(out.numel()) * sizeof(float));
   return out;
+}
+
+// The device path: ember's int8 primitives (backend.h) on the input's device. Activations are
+// codes in U8 tensors (quant_math.h's bytes): NHWC [N, H, W, C] between convolutions, [N, F] before
+// a Linear; each Linear / Conv2d is an int8 GEMM of the activation (im2col'd for a convolution, or
+// copied to a row length of k_pad) with its [n_pad, k_pad] weight, whose epilogue requantises to
+// the next layer's codes, or gives the last layer's f32 (NCHW for a convolution).
+Tensor QuantizedSequential::forward_primitives(const Tensor& input_any) {
+  const Device dev = input_any.device();
+  EMBER_CHECK(input_any.dtype() == DType::F32, "QuantizedSequential: expected an F32 input, got ", input_any.dtype());
+  for (const Impl::DeviceLayer& d : impl_->device) {
+    EMBER_CHECK(d.weight.device() == dev, "QuantizedSequential: the input is on ", dev.str(),
+                " but the int8 model is on ", d.weight.device().str(), "; move the model with .to(", dev.str(),
+                ") (or the input to its device)");
+    EMBER_CHECK(d.bias_div.dtype() == DType::F32 && d.scale.dtype() == DType::F32,
+                "QuantizedSequential: the int8 model's f32 scales were cast to ", d.scale.dtype(),
+                " (Module::to(dtype)); an int8 model keeps them in f32: rebuild or reload it");
+  }
+  const QuantizedLayer& first = layers_.front();
+  const bool conv_first = first.kind == QuantizedLayer::Kind::Conv2d;
+  EMBER_CHECK((conv_first || first.flatten_before) ? input_any.dim() == 4 : input_any.dim() == 2,
+              "QuantizedSequential: layer '", first.name, "' takes ",
+              conv_first || first.flatten_before ? "[N, C, H, W]" : "[N, features]", " input, got shape ",
+              shape_str(input_any.shape()));
+  const int64_t n = input_any.size(0);
+  EMBER_CHECK(n > 0, "QuantizedSequential: empty batch");
+  const Tensor input = input_any.contiguous();
+  Backend& be = backend_for(dev);
+  autograd::NoGradGuard no_grad;
+
+  // The activation: codes [N, H, W, C] (four_d) or [N, cols] with `cols` >= its `features`.
+  Tensor codes;
+  bool four_d = conv_first;
+  int64_t h = 1, w = 1, c = 0, features = 0;
+  if (conv_first) {
+    EMBER_CHECK(input.size(1) == first.in, "QuantizedSequential: layer '", first.name, "' takes ", first.in,
+                " channels of [N, C, H, W], got shape ", shape_str(input.shape()));
+    h = input.size(2), w = input.size(3), c = input.size(1);
+    codes = make_empty({n, h, w, c}, DType::U8, dev);
+    be.int8_quantize(codes, input, {1.0f / first.input_scale, first.input_unsigned, true});
+  } else {
+    // A Flatten of NCHW before the first Linear reads the input in its own (c, h, w) order.
+    features = input.numel() / n;
+    EMBER_CHECK(features == first.in, "QuantizedSequential: layer '", first.name, "' takes ", first.in,
+                " features, gets ", features, " (input shape ", shape_str(input.shape()), ")");
+    codes = make_empty({n, impl_->device.front().k_pad}, DType::U8, dev);
+    be.int8_quantize(codes, input, {1.0f / first.input_scale, first.input_unsigned, false});
+  }
+  Tensor result;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const QuantizedLayer& l = layers_[i];
+    const Impl::DeviceLayer& d = impl_->device[i];
+    const bool last = i + 1 == layers_.size();
+    const QuantizedLayer* next = last ? nullptr : &layers_[i + 1];
+    const int32_t zero_byte = math::int8_code_offset(l.input_unsigned);
+    Tensor a;
+    int64_t ho = 1, wo = 1;
+    if (l.kind == QuantizedLayer::Kind::Conv2d) {
+      EMBER_CHECK(four_d && c == l.in, "QuantizedSequential: layer '", l.name, "' takes ", l.in,
+                  " channels of [N, C, H, W]");
+      ho = conv_out(h, l.kernel[0], l.stride[0], l.padding[0], l.dilation[0]);
+      wo = conv_out(w, l.kernel[1], l.stride[1], l.padding[1], l.dilation[1]);
+      EMBER_CHECK(ho > 0 && wo > 0, "QuantizedSequential: layer '", l.name, "' gets a ", h, "x", w,
+                  " input, too small for its kernel");
+      const bool pointwise = l.kernel == Int2{1, 1} && l.stride == Int2{1, 1} && l.padding == Int2{0, 0};
+      if (pointwise && c == d.k_pad) {
+        a = codes.view({n * h * w, c});
+      } else {
+        a = make_empty({checked_mul(checked_mul(n, ho, "an im2col"), wo, "an im2col"), d.k_pad}, DType::U8, dev);
+        Int8Im2colParams p;
+        p.kernel[0] = l.kernel[0], p.kernel[1] = l.kernel[1];
+        p.stride[0] = l.stride[0], p.stride[1] = l.stride[1];
+        p.padding[0] = l.padding[0], p.padding[1] = l.padding[1];
+        p.dilation[0] = l.dilation[0], p.dilation[1] = l.dilation[1];
+        p.out_h = ho, p.out_w = wo;
+        p.zero_byte = zero_byte;
+        be.int8_im2col(a, codes, p);
+      }
+    } else {
+      EMBER_CHECK(!four_d || l.flatten_before, "QuantizedSequential: layer '", l.name,
+                  "' is a Linear on a 4-D activation without a Flatten before it");
+      const int64_t f = four_d ? checked_mul(checked_mul(h, w, "an activation"), c, "an activation") : features;
+      EMBER_CHECK(f == l.in, "QuantizedSequential: layer '", l.name, "' takes ", l.in, " features, gets ", f);
+      const int64_t cols = four_d ? f : codes.size(1);
+      if (cols == d.k_pad) {
+        a = codes.view({n, cols});
+      } else {
+        // Rows of `f` codes to rows of k_pad: an im2col of [N, 1, 1, f] with a 1x1 window.
+        a = make_empty({n, d.k_pad}, DType::U8, dev);
+        Int8Im2colParams p;
+        p.zero_byte = zero_byte;
+        be.int8_im2col(a, codes.view({n, 1, 1, f}), p);
+      }
+      four_d = false;
+    }
+    const bool conv = l.kind == QuantizedLayer::Kind::Conv2d;
+    Int8GemmParams g;
+    g.comp = d.comp, g.bias_div = d.bias_div, g.scale = d.scale;
+    g.relu = l.relu;
+    g.out_unsigned = next && next->input_unsigned;
+    Tensor out;
+    if (last) {
+      out = conv ? make_empty({n, l.out, ho, wo}, DType::F32, dev) : make_empty({n, l.out}, DType::F32, dev);
+      if (conv) g.out_hw = ho * wo;
+    } else {
+      out = conv ? make_empty({n, ho, wo, l.out}, DType::U8, dev) : make_empty({n, l.out}, DType::U8, dev);
+    }
+    be.int8_gemm(out, a, d.weight, g);
+    if (conv) {
+      h = ho, w = wo, c = l.out;
+      four_d = true;
+    } else {
+      features = l.out;
+    }
+    if (l.maxpool_after > 0) {
+      const int64_t k = l.maxpool_after;
+      EMBER_CHECK(h / k > 0 && w / k > 0, "QuantizedSequential: layer '", l.name, "' gives a ", h, "x", w,
+                  " output, smaller than its ", k, "x", k, " max-pool");
+      if (last) {
+        MaxPool2dArgs pool;
+        pool.kernel_size = {k, k};
+        out = max_pool2d(out, pool);
+      } else {
+        Tensor pooled = make_empty({n, h / k, w / k, c}, DType::U8, dev);
+        be.int8_max_pool(pooled, out, k);
+        out = pooled;
+      }
+      h /= k, w /= k;
+    }
+    if (last)
+      result = out;
+    else
+      codes = out;
+  }
+  return result;
 }
 
 // ---- calibration and quantisation ----

@@ -54,4 +54,11 @@ void norm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor
                    cudaStream_t stream);
 // ---- end poolnorm block ----
 
+// int8.cu (ember::quant's device path; the GEMM itself is cuBLASLt's, in cuda/int8_gemm.cpp)
+void int8_quantize(const Tensor& out, const Tensor& in, const Int8QuantizeParams& p, cudaStream_t stream);
+void int8_im2col(const Tensor& out, const Tensor& in, const Int8Im2colParams& p, cudaStream_t stream);
+// out from cuBLASLt's int32 accumulators acc [M, n_pad] (Int8GemmParams' epilogue).
+void int8_epilogue(const Tensor& out, const Tensor& acc, const Int8GemmParams& p, cudaStream_t stream);
+void int8_max_pool(const Tensor& out, const Tensor& in, int64_t kernel, cudaStream_t stream);
+
 }  // namespace ember::cuda::kernels

@@ -46,13 +46,20 @@ struct QuantizedLayer {
   int64_t maxpool_after = 0;    // > 0: a MaxPool2d(k, stride k) follows (Conv2d only)
 };
 
-// A Sequential quantised for int8 inference (CPU only). forward() takes what the float model took
-// (F32 [N, features] or [N, C, H, W]) and returns F32 logits. Not trainable.
+// A Sequential quantised for int8 inference. forward() takes what the float model took (F32
+// [N, features] or [N, C, H, W]) and returns F32 logits on the input's device. Not trainable.
+// On the CPU it runs oneDNN's int8 primitives; on a CUDA device (model.to(Device::cuda()) first:
+// the device path's constants are non-persistent buffers, moved by Module::to) ember's int8
+// primitives with cuBLASLt's int8 GEMM. Both compute the same arithmetic (quant_math.h).
 class EMBER_API QuantizedSequential : public nn::Module {
  public:
   explicit QuantizedSequential(std::vector<QuantizedLayer> layers);
   ~QuantizedSequential() override;
   Tensor forward(const Tensor& input) override;
+  // The device path (ember's int8 backend primitives) on the input's device, which must be the
+  // model's: what forward() runs for a CUDA input. On the CPU it runs the primitives' plain
+  // reference loops (slow; forward() uses oneDNN there), against which the CUDA kernels are tested.
+  Tensor forward_primitives(const Tensor& input);
   std::string type_name() const override { return "QuantizedSequential"; }
   std::string extra_repr() const override;
 

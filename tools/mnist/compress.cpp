@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "ember/cuda.h"
 #include "ember/prune.h"
 #include "ember/quant.h"
 
@@ -98,14 +99,17 @@ struct Pass {
   int64_t images = 0;
 };
 
-// One pass over the test set (inputs on the CPU), timing only the forward calls.
-Pass run_pass(const std::function<Tensor(const Tensor&)>& forward, data::DataLoader& test) {
+// One pass over the test set (inputs on the model's device), timing only the forward calls; on a
+// CUDA device each timed call ends when the device has finished it (the launches are asynchronous).
+Pass run_pass(const std::function<Tensor(const Tensor&)>& forward, data::DataLoader& test, Device device) {
   autograd::InferenceModeGuard inference;
   Pass p;
   int64_t correct = 0;
   for (data::Batch& b : test) {
+    if (device.is_cuda()) ember::cuda::synchronize(device.index);  // the batch's own copy is not timed
     const auto t0 = std::chrono::steady_clock::now();
     Tensor logits = forward(b.x);
+    if (device.is_cuda()) ember::cuda::synchronize(device.index);
     p.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     correct += sum(eq(argmax(logits, 1), b.y)).item<int64_t>();
     p.images += b.y.size(0);
@@ -117,8 +121,8 @@ Pass run_pass(const std::function<Tensor(const Tensor&)>& forward, data::DataLoa
 }  // namespace
 
 int evaluate_int8(const Config& cfg, nn::Module& model, const data::Mnist& ds, data::DataLoader& test, bool flatten) {
-  EMBER_CHECK(model.parameters().empty() || model.parameters()[0].device().is_cpu(),
-              "--int8: int8 inference runs on the CPU (oneDNN); pass --device cpu");
+  // The CPU runs oneDNN's int8 primitives, a CUDA device cuBLASLt's int8 GEMM (ember::quant).
+  const Device device = model.parameters().empty() ? Device::cpu() : model.parameters()[0].device();
   EMBER_CHECK(cfg.int8_calibration_images >= 1, "--int8-calibration-images must be at least 1, got ",
               cfg.int8_calibration_images);
   model.eval();
@@ -132,7 +136,7 @@ int evaluate_int8(const Config& cfg, nn::Module& model, const data::Mnist& ds, d
   for (data::Batch& b : loader) {
     if (taken >= cfg.int8_calibration_images) break;
     const int64_t n = std::min<int64_t>(b.x.size(0), cfg.int8_calibration_images - taken);
-    calib.push_back(b.x.slice(0, 0, n).contiguous());
+    calib.push_back(b.x.slice(0, 0, n).contiguous().to(device));
     taken += n;
   }
   quant::QuantizeOptions qo;
@@ -141,15 +145,17 @@ int evaluate_int8(const Config& cfg, nn::Module& model, const data::Mnist& ds, d
   auto q = quant::quantize(model, calib, qo);
   const double quant_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!cfg.int8_save.empty()) q->save(cfg.int8_save);
+  if (device.is_cuda()) q->to(device);
   // fp32 and int8 passes interleaved, at least 3 each and until each has run 1 s in all (at most 50);
-  // the fastest pass of each is reported (the first also builds oneDNN's primitives and warms caches).
+  // the fastest pass of each is reported (the first also builds oneDNN's primitives or cuBLASLt's
+  // plans and warms caches).
   auto fp32 = [&](const Tensor& x) { return model(x); };
   auto int8 = [&](const Tensor& x) { return (*q)(x); };
   Pass best_f, best_q;
   double total_f = 0, total_q = 0;
   int reps = 0;
   for (; reps < 50 && (reps < 3 || total_f < 1.0 || total_q < 1.0); ++reps) {
-    Pass f = run_pass(fp32, test), i = run_pass(int8, test);
+    Pass f = run_pass(fp32, test, device), i = run_pass(int8, test, device);
     total_f += f.seconds;
     total_q += i.seconds;
     if (reps == 0 || f.seconds < best_f.seconds) best_f = f;
@@ -158,8 +164,9 @@ int evaluate_int8(const Config& cfg, nn::Module& model, const data::Mnist& ds, d
   const double fp32_bytes = 4.0 * static_cast<double>(model.num_parameters());
   const double ips_f = static_cast<double>(best_f.images) / best_f.seconds;
   const double ips_q = static_cast<double>(best_q.images) / best_q.seconds;
-  std::printf("int8 (%s calibration on %lld training images, %.2f s): %zu quantised layers\n",
-              cfg.int8_calibration.c_str(), static_cast<long long>(taken), quant_s, q->layers().size());
+  std::printf("int8 (%s calibration on %lld training images, %.2f s): %zu quantised layers, on %s\n",
+              cfg.int8_calibration.c_str(), static_cast<long long>(taken), quant_s, q->layers().size(),
+              device.str().c_str());
   std::printf("%-6s %10s %12s %14s\n", "", "accuracy", "size", "images/s");
   std::printf("%-6s %9.2f%% %9.3f MiB %14.0f\n", "fp32", 100 * best_f.accuracy, mib(fp32_bytes), ips_f);
   std::printf("%-6s %9.2f%% %9.3f MiB %14.0f\n", "int8", 100 * best_q.accuracy,

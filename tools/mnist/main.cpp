@@ -120,7 +120,8 @@ int main(int argc, char** argv) {
   app.add_option("--finetune-epochs", cfg.finetune_epochs, "fine-tuning epochs after --prune (masks kept applied)")
       ->check(integer_in<int64_t>(0, 1'000'000));
   app.add_flag("--int8", cfg.int8,
-               "with --eval: quantise the model to int8 (CPU, oneDNN) and report accuracy, size and images/s against fp32");
+               "with --eval: quantise the model to int8 (CPU: oneDNN; CUDA: cuBLASLt int8 GEMM) and report "
+               "accuracy, size and images/s against fp32 on the same device");
   app.add_option("--int8-calibration", cfg.int8_calibration, "activation scales from minmax or percentile (99.99%)")
       ->check(CLI::IsMember({"minmax", "percentile"}));
   app.add_option("--int8-calibration-images", cfg.int8_calibration_images, "training images used for calibration")
