@@ -35,13 +35,17 @@ struct Optimizer::CaptureState {
   std::vector<OptimizerHyper> hyper;  // in the order fused_step visits the parameters with a gradient
   struct DeviceTables {
     std::pair<Device, DType> key;
-    Tensor groups;  // F64 [rows, kOptimizerInputFields]: one row per param group of the batch
-    Tensor params;  // F64 [n, kOptimizerParamFields]: one row per parameter of the batch
-    Tensor hyper;   // U8 [n * sizeof(OptimizerHyper)]: written by the scalars kernel, read by the update
+    Tensor groups;  // F64 [capacity, kOptimizerInputFields]: row r is the batch's r-th param group
+    Tensor params;  // F64 [capacity, kOptimizerParamFields]: row i is the batch's i-th parameter
+    Tensor hyper;   // U8 [capacity * sizeof(OptimizerHyper)]: written by the scalars kernel, read by the update
     std::vector<OptimizerInputs> groups_known;
     std::vector<OptimizerParamScalars> params_known;
   };
   std::vector<DeviceTables> device;
+  // Tables replaced because a batch outgrew them: kept, since a captured graph may still hold their
+  // addresses (its replays would read stale values, never freed memory; capture with the
+  // parameters that have gradients at every replay).
+  std::vector<Tensor> retired;
 };
 
 struct OptimizerAccess {

@@ -357,7 +357,7 @@ bool same_bits(const Row& a, const Row& b) {
   return std::memcmp(&a, &b, sizeof(Row)) == 0;
 }
 
-// Makes the device table `dev` (F64 [rows, fields]) hold `want`, given that it holds `known` once the
+// Makes the first want.size() rows of the device table `dev` (F64 [capacity, fields]) hold `want`, given that it holds `known` once the
 // queued work has run. A few changed fields (a scheduler's lr) are each written by a fill, whose value
 // travels in the kernel's arguments; a new table, or many changes, is one upload.
 template <class Row>
@@ -377,7 +377,7 @@ void write_rows(Tensor& dev, std::vector<Row>& known, const std::vector<Row>& wa
   }
   if (upload) {
     std::vector<Row> host = want;  // from_blob needs a mutable pointer; the upload copies it at once
-    dev.copy_(from_blob(host.data(), {rows, kFields}, DType::F64));
+    dev.narrow(0, 0, rows).copy_(from_blob(host.data(), {rows, kFields}, DType::F64));
   } else {
     for (const auto& [r, f] : changed)
       dev.select(0, r).select(0, f).fill_(reinterpret_cast<const double*>(&want[static_cast<size_t>(r)])[f]);
@@ -490,15 +490,22 @@ void OptimizerAccess::fused_step(Optimizer& o, OptimizerAlgo algo, const SlotsFn
       // n times 88 bytes: far from overflowing int64_t.
       const int64_t hyper_bytes = n * static_cast<int64_t>(sizeof(OptimizerHyper));
       if (prepared) {
-        EMBER_CHECK(t->params.defined() && t->params.size(0) == n && t->hyper.numel() == hyper_bytes, o.type_,
+        EMBER_CHECK(t->params.defined() && t->params_known.size() == static_cast<size_t>(n), o.type_,
                     ".step: the prepared scalars' tables do not fit ", n, " parameters; call prepare_step() again");
       } else {
         const auto rows = static_cast<int64_t>(b.groups.size());
-        if (!t->groups.defined() || t->groups.size(0) != rows) {
+        // A table grows, never shrinks, so its address stays while a batch's size only varies below
+        // its largest (a parameter without a gradient now and then).
+        if (!t->groups.defined() || t->groups.size(0) < rows) {
+          if (t->groups.defined()) cs->retired.push_back(t->groups);
           t->groups = empty({rows, kOptimizerInputFields}, TensorOptions(DType::F64, device));
           t->groups_known.clear();
         }
-        if (!t->params.defined() || t->params.size(0) != n) {
+        if (!t->params.defined() || t->params.size(0) < n) {
+          if (t->params.defined()) {
+            cs->retired.push_back(t->params);
+            cs->retired.push_back(t->hyper);
+          }
           t->params = empty({n, kOptimizerParamFields}, TensorOptions(DType::F64, device));
           t->params_known.clear();
           t->hyper = empty({hyper_bytes}, TensorOptions(DType::U8, device));
