@@ -109,6 +109,9 @@ enum class Epilogue : int8_t {
   Relu,       // out = max(out, 0)
   BiasRelu,   // out = max(out + bias[j], 0)
   BiasGradA,  // also writes bias_grad[i] = sum_k op(a)[i, k] (the bias gradient of a linear layer)
+  // out = v > 0 ? v : 0 with v = out + bias[j]: NaN becomes 0, as in cuBLASLt's RELU_BIAS epilogue,
+  // which CUDA fuses into the GEMM (fused_linear_relu). Relu and BiasRelu pass NaN on instead.
+  BiasReluNanToZero,
 };
 
 // What an epilogue asks of a GEMM. Every backend reads its epilogue through this one switch over
@@ -117,6 +120,7 @@ enum class Epilogue : int8_t {
 struct EpilogueParts {
   bool bias = false;       // out[i, j] += bias[j]
   bool relu = false;       // then out = max(out, 0)
+  bool nan_to_zero = false;  // that ReLU maps NaN to 0 (BiasReluNanToZero); else NaN passes
   bool bias_grad = false;  // bias_grad[i] = sum_k op(a)[i, k]
 };
 EpilogueParts epilogue_parts(Epilogue e, const char* backend);
