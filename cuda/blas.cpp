@@ -246,12 +246,13 @@ void CudaBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, cons
     void* epilogue_ptr = nullptr;
     bool fusable = false;
     // cuBLASLt's RELU epilogues turn NaN into 0, where the CPU and ember's relu pass it on (as
-    // PyTorch does) so that the anomaly check sees it: the ReLU always runs as the kernel, after
-    // the GEMM (with its bias fused where it can be).
+    // PyTorch does) so that the anomaly check sees it: Relu and BiasRelu run the ReLU as the
+    // kernel, after the GEMM (with its bias fused where it can be).
+    // BiasReluNanToZero asks for exactly cuBLASLt's semantics, so its ReLU fuses (RELU_BIAS).
     if (bias) {
       // cuBLASLt reads a packed bias vector.
       fusable = o.bias.stride(0) == 1 || N == 1;
-      epilogue = CUBLASLT_EPILOGUE_BIAS;
+      epilogue = ep.nan_to_zero ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
       epilogue_ptr = o.bias.data_ptr();
     } else if (bias_grad) {
       // The bias gradient is of op(a) alone (unscaled) and, on the CPU, of its first matrix only;
@@ -265,7 +266,7 @@ void CudaBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, cons
   }
   if (!ran) batched_matmul(st, dt, A, b_bs, Bop, a_bs, out.data_ptr(), M * N, N, rows, K, batch, s);
   if (!fused && o.epilogue != Epilogue::None) gemm_epilogue_fallback(out, a, o, bias || relu, bias_grad);
-  else if (fused && relu) unary(UnaryOp::Relu, out, out, {});
+  else if (fused && relu && !ep.nan_to_zero) unary(UnaryOp::Relu, out, out, {});
 }
 
 void CudaBackend::gemm_epilogue_fallback(const Tensor& out, const Tensor& a, const GemmOptions& o, bool bias_relu,
@@ -278,7 +279,9 @@ void CudaBackend::gemm_epilogue_fallback(const Tensor& out, const Tensor& a, con
     const EpilogueParts ep = epilogue_parts(o.epilogue, "cuda");
     if (ep.bias)
       binary(BinaryOp::Add, c, c, make_view(o.bias, {rows, N}, {0, o.bias.stride(0)}, o.bias.offset()), {});
-    if (ep.relu) unary(UnaryOp::Relu, c, c, {});
+    // BiasReluNanToZero unfused: c > 0 ? c : 0 (NaN to 0, as the epilogue) is ReluBackward(c, c).
+    if (ep.relu && ep.nan_to_zero) binary(BinaryOp::ReluBackward, c, c, c, {});
+    else if (ep.relu) unary(UnaryOp::Relu, c, c, {});
   }
   if (bias_grad) {
     // bias_grad[i] = sum_k op(a)[i, k] over a's first matrix (as the CPU reads it), summed in

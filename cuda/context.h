@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "cuda/runtime.h"
+#include "ember/generator.h"
 
 namespace ember::cuda {
 
@@ -48,6 +49,28 @@ struct GemmContext {
   std::map<GemmAlgoKey, std::optional<cublasLtMatmulAlgo_t>> algos;  // nullopt: cuBLASLt has none
 };
 
+// A generator's Philox state on one device, [seed, counter base] (two u64 at `dev`), read by the
+// random fills captured in CUDA graphs; `seed` and `offset` are what it holds once the queued work
+// has run (valid when `known`), so a replay writes it only when the host generator moved otherwise
+// (eager draws between replays, a reseed).
+struct RngDeviceState {
+  uint64_t* dev = nullptr;  // cudaMalloc'd on first capture, kept with the context
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+  bool known = false;
+};
+
+// A generator a capture's random fills drew from: its counters during capture ran from `base` (the
+// first fill's) for `total` (every counter the captured step reserved), which each replay takes
+// from the host generator and its last node adds to the device state.
+struct CaptureRng {
+  Generator* generator = nullptr;
+  RngDeviceState* state = nullptr;
+  uint64_t seed = 0;
+  uint64_t base = 0;
+  uint64_t total = 0;
+};
+
 // A Graph's private memory (cuda/graph.cpp). While a Graph captures on the device, every
 // allocation there is served from `blocks` (cudaMalloc'd for this graph; a block freed during the
 // capture is reused by a later allocation of the same size in the same capture, which is safe
@@ -61,6 +84,7 @@ struct CapturePool {
   std::unordered_multimap<size_t, void*> reusable;   // blocks freed during capture, by size
   std::vector<void*> deferred;                       // pool memory freed during capture: freed with the graph
   size_t bytes = 0;                                  // sum of the blocks' sizes
+  std::vector<CaptureRng> rng;                       // the generators its random fills drew from
 };
 
 // Made by device_context() on the device's first use and never destroyed: at process exit the CUDA
@@ -95,6 +119,10 @@ class DeviceContext {
   std::atomic<int> num_graph_pools{0};  // graph_pools' size, plus one while `orphans` holds blocks
   // Blocks of destroyed graphs that a tensor still held then: freed (cudaFree) when that tensor goes.
   CapturePool orphans;
+  // Each generator's Philox state on this device, made by the first capture that draws from it
+  // (node-based map: CaptureRng keeps pointers to its values). Keyed by address; a state is read
+  // by value, so a new generator at a freed one's address only finds a value to overwrite.
+  std::unordered_map<const Generator*, RngDeviceState> rng_states;
 
   // Host->device staging (runtime.cpp's copy_host_to_device), under staging_mutex.
   std::mutex staging_mutex;

@@ -171,12 +171,15 @@ void CudaBackend::transfer(const Tensor& dst, const Tensor& src) {
 
 void CudaBackend::random(const Tensor& out, const RandomParams& p) {
   OnDevice on(out, "random");
-  // The Philox counter is the host generator's, passed by value: a replay would redraw the numbers
-  // of the captured step, so a random fill (dropout, randn, rand, ...) is refused during capture.
-  if (cuda::is_capturing(out.device().index))
-    throw Error("a random fill (dropout, rand, randn, ...) cannot be recorded in a CUDA graph: its Philox counter "
-                "is advanced on the host, so every replay would draw the captured step's numbers again; run this "
-                "model eagerly (ember-mnist --no-cuda-graph)");
+  // Captured (dropout in a graphed step): the kernel takes its seed and counter base from the
+  // generator's device state, which each replay advances, so every replay draws new numbers.
+  if (cuda::is_capturing(out.device().index)) {
+    const cuda::CapturedRandom c = cuda::capture_random(out.device().index, p.generator, p.seed, p.offset);
+    RandomParams q = p;
+    q.offset = c.offset;
+    cuda::kernels::random(out, q, on.stream, c.state);
+    return;
+  }
   cuda::kernels::random(out, p, on.stream);
 }
 

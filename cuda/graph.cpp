@@ -5,9 +5,11 @@
 
 #include "cuda/check.h"
 #include "cuda/context.h"
+#include "cuda/kernels/kernels.h"
 #include "cuda/runtime.h"
 #include "ember/cuda.h"
 #include "ember/error.h"
+#include "ember/generator.h"
 
 namespace ember::cuda {
 
@@ -97,6 +99,48 @@ void check_not_capturing(const DeviceContext& s, const char* what) {
                               "write inputs into tensors made before capture, or run the step eagerly"));
 }
 
+CapturedRandom capture_random(int device, Generator* generator, uint64_t seed, uint64_t offset) {
+  DeviceContext& s = device_context(device);
+  std::lock_guard<std::mutex> lock(s.capture_mutex);
+  CapturePool* pool = s.capturing.load(std::memory_order_acquire);
+  EMBER_CHECK(pool, "cuda:", device, ": capture_random without a capture");  // the caller checked
+  if (!generator)
+    throw Error(detail::str_cat("a random fill whose counters come from no ember::Generator cannot be recorded in a "
+                                "CUDA graph on cuda:", device,
+                                ": a replay could not advance them; draw through a Generator, or run eagerly"));
+  CaptureRng* r = nullptr;
+  for (CaptureRng& c : pool->rng)
+    if (c.generator == generator) r = &c;
+  if (!r) {
+    RngDeviceState& st = s.rng_states[generator];
+    if (!st.dev) {
+      // Not a stream operation: capture mode relaxed around it, as for the pool's blocks.
+      cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+      EMBER_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
+      void* p = nullptr;
+      const cudaError_t e = cudaMalloc(&p, 2 * sizeof(uint64_t));
+      EMBER_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
+      if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        throw OutOfMemory(detail::str_cat("cuda:", device, " out of memory while capturing a CUDA graph: cudaMalloc of ",
+                                          "16 bytes for a generator's device state failed with ", cudaGetErrorName(e)));
+      }
+      st.dev = static_cast<uint64_t*>(p);
+      st.known = false;
+    }
+    pool->rng.push_back({generator, &st, seed, offset, 0});
+    r = &pool->rng.back();
+  }
+  // The host generator reserved this fill's counters; a reseed in the middle of a capture, or a state
+  // set back before the capture's first counter, has no consistent meaning for a replay.
+  if (seed != r->seed || offset < r->base)
+    throw Error(detail::str_cat("a random fill recorded in a CUDA graph on cuda:", device,
+                                " uses seed ", seed, " counter ", offset, " but the capture's first fill from the same "
+                                "generator used seed ", r->seed, " counter ", r->base,
+                                ": do not reseed or rewind a generator while a graph captures"));
+  return {r->state->dev, offset - r->base};
+}
+
 bool is_capturing(int device) {
   DeviceContext* s = find_device_context(device);
   return s && s->capturing.load(std::memory_order_acquire) != nullptr;
@@ -171,18 +215,38 @@ void Graph::capture(const std::function<void()>& record) {
   // Work queued before capture runs before the first replay, not inside the graph.
   EMBER_CUDA_CHECK(cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeThreadLocal));
   cudaGraph_t graph = nullptr;
+  // Nothing captured runs now: each generator the step drew from goes back to its first captured
+  // counter, so the first replay draws what an eager step would have drawn (and a failed capture,
+  // redone eagerly, draws them once).
+  auto rewind_generators = [&] {
+    for (const CaptureRng& r : g.pool.rng) r.generator->set_state(r.seed, r.base);
+  };
   try {
     record();
+    // The graph's last nodes: each generator's device counter moves past every counter the step
+    // reserved, so the next replay (and the host, advanced by replay()) continues after them.
+    for (CaptureRng& r : g.pool.rng) {
+      EMBER_CHECK(r.generator->seed() == r.seed && r.generator->offset() >= r.base,
+                  "cuda::Graph::capture: a generator the captured step drew from was reseeded or rewound during the "
+                  "capture (seed ", r.generator->seed(), ", counter ", r.generator->offset(), "; its first captured "
+                  "draw used seed ", r.seed, ", counter ", r.base, ")");
+      r.total = r.generator->offset() - r.base;
+      kernels::rng_state_advance(r.state->dev, r.total, s.stream);
+    }
   } catch (...) {
     (void)cudaStreamEndCapture(s.stream, &graph);
     if (graph) (void)cudaGraphDestroy(graph);
     (void)cudaGetLastError();
     s.capturing.store(nullptr, std::memory_order_release);
+    rewind_generators();
+    g.pool.rng.clear();
     throw;  // the pool stays registered: tensors made during the failed capture may still be alive
   }
   const cudaError_t end = cudaStreamEndCapture(s.stream, &graph);
   s.capturing.store(nullptr, std::memory_order_release);
+  rewind_generators();
   if (end != cudaSuccess) {
+    g.pool.rng.clear();
     (void)cudaGetLastError();
     if (graph) (void)cudaGraphDestroy(graph);
     throw Error(detail::str_cat("cuda::Graph::capture on cuda:", g.device, ": cudaStreamEndCapture failed with ",
@@ -199,7 +263,26 @@ void Graph::replay() {
   DeviceContext& s = device_context(impl_->device);
   check_not_capturing(s, "cuda::Graph::replay");
   DeviceGuard guard(impl_->device);
+  std::lock_guard<std::mutex> lock(s.capture_mutex);
+  // Each generator's device state must hold the host generator's (seed, counter) when the graph
+  // starts: true after a replay (its last node advanced it as replay() advances the host), so it
+  // is written only after eager draws, a reseed, or on the first replay.
+  for (const CaptureRng& r : impl_->pool.rng) {
+    RngDeviceState& st = *r.state;
+    const uint64_t seed = r.generator->seed(), offset = r.generator->offset();
+    if (!st.known || st.seed != seed || st.offset != offset) {
+      st.known = false;  // until the write is queued
+      kernels::rng_state_set(st.dev, seed, offset, s.stream);
+      st.seed = seed;
+      st.offset = offset;
+      st.known = true;
+    }
+  }
   EMBER_CUDA_CHECK(cudaGraphLaunch(impl_->exec, s.stream));
+  for (const CaptureRng& r : impl_->pool.rng) {
+    r.generator->advance(r.total);
+    r.state->offset = r.generator->offset();
+  }
 }
 
 bool Graph::captured() const { return impl_->exec != nullptr; }

@@ -9,6 +9,10 @@
 
 #include "ember/device.h"
 
+namespace ember {
+class Generator;
+}
+
 namespace ember::cuda {
 
 // A failed device-side check (Backend::check_index), in mapped pinned memory: written by the one
@@ -101,6 +105,17 @@ void count_synchronization();
 // Host<->device copies of `nbytes` contiguous bytes on the device's compute stream.
 // Host to device returns once the bytes are staged (the caller may reuse `src`); device to host
 // returns once the bytes have arrived.
+// A random fill queued while a Graph captures on `device` (cuda/graph.cpp): its kernel reads the
+// seed from state[0] and its counter base from state[1] + offset when it runs (state is the
+// generator's Philox state on the device, which each replay's last node advances; offset is the
+// fill's counter less the first counter the capture took from that generator). Throws ember::Error
+// for a fill from no generator, or from one reseeded during the capture.
+struct CapturedRandom {
+  const uint64_t* state = nullptr;
+  uint64_t offset = 0;
+};
+CapturedRandom capture_random(int device, Generator* generator, uint64_t seed, uint64_t offset);
+
 void copy_host_to_device(void* dst, const void* src, size_t nbytes, int index);
 void copy_device_to_host(void* dst, const void* src, size_t nbytes, int index);
 // Device to device, within one device or across two (ordered after both devices' queued work).

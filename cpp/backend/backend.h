@@ -25,6 +25,8 @@
 
 namespace ember {
 
+class Generator;
+
 // The elementwise op enums, generated from their lists (unary_ops.def, binary_ops.def) together
 // with the names and every backend's dispatch table, so that no list can disagree with another.
 enum class UnaryOp : int8_t {
@@ -92,6 +94,11 @@ struct RandomParams {
   double b = 1.0;
   uint64_t seed = 0;
   uint64_t offset = 0;  // counter of element 0; element i uses counter offset + i
+  // The generator that reserved [offset, offset + numel) (seed is its seed). Only a CUDA graph
+  // capture reads it: a captured fill takes its seed and counter base from that generator's
+  // device-resident state when the graph replays, so each replay draws new numbers (cuda/graph.cpp).
+  // Null for a fill whose counters come from no generator; such a fill cannot be captured.
+  Generator* generator = nullptr;
 };
 
 enum class ReduceOp : int8_t { Sum, Mean, Max, Min, ArgMax, ArgMin };
@@ -102,6 +109,9 @@ enum class Epilogue : int8_t {
   Relu,       // out = max(out, 0)
   BiasRelu,   // out = max(out + bias[j], 0)
   BiasGradA,  // also writes bias_grad[i] = sum_k op(a)[i, k] (the bias gradient of a linear layer)
+  // out = v > 0 ? v : 0 with v = out + bias[j]: NaN becomes 0, as in cuBLASLt's RELU_BIAS epilogue,
+  // which CUDA fuses into the GEMM (fused_linear_relu). Relu and BiasRelu pass NaN on instead.
+  BiasReluNanToZero,
 };
 
 // What an epilogue asks of a GEMM. Every backend reads its epilogue through this one switch over
@@ -110,6 +120,7 @@ enum class Epilogue : int8_t {
 struct EpilogueParts {
   bool bias = false;       // out[i, j] += bias[j]
   bool relu = false;       // then out = max(out, 0)
+  bool nan_to_zero = false;  // that ReLU maps NaN to 0 (BiasReluNanToZero); else NaN passes
   bool bias_grad = false;  // bias_grad[i] = sum_k op(a)[i, k]
 };
 EpilogueParts epilogue_parts(Epilogue e, const char* backend);
@@ -197,6 +208,39 @@ struct OptimizerHyper {
 //   Adam:    state[0] exp_avg, state[1] exp_avg_sq, state[2] max_exp_avg_sq (amsgrad)
 //   Rmsprop: state[0] square_avg, state[1] momentum_buffer (momentum > 0), state[2] grad_avg (centered)
 //   Adagrad: state[0] sum
+// The step-independent inputs of one param group's scalars (its options), all doubles (a flag is 0
+// or 1) so that a row of an f64 tensor holds one: a capturable optimizer keeps them in device
+// memory, and optim_math::hyper_at turns them and a step count into the OptimizerHyper, on the host
+// for an eager step and in a kernel inside a captured one, with the same arithmetic.
+struct OptimizerInputs {
+  double lr = 0.0;
+  double weight_decay = 0.0;
+  double momentum = 0.0;      // SGD, RMSprop
+  double dampening = 0.0;     // SGD
+  double beta1 = 0.0;         // Adam
+  double beta2 = 0.0;         // Adam: beta2; RMSprop: alpha
+  double eps = 0.0;           // Adam, RMSprop, Adagrad
+  double lr_decay = 0.0;      // Adagrad
+  double maximize = 0.0;
+  double nesterov = 0.0;                // SGD
+  double amsgrad = 0.0;                 // Adam
+  double decoupled_weight_decay = 0.0;  // Adam (AdamW)
+  double centered = 0.0;                // RMSprop
+};
+inline constexpr int kOptimizerInputFields = 13;
+static_assert(sizeof(OptimizerInputs) == kOptimizerInputFields * sizeof(double), "OptimizerInputs is a row of doubles");
+
+// A capturable parameter's device-resident record (a row of an f64 tensor): which row of the group
+// table its options are in, its step count before the next update, and whether that update is its
+// first (SGD's momentum buffer starts as the gradient).
+struct OptimizerParamScalars {
+  double group = 0.0;
+  double step = 0.0;
+  double first_step = 0.0;
+};
+inline constexpr int kOptimizerParamFields = 3;
+static_assert(sizeof(OptimizerParamScalars) == kOptimizerParamFields * sizeof(double), "a row of doubles");
+
 struct OptimizerParam {
   Tensor param;
   Tensor grad;
@@ -209,11 +253,17 @@ struct OptimizerParam {
 struct OptimizerStep {
   OptimizerAlgo algo = OptimizerAlgo::Sgd;
   std::vector<OptimizerParam> params;
-  // Capturable updates (CUDA graphs; Optimizer::set_capturable): when set, device memory holding
-  // params[i].hyper at index i, which a CUDA kernel reads when it runs instead of the values in its
-  // arguments, so a replayed graph uses the scalars written before the replay. The CPU backend
-  // reads params[i].hyper (the same values) and ignores it.
-  const OptimizerHyper* device_hyper = nullptr;
+  // Capturable updates (CUDA graphs; Optimizer::set_capturable), all three set together: device
+  // memory that the CUDA backend's update computes its scalars in when it runs, so a replayed graph
+  // advances the step counts and follows the options (a scheduler's lr) written before the replay.
+  // First one kernel does, for each parameter i, device_params[i].step += 1 and
+  // device_hyper[i] = optim_math::hyper_at(algo, device_groups[device_params[i].group], that step,
+  // device_params[i].first_step); then the update reads device_hyper[i]. The host computed
+  // params[i].hyper with the same function from the same values: the CPU backend reads that and
+  // ignores these.
+  const OptimizerInputs* device_groups = nullptr;
+  OptimizerParamScalars* device_params = nullptr;
+  OptimizerHyper* device_hyper = nullptr;
 };
 
 // ---- data pipeline (arithmetic in data_math.h) ----

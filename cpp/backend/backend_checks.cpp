@@ -29,6 +29,7 @@ EpilogueParts epilogue_parts(Epilogue e, const char* backend) {
     case Epilogue::Relu: return {.relu = true};
     case Epilogue::BiasRelu: return {.bias = true, .relu = true};
     case Epilogue::BiasGradA: return {.bias_grad = true};
+    case Epilogue::BiasReluNanToZero: return {.bias = true, .relu = true, .nan_to_zero = true};
   }
   throw_unhandled("gemm", "Epilogue", static_cast<int>(e), backend);
 }

@@ -4,11 +4,108 @@
 // x + value * a * b, addcdiv is x + value * a / b, lerp is PyTorch's two-sided formula.
 #pragma once
 #include <cmath>
+#include <cstdint>
 
 #include "cpp/backend/backend.h"
 #include "cpp/backend/host_device.h"
 
 namespace ember::optim_math {
+
+// f64 arithmetic rounded once per operation on both engines: nvcc would otherwise contract a * b + c
+// into an FMA on the device (the host build targets x86-64 without FMA, so it never contracts).
+EMBER_HOST_DEVICE double mul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+EMBER_HOST_DEVICE double add_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+EMBER_HOST_DEVICE double sub_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+EMBER_HOST_DEVICE double div_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __ddiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+EMBER_HOST_DEVICE double sqrt_rn(double a) {
+#if defined(__CUDA_ARCH__)
+  return __dsqrt_rn(a);
+#else
+  return std::sqrt(a);
+#endif
+}
+
+// x^t for a step count t >= 0 by binary exponentiation: only correctly rounded products, so host
+// and device give the same bits (std::pow and CUDA's pow are each within an ulp or two of x^t but
+// not of each other). For Adam's betas the relative error is below 2 log2(t) * 2^-53.
+EMBER_HOST_DEVICE double step_pow(double x, double t) {
+  double result = 1.0, base = x;
+  for (auto n = static_cast<uint64_t>(t); n != 0; n >>= 1) {
+    if (n & 1) result = mul_rn(result, base);
+    base = mul_rn(base, base);
+  }
+  return result;
+}
+
+// The scalars of an update at step t (1 on the first) from its group's options, as PyTorch's
+// single-tensor implementations compute their Python floats. The host runs this for every eager
+// step; a capturable optimizer's kernel runs it inside the captured step (cuda/kernels/optim.cu),
+// so the two give the same bits.
+EMBER_HOST_DEVICE OptimizerHyper hyper_at(OptimizerAlgo algo, const OptimizerInputs& in, double t, bool first_step) {
+  OptimizerHyper h;
+  h.weight_decay = in.weight_decay;
+  h.maximize = in.maximize != 0.0;
+  h.first_step = first_step;
+  switch (algo) {
+    case OptimizerAlgo::Sgd:
+      h.step_size = in.lr;
+      h.momentum = in.momentum;
+      h.dampening_complement = sub_rn(1.0, in.dampening);
+      h.nesterov = in.nesterov != 0.0;
+      break;
+    case OptimizerAlgo::Adam: {
+      const double bias_correction1 = sub_rn(1.0, step_pow(in.beta1, t));
+      const double bias_correction2 = sub_rn(1.0, step_pow(in.beta2, t));
+      h.step_size = div_rn(in.lr, bias_correction1);
+      h.bias_correction2_sqrt = sqrt_rn(bias_correction2);
+      h.decoupled_weight_decay = in.decoupled_weight_decay != 0.0;
+      h.decay_factor = sub_rn(1.0, mul_rn(in.lr, in.weight_decay));
+      h.beta1_complement = sub_rn(1.0, in.beta1);
+      h.beta2 = in.beta2;
+      h.beta2_complement = sub_rn(1.0, in.beta2);
+      h.eps = in.eps;
+      h.amsgrad = in.amsgrad != 0.0;
+      break;
+    }
+    case OptimizerAlgo::Rmsprop:
+      h.step_size = in.lr;
+      h.beta2 = in.beta2;
+      h.beta2_complement = sub_rn(1.0, in.beta2);
+      h.eps = in.eps;
+      h.momentum = in.momentum;
+      h.centered = in.centered != 0.0;
+      break;
+    case OptimizerAlgo::Adagrad:
+      h.step_size = div_rn(in.lr, add_rn(1.0, mul_rn(sub_rn(t, 1.0), in.lr_decay)));
+      h.eps = in.eps;
+      break;
+  }
+  return h;
+}
 
 // OptimizerHyper cast to the compute type once per parameter (PyTorch casts Python scalars to
 // the tensor's dtype the same way).

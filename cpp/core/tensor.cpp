@@ -291,6 +291,7 @@ static Tensor random_tensor(const Shape& shape, const TensorOptions& opts, Gener
   Generator& g = gen ? *gen : default_generator();
   p.seed = g.seed();
   p.offset = g.advance(static_cast<uint64_t>(t.numel()));
+  p.generator = &g;
   backend_for(opts.device).random(t, p);
   return finish(t, opts);
 }

@@ -23,6 +23,7 @@ Tensor random_fill(const Tensor& t, RandomParams p, Generator* gen) {
   Generator& g = gen ? *gen : default_generator();
   p.seed = g.seed();
   p.offset = g.advance(static_cast<uint64_t>(t.numel()));
+  p.generator = &g;
   autograd::NoGradGuard no_grad;
   Tensor target = t.is_contiguous() ? t : make_empty(t.shape(), t.dtype(), t.device());
   backend_for(t.device()).random(target, p);

@@ -77,7 +77,10 @@ Tensor matmul_2d3d(const Tensor& a, const Tensor& b) {
   return out;
 }
 
-Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, const char* op) {
+// nan_to_zero (fused_linear_relu): the ReLU maps NaN to 0, so on CUDA it fuses into cuBLASLt's
+// RELU_BIAS epilogue; its backward is relu's (dy where y > 0), the same for either reading.
+Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, const char* op,
+                   bool nan_to_zero = false) {
   profile::Range range(op);
   ops::check_defined(x, op, "input");
   ops::check_defined(w, op, "weight");
@@ -101,6 +104,7 @@ Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& b, bool relu,
   Tensor x2 = x.detach().reshape({-1, x.size(-1)});
   GemmOptions o;
   o.epilogue = b.defined() ? (relu ? Epilogue::BiasRelu : Epilogue::Bias) : (relu ? Epilogue::Relu : Epilogue::None);
+  if (nan_to_zero) o.epilogue = Epilogue::BiasReluNanToZero;  // the caller checked that b is defined
   o.bias = b.defined() ? b.detach().contiguous() : Tensor();
   Tensor y = gemm(x2, w.detach().t(), o).reshape(out_shape);
   if (!any_requires_grad({&x, &w, &b})) return y;
@@ -180,6 +184,13 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   return linear_impl(ops::autocast_input(x, "linear"), ops::autocast_input(w, "linear"),
                      ops::autocast_input(b, "linear"), false, "linear");
 }
+Tensor fused_linear_relu(const Tensor& x, const Tensor& w, const Tensor& b) {
+  EMBER_CHECK(b.defined(), "fused_linear_relu: needs a bias (the fused epilogue is bias + ReLU); use linear_relu "
+              "for a layer without one");
+  return linear_impl(ops::autocast_input(x, "fused_linear_relu"), ops::autocast_input(w, "fused_linear_relu"),
+                     ops::autocast_input(b, "fused_linear_relu"), true, "fused_linear_relu", true);
+}
+
 Tensor linear_relu(const Tensor& x, const Tensor& w, const Tensor& b) {
   return linear_impl(ops::autocast_input(x, "linear_relu"), ops::autocast_input(w, "linear_relu"),
                      ops::autocast_input(b, "linear_relu"), true, "linear_relu");

@@ -203,7 +203,7 @@ Tensor dropout2d(const Tensor& x, double p, bool training, Generator* gen) {
   Tensor keep = make_empty(ms, x.dtype(), x.device());
   Generator& g = gen ? *gen : default_generator();
   ops::backend_of(x).random(keep, {RandomKind::Bernoulli, 1.0 - p, 0.0, g.seed(),
-                                   g.advance(static_cast<uint64_t>(keep.numel()))});
+                                   g.advance(static_cast<uint64_t>(keep.numel())), &g});
   return mul(x, mul(keep, 1.0 / (1.0 - p)));
 }
 

@@ -175,7 +175,7 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   // keep ~ Bernoulli(1 - p), scaled by 1 / (1 - p) so the expectation is unchanged.
   Tensor keep = make_empty(x.shape(), x.dtype(), x.device());
   Generator& g = gen ? *gen : default_generator();
-  RandomParams rp{RandomKind::Bernoulli, 1.0 - p, 0.0, g.seed(), g.advance(static_cast<uint64_t>(x.numel()))};
+  RandomParams rp{RandomKind::Bernoulli, 1.0 - p, 0.0, g.seed(), g.advance(static_cast<uint64_t>(x.numel())), &g};
   ops::backend_of(x).random(keep, rp);
   return mul(x, mul(keep, 1.0 / (1.0 - p)));
 }

@@ -21,22 +21,37 @@ struct Slot {
   bool from_grad = false;
 };
 using SlotsFn = std::function<std::vector<Slot>(const AnyOptions&)>;
-// The update's scalars for a group's options at step t (1 on the first update).
-using HyperFn = std::function<OptimizerHyper(const AnyOptions&, int64_t step)>;
+// The step-independent inputs of a group's scalars (its options); optim_math::hyper_at adds the
+// step count, on the host for an eager update and on the device inside a captured one.
+using InputsFn = std::function<OptimizerInputs(const AnyOptions&)>;
 
-// A capturable optimizer's scalars (Optimizer::set_capturable): what prepare_step() computed for the
-// next step(), and the device buffer per (device, dtype) the update kernel reads them from.
+// A capturable optimizer's state (Optimizer::set_capturable): the host scalars prepare_step()
+// computed for the next step(), and per (device, dtype) of a CUDA batch the device tables that the
+// update's first kernel computes its scalars from (backend.h's OptimizerStep), with what the host
+// knows they hold once the queued work has run, so that only what changed is written.
 struct Optimizer::CaptureState {
   bool preparing = false;  // prepare_step() is running step(): fused_step does the host part only
   bool prepared = false;   // the next fused_step uses `hyper` instead of advancing the steps
   std::vector<OptimizerHyper> hyper;  // in the order fused_step visits the parameters with a gradient
-  std::vector<std::pair<std::pair<Device, DType>, Tensor>> device_hyper;  // U8 [n * sizeof(OptimizerHyper)]
+  struct DeviceTables {
+    std::pair<Device, DType> key;
+    Tensor groups;  // F64 [capacity, kOptimizerInputFields]: row r is the batch's r-th param group
+    Tensor params;  // F64 [capacity, kOptimizerParamFields]: row i is the batch's i-th parameter
+    Tensor hyper;   // U8 [capacity * sizeof(OptimizerHyper)]: written by the scalars kernel, read by the update
+    std::vector<OptimizerInputs> groups_known;
+    std::vector<OptimizerParamScalars> params_known;
+  };
+  std::vector<DeviceTables> device;
+  // Tables replaced because a batch outgrew them: kept, since a captured graph may still hold their
+  // addresses (its replays would read stale values, never freed memory; capture with the
+  // parameters that have gradients at every replay).
+  std::vector<Tensor> retired;
 };
 
 struct OptimizerAccess {
   // Increments the step of every parameter that has a gradient, creates missing buffers, and
   // runs one backend update per (device, dtype).
-  static void fused_step(Optimizer& o, OptimizerAlgo algo, const SlotsFn& slots, const HyperFn& hyper);
+  static void fused_step(Optimizer& o, OptimizerAlgo algo, const SlotsFn& slots, const InputsFn& inputs);
 };
 
 // Runs one OptimizerStep on `device`'s backend.

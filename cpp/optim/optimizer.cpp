@@ -2,13 +2,16 @@
 // gathers every parameter with a gradient into one backend call per (device, dtype).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <iterator>
 #include <set>
 #include <sstream>
 #include <unordered_set>
 
 #include "cpp/core/text_brief.h"
+#include "cpp/backend/optim_math.h"
 #include "cpp/optim/optim_internal.h"
+#include "ember/cuda.h"
 
 namespace ember::optim {
 
@@ -346,26 +349,73 @@ void Optimizer::prepare_step() {
               "it cannot be prepared or captured");
 }
 
-void OptimizerAccess::fused_step(Optimizer& o, OptimizerAlgo algo, const SlotsFn& slots, const HyperFn& hyper) {
+namespace {
+
+// The bits of a row of doubles, compared as bits (so -0.0, 0.0 and NaN are told apart).
+template <class Row>
+bool same_bits(const Row& a, const Row& b) {
+  return std::memcmp(&a, &b, sizeof(Row)) == 0;
+}
+
+// Makes the first want.size() rows of the device table `dev` (F64 [capacity, fields]) hold `want`, given that it holds `known` once the
+// queued work has run. A few changed fields (a scheduler's lr) are each written by a fill, whose value
+// travels in the kernel's arguments; a new table, or many changes, is one upload.
+template <class Row>
+void write_rows(Tensor& dev, std::vector<Row>& known, const std::vector<Row>& want) {
+  constexpr int64_t kFields = static_cast<int64_t>(sizeof(Row) / sizeof(double));
+  constexpr size_t kMaxFills = 8;
+  const auto rows = static_cast<int64_t>(want.size());
+  std::vector<std::pair<int64_t, int64_t>> changed;  // (row, field)
+  bool upload = known.size() != want.size();
+  for (int64_t r = 0; r < rows && !upload; ++r) {
+    if (same_bits(known[static_cast<size_t>(r)], want[static_cast<size_t>(r)])) continue;
+    const auto* k = reinterpret_cast<const double*>(&known[static_cast<size_t>(r)]);
+    const auto* w = reinterpret_cast<const double*>(&want[static_cast<size_t>(r)]);
+    for (int64_t f = 0; f < kFields; ++f)
+      if (std::memcmp(k + f, w + f, sizeof(double)) != 0) changed.push_back({r, f});
+    upload = changed.size() > kMaxFills;
+  }
+  if (upload) {
+    std::vector<Row> host = want;  // from_blob needs a mutable pointer; the upload copies it at once
+    dev.narrow(0, 0, rows).copy_(from_blob(host.data(), {rows, kFields}, DType::F64));
+  } else {
+    for (const auto& [r, f] : changed)
+      dev.select(0, r).select(0, f).fill_(reinterpret_cast<const double*>(&want[static_cast<size_t>(r)])[f]);
+  }
+  known = want;
+}
+
+}  // namespace
+
+void OptimizerAccess::fused_step(Optimizer& o, OptimizerAlgo algo, const SlotsFn& slots, const InputsFn& inputs) {
   autograd::NoGradGuard no_grad;
   Optimizer::CaptureState* cs = o.capture_.get();  // null unless capturable
   const bool preparing = cs && cs->preparing;
   const bool prepared = cs && !preparing && cs->prepared;
   if (cs && !prepared) cs->hyper.clear();
   size_t visited = 0;  // parameters with a gradient so far (the index into cs->hyper)
-  // One backend call per (device, dtype); the usual single-device model makes exactly one.
-  std::vector<std::pair<std::pair<Device, DType>, OptimizerStep>> batches;
-  auto batch_for = [&](Device d, DType dt) -> OptimizerStep& {
+  // One backend call per (device, dtype); the usual single-device model makes exactly one. A
+  // capturable CUDA batch also gathers the rows of its device tables.
+  struct Batch {
+    std::pair<Device, DType> key;
+    OptimizerStep step;
+    std::vector<size_t> group_ids;  // the optimizer's group of each row of `groups`
+    std::vector<OptimizerInputs> groups;
+    std::vector<OptimizerParamScalars> records;
+  };
+  std::vector<Batch> batches;
+  auto batch_for = [&](Device d, DType dt) -> Batch& {
     for (auto& b : batches)
-      if (b.first.first == d && b.first.second == dt) return b.second;
-    batches.push_back({{d, dt}, OptimizerStep{algo, {}}});
-    return batches.back().second;
+      if (b.key.first == d && b.key.second == dt) return b;
+    batches.push_back({{d, dt}, OptimizerStep{algo, {}}, {}, {}, {}});
+    return batches.back();
   };
   size_t index = 0;
   std::vector<Tensor> written;
   for (size_t gi = 0; gi < o.groups_.size(); ++gi) {
     const Optimizer::Group& group = o.groups_[gi];
     const std::vector<Slot> group_slots = slots(group.options);
+    const OptimizerInputs group_inputs = inputs(group.options);
     for (const Tensor& p : group.params) {
       Optimizer::ParamState& st = o.state_[index++];
       Tensor g = p.grad();
@@ -396,41 +446,77 @@ void OptimizerAccess::fused_step(Optimizer& o, OptimizerAlgo algo, const SlotsFn
         e.hyper = cs->hyper[visited];
       } else {
         st.step += 1;
-        e.hyper = hyper(group.options, st.step);
-        e.hyper.first_step = first;
+        e.hyper = optim_math::hyper_at(algo, group_inputs, static_cast<double>(st.step), first);
         if (cs) cs->hyper.push_back(e.hyper);
       }
       ++visited;
       written.push_back(p);
-      batch_for(p.device(), p.dtype()).params.push_back(std::move(e));
+      Batch& b = batch_for(p.device(), p.dtype());
+      if (cs && p.device().is_cuda() && !prepared) {
+        size_t row = 0;
+        while (row < b.group_ids.size() && b.group_ids[row] != gi) ++row;
+        if (row == b.group_ids.size()) {
+          b.group_ids.push_back(gi);
+          b.groups.push_back(group_inputs);
+        }
+        // The step before this update (the kernel adds one, as the host just did).
+        b.records.push_back({static_cast<double>(row), static_cast<double>(st.step - 1), first ? 1.0 : 0.0});
+      }
+      b.step.params.push_back(std::move(e));
     }
   }
   if (prepared)
     EMBER_CHECK(visited == cs->hyper.size(), o.type_, ".step: ", visited, " parameters have a gradient but ",
                 cs->hyper.size(), " had one when prepare_step() ran; prepare with the same gradients");
   if (cs) {
-    // The scalars in device memory at a stable address per (device, dtype), written (unless
-    // prepared already) by an ordinary asynchronous upload queued before the update.
-    for (auto& [key, step] : batches) {
-      if (!key.first.is_cuda() || step.params.empty()) continue;
-      // A vector's size times 88 bytes: far from overflowing size_t or int64_t.
-      const size_t bytes = step.params.size() * sizeof(OptimizerHyper);
-      Tensor* buf = nullptr;
-      for (auto& [k, t] : cs->device_hyper)
-        if (k == key) buf = &t;
-      if (!buf) buf = &cs->device_hyper.emplace_back(key, Tensor()).second;
-      if (!buf->defined() || static_cast<size_t>(buf->numel()) != bytes) {
-        EMBER_CHECK(!prepared, o.type_, ".step: the prepared scalars' buffer does not fit ", step.params.size(),
-                    " parameters; call prepare_step() again");
-        *buf = empty({static_cast<int64_t>(bytes)}, TensorOptions(DType::U8, key.first));
+    // The scalars of a CUDA batch are computed on the device by the update's first kernel from
+    // tables at stable addresses: a step count there that the kernel advances, and the options
+    // (lr...) written here when they changed. So a captured update replays with the options and
+    // step counts of the moment it runs, and nothing is uploaded while a graph captures.
+    for (Batch& b : batches) {
+      const Device device = b.key.first;
+      if (!device.is_cuda() || b.step.params.empty()) continue;
+      EMBER_CHECK(prepared || !cuda::is_capturing(device.index), o.type_,
+                  ".step: a capturable optimizer's step() is being captured in a CUDA graph on ", device.str(),
+                  " without prepare_step(); call prepare_step() before capturing (and before each replay)");
+      Optimizer::CaptureState::DeviceTables* t = nullptr;
+      for (auto& d : cs->device)
+        if (d.key == b.key) t = &d;
+      if (!t) {
+        t = &cs->device.emplace_back();
+        t->key = b.key;
       }
-      if (!prepared) {
-        std::vector<OptimizerHyper> host;
-        host.reserve(step.params.size());
-        for (const OptimizerParam& e : step.params) host.push_back(e.hyper);
-        buf->copy_(from_blob(host.data(), {static_cast<int64_t>(bytes)}, DType::U8));
+      const auto n = static_cast<int64_t>(b.step.params.size());
+      // n times 88 bytes: far from overflowing int64_t.
+      const int64_t hyper_bytes = n * static_cast<int64_t>(sizeof(OptimizerHyper));
+      if (prepared) {
+        EMBER_CHECK(t->params.defined() && t->params_known.size() == static_cast<size_t>(n), o.type_,
+                    ".step: the prepared scalars' tables do not fit ", n, " parameters; call prepare_step() again");
+      } else {
+        const auto rows = static_cast<int64_t>(b.groups.size());
+        // A table grows, never shrinks, so its address stays while a batch's size only varies below
+        // its largest (a parameter without a gradient now and then).
+        if (!t->groups.defined() || t->groups.size(0) < rows) {
+          if (t->groups.defined()) cs->retired.push_back(t->groups);
+          t->groups = empty({rows, kOptimizerInputFields}, TensorOptions(DType::F64, device));
+          t->groups_known.clear();
+        }
+        if (!t->params.defined() || t->params.size(0) < n) {
+          if (t->params.defined()) {
+            cs->retired.push_back(t->params);
+            cs->retired.push_back(t->hyper);
+          }
+          t->params = empty({n, kOptimizerParamFields}, TensorOptions(DType::F64, device));
+          t->params_known.clear();
+          t->hyper = empty({hyper_bytes}, TensorOptions(DType::U8, device));
+        }
+        write_rows(t->groups, t->groups_known, b.groups);
+        write_rows(t->params, t->params_known, b.records);
+        for (OptimizerParamScalars& r : t->params_known) r.step += 1.0;  // what the update's kernel will do
       }
-      step.device_hyper = static_cast<const OptimizerHyper*>(buf->data_ptr());
+      b.step.device_groups = static_cast<const OptimizerInputs*>(t->groups.data_ptr());
+      b.step.device_params = static_cast<OptimizerParamScalars*>(t->params.data_ptr());
+      b.step.device_hyper = static_cast<OptimizerHyper*>(t->hyper.data_ptr());
     }
     if (preparing) {  // the host part only: the update runs at the next step()
       cs->preparing = false;
@@ -439,7 +525,7 @@ void OptimizerAccess::fused_step(Optimizer& o, OptimizerAlgo algo, const SlotsFn
     }
     cs->prepared = false;
   }
-  for (auto& [key, step] : batches) run_backend_step(key.first, step);
+  for (Batch& b : batches) run_backend_step(b.key.first, b.step);
   for (const Tensor& t : written) t.impl()->storage->version++;
 }
 

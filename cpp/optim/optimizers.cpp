@@ -198,16 +198,16 @@ void SGD::step() {
         if (std::get<SGDOptions>(any).momentum != 0.0) s.push_back({"momentum_buffer", 0, 0.0, true});
         return s;
       },
-      [](const AnyOptions& any, int64_t) {
+      [](const AnyOptions& any) {
         const SGDOptions& o = std::get<SGDOptions>(any);
-        OptimizerHyper h;
-        h.step_size = o.lr;
-        h.weight_decay = o.weight_decay;
-        h.momentum = o.momentum;
-        h.dampening_complement = 1.0 - o.dampening;
-        h.nesterov = o.nesterov;
-        h.maximize = o.maximize;
-        return h;
+        OptimizerInputs in;
+        in.lr = o.lr;
+        in.weight_decay = o.weight_decay;
+        in.momentum = o.momentum;
+        in.dampening = o.dampening;
+        in.nesterov = o.nesterov;
+        in.maximize = o.maximize;
+        return in;
       });
 }
 
@@ -261,24 +261,18 @@ void Adam::step() {
         if (as_adam(any).amsgrad) s.push_back({"max_exp_avg_sq", 2, 0.0, false});
         return s;
       },
-      [decoupled](const AnyOptions& any, int64_t step) {
+      [decoupled](const AnyOptions& any) {
         const AdamOptions o = as_adam(any);
-        // As PyTorch's _single_tensor_adam, in Python floats.
-        const double bias_correction1 = 1.0 - std::pow(o.beta1, static_cast<double>(step));
-        const double bias_correction2 = 1.0 - std::pow(o.beta2, static_cast<double>(step));
-        OptimizerHyper h;
-        h.step_size = o.lr / bias_correction1;
-        h.bias_correction2_sqrt = std::pow(bias_correction2, 0.5);
-        h.weight_decay = o.weight_decay;
-        h.decoupled_weight_decay = decoupled;
-        h.decay_factor = 1.0 - o.lr * o.weight_decay;
-        h.beta1_complement = 1.0 - o.beta1;
-        h.beta2 = o.beta2;
-        h.beta2_complement = 1.0 - o.beta2;
-        h.eps = o.eps;
-        h.amsgrad = o.amsgrad;
-        h.maximize = o.maximize;
-        return h;
+        OptimizerInputs in;
+        in.lr = o.lr;
+        in.beta1 = o.beta1;
+        in.beta2 = o.beta2;
+        in.eps = o.eps;
+        in.weight_decay = o.weight_decay;
+        in.decoupled_weight_decay = decoupled;
+        in.amsgrad = o.amsgrad;
+        in.maximize = o.maximize;
+        return in;
       });
 }
 
@@ -325,18 +319,17 @@ void RMSprop::step() {
         if (o.centered) s.push_back({"grad_avg", 2, 0.0, false});
         return s;
       },
-      [](const AnyOptions& any, int64_t) {
+      [](const AnyOptions& any) {
         const RMSpropOptions& o = std::get<RMSpropOptions>(any);
-        OptimizerHyper h;
-        h.step_size = o.lr;
-        h.beta2 = o.alpha;
-        h.beta2_complement = 1.0 - o.alpha;
-        h.eps = o.eps;
-        h.weight_decay = o.weight_decay;
-        h.momentum = o.momentum;
-        h.centered = o.centered;
-        h.maximize = o.maximize;
-        return h;
+        OptimizerInputs in;
+        in.lr = o.lr;
+        in.beta2 = o.alpha;
+        in.eps = o.eps;
+        in.weight_decay = o.weight_decay;
+        in.momentum = o.momentum;
+        in.centered = o.centered;
+        in.maximize = o.maximize;
+        return in;
       });
 }
 
@@ -369,14 +362,15 @@ void Adagrad::step() {
       [](const AnyOptions& any) {
         return std::vector<Slot>{{"sum", 0, std::get<AdagradOptions>(any).initial_accumulator_value, false}};
       },
-      [](const AnyOptions& any, int64_t step) {
+      [](const AnyOptions& any) {
         const AdagradOptions& o = std::get<AdagradOptions>(any);
-        OptimizerHyper h;
-        h.step_size = o.lr / (1.0 + static_cast<double>(step - 1) * o.lr_decay);
-        h.eps = o.eps;
-        h.weight_decay = o.weight_decay;
-        h.maximize = o.maximize;
-        return h;
+        OptimizerInputs in;
+        in.lr = o.lr;
+        in.lr_decay = o.lr_decay;
+        in.eps = o.eps;
+        in.weight_decay = o.weight_decay;
+        in.maximize = o.maximize;
+        return in;
       });
 }
 

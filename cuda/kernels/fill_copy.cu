@@ -33,8 +33,14 @@ void copy_bits(const Tensor& dst, const Tensor& src, cudaStream_t stream) {
 // Element i takes counter offset + i, exactly as the CPU loop does, and the arithmetic around the
 // philox.h conversions uses explicitly rounded operations: nvcc would otherwise contract
 // a + (b - a) * u into an FMA and the result could differ from the CPU's in the last bit.
+// In a captured fill (state set) the seed and the counter base come from the generator's device
+// state when the kernel runs, so each replay draws the counters the host generator is at then.
 template <class T>
-__global__ void random_kernel(T* out, int64_t n, RandomParams p) {
+__global__ void random_kernel(T* out, int64_t n, RandomParams p, const uint64_t* state) {
+  if (state) {
+    p.seed = state[0];
+    p.offset += state[1];
+  }
   const int64_t step = int64_t(blockDim.x) * gridDim.x;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += step) {
     const uint64_t counter = p.offset + static_cast<uint64_t>(i);
@@ -56,7 +62,24 @@ __global__ void random_kernel(T* out, int64_t n, RandomParams p) {
   }
 }
 
+__global__ void rng_state_set_kernel(uint64_t* state, uint64_t seed, uint64_t offset) {
+  state[0] = seed;
+  state[1] = offset;
+}
+
+__global__ void rng_state_advance_kernel(uint64_t* state, uint64_t n) { state[1] += n; }
+
 }  // namespace
+
+void rng_state_set(uint64_t* state, uint64_t seed, uint64_t offset, cudaStream_t stream) {
+  rng_state_set_kernel<<<1, 1, 0, stream>>>(state, seed, offset);
+  EMBER_CUDA_LAUNCH_CHECK("rng_state_set_kernel");
+}
+
+void rng_state_advance(uint64_t* state, uint64_t n, cudaStream_t stream) {
+  rng_state_advance_kernel<<<1, 1, 0, stream>>>(state, n);
+  EMBER_CUDA_LAUNCH_CHECK("rng_state_advance_kernel");
+}
 
 void fill(const Tensor& out, double value, cudaStream_t stream) {
   const int64_t n = out.numel();
@@ -97,7 +120,7 @@ void copy(const Tensor& dst, const Tensor& src, cudaStream_t stream) {
   });
 }
 
-void random(const Tensor& out, const RandomParams& p, cudaStream_t stream) {
+void random(const Tensor& out, const RandomParams& p, cudaStream_t stream, const uint64_t* state) {
   // The kernel's switch cannot throw: a value outside the enum stops here, before the launch.
   switch (p.kind) {
     case RandomKind::Uniform:
@@ -109,7 +132,7 @@ void random(const Tensor& out, const RandomParams& p, cudaStream_t stream) {
   const int64_t n = out.numel();
   if (n == 0) return;
   visit_dtype(out.dtype(), "random", [&]<class T>() {
-    random_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(ptr<T>(out), n, p);
+    random_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(ptr<T>(out), n, p, state);
     EMBER_CUDA_LAUNCH_CHECK("random_kernel");
   });
 }

@@ -12,7 +12,13 @@ namespace ember::cuda::kernels {
 // fill_copy.cu
 void fill(const Tensor& out, double value, cudaStream_t stream);
 void copy(const Tensor& dst, const Tensor& src, cudaStream_t stream);
-void random(const Tensor& out, const RandomParams& p, cudaStream_t stream);
+// state: null for an eager fill (seed and counter from p); in a captured fill the generator's
+// device state (runtime.h's CapturedRandom), and p.offset is relative to its counter base.
+void random(const Tensor& out, const RandomParams& p, cudaStream_t stream, const uint64_t* state = nullptr);
+// A generator's device state (context.h's RngDeviceState): set to (seed, offset), or its counter
+// advanced by n (a captured graph's last node). One thread each, values in the arguments.
+void rng_state_set(uint64_t* state, uint64_t seed, uint64_t offset, cudaStream_t stream);
+void rng_state_advance(uint64_t* state, uint64_t n, cudaStream_t stream);
 
 // elementwise.cu
 void unary(UnaryOp op, const Tensor& out, const Tensor& in, const ElementwiseParams& p, cudaStream_t stream);

@@ -77,6 +77,20 @@ __global__ void optimizer_step_kernel(const __grid_constant__ OptimLaunch<T> lau
     optim_math::update_element<A, T>(e.param, e.grad, e.state0, e.state1, e.state2, i, scalars);
 }
 
+// Capturable updates: each parameter's step count advanced and its scalars computed from its group's
+// options, on the device, by the arithmetic the host runs for an eager step (optim_math::hyper_at),
+// so a replayed graph follows a schedule's lr and counts its own steps.
+__global__ void optimizer_scalars_kernel(OptimizerAlgo algo, const OptimizerInputs* groups,
+                                         OptimizerParamScalars* params, OptimizerHyper* hyper, int64_t n) {
+  const int64_t stride = int64_t(blockDim.x) * gridDim.x;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += stride) {
+    OptimizerParamScalars& r = params[i];
+    const double t = __dadd_rn(r.step, 1.0);
+    r.step = t;
+    hyper[i] = optim_math::hyper_at(algo, groups[static_cast<int64_t>(r.group)], t, r.first_step != 0.0);
+  }
+}
+
 template <class T>
 T* optional_ptr(const Tensor& t) {
   return t.defined() ? ptr<T>(t) : nullptr;
@@ -101,6 +115,22 @@ void launch(OptimizerAlgo algo, const OptimLaunch<T>& l, int64_t chunks, cudaStr
 }
 
 void optimizer_step(const OptimizerStep& s, cudaStream_t stream) {
+  EMBER_CHECK((s.device_groups == nullptr) == (s.device_params == nullptr) &&
+                  (s.device_params == nullptr) == (s.device_hyper == nullptr),
+              "optimizer_step: device_groups, device_params and device_hyper are set together");
+  if (s.device_hyper) {
+    const auto n = static_cast<int64_t>(s.params.size());
+    switch (s.algo) {  // hyper_at's switch has no default: a value outside the enum stops here
+      case OptimizerAlgo::Sgd:
+      case OptimizerAlgo::Adam:
+      case OptimizerAlgo::Rmsprop:
+      case OptimizerAlgo::Adagrad: break;
+      default: throw_unhandled("optimizer_step", "OptimizerAlgo", static_cast<int>(s.algo), "cuda");
+    }
+    optimizer_scalars_kernel<<<blocks_for(n), kThreads, 0, stream>>>(s.algo, s.device_groups, s.device_params,
+                                                                       s.device_hyper, n);
+    EMBER_CUDA_LAUNCH_CHECK("optimizer_scalars_kernel");
+  }
   visit_floating(s.params[0].param.dtype(), "optimizer_step", [&]<class T>() {
     OptimLaunch<T> l{};
     l.device_hyper = s.device_hyper;

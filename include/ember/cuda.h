@@ -72,9 +72,23 @@ EMBER_API bool deterministic_algorithms();
 //   optimizer's state buffers and the inputs' static tensors then exist before capture.
 // - Inputs in tensors allocated before capture, rewritten in place before each replay (copy_);
 //   the graph reads the same addresses every time.
-// - No host wait (item(), to_vector(), .cpu(), synchronize()), no host->device copy and no
-//   random draw whose counter the host advances: each throws ember::Error during capture, naming
-//   the call, and capture() rethrows it (the graph is then empty and the work was not run).
+// - No host wait (item(), to_vector(), .cpu(), synchronize()) and no host->device copy: each
+//   throws ember::Error during capture, naming the call, and capture() rethrows it (the graph is
+//   then empty and the work was not run).
+// - Random draws (dropout, dropout2d, rand, randn, ...) are recorded as PyTorch records them: each
+//   captured fill reads its generator's seed and counter base from device memory when it runs, plus
+//   its fixed offset within the step, and the graph's last node advances that device counter by
+//   every counter the step reserved. capture() leaves the host generator where it was before the
+//   capture (nothing ran); replay() first writes the device state if the host generator moved
+//   otherwise (eager draws, manual_seed), then advances the host generator by the step's count.
+//   So replays draw fresh numbers, the same ones eager steps from the same seed would draw, and
+//   eager draws after replays continue the sequence. The generators a captured step draws from
+//   must outlive the Graph, and must not be reseeded during the capture.
+// - The optimizer's per-step scalars: set Optimizer::set_capturable(true) and call
+//   Optimizer::prepare_step() before capture and before every replay (see ember/optim.h); the step
+//   counts and bias corrections are then advanced and computed inside the graph, and the options
+//   (a scheduler's learning rate) read from device memory that prepare_step() rewrites when they
+//   change.
 // - Allocations during capture come from the graph's private pool (plain cudaMalloc'd blocks, reused
 //   within the capture in stream order); those blocks, and any tensor freed during capture, stay
 //   allocated until the Graph is destroyed, since every replay reads and writes them (a block whose
@@ -82,9 +96,6 @@ EMBER_API bool deterministic_algorithms();
 //   logits, the gradients) are the graph's outputs: each replay overwrites them in place.
 // - One host thread queues work on the device while it captures (the capture is of the device's
 //   one compute stream, and every allocation on the device meanwhile comes from the graph's pool).
-// - The optimizer's per-step scalars (learning rate, bias corrections, step counts) are read from
-//   device memory: set Optimizer::set_capturable(true) and call Optimizer::prepare_step() before
-//   capture and before every replay (see ember/optim.h).
 class EMBER_API Graph {
  public:
   explicit Graph(int device = 0);

@@ -97,6 +97,13 @@ EMBER_API Tensor matmul(const Tensor& a, const Tensor& b);
 EMBER_API Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 // relu(linear(x, w, b)), one fused GEMM epilogue on CUDA.
 EMBER_API Tensor linear_relu(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+// linear(x, w, b) followed by v > 0 ? v : 0, where a NaN becomes 0 rather than staying NaN as in
+// relu / linear_relu (torch.relu's semantics): the semantics of cuBLASLt's RELU_BIAS epilogue,
+// which PyTorch's fused _addmm_activation uses on CUDA. On CUDA the bias and this ReLU run inside
+// the GEMM; the CPU computes the same values. Equal to linear_relu wherever the pre-activation is
+// not NaN; a NaN in it is hidden (the anomaly check will not see it there). Needs a bias.
+// Backward as linear_relu's: dy where the output is > 0, else 0.
+EMBER_API Tensor fused_linear_relu(const Tensor& x, const Tensor& w, const Tensor& b);
 
 // ---- activations ----
 enum class GeluApproximation { None, Tanh };

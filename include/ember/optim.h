@@ -182,17 +182,19 @@ class EMBER_API Optimizer {
   const std::map<std::string, Tensor>& state(size_t param_index) const;
 
   // ---- CUDA graphs (ember/cuda.h's Graph) ----
-  // Capturable (off by default): on a CUDA device, step() writes each parameter's update scalars
-  // (learning rate, bias corrections, everything that follows the step count and the options) to
-  // device memory of the optimizer's, and the update kernel reads them there when it runs, instead
-  // of from its launch arguments; so a captured step() replays with the values of the step it stands
-  // for. The scalars are still computed on the host by the same code (a replay's update equals an
-  // eager one bit for bit) and the step counts stay on the host (state_dict, checkpoints). Costs one
-  // small asynchronous host-to-device copy per step. No effect on the CPU.
+  // Capturable (off by default): on a CUDA device, the update's scalars are computed on the device
+  // when the update runs. The optimizer keeps, per (device, dtype), a table of its groups' options
+  // and a table of each parameter's step count; the update's first kernel adds one to each count
+  // and computes the scalars (bias corrections, Adagrad's decayed lr, ...) with the host's own
+  // arithmetic (optim_math::hyper_at), so a replayed graph counts its steps and follows a
+  // scheduler's lr, and equals an eager update bit for bit. step() / prepare_step() write an option
+  // there only when it changed (one fill kernel per changed value, the value in its arguments; a new
+  // table is one upload), so a replay needs no copy from the host. The host keeps its step counts in
+  // step (state_dict, checkpoints). No effect on the CPU.
   void set_capturable(bool capturable);
   bool capturable() const { return capturable_; }
-  // The host part of the next step() without the update: the step counts, the scalars from the
-  // current options (a scheduler's lr), the missing state buffers, and the scalars' upload. The next
+  // The host part of the next step() without the update: the host step counts, the missing state
+  // buffers, and the device tables' writes for options that changed (a scheduler's lr). The next
   // step() then only queues the update (with the parameters that have a gradient then, which must
   // be the same ones). Needs set_capturable(true). Call it before Graph::capture, whose recorded
   // step() must not copy from the host, and before each replay.

@@ -238,5 +238,48 @@ TEST(BackendPrimitives, APrimitiveABackendLacksThrowsAnErrorNamingItAndTheBacken
   EXPECT_TRUE(subset.supports(Primitive::fill));
 }
 
+
+// Every random fill names the generator that reserved its counters (RandomParams::generator), so a
+// CUDA graph capture can read that generator's counter from device memory at each replay.
+class RandomRecorder final : public ForwardingBackend {
+ public:
+  explicit RandomRecorder(Backend& inner) : ForwardingBackend(inner) {}
+  void random(const Tensor& out, const RandomParams& p) override {
+    fills.push_back({p.generator, p.seed, p.offset, out.numel()});
+    ForwardingBackend::random(out, p);
+  }
+  struct Fill {
+    Generator* generator;
+    uint64_t seed, offset;
+    int64_t numel;
+  };
+  std::vector<Fill> fills;
+};
+
+TEST(BackendRegistry, RandomFillsNameTheirGenerator) {
+  static RandomRecorder rec(backend_for(Device::cpu()));  // outlives the tensors it allocated
+  rec.fills.clear();
+  Backend* previous = set_backend(DeviceType::CPU, &rec);
+  Generator g(21);
+  Tensor x = ones({4, 3, 2, 2});
+  (void)dropout(x, 0.5, true, &g);
+  (void)dropout2d(x, 0.5, true, &g);
+  (void)rand({5}, DType::F32, &g);
+  (void)randn({2}, DType::F32, &g);
+  (void)nn::init::uniform_(empty({3}), -1.0, 1.0, &g);
+  (void)dropout(x, 0.5, true);  // the default generator
+  set_backend(DeviceType::CPU, previous);
+  ASSERT_EQ(rec.fills.size(), 6u);
+  // Counters follow each other: 48 (dropout), 12 (dropout2d's [4, 3, 1, 1] mask), 5, 2, 3.
+  const uint64_t offsets[] = {0, 48, 60, 65, 67};
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(rec.fills[i].generator, &g) << i;
+    EXPECT_EQ(rec.fills[i].seed, 21u) << i;
+    EXPECT_EQ(rec.fills[i].offset, offsets[i]) << i;
+  }
+  EXPECT_EQ(g.offset(), 70u);
+  EXPECT_EQ(rec.fills[5].generator, &default_generator());
+}
+
 }  // namespace
 }  // namespace ember

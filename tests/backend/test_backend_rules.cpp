@@ -123,6 +123,64 @@ TEST(BackendRules, GemmReluEpiloguesPassNaNOn) {
   }
 }
 
+// BiasReluNanToZero (fused_linear_relu): cuBLASLt's RELU_BIAS semantics, v > 0 ? v : 0, so a NaN
+// in the product becomes 0; elsewhere the same values as BiasRelu. f32 (the loop) and bf16 (oneDNN,
+// then the ReLU as a map).
+TEST(BackendRules, GemmBiasReluNanToZeroMapsNaNToZero) {
+  for (DType dt : {DType::F32, DType::BF16}) {
+    Tensor a = from_vector<float>({1, -2, 3, 0.5f, 2, 1}, {3, 2});
+    a.narrow(0, 1, 1).narrow(1, 0, 1).fill_(kNaN);  // row 1 of the product is NaN
+    a = a.to(dt);
+    const Tensor b = from_vector<float>({1, -1, 2, -3, 0.5f, 1}, {2, 3}).to(dt);
+    const Tensor bias = from_vector<float>({0.5f, -0.5f, 0.25f}).to(dt);
+    Tensor out = full({3, 3}, 7.0, dt);
+    GemmOptions o;
+    o.epilogue = Epilogue::BiasReluNanToZero;
+    o.bias = bias;
+    cpu().gemm(out, a, b, o);
+    const std::vector<float> v = out.to(DType::F32).to_vector<float>();
+    for (int j = 0; j < 3; ++j) EXPECT_EQ(v[3 + j], 0.0f) << dtype_name(dt) << " column " << j;
+    // Rows 0 and 2: [1, -2] @ b = [7, -2, 0] and [2, 1] @ b = [-1, -1.5, 5], + bias, then v > 0 ? v : 0
+    // (every value here is exact in bf16).
+    const float bj[3] = {0.5f, -0.5f, 0.25f};
+    const float pre[2][3] = {{7, -2, 0}, {-1, -1.5f, 5}};
+    for (int r = 0; r < 2; ++r)
+      for (int j = 0; j < 3; ++j) {
+        const float p = pre[r][j] + bj[j];
+        EXPECT_EQ(v[(r == 0 ? 0 : 6) + j], p > 0 ? p : 0.0f) << dtype_name(dt) << " row " << 2 * r << " column " << j;
+      }
+  }
+}
+
+// fused_linear_relu equals relu(linear(...)) (the composition) wherever the pre-activation is a
+// number, in value and gradients, and gives 0 where it is NaN (linear_relu gives NaN); it needs a bias.
+TEST(BackendRules, FusedLinearReluEqualsItsCompositionAndZeroesNaN) {
+  const Tensor x0 = test::uniform({6, 5}, -1, 1, DType::F32, 31), w0 = test::uniform({4, 5}, -1, 1, DType::F32, 32);
+  const Tensor b0 = test::uniform({4}, -1, 1, DType::F32, 33), dy = test::uniform({6, 4}, -1, 1, DType::F32, 34);
+  Tensor x1 = x0.clone().requires_grad_(), w1 = w0.clone().requires_grad_(), b1 = b0.clone().requires_grad_();
+  Tensor x2 = x0.clone().requires_grad_(), w2 = w0.clone().requires_grad_(), b2 = b0.clone().requires_grad_();
+  Tensor fused = fused_linear_relu(x1, w1, b1);
+  Tensor composed = relu(linear(x2, w2, b2));
+  EXPECT_EQ(fused.grad_fn()->name(), "fused_linear_relu");
+  // Bitwise on the CPU: the same GEMM, bias addition and comparison with 0.
+  EXPECT_TRUE(test::all_close(fused, composed, test::Tol{0.0, 0.0}));
+  sum(mul(fused, dy)).backward();
+  sum(mul(composed, dy)).backward();
+  EXPECT_TRUE(test::all_close(x1.grad(), x2.grad(), test::Tol{0.0, 0.0}));
+  EXPECT_TRUE(test::all_close(w1.grad(), w2.grad(), test::Tol{0.0, 0.0}));
+  EXPECT_TRUE(test::all_close(b1.grad(), b2.grad(), test::Tol{0.0, 0.0}));
+
+  Tensor xn = x0.clone();
+  xn.narrow(0, 2, 1).narrow(1, 1, 1).fill_(kNaN);  // row 2 of the pre-activation is NaN
+  const std::vector<float> vf = fused_linear_relu(xn, w0, b0).to_vector<float>();
+  const std::vector<float> vr = linear_relu(xn, w0, b0).to_vector<float>();
+  for (int j = 0; j < 4; ++j) {
+    EXPECT_EQ(vf[2 * 4 + j], 0.0f) << j;
+    EXPECT_TRUE(std::isnan(vr[2 * 4 + j])) << j;
+  }
+  EXPECT_TRUE(throws_with([&] { (void)fused_linear_relu(x0, w0, Tensor()); }, {"fused_linear_relu", "needs a bias"}));
+}
+
 TEST(BackendRules, CheckIndexHonoursStridesAndIgnoreIndex) {
   // Every other element of {0, 99, 2, 99, 4}: the 99s are not part of the index.
   const Tensor base = from_vector<int64_t>({0, 99, 2, 99, 4});

@@ -677,10 +677,11 @@ TEST(CudaBackend, GemmMatchesCpuWithEveryLayoutAndEpilogue) {
         const auto vb = tb ? std::function<Tensor(const Tensor&)>(kTranspose) : kSame;
         check_gemm("plain " + layout, ha, hb, va, vb, {M, N}, {});
         check_gemm("alpha/beta " + layout, ha, hb, va, vb, {M, N}, {.alpha = 1.5, .beta = 0.5});
-        for (Epilogue e : {Epilogue::Bias, Epilogue::Relu, Epilogue::BiasRelu, Epilogue::BiasGradA}) {
+        for (Epilogue e : {Epilogue::Bias, Epilogue::Relu, Epilogue::BiasRelu, Epilogue::BiasGradA,
+                           Epilogue::BiasReluNanToZero}) {
           GemmOptions o;
           o.epilogue = e;
-          const bool with_bias = e == Epilogue::Bias || e == Epilogue::BiasRelu;
+          const bool with_bias = e == Epilogue::Bias || e == Epilogue::BiasRelu || e == Epilogue::BiasReluNanToZero;
           check_gemm(layout + " epilogue " + std::to_string(int(e)), ha, hb, va, vb, {M, N}, o,
                      with_bias ? bias : Tensor());
         }
@@ -898,6 +899,52 @@ TEST(CudaBackend, LogSoftmaxAtLargeLogitsMatchesCpu) {
 
 // A NaN in the product stays NaN through the ReLU epilogues on every path (the cuBLASLt epilogue
 // would make it 0): fused bias + kernel ReLU, the unfused fallback (strided bias), and plain ReLU.
+// BiasReluNanToZero on CUDA: cuBLASLt's RELU_BIAS epilogue (packed bias) and the unfused fallback
+// (strided bias) both give 0 where the product is NaN, and otherwise the CPU's values (f32 tolerance:
+// the fused bias is added to the f32 accumulator before its one rounding).
+TEST(CudaBackend, GemmBiasReluNanToZeroFusedAndFallbackMapNaNToZero) {
+  EMBER_SKIP_WITHOUT_CUDA();
+  const int64_t M = 8, N = 16, K = 32;
+  Tensor a = host_random({M, K}, DType::F32, 95, -1, 1);
+  a.narrow(0, 3, 1).narrow(1, 5, 1).fill_(kNaN);
+  const Tensor b = host_random({K, N}, DType::F32, 96, -1, 1);
+  const Tensor bias = host_random({2 * N}, DType::F32, 97, -1, 1);
+  for (bool strided_bias : {false, true}) {
+    GemmOptions oc, og;
+    oc.epilogue = og.epilogue = Epilogue::BiasReluNanToZero;
+    oc.bias = strided_bias ? bias.slice(0, 0, 2 * N, 2) : bias.narrow(0, 0, N);
+    og.bias = strided_bias ? on(bias, kCuda).slice(0, 0, 2 * N, 2) : on(bias, kCuda).narrow(0, 0, N);
+    Tensor outc = poisoned({M, N}, DType::F32, kCpu), outg = poisoned({M, N}, DType::F32, kCuda);
+    cpu().gemm(outc, a, b, oc);
+    gpu().gemm(outg, on(a, kCuda), on(b, kCuda), og);
+    const std::string what = strided_bias ? "strided bias (fallback)" : "packed bias (RELU_BIAS)";
+    const std::vector<float> v = outg.to_vector<float>();
+    for (int64_t j = 0; j < N; ++j) EXPECT_EQ(v[3 * N + j], 0.0f) << what << " column " << j;
+    expect_close(outg, outc, DType::F32, what);
+  }
+}
+
+// The fused op on CUDA against its unfused composition on CUDA, forward and gradients, at the MLP's
+// layer size (batch 64, 784 -> 500), f32 tolerance (rtol 1.3e-6 scaled as Tol::for_dtype, plus the
+// one extra rounding of the unfused bias addition).
+TEST(CudaBackend, FusedLinearReluMatchesItsComposition) {
+  EMBER_SKIP_WITHOUT_CUDA();
+  const Tensor x0 = on(host_random({64, 784}, DType::F32, 41, -1, 1), kCuda);
+  const Tensor w0 = on(host_random({500, 784}, DType::F32, 42, -0.05, 0.05), kCuda);
+  const Tensor b0 = on(host_random({500}, DType::F32, 43, -0.1, 0.1), kCuda);
+  const Tensor dy = on(host_random({64, 500}, DType::F32, 44, -1, 1), kCuda);
+  Tensor x1 = x0.clone().requires_grad_(), w1 = w0.clone().requires_grad_(), b1 = b0.clone().requires_grad_();
+  Tensor x2 = x0.clone().requires_grad_(), w2 = w0.clone().requires_grad_(), b2 = b0.clone().requires_grad_();
+  Tensor fused = fused_linear_relu(x1, w1, b1);
+  Tensor composed = relu(linear(x2, w2, b2));
+  expect_close(fused, composed, DType::F32, "forward");
+  sum(mul(fused, dy)).backward();
+  sum(mul(composed, dy)).backward();
+  expect_close(x1.grad(), x2.grad(), DType::F32, "dx");
+  expect_close(w1.grad(), w2.grad(), DType::F32, "dw");
+  expect_close(b1.grad(), b2.grad(), DType::F32, "db");
+}
+
 TEST(CudaBackend, GemmReluEpiloguesPassNaNOn) {
   EMBER_SKIP_WITHOUT_CUDA();
   const int64_t M = 8, N = 16, K = 32;

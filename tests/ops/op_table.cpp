@@ -99,6 +99,8 @@ std::vector<OpRow> op_table() {
       {"linear", {in({4, 5}), in({3, 5}), in({3})}, [](V x) { return linear(x[0], x[1], x[2]); }},
       {"linear_3d_no_bias", {in({2, 4, 5}), in({3, 5})}, [](V x) { return linear(x[0], x[1]); }},
       {"linear_relu", {in({4, 5}), in({3, 5}), in({3})}, [](V x) { return linear_relu(x[0], x[1], x[2]); }},
+      {"fused_linear_relu", {in({4, 5}), in({3, 5}), in({3})},
+       [](V x) { return fused_linear_relu(x[0], x[1], x[2]); }},
       // Activations.
       {"relu", {signed_away_from_zero({3, 4})}, [](V x) { return relu(x[0]); }},
       {"leaky_relu", {signed_away_from_zero({3, 4})}, [](V x) { return leaky_relu(x[0], 0.1); }},

@@ -248,6 +248,7 @@ std::map<std::string, R> references() {
       {"linear", [](auto& x) { return linear_ref(x[0], x[1], &x[2], false); }},
       {"linear_3d_no_bias", [](auto& x) { return linear_ref(x[0], x[1], nullptr, false); }},
       {"linear_relu", [](auto& x) { return linear_ref(x[0], x[1], &x[2], true); }},
+      {"fused_linear_relu", [](auto& x) { return linear_ref(x[0], x[1], &x[2], true); }},
       {"relu", [](auto& x) { return map1(x[0], [](double a) { return a > 0 ? a : 0.0; }); }},
       {"leaky_relu", [](auto& x) { return map1(x[0], [](double a) { return a > 0 ? a : 0.1 * a; }); }},
       {"sigmoid", [](auto& x) { return map1(x[0], sigm); }},

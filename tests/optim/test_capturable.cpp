@@ -1,8 +1,10 @@
 // Optimizer::set_capturable / prepare_step (the CUDA-graph path of the optimizers) on the CPU: a
 // prepared step equals a plain one bit for bit (the scalars are computed by the same host code; the
 // CPU backend reads the same values), step counts and state follow, and misuse is a clear error.
+#include <cmath>
 #include <functional>
 
+#include "cpp/backend/optim_math.h"
 #include "test_util.h"
 
 using namespace ember;
@@ -81,4 +83,75 @@ TEST(CapturableOptim, MisuseIsAClearError) {
   opt.set_capturable(false);
   opt.step();
   EXPECT_EQ(opt.state_step(0), 2);  // one from the prepare that never ran its update, one from this step
+}
+
+// optim_math::hyper_at, the scalars the host computes for an eager step and a capturable
+// optimizer's kernel computes inside a graph, against PyTorch's formulas written here with std::pow.
+// step_pow multiplies (binary exponentiation) where PyTorch calls pow: exact for a power of two,
+// and within 2 log2(t) roundings of x^t otherwise. Through 1 - beta^t that relative error is
+// amplified by beta^t / (1 - beta^t) (9 for beta1 = 0.9 at t = 1, about 1000 for beta2 = 0.999),
+// so the bound used here is 1e-12 relative.
+TEST(OptimMath, HyperAtFollowsPyTorchsFormulas) {
+  using optim_math::hyper_at;
+  using optim_math::step_pow;
+  for (int t = 0; t <= 60; ++t) EXPECT_EQ(step_pow(0.5, t), std::ldexp(1.0, -t)) << t;
+  EXPECT_EQ(step_pow(3.0, 5), 243.0);
+  EXPECT_EQ(step_pow(0.9, 0), 1.0);
+  auto rel = [](double a, double b) { return std::abs(a - b) / std::abs(b); };
+
+  OptimizerInputs adam;
+  adam.lr = 0.01;
+  adam.beta1 = 0.9;
+  adam.beta2 = 0.999;
+  adam.eps = 1e-8;
+  adam.weight_decay = 0.1;
+  adam.decoupled_weight_decay = 1.0;
+  adam.amsgrad = 1.0;
+  for (double t : {1.0, 2.0, 3.0, 10.0, 1000.0, 123456.0}) {
+    SCOPED_TRACE(t);
+    const OptimizerHyper h = hyper_at(OptimizerAlgo::Adam, adam, t, false);
+    EXPECT_LT(rel(h.step_size, 0.01 / (1.0 - std::pow(0.9, t))), 1e-12);
+    EXPECT_LT(rel(h.bias_correction2_sqrt, std::sqrt(1.0 - std::pow(0.999, t))), 1e-12);
+    EXPECT_EQ(h.decay_factor, 1.0 - 0.01 * 0.1);
+    EXPECT_EQ(h.beta1_complement, 1.0 - 0.9);
+    EXPECT_EQ(h.beta2, 0.999);
+    EXPECT_EQ(h.beta2_complement, 1.0 - 0.999);
+    EXPECT_EQ(h.eps, 1e-8);
+    EXPECT_EQ(h.weight_decay, 0.1);
+    EXPECT_TRUE(h.decoupled_weight_decay && h.amsgrad && !h.maximize && !h.first_step);
+  }
+
+  OptimizerInputs sgd;
+  sgd.lr = 0.05;
+  sgd.momentum = 0.9;
+  sgd.dampening = 0.25;
+  sgd.weight_decay = 0.01;
+  sgd.nesterov = 1.0;
+  sgd.maximize = 1.0;
+  const OptimizerHyper hs = hyper_at(OptimizerAlgo::Sgd, sgd, 7.0, true);
+  EXPECT_EQ(hs.step_size, 0.05);
+  EXPECT_EQ(hs.momentum, 0.9);
+  EXPECT_EQ(hs.dampening_complement, 0.75);
+  EXPECT_EQ(hs.weight_decay, 0.01);
+  EXPECT_TRUE(hs.nesterov && hs.maximize && hs.first_step);
+
+  OptimizerInputs rms;
+  rms.lr = 0.01;
+  rms.beta2 = 0.99;
+  rms.eps = 1e-8;
+  rms.momentum = 0.5;
+  rms.centered = 1.0;
+  const OptimizerHyper hr = hyper_at(OptimizerAlgo::Rmsprop, rms, 3.0, false);
+  EXPECT_EQ(hr.step_size, 0.01);
+  EXPECT_EQ(hr.beta2, 0.99);
+  EXPECT_EQ(hr.beta2_complement, 1.0 - 0.99);
+  EXPECT_EQ(hr.momentum, 0.5);
+  EXPECT_TRUE(hr.centered);
+
+  OptimizerInputs ada;
+  ada.lr = 0.05;
+  ada.lr_decay = 0.1;
+  ada.eps = 1e-10;
+  for (double t : {1.0, 2.0, 50.0}) EXPECT_EQ(hyper_at(OptimizerAlgo::Adagrad, ada, t, false).step_size,
+                                             0.05 / (1.0 + (t - 1.0) * 0.1)) << t;
 }

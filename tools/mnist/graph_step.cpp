@@ -55,7 +55,7 @@ GraphedStep::Result GraphedStep::step(const Tensor& x, const Tensor& y) {
   if (!graph_) {
     static_x_ = x.clone();
     static_y_ = y.clone();
-    opt_.prepare_step();  // this step's scalars, uploaded before capture (capture may not copy from the host)
+    opt_.prepare_step();  // the host step counts; options written to the device tables before capture
     auto graph = std::make_unique<cuda::Graph>(device_.index);
     try {
       graph->capture([&] {

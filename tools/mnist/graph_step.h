@@ -18,8 +18,9 @@ std::optional<std::string> cuda_graph_unavailable(const Config& cfg, const ember
 // step runs eagerly (warm-up: cuBLASLt's algorithms, the optimizer's buffers), the second is
 // captured into a graph and replayed, and each later step copies its batch into the graph's input
 // tensors and replays it. A batch of another shape (an epoch's last, partial batch) runs eagerly.
-// If capture fails (a model with dropout, whose Philox counter is the host's), the step runs
-// eagerly, and so do the rest, after a one-line notice saying why.
+// Dropout (the CNN) is captured: each replay draws new masks from the generator's device-resident
+// counter (ember/cuda.h). If capture fails (something a graph cannot hold, named in the error),
+// the step runs eagerly, and so do the rest, after a one-line notice saying why.
 class GraphedStep {
  public:
   GraphedStep(ember::nn::Module& model, ember::optim::Optimizer& opt, ember::Device device, bool quiet);

@@ -64,7 +64,9 @@ void CpuBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, const
         T* row = C + i * N;
         if (bias)
           for (int64_t j = 0; j < N; ++j) row[j] += bv[j * bstride];
-        if (relu)
+        if (relu && ep.nan_to_zero)
+          for (int64_t j = 0; j < N; ++j) row[j] = row[j] > T(0) ? row[j] : T(0);
+        else if (relu)
           for (int64_t j = 0; j < N; ++j) row[j] = row[j] < T(0) ? T(0) : row[j];
       }
     }

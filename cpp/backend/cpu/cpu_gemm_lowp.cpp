@@ -110,7 +110,8 @@ void gemm_lowp(const Tensor& out, const Tensor& a_in, const Tensor& b_in, const 
         cpu_backend().binary(BinaryOp::Add, rows, rows,
                              make_view(bias, {B * M, N}, {0, bias.stride(0)}, bias.offset()), {});
       }
-      if (ep.relu) cpu_backend().unary(UnaryOp::Relu, c, c, {});
+      if (ep.relu && ep.nan_to_zero) cpu_backend().binary(BinaryOp::ReluBackward, c, c, c, {});  // c > 0 ? c : 0
+      else if (ep.relu) cpu_backend().unary(UnaryOp::Relu, c, c, {});
     } else {
       const GemmLayout la = gemm_layout_checked(a, "cpu"), lb = gemm_layout_checked(b, "cpu");
       const memory::desc ad = operand_desc(la, B, M, K, mdt, batched);
@@ -151,7 +152,11 @@ void gemm_lowp(const Tensor& out, const Tensor& a_in, const Tensor& b_in, const 
   }
   if (widen) cpu_backend().copy(out, c);
   // ReLU as ember's map rather than a oneDNN post-op, so NaN passes through as everywhere else.
-  if (ep.relu && K > 0 && B * M * N > 0) cpu_backend().unary(UnaryOp::Relu, out, out, {});
+  // (BiasReluNanToZero: out > 0 ? out : 0, which maps NaN to 0, through ReluBackward(out, out).)
+  if (ep.relu && K > 0 && B * M * N > 0) {
+    if (ep.nan_to_zero) cpu_backend().binary(BinaryOp::ReluBackward, out, out, out, {});
+    else cpu_backend().unary(UnaryOp::Relu, out, out, {});
+  }
 
   if (ep.bias_grad) {
     // Row sums of op(a)'s first matrix, accumulated in double (as the f32 path does).
