@@ -66,7 +66,15 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grad_outputs) {
   TensorImpl& leaf = *leaf_;
   if (!leaf.grad.defined()) {
     // A fresh, contiguous copy: the incoming gradient may alias a tensor the caller still owns.
-    leaf.grad = g.clone();
+    // Unless nothing else can reach it (as PyTorch's AccumulateGrad steals such a gradient): the
+    // last handle to a packed buffer of its own, with no history, the leaf's shape and dtype. Then
+    // it becomes the gradient itself, saving a copy of every parameter per step.
+    const TensorImpl* gi = g.impl();
+    const bool sole = g.impl_ptr().use_count() == 1 && gi->storage.use_count() == 1 && gi->storage->owner &&
+                      !gi->grad_fn && !gi->requires_grad && gi->offset == 0 && g.is_contiguous() &&
+                      gi->dtype == leaf.dtype && gi->shape == leaf.shape && gi->storage->device == leaf.storage->device &&
+                      gi->storage->nbytes == static_cast<size_t>(gi->numel()) * dtype_size(gi->dtype);
+    leaf.grad = sole ? g : g.clone();
   } else {
     Tensor acc = leaf.grad;
     add_(acc, g);
