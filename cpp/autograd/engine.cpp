@@ -4,6 +4,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "cpp/autograd/backward_runs.h"
 #include "cpp/autograd/function.h"
 #include "cpp/backend/backend.h"
 #include "ember/ops.h"
@@ -182,7 +183,14 @@ void check_inplace(const Tensor& t, const char* op) {
 
 // ---- backward ----
 
+namespace {
+std::atomic<uint64_t> g_backward_runs{0};
+}  // namespace
+
+uint64_t backward_runs() { return g_backward_runs.load(std::memory_order_relaxed); }
+
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
+  g_backward_runs.fetch_add(1, std::memory_order_relaxed);
   // Each node's pending gradient slots, and how many edges still have to deliver into it.
   std::unordered_map<Node*, std::vector<Tensor>> buffers;
   std::unordered_map<Node*, int64_t> dependencies;
