@@ -23,6 +23,7 @@
 
 #include "bench_epoch.h"
 #include "cpp/backend/backend.h"
+#include "ember/cpu_isa.h"
 #include "ember/ember.h"
 #include "tools/bench/bench_gemm.h"
 
@@ -106,7 +107,8 @@ int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t bat
     const double flop = ember_bench::mlp_epoch_flops(ds.train.images.size(0), hidden, batch);
     const double floor_s = flop / (peak.peak_gflops * 1e9 * get_num_threads());
     cpu = detail::str_cat(", \"gflop\": ", flop / 1e9, ", \"peak_gflops\": ", peak.peak_gflops * get_num_threads(),
-                          ", \"floor_s\": ", floor_s, ", \"x_floor\": ", best / floor_s, ", \"cpu_x_floor\": ", best_cpu / floor_s, ", \"cpu\": ", cpu_info().json());
+                          ", \"floor_s\": ", floor_s, ", \"x_floor\": ", best / floor_s, ", \"cpu_x_floor\": ", best_cpu / floor_s, ", \"cpu\": ", cpu_info().json(),
+                          ", \"cpu_kernels\": \"", cpu_kernel_isa_name(cpu_kernel_isa()), "\"");
   }
   std::printf("{\"framework\": \"ember\", \"device\": \"%s\", \"threads\": %d, \"precision\": \"%s\", "
               "\"seconds\": %.4f, \"cpu_seconds\": %.4f, \"images_per_s\": %.1f, \"final_loss\": %.4f%s}\n",
