@@ -2,7 +2,9 @@
 // x86-64, AVX2, AVX-512F) against plain scalar loops written here: the optimizer updates, the
 // f32 <-> bf16 / f16 casts, the f32 / bf16 elementwise maps and the GEMM epilogues. Each must give
 // the scalar loop's bits exactly (elementwise arithmetic; the bias-gradient sums keep their order).
-// Sizes run across every vector width's tail (1 ... 67 elements, and larger odd sizes).
+// Sizes run across every vector width's tail (1 ... 67 elements, and larger odd sizes). On a CPU with
+// AVX512_BF16 the avx512f level's f32 -> bf16 cast uses vcvtne2ps2bf16 (with a scalar path for
+// blocks holding subnormals, which the instruction flushes): both paths are covered.
 // This file is compiled with -ffp-contract=off (tests/CMakeLists.txt), so the reference loops
 // round every product and sum as the library's do.
 #include <gtest/gtest.h>
@@ -289,6 +291,36 @@ TEST(CpuKernels, CastsMatchScalarConversionAtEveryLevel) {
         std::memcpy(&wb, &want, 4);
         ASSERT_EQ(backh[i], wb) << std::hex << "f16 0x" << h[i] << " at " << cpu_kernel_isa_name(l);
       }
+    }
+  }
+}
+
+// The same without subnormals: AVX512_BF16's instruction path (where the CPU has it) converts
+// blocks of 32 that hold none, and must then give the same bits on NaNs, infinities, ties and
+// values rounding up to inf.
+TEST(CpuKernels, CastBlocksWithoutSubnormalsMatchScalarConversion) {
+  IsaScope scope;
+  std::mt19937 rng(8);
+  const uint32_t edges[] = {0x00000000u, 0x80000000u, 0x00800000u, 0x80800000u, 0x7f7fffffu, 0xff7fffffu, 0x7f7f8000u,
+                            0x7f7f7fffu, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xff800001u,
+                            0x7fa00000u, 0x7fffffffu, 0x3f808000u, 0x3f818000u, 0x3f808001u, 0x3f807fffu, 0xbf808000u,
+                            0xbf818000u, 0x3f800000u, 0x00ff8000u, 0x00fe8000u, 0x80ff8000u};
+  for (int64_t n : {32, 64, 65, 96, 100, 1000, 4099}) {
+    std::vector<uint32_t> bits(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t u = static_cast<uint32_t>(rng());
+      if ((u & 0x7f800000u) == 0) u |= 0x00800000u;  // no subnormals
+      bits[i] = i % 3 == 0 ? edges[(i / 3) % std::size(edges)] : u;
+    }
+    std::vector<float> f(bits.size());
+    std::memcpy(f.data(), bits.data(), bits.size() * 4);
+    const Tensor src = write(f, DType::F32);
+    for (CpuKernelIsa l : levels()) {
+      set_cpu_kernel_isa(l);
+      const std::vector<uint16_t> b = read<uint16_t>(src.to(DType::BF16));
+      for (size_t i = 0; i < bits.size(); ++i)
+        ASSERT_EQ(b[i], ref_bf16(bits[i])) << std::hex << "f32 0x" << bits[i] << " -> bf16 at " << cpu_kernel_isa_name(l)
+                                           << ", n " << std::dec << n << ", index " << i;
     }
   }
 }
