@@ -4,6 +4,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "cpp/autograd/backward_runs.h"
 #include "cpp/autograd/function.h"
 #include "cpp/backend/backend.h"
 #include "ember/ops.h"
@@ -66,7 +67,15 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grad_outputs) {
   TensorImpl& leaf = *leaf_;
   if (!leaf.grad.defined()) {
     // A fresh, contiguous copy: the incoming gradient may alias a tensor the caller still owns.
-    leaf.grad = g.clone();
+    // Unless nothing else can reach it (as PyTorch's AccumulateGrad steals such a gradient): the
+    // last handle to a packed buffer of its own, with no history, the leaf's shape and dtype. Then
+    // it becomes the gradient itself, saving a copy of every parameter per step.
+    const TensorImpl* gi = g.impl();
+    const bool sole = g.impl_ptr().use_count() == 1 && gi->storage.use_count() == 1 && gi->storage->owner &&
+                      !gi->grad_fn && !gi->requires_grad && gi->offset == 0 && g.is_contiguous() &&
+                      gi->dtype == leaf.dtype && gi->shape == leaf.shape && gi->storage->device == leaf.storage->device &&
+                      gi->storage->nbytes == static_cast<size_t>(gi->numel()) * dtype_size(gi->dtype);
+    leaf.grad = sole ? g : g.clone();
   } else {
     Tensor acc = leaf.grad;
     add_(acc, g);
@@ -174,7 +183,14 @@ void check_inplace(const Tensor& t, const char* op) {
 
 // ---- backward ----
 
+namespace {
+std::atomic<uint64_t> g_backward_runs{0};
+}  // namespace
+
+uint64_t backward_runs() { return g_backward_runs.load(std::memory_order_relaxed); }
+
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
+  g_backward_runs.fetch_add(1, std::memory_order_relaxed);
   // Each node's pending gradient slots, and how many edges still have to deliver into it.
   std::unordered_map<Node*, std::vector<Tensor>> buffers;
   std::unordered_map<Node*, int64_t> dependencies;

@@ -47,11 +47,13 @@ EMBER_HOST_DEVICE float round_to_odd(double d) {
   return bits_float(u);
 }
 
-// Round to nearest even; a NaN stays a NaN (made quiet, sign kept); overflow gives inf.
+// Round to nearest even; a NaN stays a NaN (made quiet, sign kept); overflow gives inf. Both
+// results are computed and one selected (no branch), so the CPU's cast loops vectorise.
 EMBER_HOST_DEVICE uint16_t float_to_bf16_bits(float f) {
   const uint32_t u = float_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  const uint32_t nan = (u >> 16) | 0x0040u;
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
 }
 
 EMBER_HOST_DEVICE float bf16_bits_to_float(uint16_t h) { return bits_float(static_cast<uint32_t>(h) << 16); }

@@ -2,9 +2,14 @@
 #include "cpp/ops/autocast.h"
 
 #include <array>
+#include <memory>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 
+#include "cpp/autograd/backward_runs.h"
+#include "cpp/core/tensor_impl.h"
+#include "ember/autograd.h"
 #include "ember/error.h"
 
 namespace ember {
@@ -47,6 +52,39 @@ constexpr std::array<std::pair<std::string_view, AutocastPolicy>, 22> kTable{{
     {"avg_pool2d", Float32},
 }};
 
+// ---- the cast cache (as PyTorch's autocast keeps one) ----
+// A parameter (a leaf that requires grad) used by several lowered ops in one scope (a shared
+// weight, a loop over batches under autocast) is cast once: the cast is kept, keyed by the
+// parameter, until the outermost scope ends. An entry is used only while it still describes the
+// parameter: the same storage at the same version (an in-place write, such as an optimizer step,
+// bumps it), the same dtype and grad mode, no backward since it was made (backward releases the
+// cast's node), and the cast itself not written in place.
+struct CastEntry {
+  std::weak_ptr<TensorImpl> param;
+  std::shared_ptr<Storage> storage;
+  uint64_t version = 0, backward_runs = 0, cast_version = 0;
+  DType dtype = DType::BF16;
+  bool grad_mode = false;
+  Tensor cast;
+};
+thread_local std::unordered_map<const TensorImpl*, CastEntry> tl_casts;
+
+Tensor lower_cached(const Tensor& t, DType dt) {
+  if (!t.is_leaf() || !t.requires_grad()) return t.to(dt);
+  const bool grad = autograd::grad_mode_enabled();
+  const uint64_t runs = autograd::backward_runs();
+  auto it = tl_casts.find(t.impl());
+  if (it != tl_casts.end()) {
+    const CastEntry& e = it->second;
+    if (e.param.lock() == t.impl_ptr() && e.storage == t.impl()->storage && e.version == t.version() && e.dtype == dt &&
+        e.grad_mode == grad && e.backward_runs == runs && e.cast.version() == e.cast_version)
+      return e.cast;
+  }
+  Tensor cast = t.to(dt);
+  tl_casts[t.impl()] = CastEntry{t.impl_ptr(), t.impl()->storage, t.version(), runs, cast.version(), dt, grad, cast};
+  return cast;
+}
+
 }  // namespace
 
 autocast::autocast(DType dtype, bool enabled) : prev_enabled_(tl_enabled), prev_dtype_(tl_dtype) {
@@ -57,6 +95,7 @@ autocast::autocast(DType dtype, bool enabled) : prev_enabled_(tl_enabled), prev_
 }
 
 autocast::~autocast() {
+  if (tl_enabled && !prev_enabled_) tl_casts.clear();  // the outermost enabled scope ends
   tl_enabled = prev_enabled_;
   tl_dtype = prev_dtype_;
 }
@@ -75,7 +114,7 @@ namespace ops {
 Tensor autocast_input(const Tensor& t, const char* op) {
   if (!tl_enabled || !t.defined()) return t;
   switch (autocast_policy(op)) {
-    case Lower: return t.dtype() == DType::F32 ? t.to(tl_dtype) : t;  // f64 is asked for explicitly: kept
+    case Lower: return t.dtype() == DType::F32 ? lower_cached(t, tl_dtype) : t;  // f64 is asked for explicitly: kept
     case Float32: return (t.dtype() == DType::BF16 || t.dtype() == DType::F16) ? t.to(DType::F32) : t;
     case Keep: return t;
   }

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -23,6 +24,7 @@
 #include "bench_epoch.h"
 #include "cpp/backend/backend.h"
 #include "cpp/backend/cpu/cpu_conv.h"
+#include "ember/cpu_isa.h"
 #include "ember/ember.h"
 #include "tools/bench/bench_gemm.h"
 
@@ -49,7 +51,7 @@ double best_time(Device d, int reps, const std::function<void()>& fn) {
 }
 
 int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t batch, int epochs, uint64_t seed,
-              const std::string& precision) {
+              const std::string& precision, bool profile) {
   EMBER_CHECK(precision == "fp32" || precision == "bf16", "mlp-epoch: --precision must be fp32 or bf16, got ", precision);
   data::Mnist ds = data::load_mnist_dir(dir);
   manual_seed(seed);
@@ -72,11 +74,15 @@ int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t bat
     return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
   };
   for (int e = 0; e < epochs; ++e) {
+    // --profile: ember::profiler over the last epoch (its table on stderr; the timings include it).
+    std::optional<profiler::Session> prof;
+    if (profile && e == epochs - 1) prof.emplace(profiler::start());
     sync(device);
     const auto t0 = std::chrono::steady_clock::now();
     const double c0 = cpu_now();
     Tensor loss;
     for (data::Batch& b : loader) {
+      profile::Range step_range("train.step");
       {
         autocast low(DType::BF16, precision == "bf16");  // --precision bf16: as torch.autocast
         loss = cross_entropy((*model)(b.x), b.y);
@@ -89,6 +95,10 @@ int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t bat
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     best_cpu = std::min(best_cpu, cpu_now() - c0);
     last_loss = loss.item<double>();
+    if (prof) {
+      prof->stop();
+      std::fputs(prof->report().table(40).c_str(), stderr);
+    }
   }
   const double n = static_cast<double>(loader.num_batches() * batch);
   // On the CPU: the epoch's fp32 floor (its GEMM FLOPs at the cores' measured peak) and what ran.
@@ -98,7 +108,8 @@ int mlp_epoch(const std::string& dir, Device device, int64_t hidden, int64_t bat
     const double flop = ember_bench::mlp_epoch_flops(ds.train.images.size(0), hidden, batch);
     const double floor_s = flop / (peak.peak_gflops * 1e9 * get_num_threads());
     cpu = detail::str_cat(", \"gflop\": ", flop / 1e9, ", \"peak_gflops\": ", peak.peak_gflops * get_num_threads(),
-                          ", \"floor_s\": ", floor_s, ", \"x_floor\": ", best / floor_s, ", \"cpu_x_floor\": ", best_cpu / floor_s, ", \"cpu\": ", cpu_info().json());
+                          ", \"floor_s\": ", floor_s, ", \"x_floor\": ", best / floor_s, ", \"cpu_x_floor\": ", best_cpu / floor_s, ", \"cpu\": ", cpu_info().json(),
+                          ", \"cpu_kernels\": \"", cpu_kernel_isa_name(cpu_kernel_isa()), "\"");
   }
   std::printf("{\"framework\": \"ember\", \"device\": \"%s\", \"threads\": %d, \"precision\": \"%s\", "
               "\"seconds\": %.4f, \"cpu_seconds\": %.4f, \"images_per_s\": %.1f, \"final_loss\": %.4f%s}\n",
@@ -279,6 +290,8 @@ int main(int argc, char** argv) {
   mlp->add_option("--seed", seed)->capture_default_str();
   std::string precision = "fp32";  // mixed precision (issue 13)
   mlp->add_option("--precision", precision, "fp32 or bf16 (autocast)")->capture_default_str();
+  bool mlp_profile = false;  // CPU speed (issue 13): where the epoch's time goes
+  mlp->add_flag("--profile", mlp_profile, "profile the last epoch with ember::profiler (table on stderr)");
   auto* op = app.add_subcommand("ops", "GEMM and fused-op micro-benchmarks");
   op->add_option("--reps", reps)->capture_default_str();
   auto* conv = app.add_subcommand("conv-layers", "the MNIST CNN's conv layers: forward, data and weight gradients");
@@ -322,7 +335,7 @@ int main(int argc, char** argv) {
     set_num_threads(threads);
     const Device device = Device::parse(device_flag);
     if (device.is_cuda() && !cuda::is_available()) throw Error("--device " + device_flag + ": no CUDA device available");
-    if (*mlp) return mlp_epoch(dir, device, hidden, batch, epochs, seed, precision);
+    if (*mlp) return mlp_epoch(dir, device, hidden, batch, epochs, seed, precision, mlp_profile);
     if (*conv) return conv_layers(device, batch, reps);
     if (*cnn) return cnn_step(device, batch, reps, seed, precision);
     if (*epoch) {

@@ -1,6 +1,7 @@
 // CPU backend: unary and binary maps and where(), over the arithmetic in elementwise_math.h.
 #include "cpp/backend/cpu/cpu_backend.h"
 #include "cpp/backend/cpu/cpu_parallel.h"
+#include "cpp/backend/cpu/cpu_simd.h"
 #include "cpp/backend/elementwise_math.h"
 
 namespace ember {
@@ -15,9 +16,37 @@ bool flat(std::initializer_list<const Tensor*> ts) {
   return true;
 }
 
-template <class F>
-void flat_loop(int64_t n, F&& f) {
+// Whether out may be written in vector order: each input is out itself (in place) or shares no byte
+// with it. A partial overlap keeps the element-by-element order of the plain loop.
+bool vector_safe(const Tensor& out, std::initializer_list<const Tensor*> ins) {
+  const char* o = static_cast<const char*>(out.data_ptr());
+  const size_t bytes = static_cast<size_t>(out.numel()) * dtype_size(out.dtype());
+  for (const Tensor* t : ins) {
+    const char* p = static_cast<const char*>(t->data_ptr());
+    const size_t pb = static_cast<size_t>(t->numel()) * dtype_size(t->dtype());
+    if (p != o && p < o + bytes && o < p + pb) return false;
+  }
+  return true;
+}
+
+// f32 and bf16 maps run at the CPU's widest instruction set (cpu_simd.h): `f` captures its pointers
+// and scalars by value, so the dispatched loop holds them in registers; `omp simd` since out is
+// either an input itself or disjoint from them (vector_safe). Elementwise, so every level gives the
+// baseline loop's bits (no FMA contraction in this file: CMakeLists.txt). Other dtypes: the plain loop.
+template <class T, class F>
+void flat_loop(int64_t n, bool simd_ok, const F& f) {
   cpu::parallel_for(n, n, [&](int64_t begin, int64_t end) {
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, bf16>) {
+      if (simd_ok) {
+        cpu::simd_dispatch([&] {
+          const F fn = f;
+          const int64_t b = begin, e = end;
+#pragma omp simd
+          for (int64_t k = b; k < e; ++k) fn(k);
+        });
+        return;
+      }
+    }
     for (int64_t k = begin; k < end; ++k) f(k);
   });
 }
@@ -36,7 +65,8 @@ void unary_loop(const Tensor& out, const Tensor& in, const ElementwiseParams& p)
     } else {
       T* o = cpu::ptr<T>(out);
       if (flat({&out, &in})) {
-        flat_loop(out.numel(), [&](int64_t k) { o[k] = static_cast<T>(math::unary<OP, C>(static_cast<C>(x[k]), a, b)); });
+        flat_loop<T>(out.numel(), vector_safe(out, {&in}),
+                     [=](int64_t k) { o[k] = static_cast<T>(math::unary<OP, C>(static_cast<C>(x[k]), a, b)); });
         return;
       }
       cpu::for_each_offset<2>(out.shape(), {&out.strides(), &in.strides()}, [&](const std::array<int64_t, 2>& i) {
@@ -62,7 +92,7 @@ void binary_loop(const Tensor& out, const Tensor& at, const Tensor& bt, const El
     } else {
       T* o = cpu::ptr<T>(out);
       if (flat({&out, &at, &bt})) {
-        flat_loop(out.numel(), [&](int64_t k) {
+        flat_loop<T>(out.numel(), vector_safe(out, {&at, &bt}), [=](int64_t k) {
           o[k] = static_cast<T>(math::binary<OP, C>(static_cast<C>(x[k]), static_cast<C>(y[k]), a, b));
         });
         return;
@@ -107,7 +137,7 @@ void CpuBackend::where(const Tensor& out, const Tensor& cond, const Tensor& a, c
     const T* x = cpu::ptr<T>(a);
     const T* y = cpu::ptr<T>(b);
     if (flat({&out, &cond, &a, &b})) {
-      flat_loop(out.numel(), [&](int64_t k) { o[k] = c[k] ? x[k] : y[k]; });
+      flat_loop<T>(out.numel(), vector_safe(out, {&cond, &a, &b}), [=](int64_t k) { o[k] = c[k] ? x[k] : y[k]; });
       return;
     }
     cpu::for_each_offset<4>(out.shape(), {&out.strides(), &cond.strides(), &a.strides(), &b.strides()},

@@ -1,11 +1,12 @@
 // CPU backend: GEMM. f32 through oneDNN's matmul (kernels chosen from CPUID at run time on every
 // x86-64 CPU; see cpu_matmul_dnnl.h), f64 (gradient checks, reference runs) through OpenBLAS
-// (cblas); the bias/ReLU/bias-gradient epilogues as loops.
+// (cblas); the bias/ReLU/bias-gradient epilogues as loops (cpu_epilogue.h).
 #include <cblas.h>
 
 #include <cstdint>
 
 #include "cpp/backend/cpu/cpu_backend.h"
+#include "cpp/backend/cpu/cpu_epilogue.h"
 #include "cpp/backend/cpu/cpu_gemm_lowp.h"
 #include "cpp/backend/cpu/cpu_matmul_dnnl.h"
 #include "cpp/backend/gemm_layout.h"
@@ -57,28 +58,14 @@ void CpuBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, const
     }
     const EpilogueParts ep = epilogue_parts(o.epilogue, "cpu");
     const bool bias = ep.bias, relu = ep.relu;
-    if (bias || relu) {
-      const T* bv = bias ? cpu::ptr<T>(o.bias) : nullptr;
-      const int64_t bstride = bias ? o.bias.stride(0) : 0;
-      for (int64_t i = 0; i < B * M; ++i) {
-        T* row = C + i * N;
-        if (bias)
-          for (int64_t j = 0; j < N; ++j) row[j] += bv[j * bstride];
-        if (relu && ep.nan_to_zero)
-          for (int64_t j = 0; j < N; ++j) row[j] = row[j] > T(0) ? row[j] : T(0);
-        else if (relu)
-          for (int64_t j = 0; j < N; ++j) row[j] = row[j] < T(0) ? T(0) : row[j];
-      }
-    }
-    if (ep.bias_grad) {
-      T* g = cpu::ptr<T>(o.bias_grad);
-      const int64_t rs = a.stride(ad - 2), cs = a.stride(ad - 1);
-      for (int64_t i = 0; i < M; ++i) {
-        double acc = 0.0;
-        for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(A[i * rs + k * cs]);
-        g[i * o.bias_grad.stride(0)] = static_cast<T>(acc);
-      }
-    }
+    if (bias || (relu && !ep.nan_to_zero))
+      cpu::bias_relu_rows<T>(C, B * M, N, bias ? cpu::ptr<T>(o.bias) : nullptr, bias ? o.bias.stride(0) : 0,
+                             relu && !ep.nan_to_zero);
+    if (relu && ep.nan_to_zero)  // fused_linear_relu's cuBLASLt semantics: NaN becomes 0
+      for (int64_t i = 0; i < B * M * N; ++i) C[i] = C[i] > T(0) ? C[i] : T(0);
+    if (ep.bias_grad)
+      cpu::bias_grad_rows<T>(A, M, K, a.stride(ad - 2), a.stride(ad - 1), cpu::ptr<T>(o.bias_grad),
+                             o.bias_grad.stride(0));
   });
 }
 

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "cpp/backend/cpu/cpu_backend.h"
+#include "cpp/backend/cpu/cpu_epilogue.h"
 #include "cpp/backend/cpu/cpu_gemm_lowp.h"
 #include "cpp/backend/cpu/dnnl_common.h"
 #include "cpp/backend/gemm_layout.h"
@@ -162,15 +163,8 @@ void gemm_lowp(const Tensor& out, const Tensor& a_in, const Tensor& b_in, const 
     // Row sums of op(a)'s first matrix, accumulated in double (as the f32 path does).
     const int64_t ad = a_in.dim(), rs = a_in.stride(ad - 2), cs = a_in.stride(ad - 1);
     visit_dtype(dt, "gemm", [&]<class T>() {
-      if constexpr (is_lowp_v<T>) {
-        const T* A = cpu::ptr<T>(a_in);
-        T* g = cpu::ptr<T>(o.bias_grad);
-        for (int64_t i = 0; i < M; ++i) {
-          double acc = 0.0;
-          for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(static_cast<float>(A[i * rs + k * cs]));
-          g[i * o.bias_grad.stride(0)] = static_cast<T>(acc);
-        }
-      }
+      if constexpr (is_lowp_v<T>)
+        cpu::bias_grad_rows<T>(cpu::ptr<T>(a_in), M, K, rs, cs, cpu::ptr<T>(o.bias_grad), o.bias_grad.stride(0));
     });
   }
 }

@@ -1,5 +1,6 @@
 // CPU backend: optimizer updates, one pass per parameter over the arithmetic in optim_math.h.
 #include "cpp/backend/cpu/cpu_backend.h"
+#include "cpp/backend/cpu/cpu_simd.h"
 #include "cpp/backend/optim_math.h"
 
 namespace ember {
@@ -8,14 +9,24 @@ namespace {
 // One loop per combination of present state buffers: the null checks fold away, and what is left
 // is straight-line arithmetic with selects. A parameter, its gradient and its state buffers are
 // distinct allocations (the optimizer makes them so), so the loop may be vectorised as if they could
-// not alias (`omp simd`; -fopenmp-simd -fno-math-errno for this file: CMakeLists.txt).
+// not alias (`omp simd`; -fopenmp-simd -fno-math-errno for this file: CMakeLists.txt), at the
+// widest instruction set the CPU has (cpu_simd.h; -ffp-contract=off keeps every level's bits the same).
 template <OptimizerAlgo A, class T, bool H0, bool H1, bool H2>
-void update_loop(T* p, const T* g, T* s0, T* s1, T* s2, int64_t n, const optim_math::Scalars<T>& s) {
-  T* b0 = H0 ? s0 : nullptr;
-  T* b1 = H1 ? s1 : nullptr;
-  T* b2 = H2 ? s2 : nullptr;
+void update_loop(T* p_in, const T* g_in, T* s0, T* s1, T* s2, int64_t n_in, const optim_math::Scalars<T>& s_in) {
+  cpu::simd_dispatch([&] {
+    // Locals, not the closure's references: in the dispatched function the null state buffers must
+    // be known (their checks fold away), the scalars kept in registers, and the pointers seen not to
+    // change while the loop stores through them.
+    T* p = p_in;
+    const T* g = g_in;
+    T* b0 = H0 ? s0 : nullptr;
+    T* b1 = H1 ? s1 : nullptr;
+    T* b2 = H2 ? s2 : nullptr;
+    const int64_t n = n_in;
+    const optim_math::Scalars<T> s = s_in;
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) optim_math::update_element<A, T>(p, g, b0, b1, b2, i, s);
+    for (int64_t i = 0; i < n; ++i) optim_math::update_element<A, T>(p, g, b0, b1, b2, i, s);
+  });
 }
 
 template <OptimizerAlgo A, class T>

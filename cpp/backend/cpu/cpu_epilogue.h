@@ -1,0 +1,70 @@
+// The CPU GEMMs' epilogue loops (bias, ReLU, bias gradient), at the CPU's widest instruction set
+// (cpu_simd.h). Each keeps the plain loop's arithmetic: the bias add and ReLU are elementwise, and
+// every bias-gradient sum adds its terms in the same order (k = 0, 1, ...) in double.
+#pragma once
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "cpp/backend/cpu/cpu_simd.h"
+#include "cpp/backend/lowp_math.h"
+
+namespace ember::cpu {
+
+// rows x N matrix C (rows packed, N apart): C[i][j] += bias[j * bstride] (if bias), then ReLU
+// (x < 0 ? 0 : x, so NaN passes through).
+template <class T>
+void bias_relu_rows(T* c_in, int64_t rows_in, int64_t n_in, const T* bias_in, int64_t bstride_in, bool relu_in) {
+  simd_dispatch([&] {
+    T* __restrict c = c_in;
+    const T* __restrict bias = bias_in;
+    const int64_t rows = rows_in, n = n_in, bs = bstride_in;
+    const bool relu = relu_in;
+    for (int64_t i = 0; i < rows; ++i) {
+      T* __restrict row = c + i * n;
+      if (bias) {
+        if (bs == 1)
+          for (int64_t j = 0; j < n; ++j) row[j] += bias[j];
+        else
+          for (int64_t j = 0; j < n; ++j) row[j] += bias[j * bs];
+      }
+      if (relu)
+        for (int64_t j = 0; j < n; ++j) row[j] = row[j] < T(0) ? T(0) : row[j];
+    }
+  });
+}
+
+template <class T>
+inline double widen(T v) {
+  if constexpr (is_lowp_v<T>) return static_cast<double>(static_cast<float>(v));
+  else return static_cast<double>(v);
+}
+
+// g[i * gstride] = sum over k < K of A[i * rs + k * cs] (i < M), each sum in double in k order.
+// When A is a transposed view (rs == 1: the bias gradient of dY^T X reads dY's columns), the sums
+// run side by side, one row of dY at a time, so the loop reads memory in order and vectorises.
+template <class T>
+void bias_grad_rows(const T* a_in, int64_t m_in, int64_t k_in, int64_t rs_in, int64_t cs_in, T* g_in,
+                    int64_t gstride_in) {
+  if (rs_in == 1 && cs_in != 1 && m_in > 1) {
+    std::vector<double> acc_buf(static_cast<size_t>(m_in), 0.0);
+    simd_dispatch([&] {
+      const T* __restrict a = a_in;
+      double* __restrict acc = acc_buf.data();
+      const int64_t m = m_in, kk = k_in, cs = cs_in;
+      for (int64_t k = 0; k < kk; ++k) {
+        const T* __restrict row = a + k * cs;
+        for (int64_t i = 0; i < m; ++i) acc[i] += widen(row[i]);
+      }
+    });
+    for (int64_t i = 0; i < m_in; ++i) g_in[i * gstride_in] = static_cast<T>(acc_buf[static_cast<size_t>(i)]);
+    return;
+  }
+  for (int64_t i = 0; i < m_in; ++i) {
+    double acc = 0.0;
+    for (int64_t k = 0; k < k_in; ++k) acc += widen(a_in[i * rs_in + k * cs_in]);
+    g_in[i * gstride_in] = static_cast<T>(acc);
+  }
+}
+
+}  // namespace ember::cpu
