@@ -114,7 +114,8 @@ Tensor Sequential::forward(const Tensor& input) {
     const Module* next = i + 1 < mods.size() ? mods[i + 1].second.get() : nullptr;
     if (fuse && next && typeid(*m) == typeid(Linear) && typeid(*next) == typeid(ReLU)) {
       auto* lin = static_cast<Linear*>(m);
-      x = linear_relu(x, lin->weight, lin->bias);
+      x = relu_nan_to_zero_ && lin->bias.defined() ? fused_linear_relu(x, lin->weight, lin->bias)
+                                                   : linear_relu(x, lin->weight, lin->bias);
       ++i;
       continue;
     }

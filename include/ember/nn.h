@@ -285,9 +285,16 @@ class EMBER_API Sequential : public Module {
     if (!m) throw_wrong_type(index);
     return m;
   }
+  // With this on, a Linear (with a bias) directly followed by a ReLU runs as fused_linear_relu:
+  // bias and ReLU inside the GEMM through cuBLASLt's RELU_BIAS epilogue on CUDA, where a NaN
+  // pre-activation becomes 0 (see ops.h) instead of staying NaN as in linear_relu / torch.relu.
+  // Off by default; ember-mnist turns it on for its MLP on a GPU unless --detect-anomaly is given.
+  void set_relu_nan_to_zero(bool on) { relu_nan_to_zero_ = on; }
+  bool relu_nan_to_zero() const { return relu_nan_to_zero_; }
 
  private:
   [[noreturn]] void throw_wrong_type(int64_t index) const;
+  bool relu_nan_to_zero_ = false;
 };
 
 // A shared Sequential, the way models are held: nn::sequential({linear, relu, ...}).

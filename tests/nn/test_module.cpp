@@ -301,6 +301,37 @@ TEST(Sequential, LinearReluRunsFused) {
   EXPECT_EQ(other(x).to_vector<float>(), relu(tanh(x)).to_vector<float>());
 }
 
+// set_relu_nan_to_zero: Linear + ReLU pairs run as fused_linear_relu, whose ReLU maps a NaN
+// pre-activation to 0 (cuBLASLt's RELU_BIAS semantics); off, NaN stays NaN as in torch.relu.
+TEST(Sequential, ReluNanToZeroRunsFusedLinearRelu) {
+  auto l1 = std::make_shared<nn::Linear>(3, 2);
+  nn::Sequential seq{l1, std::make_shared<nn::ReLU>()};
+  EXPECT_FALSE(seq.relu_nan_to_zero());
+  nn::init::zeros_(l1->weight);
+  {
+    autograd::NoGradGuard guard;
+    l1->bias.copy_(from_vector<float>({-1.0f, 2.0f}, {2}));
+  }
+  // Row 0 is finite: both semantics give relu(bias) = (0, 2). Row 1 holds a NaN: 0 * NaN = NaN
+  // pre-activations, which relu keeps and the fused epilogue's ReLU turns into 0.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor x = from_vector<float>({1, 2, 3, nan, 0, 0}, {2, 3});
+  std::vector<float> kept = seq(x).to_vector<float>();
+  EXPECT_EQ(kept[0], 0.0f);
+  EXPECT_EQ(kept[1], 2.0f);
+  EXPECT_TRUE(std::isnan(kept[2]) && std::isnan(kept[3]));
+  seq.set_relu_nan_to_zero(true);
+  Tensor y = seq(x);
+  EXPECT_EQ(y.to_vector<float>(), (std::vector<float>{0, 2, 0, 0}));
+  ASSERT_NE(y.grad_fn(), nullptr);
+  EXPECT_EQ(y.grad_fn()->name(), "fused_linear_relu");
+  // A Linear without a bias keeps linear_relu (the fused op needs one).
+  auto nb = std::make_shared<nn::Linear>(3, 2, nn::LinearOptions{.bias = false});
+  nn::Sequential seq2{nb, std::make_shared<nn::ReLU>()};
+  seq2.set_relu_nan_to_zero(true);
+  EXPECT_EQ(seq2(x).grad_fn()->name(), "linear_relu");
+}
+
 TEST(Layers, ActivationsAndShapeModulesMatchTheOps) {
   Tensor x = test::uniform({3, 4}, -3, 3, DType::F64, 11);
   EXPECT_EQ(nn::ReLU()(x).to_vector<double>(), relu(x).to_vector<double>());

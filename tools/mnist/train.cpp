@@ -122,6 +122,11 @@ std::shared_ptr<nn::Module> make_model(const Config& cfg, int64_t rows, int64_t 
   throw Error("--model " + cfg.model + ": expected mlp, cnn or resnet");
 }
 
+// --model mlp on a GPU runs Linear + ReLU as fused_linear_relu (bias and ReLU inside the GEMM: cuBLASLt's
+// RELU_BIAS epilogue, where a NaN pre-activation becomes 0); --detect-anomaly keeps torch.relu's NaN
+// semantics so that a NaN is reported by the op that made it.
+bool fused_relu_epilogue(const Config& cfg, Device d) { return cfg.model == "mlp" && d.is_cuda() && !cfg.detect_anomaly; }
+
 // One line naming the model, for the banner.
 std::string describe_model(const Config& cfg, int64_t rows, int64_t cols, const nn::Module& model) {
   std::string what = cfg.model == "mlp"   ? "MLP " + std::to_string(rows * cols) + "-" + std::to_string(cfg.hidden) + "-10"
@@ -397,6 +402,8 @@ std::unique_ptr<Session> set_up(const Config& cfg) {
   s->model = make_model(cfg, s->ds.train.images.size(1), s->ds.train.images.size(2), 10);
   if (!cfg.pretrained.empty()) apply_pretrained(cfg, *s->model, cfg.quiet);
   s->model->to(s->device);
+  if (fused_relu_epilogue(cfg, s->device))
+    if (auto seq = std::dynamic_pointer_cast<nn::Sequential>(s->model)) seq->set_relu_nan_to_zero(true);
   s->precision = std::make_unique<Precision>(cfg, s->device);
   if (g_group) s->ddp = std::make_unique<dist::DistributedDataParallel>(s->model, *g_group);
   s->opt = cfg.pretrained.empty() ? make_optimizer(cfg, s->model->parameters()) : make_transfer_optimizer(cfg, *s->model);
@@ -484,9 +491,10 @@ void print_header(const Session& s) {
               s.device.str().c_str(), static_cast<long long>(s.ds.train.images.size(0)),
               static_cast<long long>(s.ds.test.images.size(0)));
   const auto no_graph = cuda_graph_unavailable(cfg, s.device);
-  std::printf("ember-mnist: steps %s, precision %s\n",
+  std::printf("ember-mnist: steps %s, precision %s%s\n",
               no_graph ? ("eager (" + *no_graph + ")").c_str() : "as a CUDA graph (captured after a warm-up step)",
-              s.precision->describe().c_str());
+              s.precision->describe().c_str(),
+              fused_relu_epilogue(cfg, s.device) ? ", linear+bias+ReLU in cuBLASLt's RELU_BIAS epilogue (NaN -> 0)" : "");
   // The CPU and the kernels its GEMM and convolutions run (issue 13: a slow machine shows at once).
   if (!s.device.is_cuda()) std::printf("ember-mnist: cpu %s\n", cpu_info().summary().c_str());
 }
