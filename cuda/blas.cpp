@@ -49,15 +49,6 @@ CuOperand cublas_b(const GemmLayout& la, int64_t M, int64_t K, const void* p) {
   return la.trans ? CuOperand{CUBLAS_OP_T, M, K, la.ld, p} : CuOperand{CUBLAS_OP_N, K, M, la.ld, p};
 }
 
-// The alignment cuBLASLt may assume for a pointer (its heuristic defaults to 256 bytes, which a
-// view with an offset need not have).
-int64_t alignment_of(const void* p) {
-  const auto v = reinterpret_cast<uintptr_t>(p);
-  int64_t a = 1;
-  while (a < 256 && v % static_cast<uintptr_t>(a * 2) == 0) a *= 2;
-  return a;
-}
-
 // RAII for cuBLASLt descriptors (destroy failures are ignored: a destructor must not throw, and
 // destroying a descriptor only frees host memory).
 struct LtDesc {
@@ -120,10 +111,11 @@ bool lt_matmul(GemmContext& st, cudaStream_t stream, DType dt, const CuOperand& 
   EMBER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb.l, t.data, B.rows, B.cols, B.ld));
   EMBER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld.l, t.data, m, n, m));
 
+  using cuda::pointer_alignment;
   const cuda::GemmAlgoKey key{static_cast<int64_t>(t.data), static_cast<int64_t>(t.compute), static_cast<int64_t>(A.op),
                     A.rows, A.cols, A.ld, static_cast<int64_t>(B.op), B.rows, B.cols, B.ld, m, n,
-                    static_cast<int64_t>(epilogue), alignment_of(A.ptr), alignment_of(B.ptr), alignment_of(D),
-                    bias ? alignment_of(bias) : 0};
+                    static_cast<int64_t>(epilogue), pointer_alignment(A.ptr), pointer_alignment(B.ptr),
+                    pointer_alignment(D), bias ? pointer_alignment(bias) : 0};
   std::optional<cublasLtMatmulAlgo_t> algo;
   {
     std::lock_guard<std::mutex> lock(st.algos_mutex);

@@ -40,13 +40,6 @@ cudaStream_t stream_on(const Tensor& t, const char* op) {
   return cuda::stream_for(t.device());
 }
 
-int64_t alignment_of(const void* p) {
-  const auto v = reinterpret_cast<uintptr_t>(p);
-  int64_t a = 1;
-  while (a < 256 && v % static_cast<uintptr_t>(a * 2) == 0) a *= 2;
-  return a;
-}
-
 // One shape's cuBLASLt state, kept for the process's life (like the device context: destroying
 // descriptors at exit, when the runtime may be unloading, gains nothing; they are host memory).
 struct Int8Plan {
@@ -164,8 +157,9 @@ void CudaBackend::int8_gemm(const Tensor& out, const Tensor& a, const Tensor& w,
   EMBER_CHECK(!__builtin_mul_overflow(M, n_pad, &acc_elems) && acc_elems <= INT64_MAX / 4,
               "int8_gemm: the accumulator [", M, ", ", n_pad, "] overflows int64 bytes");
   const Tensor acc = make_empty({M, n_pad}, DType::I32, dev);  // from the device's pool
-  const int64_t align_w = alignment_of(w.impl()->data()), align_a = alignment_of(a.impl()->data()),
-                align_d = alignment_of(acc.impl()->data());
+  const int64_t align_w = cuda::pointer_alignment(w.impl()->data()),
+                align_a = cuda::pointer_alignment(a.impl()->data()),
+                align_d = cuda::pointer_alignment(acc.impl()->data());
   EMBER_CHECK(align_w >= 4 && align_a >= 4 && align_d >= 4, "int8_gemm: cuBLASLt's int8 kernels need 4-byte aligned ",
               "operands, got alignments ", align_w, ", ", align_a, ", ", align_d, " (pass unsliced tensors)");
   cuda::GemmContext& st = cuda::device_context(dev.index).gemm();

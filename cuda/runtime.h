@@ -121,4 +121,14 @@ void copy_device_to_host(void* dst, const void* src, size_t nbytes, int index);
 // Device to device, within one device or across two (ordered after both devices' queued work).
 void copy_device_to_device(void* dst, int dst_index, const void* src, int src_index, size_t nbytes);
 
+// The alignment (a power of two, at most 256 bytes) cuBLASLt may assume for a pointer: its heuristic
+// defaults to 256 bytes, which a view with an offset need not have. For plan-cache keys and
+// CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*_BYTES (cuda/blas.cpp, cuda/int8_gemm.cpp).
+inline int64_t pointer_alignment(const void* p) {
+  const auto v = reinterpret_cast<uintptr_t>(p);
+  int64_t a = 1;
+  while (a < 256 && v % static_cast<uintptr_t>(a * 2) == 0) a *= 2;
+  return a;
+}
+
 }  // namespace ember::cuda

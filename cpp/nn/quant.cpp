@@ -191,16 +191,22 @@ int64_t QuantizedSequential::size_bytes() const {
   return n;
 }
 
+namespace {
+// The input both forward paths take: f32, non-empty, [N, C, H, W] for a model that starts with a
+// convolution or a Flatten, else [N, features].
+void check_input(const QuantizedLayer& first, const Tensor& x) {
+  EMBER_CHECK(x.dtype() == DType::F32, "QuantizedSequential: expected an F32 input, got ", x.dtype());
+  const bool four_d = first.kind == QuantizedLayer::Kind::Conv2d || first.flatten_before;
+  EMBER_CHECK(four_d ? x.dim() == 4 : x.dim() == 2, "QuantizedSequential: layer '", first.name, "' takes ",
+              four_d ? "[N, C, H, W]" : "[N, features]", " input, got shape ", shape_str(x.shape()));
+  EMBER_CHECK(x.size(0) > 0, "QuantizedSequential: empty batch");
+}
+}  // namespace
+
 Tensor QuantizedSequential::forward(const Tensor& input_any) {
   if (!input_any.device().is_cpu()) return forward_primitives(input_any);
-  EMBER_CHECK(input_any.dtype() == DType::F32, "QuantizedSequential: expected an F32 input, got ", input_any.dtype());
+  check_input(layers_.front(), input_any);
   const QuantizedLayer& first = layers_.front();
-  const bool conv_first = first.kind == QuantizedLayer::Kind::Conv2d;
-  EMBER_CHECK((conv_first || first.flatten_before) ? input_any.dim() == 4 : input_any.dim() == 2,
-              "QuantizedSequential: layer '", first.name, "' takes ",
-              conv_first || first.flatten_before ? "[N, C, H, W]" : "[N, features]", " input, got shape ",
-              shape_str(input_any.shape()));
-  EMBER_CHECK(input_any.size(0) > 0, "QuantizedSequential: empty batch");
   const Tensor input = input_any.contiguous();
   std::lock_guard<std::mutex> lock(impl_->mutex);
   auto it = impl_->plans.find(input.shape());
@@ -348,7 +354,6 @@ Tensor QuantizedSequential::forward(const Tensor& input_any) {
 // the next layer's codes, or gives the last layer's f32 (NCHW for a convolution).
 Tensor QuantizedSequential::forward_primitives(const Tensor& input_any) {
   const Device dev = input_any.device();
-  EMBER_CHECK(input_any.dtype() == DType::F32, "QuantizedSequential: expected an F32 input, got ", input_any.dtype());
   for (const Impl::DeviceLayer& d : impl_->device) {
     EMBER_CHECK(d.weight.device() == dev, "QuantizedSequential: the input is on ", dev.str(),
                 " but the int8 model is on ", d.weight.device().str(), "; move the model with .to(", dev.str(),
@@ -357,14 +362,10 @@ Tensor QuantizedSequential::forward_primitives(const Tensor& input_any) {
                 "QuantizedSequential: the int8 model's f32 scales were cast to ", d.scale.dtype(),
                 " (Module::to(dtype)); an int8 model keeps them in f32: rebuild or reload it");
   }
+  check_input(layers_.front(), input_any);
   const QuantizedLayer& first = layers_.front();
   const bool conv_first = first.kind == QuantizedLayer::Kind::Conv2d;
-  EMBER_CHECK((conv_first || first.flatten_before) ? input_any.dim() == 4 : input_any.dim() == 2,
-              "QuantizedSequential: layer '", first.name, "' takes ",
-              conv_first || first.flatten_before ? "[N, C, H, W]" : "[N, features]", " input, got shape ",
-              shape_str(input_any.shape()));
   const int64_t n = input_any.size(0);
-  EMBER_CHECK(n > 0, "QuantizedSequential: empty batch");
   const Tensor input = input_any.contiguous();
   Backend& be = backend_for(dev);
   autograd::NoGradGuard no_grad;
