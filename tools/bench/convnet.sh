@@ -24,12 +24,13 @@ while [ $# -gt 0 ]; do
 done
 bench="$build/tools/ember-bench"
 [ -x "$bench" ] || { echo "convnet.sh: $bench not found: build ember first" >&2; exit 2; }
-"$py" -c "import torch" 2>/dev/null || { echo "convnet.sh: $py has no torch (apt-get install python3-torch)" >&2; exit 2; }
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p')"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for t in $threads; do
   "$bench" cnn-step --device "$device" --threads "$t" --reps "$reps" --precision "$precision" | tee -a "$out"
+  # Checked after ember's side, so that a machine without the device says so first.
+  "$py" -c "import torch" 2>/dev/null || { echo "convnet.sh: $py has no torch (apt-get install python3-torch)" >&2; exit 2; }
   "$py" "$here/torch_convnet.py" --mode step --device "$device" --threads "$t" --reps "$reps" --precision "$precision" | tee -a "$out"
 done
 "$py" - "$out" <<'PY'
