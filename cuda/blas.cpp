@@ -21,6 +21,7 @@
 #include "cuda/check.h"
 #include "cuda/context.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/lt_preference.h"
 #include "cuda/nvtx.h"
 #include "cuda/runtime.h"
 #include "ember/cuda.h"
@@ -123,19 +124,8 @@ bool lt_matmul(GemmContext& st, cudaStream_t stream, DType dt, const CuOperand& 
     if (it == st.algos.end()) {
       LtPreference pref;
       EMBER_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref.p));
-      const uint64_t ws = kGemmWorkspaceBytes;
-      EMBER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                                              sizeof(ws)));
-      const uint32_t align_a = static_cast<uint32_t>(key[13]), align_b = static_cast<uint32_t>(key[14]),
-                     align_d = static_cast<uint32_t>(key[15]);
-      EMBER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                                                              &align_a, sizeof(align_a)));
-      EMBER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                                              &align_b, sizeof(align_b)));
-      EMBER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                              &align_d, sizeof(align_d)));
-      EMBER_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                              &align_d, sizeof(align_d)));
+      EMBER_CUBLAS_CHECK(cuda::set_lt_preference(pref.p, kGemmWorkspaceBytes, static_cast<uint32_t>(key[13]),
+                                                 static_cast<uint32_t>(key[14]), static_cast<uint32_t>(key[15])));
       cublasLtMatmulHeuristicResult_t result{};
       int found = 0;
       // Any failure here means "no algorithm": the cuBLAS fallback reports real errors itself.

@@ -26,6 +26,7 @@
 #include "cuda/check.h"
 #include "cuda/context.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/lt_preference.h"
 #include "cuda/kernels/kernels.h"
 #include "cuda/nvtx.h"
 #include "cuda/runtime.h"
@@ -77,23 +78,9 @@ const Int8Plan& plan_for(cuda::GemmContext& st, const Int8PlanKey& key) {
       cublasLtMatrixLayoutCreate(&p.d, CUDA_R_32I, static_cast<uint64_t>(m), static_cast<uint64_t>(n), m));
   cublasLtMatmulPreference_t pref = nullptr;
   EMBER_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-  const uint64_t ws = cuda::kGemmWorkspaceBytes;
-  const uint32_t align_w = static_cast<uint32_t>(key[4]), align_a = static_cast<uint32_t>(key[5]),
-                 align_d = static_cast<uint32_t>(key[6]);
-  cublasStatus_t status =
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-  if (status == CUBLAS_STATUS_SUCCESS)
-    status = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_w,
-                                                  sizeof(align_w));
-  if (status == CUBLAS_STATUS_SUCCESS)
-    status = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_a,
-                                                  sizeof(align_a));
-  if (status == CUBLAS_STATUS_SUCCESS)
-    status = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_d,
-                                                  sizeof(align_d));
-  if (status == CUBLAS_STATUS_SUCCESS)
-    status = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_d,
-                                                  sizeof(align_d));
+  // key[4..6]: the alignments of A = w, B = a and C = D = the accumulator.
+  cublasStatus_t status = cuda::set_lt_preference(pref, cuda::kGemmWorkspaceBytes, static_cast<uint32_t>(key[4]),
+                                                  static_cast<uint32_t>(key[5]), static_cast<uint32_t>(key[6]));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   if (status == CUBLAS_STATUS_SUCCESS)
