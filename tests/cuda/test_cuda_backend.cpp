@@ -897,6 +897,18 @@ TEST(CudaBackend, LogSoftmaxAtLargeLogitsMatchesCpu) {
   }
 }
 
+// The operands of the NaN epilogue tests: a [8, 32] with one NaN (row 3), b [32, 16], and a bias of
+// 2 * 16 values (read packed, or with stride 2 for the unfused fallback).
+struct NanGemmOperands {
+  Tensor a, b, bias;
+};
+NanGemmOperands nan_gemm_operands() {
+  const int64_t M = 8, N = 16, K = 32;
+  Tensor a = host_random({M, K}, DType::F32, 95, -1, 1);
+  a.narrow(0, 3, 1).narrow(1, 5, 1).fill_(kNaN);
+  return {a, host_random({K, N}, DType::F32, 96, -1, 1), host_random({2 * N}, DType::F32, 97, -1, 1)};
+}
+
 // A NaN in the product stays NaN through the ReLU epilogues on every path (the cuBLASLt epilogue
 // would make it 0): fused bias + kernel ReLU, the unfused fallback (strided bias), and plain ReLU.
 // BiasReluNanToZero on CUDA: cuBLASLt's RELU_BIAS epilogue (packed bias) and the unfused fallback
@@ -904,11 +916,8 @@ TEST(CudaBackend, LogSoftmaxAtLargeLogitsMatchesCpu) {
 // the fused bias is added to the f32 accumulator before its one rounding).
 TEST(CudaBackend, GemmBiasReluNanToZeroFusedAndFallbackMapNaNToZero) {
   EMBER_SKIP_WITHOUT_CUDA();
-  const int64_t M = 8, N = 16, K = 32;
-  Tensor a = host_random({M, K}, DType::F32, 95, -1, 1);
-  a.narrow(0, 3, 1).narrow(1, 5, 1).fill_(kNaN);
-  const Tensor b = host_random({K, N}, DType::F32, 96, -1, 1);
-  const Tensor bias = host_random({2 * N}, DType::F32, 97, -1, 1);
+  const int64_t M = 8, N = 16;
+  const auto [a, b, bias] = nan_gemm_operands();
   for (bool strided_bias : {false, true}) {
     GemmOptions oc, og;
     oc.epilogue = og.epilogue = Epilogue::BiasReluNanToZero;
@@ -947,11 +956,8 @@ TEST(CudaBackend, FusedLinearReluMatchesItsComposition) {
 
 TEST(CudaBackend, GemmReluEpiloguesPassNaNOn) {
   EMBER_SKIP_WITHOUT_CUDA();
-  const int64_t M = 8, N = 16, K = 32;
-  Tensor a = host_random({M, K}, DType::F32, 95, -1, 1);
-  a.narrow(0, 3, 1).narrow(1, 5, 1).fill_(kNaN);
-  const Tensor b = host_random({K, N}, DType::F32, 96, -1, 1);
-  const Tensor bias = host_random({2 * N}, DType::F32, 97, -1, 1);
+  const int64_t M = 8, N = 16;
+  const auto [a, b, bias] = nan_gemm_operands();
   for (Epilogue e : {Epilogue::Relu, Epilogue::BiasRelu}) {
     for (bool strided_bias : {false, true}) {
       if (e == Epilogue::Relu && strided_bias) continue;
