@@ -132,6 +132,29 @@ TEST_F(MnistCli, ConvnetsTrainResumeAndEvaluate) {
   EXPECT_NE(banner.out.find(std::to_string(params) + " parameters"), std::string::npos) << banner.out;
 }
 
+// --resnet-widths / --resnet-blocks choose the ResNet's design: the banner names it with its parameter
+// count, a resume with another design is refused naming both, and mismatched lists are refused.
+TEST_F(MnistCli, ResnetDesignFlags) {
+  const std::string data8 = path("data8");
+  write_dataset(data8, 64, 20, 8);
+  const std::string ck = path("resnet-8-16.safetensors");
+  const std::string design = "--model resnet --resnet-widths 8,16 --resnet-blocks 1,1 --batch-size 32";
+  const Result first = run(design + " --epochs 1 --save '" + ck + "'", data8, /*quiet=*/false);
+  ASSERT_EQ(first.rc, 0) << first.out;
+  // stem conv 8*1*9 + bn 2*8; layer1.0: two convs 8*8*9 and two bns; layer2.0: conv 16*8*9, conv 16*16*9,
+  // two bns 2*16 each, downsample conv 16*8 and its bn 2*16; fc 16*10+10.
+  const int64_t params = 8 * 9 + 16 + 2 * (8 * 8 * 9 + 16) + 16 * 8 * 9 + 16 * 16 * 9 + 2 * 32 + 16 * 8 + 32 + 16 * 10 + 10;
+  EXPECT_NE(first.out.find("2 stages of 1/1 BasicBlocks, widths 8/16"), std::string::npos) << first.out;
+  EXPECT_NE(first.out.find(std::to_string(params) + " parameters"), std::string::npos) << first.out;
+  EXPECT_EQ(run(design + " --epochs 2 --save '" + ck + "' --resume '" + ck + "'", data8).rc, 0);
+  EXPECT_TRUE(fails_with(run("--model resnet --resnet-widths 8,16 --resnet-blocks 2,1 --batch-size 32 --epochs 3 --resume '" +
+                             ck + "'", data8),
+                         2, {"--resnet-blocks: saved '1,1', this run '2,1'"}));
+  EXPECT_TRUE(fails_with(run("--model resnet --resnet-widths 8,16,32 --resnet-blocks 1,1 --epochs 1", data8), 2,
+                         {"--resnet-widths has 3 stage(s) and --resnet-blocks 2", "one block count per width"}));
+  EXPECT_NE(run("--model resnet --resnet-widths 0,16 --resnet-blocks 1,1 --epochs 1", data8).rc, 0);
+}
+
 // --precision bf16 with the CNN (issue 13): its convolutions run under autocast in bf16 and it
 // trains, saves and evaluates like fp32; the banner says the convolutions run in bf16.
 TEST_F(MnistCli, CnnTrainsInBf16) {

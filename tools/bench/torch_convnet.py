@@ -52,24 +52,28 @@ class BasicBlock(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    def __init__(self, classes=10):
+    """ember-mnist --model resnet --resnet-widths W --resnet-blocks B: 3x3 stem of widths[0], one stage
+    of blocks[i] BasicBlocks per width (stage 1 stride 1, each later one stride 2), average pool, fc."""
+
+    def __init__(self, classes=10, widths=(16, 32, 64), blocks=(2, 2, 2)):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        layers, inplanes = [], 16
-        for i, planes in enumerate([16, 32, 64]):
-            blocks = [BasicBlock(inplanes, planes, 1 if i == 0 else 2), BasicBlock(planes, planes, 1)]
-            layers.append(nn.Sequential(*blocks))
+        self.conv1 = nn.Conv2d(1, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        inplanes = widths[0]
+        for i, (planes, n) in enumerate(zip(widths, blocks)):
+            stage = [BasicBlock(inplanes, planes, 1 if i == 0 else 2)] + [BasicBlock(planes, planes, 1) for _ in range(n - 1)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*stage))  # torchvision's names, as ember's
             inplanes = planes
-        self.layer1, self.layer2, self.layer3 = layers
-        self.fc = nn.Linear(64, classes)
+        self.stages = len(widths)
+        self.fc = nn.Linear(inplanes, classes)
         for m in self.modules():  # torchvision's initialisation, as ember's ResNet
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x):
         x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
+        for i in range(self.stages):
+            x = getattr(self, f"layer{i + 1}")(x)
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
@@ -149,7 +153,7 @@ def train_mode(args):
 
     x_train, y_train = load("train")
     x_test, y_test = load("t10k")
-    model = mnist_cnn(x_train.shape[2], x_train.shape[3]) if args.model == "cnn" else SmallResNet()
+    model = mnist_cnn(x_train.shape[2], x_train.shape[3]) if args.model == "cnn" else SmallResNet(10, args.widths, args.blocks)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     n = len(x_train)
     for epoch in range(1, args.epochs + 1):
@@ -168,7 +172,8 @@ def train_mode(args):
         with torch.no_grad():
             for i in range(0, len(x_test), 1000):
                 correct += (model(x_test[i:i + 1000]).argmax(1) == y_test[i:i + 1000]).sum().item()
-        print(json.dumps({"framework": "torch", "version": torch.__version__, "model": args.model, "epoch": epoch,
+        print(json.dumps({"framework": "torch", "version": torch.__version__, "model": args.model, "seed": args.seed,
+                          **({"widths": args.widths, "blocks": args.blocks} if args.model == "resnet" else {}), "epoch": epoch,
                           "train_seconds": round(seconds, 2), "test_accuracy": round(100.0 * correct / len(x_test), 2),
                           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}),
               flush=True)
@@ -183,11 +188,16 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=10)
+    ints = lambda text: tuple(int(v) for v in text.split(","))  # noqa: E731
+    ap.add_argument("--widths", type=ints, default=(16, 32, 64), help="--model resnet: as ember-mnist --resnet-widths")
+    ap.add_argument("--blocks", type=ints, default=(2, 2, 2), help="--model resnet: as ember-mnist --resnet-blocks")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="--mode step: bf16 runs forward and loss under torch.autocast(bfloat16)")
     args = ap.parse_args()
+    if len(args.widths) != len(args.blocks):
+        ap.error(f"--widths has {len(args.widths)} stages and --blocks {len(args.blocks)}; give one block count per width")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     step_mode(args) if args.mode == "step" else train_mode(args)

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace mnist {
 
@@ -10,6 +11,10 @@ struct Config {
   std::string dataset = "mnist";  // mnist | fashion-mnist
   std::string model = "mlp";
   int64_t hidden = 500;
+  // --model resnet: planes and BasicBlocks per stage (stage 1 at full resolution, each later one stride 2);
+  // the stem's width is the first stage's.
+  std::vector<int64_t> resnet_widths{16, 32, 64};
+  std::vector<int64_t> resnet_blocks{2, 2, 2};
   int64_t epochs = 10;
   int64_t batch_size = 64;
   double lr = 1e-3;

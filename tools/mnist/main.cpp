@@ -73,6 +73,14 @@ int main(int argc, char** argv) {
   app.add_option("--model", cfg.model, "model architecture")->check(CLI::IsMember({"mlp", "cnn", "resnet"}));
   // 2^31 - 1: the CPU BLAS takes 32-bit extents.
   app.add_option("--hidden", cfg.hidden, "hidden units of the MLP")->check(integer_in<int64_t>(1, INT32_MAX));
+  app.add_option("--resnet-widths", cfg.resnet_widths,
+                 "--model resnet: planes of each stage, comma-separated (the stem has the first stage's width)")
+      ->delimiter(',')
+      ->check(integer_in<int64_t>(1, 65536));
+  app.add_option("--resnet-blocks", cfg.resnet_blocks,
+                 "--model resnet: BasicBlocks in each stage, comma-separated, one per --resnet-widths entry")
+      ->delimiter(',')
+      ->check(integer_in<int64_t>(1, 64));
   // A million epochs is far beyond any useful run and well inside the DataLoader's epoch counter.
   app.add_option("--epochs", cfg.epochs, "passes over the training set")->check(integer_in<int64_t>(1, 1'000'000));
   app.add_option("--batch-size", cfg.batch_size, "images per training step")

@@ -112,13 +112,26 @@ Device pick_device(const std::string& flag, bool quiet) {
 }
 
 // --model mlp: Linear-ReLU-Linear on flattened images; --model cnn: PyTorch's classic MNIST example
-// (models::mnist_cnn); --model resnet: a small ResNet with torchvision's names (models::small_resnet).
+// (models::mnist_cnn); --model resnet: a ResNet for small images with torchvision's names (3x3 stem,
+// BasicBlocks; --resnet-widths and --resnet-blocks, whose defaults are models::small_resnet's).
 std::shared_ptr<nn::Module> make_model(const Config& cfg, int64_t rows, int64_t cols, int64_t classes) {
   if (cfg.model == "mlp")
     return nn::sequential({std::make_shared<nn::Linear>(rows * cols, cfg.hidden), std::make_shared<nn::ReLU>(),
                            std::make_shared<nn::Linear>(cfg.hidden, classes)});
   if (cfg.model == "cnn") return models::mnist_cnn(rows, cols, classes);
-  if (cfg.model == "resnet") return models::small_resnet(classes);
+  if (cfg.model == "resnet") {
+    EMBER_CHECK(!cfg.resnet_widths.empty() && cfg.resnet_widths.size() == cfg.resnet_blocks.size(),
+                "--resnet-widths has ", cfg.resnet_widths.size(), " stage(s) and --resnet-blocks ",
+                cfg.resnet_blocks.size(), "; give one block count per width (e.g. --resnet-widths 32,64,128 "
+                "--resnet-blocks 1,1,1)");
+    models::ResNetOptions o;
+    o.stem = models::ResNetStem::Small;
+    o.widths = cfg.resnet_widths;
+    o.layers = cfg.resnet_blocks;
+    o.in_channels = 1;
+    o.num_classes = classes;
+    return std::make_shared<models::ResNet>(o);
+  }
   throw Error("--model " + cfg.model + ": expected mlp, cnn or resnet");
 }
 
@@ -127,11 +140,19 @@ std::shared_ptr<nn::Module> make_model(const Config& cfg, int64_t rows, int64_t 
 // semantics so that a NaN is reported by the op that made it.
 bool fused_relu_epilogue(const Config& cfg, Device d) { return cfg.model == "mlp" && d.is_cuda() && !cfg.detect_anomaly; }
 
+std::string join_ints(const std::vector<int64_t>& v, const char* sep) {
+  std::string out;
+  for (int64_t x : v) out += (out.empty() ? "" : sep) + std::to_string(x);
+  return out;
+}
+
 // One line naming the model, for the banner.
 std::string describe_model(const Config& cfg, int64_t rows, int64_t cols, const nn::Module& model) {
   std::string what = cfg.model == "mlp"   ? "MLP " + std::to_string(rows * cols) + "-" + std::to_string(cfg.hidden) + "-10"
                      : cfg.model == "cnn" ? std::string("CNN (2 conv, max-pool, 2 linear)")
-                                          : std::string("ResNet (3x3 stem, 3 stages x 2 BasicBlocks, widths 16/32/64)");
+                                          : "ResNet (3x3 stem, " + std::to_string(cfg.resnet_widths.size()) +
+                                                " stages of " + join_ints(cfg.resnet_blocks, "/") +
+                                                " BasicBlocks, widths " + join_ints(cfg.resnet_widths, "/") + ")";
   return what + ", " + std::to_string(model.num_parameters()) + " parameters";
 }
 
@@ -286,6 +307,11 @@ RunSettings run_settings(const Config& cfg, const data::Mnist& ds, const data::D
       {"--augment", cfg.augment ? "on" : "off"},
       {"normalisation", "mean " + exact(train.mean) + ", std " + exact(train.std)}};
   if (cfg.l1 > 0) s.emplace_back("--l1", exact(cfg.l1));
+  // Only a design other than the default is recorded, so checkpoints from before these flags resume.
+  if (cfg.model == "resnet" && (cfg.resnet_widths != Config{}.resnet_widths || cfg.resnet_blocks != Config{}.resnet_blocks)) {
+    s.emplace_back("--resnet-widths", join_ints(cfg.resnet_widths, ","));
+    s.emplace_back("--resnet-blocks", join_ints(cfg.resnet_blocks, ","));
+  }
   if (cfg.val_split > 0) s.emplace_back("--val-split", exact(cfg.val_split));
   if (cfg.aug_scale > 0) s.emplace_back("--aug-scale", exact(cfg.aug_scale));
   if (cfg.aug_crop_padding > 0) s.emplace_back("--aug-crop-padding", std::to_string(cfg.aug_crop_padding));
