@@ -55,7 +55,7 @@ class SmallResNet(nn.Module):
     """ember-mnist --model resnet --resnet-widths W --resnet-blocks B: 3x3 stem of widths[0], one stage
     of blocks[i] BasicBlocks per width (stage 1 stride 1, each later one stride 2), average pool, fc."""
 
-    def __init__(self, classes=10, widths=(16, 32, 64), blocks=(2, 2, 2)):
+    def __init__(self, classes=10, widths=(16, 32, 64), blocks=(2, 2, 2), fc_dropout=0.0):
         super().__init__()
         self.conv1 = nn.Conv2d(1, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -65,6 +65,7 @@ class SmallResNet(nn.Module):
             setattr(self, f"layer{i + 1}", nn.Sequential(*stage))  # torchvision's names, as ember's
             inplanes = planes
         self.stages = len(widths)
+        self.dropout = nn.Dropout(fc_dropout) if fc_dropout > 0 else nn.Identity()  # before fc; 0: none
         self.fc = nn.Linear(inplanes, classes)
         for m in self.modules():  # torchvision's initialisation, as ember's ResNet
             if isinstance(m, nn.Conv2d):
@@ -74,7 +75,7 @@ class SmallResNet(nn.Module):
         x = F.relu(self.bn1(self.conv1(x)))
         for i in range(self.stages):
             x = getattr(self, f"layer{i + 1}")(x)
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(self.dropout(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
 
 
 def best_time(reps, fn, dev):
@@ -153,7 +154,7 @@ def train_mode(args):
 
     x_train, y_train = load("train")
     x_test, y_test = load("t10k")
-    model = mnist_cnn(x_train.shape[2], x_train.shape[3]) if args.model == "cnn" else SmallResNet(10, args.widths, args.blocks)
+    model = mnist_cnn(x_train.shape[2], x_train.shape[3]) if args.model == "cnn" else SmallResNet(10, args.widths, args.blocks, args.fc_dropout)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     n = len(x_train)
     for epoch in range(1, args.epochs + 1):
@@ -173,7 +174,7 @@ def train_mode(args):
             for i in range(0, len(x_test), 1000):
                 correct += (model(x_test[i:i + 1000]).argmax(1) == y_test[i:i + 1000]).sum().item()
         print(json.dumps({"framework": "torch", "version": torch.__version__, "model": args.model, "seed": args.seed,
-                          **({"widths": args.widths, "blocks": args.blocks} if args.model == "resnet" else {}), "epoch": epoch,
+                          **({"widths": args.widths, "blocks": args.blocks, "fc_dropout": args.fc_dropout} if args.model == "resnet" else {}), "epoch": epoch,
                           "train_seconds": round(seconds, 2), "test_accuracy": round(100.0 * correct / len(x_test), 2),
                           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}),
               flush=True)
@@ -190,6 +191,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=10)
     ints = lambda text: tuple(int(v) for v in text.split(","))  # noqa: E731
     ap.add_argument("--widths", type=ints, default=(16, 32, 64), help="--model resnet: as ember-mnist --resnet-widths")
+    ap.add_argument("--fc-dropout", type=float, default=0.0, help="--model resnet: dropout before fc (0: none)")
     ap.add_argument("--blocks", type=ints, default=(2, 2, 2), help="--model resnet: as ember-mnist --resnet-blocks")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
