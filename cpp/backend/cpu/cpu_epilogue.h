@@ -1,6 +1,7 @@
 // The CPU GEMMs' epilogue loops (bias, ReLU, bias gradient), at the CPU's widest instruction set
 // (cpu_simd.h). Each keeps the plain loop's arithmetic: the bias add and ReLU are elementwise, and
-// every bias-gradient sum adds its terms in the same order (k = 0, 1, ...) in double.
+// every bias-gradient sum adds its terms in the same order (k = 0, 1, ...) in double. Also the ReLU
+// bit mask's write and apply (relu_mask.h's layout and bit arithmetic).
 #pragma once
 #include <cstdint>
 #include <type_traits>
@@ -8,6 +9,7 @@
 
 #include "cpp/backend/cpu/cpu_simd.h"
 #include "cpp/backend/lowp_math.h"
+#include "cpp/backend/relu_mask.h"
 
 namespace ember::cpu {
 
@@ -65,6 +67,43 @@ void bias_grad_rows(const T* a_in, int64_t m_in, int64_t k_in, int64_t rs_in, in
     for (int64_t k = 0; k < k_in; ++k) acc += widen(a_in[i * rs_in + k * cs_in]);
     g_in[i * gstride_in] = static_cast<T>(acc);
   }
+}
+
+// The ReLU mask of the rows x n matrix C (rows packed): mask row i (ld bytes, ld >= ceil(n / 8))
+// gets bit j = C[i][j] > 0, and 0 in every bit past n. Eight columns per byte, so the compare loop
+// over a full byte has a fixed trip count and vectorises.
+template <class T>
+void relu_mask_write(const T* c_in, int64_t rows_in, int64_t n_in, uint8_t* mask_in, int64_t ld_in) {
+  simd_dispatch([&] {
+    const T* __restrict c = c_in;
+    uint8_t* __restrict mask = mask_in;
+    const int64_t rows = rows_in, n = n_in, ld = ld_in, full = n_in / 8;
+    for (int64_t i = 0; i < rows; ++i) {
+      const T* __restrict row = c + i * n;
+      uint8_t* __restrict m = mask + i * ld;
+      for (int64_t b = 0; b < full; ++b) {
+        unsigned byte = 0;
+        for (int k = 0; k < 8; ++k) byte |= static_cast<unsigned>(relu_mask::positive(row[8 * b + k])) << k;
+        m[b] = static_cast<uint8_t>(byte);
+      }
+      for (int64_t b = full; b < ld; ++b) m[b] = relu_mask::row_byte(row, n, b);  // the tail, then zeros
+    }
+  });
+}
+
+// C[i][j] = 0 where bit j of mask row i is 0 (the ReLU's backward from its mask), else unchanged.
+template <class T>
+void relu_mask_apply(T* c_in, int64_t rows_in, int64_t n_in, const uint8_t* mask_in, int64_t ld_in) {
+  simd_dispatch([&] {
+    T* __restrict c = c_in;
+    const uint8_t* __restrict mask = mask_in;
+    const int64_t rows = rows_in, n = n_in, ld = ld_in;
+    for (int64_t i = 0; i < rows; ++i) {
+      T* __restrict row = c + i * n;
+      const uint8_t* __restrict m = mask + i * ld;
+      for (int64_t j = 0; j < n; ++j) row[j] = relu_mask::bit(m, j) ? row[j] : T(0);
+    }
+  });
 }
 
 }  // namespace ember::cpu
