@@ -243,10 +243,12 @@ Tensor fused_linear_relu_linear(const Tensor& x_in, const Tensor& w1_in, const T
   const int64_t hidden = w1.size(0), out_f = w2.size(0);
   Tensor x2 = x.detach().reshape({-1, x.size(-1)});
   const int64_t rows = x2.size(0);
+  // The mask only serves the backward: without one (inference, no_grad) GEMM 1 is fused_linear_relu's.
+  const bool backward = any_requires_grad({&x, &w1, &b1, &w2, &b2});
   GemmOptions o1;
-  o1.epilogue = Epilogue::BiasReluNanToZeroMask;
+  o1.epilogue = backward ? Epilogue::BiasReluNanToZeroMask : Epilogue::BiasReluNanToZero;
   o1.bias = b1.detach().contiguous();
-  o1.relu_mask = make_empty({rows, relu_mask::row_bytes(hidden)}, DType::U8, x.device());
+  if (backward) o1.relu_mask = make_empty({rows, relu_mask::row_bytes(hidden)}, DType::U8, x.device());
   Tensor h = gemm(x2, w1.detach().t(), o1);
   GemmOptions o2;
   o2.epilogue = Epilogue::Bias;
@@ -254,7 +256,7 @@ Tensor fused_linear_relu_linear(const Tensor& x_in, const Tensor& w1_in, const T
   Shape out_shape = x.shape();
   out_shape.back() = out_f;
   Tensor y = gemm(h, w2.detach().t(), o2).reshape(out_shape);
-  if (!any_requires_grad({&x, &w1, &b1, &w2, &b2})) return y;
+  if (!backward) return y;
   SavedTensor sx(x2), sw1(w1), sw2(w2);
   const Tensor mask = o1.relu_mask;
   const bool gx = x.requires_grad(), gw1 = w1.requires_grad(), gb1 = b1.requires_grad();
