@@ -84,6 +84,11 @@ TEST(FusedLinearReluLinear, EqualsItsCompositeBitwise) {
     EXPECT_EQ(f[0].grad_fn()->next_edges.size(), 5u);
     EXPECT_EQ(f[0].shape(), y_shape);
     for (int k = 0; k < 6; ++k) EXPECT_TRUE(test::all_close(f[k], r[k], Tol{0.0, 0.0})) << kWhat[k];
+    // Without a backward (no_grad) no mask is written: the same y, and no node.
+    autograd::NoGradGuard no_grad;
+    const Tensor y0 = fused_linear_relu_linear(m.x, m.w1, m.b1, m.w2, m.b2);
+    EXPECT_EQ(y0.grad_fn(), nullptr);
+    EXPECT_TRUE(test::all_close(y0, f[0], Tol{0.0, 0.0}));
   }
 }
 
