@@ -7,10 +7,12 @@
 
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <limits>
 #include <vector>
 
 #include "cpp/backend/backend.h"
+#include "cpp/backend/dtype_visit.h"
 #include "cpp/backend/relu_mask.h"
 #include "cpp/core/tensor_impl.h"
 #include "ember/ember.h"
@@ -187,6 +189,16 @@ TEST(BackendRules, GemmReluMaskEpiloguesFollowTheirFormulas) {
       }
       for (int64_t j = N; j < ld * 8; ++j) EXPECT_EQ((mv[i * ld + j / 8] >> (j % 8)) & 1, 0) << "padding " << i << ", " << j;
     }
+    // The CUDA fallback kernels' arithmetic (relu_mask.h, one mask byte per thread) gives the CPU
+    // loop's bytes, padding included.
+    visit_dtype(dt, "test", [&]<class T>() {
+      if constexpr (std::is_floating_point_v<T> || is_lowp_v<T>) {
+        const T* o_ptr = static_cast<const T*>(out.data_ptr());
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t byte = 0; byte < ld; ++byte)
+            EXPECT_EQ(relu_mask::row_byte(o_ptr + i * N, N, byte), mv[i * ld + byte]) << i << ", byte " << byte;
+      }
+    });
 
     // DReluBiasGrad: out = product where the bit is set, else 0; bias_grad[j] = sum_i out[i, j].
     std::vector<uint8_t> bits(M * ld);
@@ -202,6 +214,9 @@ TEST(BackendRules, GemmReluMaskEpiloguesFollowTheirFormulas) {
     d.bias_grad = full({N}, kNaN, dt);
     cpu().gemm(g, a2, b, d);
     const std::vector<double> gv = g.to_vector<double>(), dbv = d.bias_grad.to_vector<double>();
+    for (int64_t i = 0; i < M; ++i)  // relu_mask::bit (the fallback kernel's read) is the bit read here
+      for (int64_t j = 0; j < N; ++j)
+        EXPECT_EQ(relu_mask::bit(bits.data() + i * ld, j), ((bits[i * ld + j / 8] >> (j % 8)) & 1) != 0);
     for (int64_t j = 0; j < N; ++j) {
       double col = 0;
       for (int64_t i = 0; i < M; ++i) {
@@ -213,6 +228,47 @@ TEST(BackendRules, GemmReluMaskEpiloguesFollowTheirFormulas) {
       }
       EXPECT_EQ(dbv[j], col) << "bias_grad " << j;
     }
+  }
+}
+
+// The mask's value of the special numbers, in every floating dtype (relu_mask::positive, which the CPU
+// loops and the CUDA kernels both call): only > 0 sets a bit; NaN, -0, +0 and -inf do not; the
+// dtype's smallest subnormal and +inf do.
+TEST(BackendRules, ReluMaskBitsOfSpecialValues) {
+  const double inf = std::numeric_limits<double>::infinity();
+  const uint8_t want0 = 0b10101000, want1 = 0b1;  // elements 3, 5, 7 | element 8 (0.5)
+  for (DType dt : {DType::F32, DType::F64, DType::BF16, DType::F16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const double sub = dt == DType::F32    ? std::numeric_limits<float>::denorm_min()
+                       : dt == DType::F64  ? std::numeric_limits<double>::denorm_min()
+                       : dt == DType::BF16 ? std::ldexp(1.0, -133)   // bf16: f32's exponents, 7 fraction bits
+                                           : std::ldexp(1.0, -24);   // f16
+    const Tensor t = from_vector<double>({kNaN, -0.0, 0.0, sub, -inf, inf, -1.0, 2.0, 0.5}, {1, 9}).to(dt);
+    ASSERT_GT(t.to_vector<double>()[3], 0.0) << "the subnormal survives the conversion";
+    visit_dtype(dt, "test", [&]<class T>() {
+      if constexpr (std::is_floating_point_v<T> || is_lowp_v<T>) {
+        const T* p = static_cast<const T*>(t.data_ptr());
+        EXPECT_EQ(relu_mask::row_byte(p, 9, 0), want0);
+        EXPECT_EQ(relu_mask::row_byte(p, 9, 1), want1);
+        EXPECT_EQ(relu_mask::row_byte(p, 9, 2), 0);  // past n: padding
+      }
+    });
+    GemmOptions o;  // the CPU loop on the same values: out = [1] @ t (exact), + 0 bias
+    o.epilogue = Epilogue::BiasReluNanToZeroMask;
+    o.bias = zeros({9}, dt);
+    o.relu_mask = full({1, 16}, 0xAB, DType::U8);
+    Tensor out = empty({1, 9}, dt);
+    cpu().gemm(out, ones({1, 1}, dt), t, o);
+    // The mask is of the GEMM's output, which may flush the subnormal to 0 (oneDNN's bf16 kernels
+    // do): expected bits from out itself.
+    const std::vector<uint8_t> m = o.relu_mask.to_vector<uint8_t>();
+    const std::vector<double> ov = out.to_vector<double>();
+    uint8_t w[2] = {0, 0};
+    for (int j = 0; j < 9; ++j)
+      if (ov[j] > 0) w[j / 8] = static_cast<uint8_t>(w[j / 8] | (1u << (j % 8)));
+    EXPECT_EQ(m[0], w[0]);
+    EXPECT_EQ(m[1], w[1]);
+    EXPECT_EQ(w[0] & ~0b1000, want0 & ~0b1000);  // every element but the subnormal as above
   }
 }
 
