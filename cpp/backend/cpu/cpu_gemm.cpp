@@ -1,6 +1,6 @@
 // CPU backend: GEMM. f32 through oneDNN's matmul (kernels chosen from CPUID at run time on every
 // x86-64 CPU; see cpu_matmul_dnnl.h), f64 (gradient checks, reference runs) through OpenBLAS
-// (cblas); the bias/ReLU/bias-gradient epilogues as loops (cpu_epilogue.h).
+// (cblas); the bias/ReLU/bias-gradient epilogues and the ReLU bit mask's as loops (cpu_epilogue.h).
 #include <cblas.h>
 
 #include <cstdint>
