@@ -1,5 +1,6 @@
 // GEMM for the CUDA backend: cuBLASLt for single products (bias / ReLU / bias-gradient epilogues
-// fused when cuBLASLt has an algorithm for the case), cuBLAS strided-batched for batches, and the
+// fused when cuBLASLt has an algorithm for the case, and the ReLU bit mask of fused_linear_relu_linear:
+// RELU_AUX_BIAS forward, DRELU_BGRAD backward), cuBLAS strided-batched for batches, and the
 // epilogues as separate kernels whenever they were not fused, so every case of backend.h works.
 //
 // Row-major vs column-major: ember's out [M, N] (row-major, contiguous) is, read column-major,
@@ -21,6 +22,7 @@
 #include "cuda/check.h"
 #include "cuda/context.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/kernels/kernels.h"
 #include "cuda/lt_preference.h"
 #include "cuda/nvtx.h"
 #include "cuda/runtime.h"
@@ -93,11 +95,19 @@ struct Scalars {
   const void* beta(DType dt) const { return dt == DType::F64 ? static_cast<const void*>(&d[1]) : &f[1]; }
 };
 
+// The epilogue's auxiliary buffer: the ReLU bit mask that RELU_AUX_BIAS writes and DRELU_BGRAD
+// reads (relu_mask.h), ld in bits (a multiple of 128, >= m: cuBLASLt's rule for a bit mask).
+struct LtAux {
+  void* ptr = nullptr;
+  int64_t ld_bits = 0;
+};
+
 // D (m x n, ld m) = alpha op(A) op(B) + beta D with the epilogue, through cuBLASLt. Returns false,
 // having queued nothing, when cuBLASLt has no algorithm for the case (for example an epilogue it
 // does not support with these types or layouts); the caller then falls back.
 bool lt_matmul(GemmContext& st, cudaStream_t stream, DType dt, const CuOperand& A, const CuOperand& B, void* D,
-               int64_t m, int64_t n, const Scalars& s, cublasLtEpilogue_t epilogue, void* bias) {
+               int64_t m, int64_t n, const Scalars& s, cublasLtEpilogue_t epilogue, void* bias,
+               const LtAux& aux = {}) {
   const GemmTypes t = gemm_types(dt);
   const cudaDataType scale = dt == DType::F64 ? CUDA_R_64F : CUDA_R_32F;
   LtDesc op;
@@ -107,6 +117,13 @@ bool lt_matmul(GemmContext& st, cudaStream_t stream, DType dt, const CuOperand& 
   EMBER_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
   if (bias)
     EMBER_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  if (aux.ptr) {
+    // The mask is a bit mask (the aux data type left unset: cuBLASLt's ReLU mask is always bits).
+    EMBER_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux.ptr, sizeof(aux.ptr)));
+    EMBER_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux.ld_bits, sizeof(aux.ld_bits)));
+  }
   LtLayout la, lb, ld;
   EMBER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la.l, t.data, A.rows, A.cols, A.ld));
   EMBER_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb.l, t.data, B.rows, B.cols, B.ld));
@@ -116,7 +133,8 @@ bool lt_matmul(GemmContext& st, cudaStream_t stream, DType dt, const CuOperand& 
   const cuda::GemmAlgoKey key{static_cast<int64_t>(t.data), static_cast<int64_t>(t.compute), static_cast<int64_t>(A.op),
                     A.rows, A.cols, A.ld, static_cast<int64_t>(B.op), B.rows, B.cols, B.ld, m, n,
                     static_cast<int64_t>(epilogue), pointer_alignment(A.ptr), pointer_alignment(B.ptr),
-                    pointer_alignment(D), bias ? pointer_alignment(bias) : 0};
+                    pointer_alignment(D), bias ? pointer_alignment(bias) : 0,
+                    aux.ptr ? pointer_alignment(aux.ptr) : 0, aux.ld_bits};
   std::optional<cublasLtMatmulAlgo_t> algo;
   {
     std::lock_guard<std::mutex> lock(st.algos_mutex);
@@ -188,11 +206,15 @@ void CudaBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, cons
   const int64_t M = out.size(out.dim() - 2), N = out.size(out.dim() - 1), K = a.size(a.dim() - 1);
   const EpilogueParts ep = epilogue_parts(o.epilogue, "cuda");
   const bool bias = ep.bias, relu = ep.relu, bias_grad = ep.bias_grad;
+  const bool mask_parts = ep.relu_mask_out || ep.relu_mask_in;
+  if (mask_parts) check_relu_mask_args(out, o, "cuda");
 
   if (B == 0) return;
   if (M == 0 || N == 0) {
-    // No product, but a bias gradient over op(a) still has M rows to sum.
+    // No product, but a bias gradient over op(a) still has M rows to sum, and DReluBiasGrad's sums
+    // over no rows are 0 (the mask of an empty output has no bits to write).
     if (bias_grad && M > 0) gemm_epilogue_fallback(out, a, o, false, true);
+    if (ep.bias_grad_out && N > 0) fill(o.bias_grad, 0.0);
     return;
   }
   if (K == 0) {
@@ -200,6 +222,7 @@ void CudaBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, cons
     if (o.beta == 0.0) fill(out, 0.0);
     else unary(UnaryOp::MulScalar, out, out, {o.beta, 0.0});
     gemm_epilogue_fallback(out, a, o, bias || relu, bias_grad);
+    if (mask_parts) relu_mask_fallback(out, o);
     return;
   }
 
@@ -226,16 +249,28 @@ void CudaBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, cons
     for (int64_t v : {N, rows, K, A.ld, Bop.ld}) check_int_range(v, "a GEMM dimension");
     cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
     void* epilogue_ptr = nullptr;
+    LtAux aux;
+    if (mask_parts) aux = {o.relu_mask.data_ptr(), o.relu_mask.size(1) * 8};  // mask rows: D's columns
     bool fusable = false;
     // cuBLASLt's RELU epilogues turn NaN into 0, where the CPU and ember's relu pass it on (as
     // PyTorch does) so that the anomaly check sees it: Relu and BiasRelu run the ReLU as the
     // kernel, after the GEMM (with its bias fused where it can be).
-    // BiasReluNanToZero asks for exactly cuBLASLt's semantics, so its ReLU fuses (RELU_BIAS).
+    // BiasReluNanToZero asks for exactly cuBLASLt's semantics, so its ReLU fuses (RELU_BIAS), and
+    // with the mask written too (BiasReluNanToZeroMask) as RELU_AUX_BIAS.
     if (bias) {
       // cuBLASLt reads a packed bias vector.
       fusable = o.bias.stride(0) == 1 || N == 1;
-      epilogue = ep.nan_to_zero ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
+      epilogue = ep.relu_mask_out ? CUBLASLT_EPILOGUE_RELU_AUX_BIAS
+                 : ep.nan_to_zero ? CUBLASLT_EPILOGUE_RELU_BIAS
+                                  : CUBLASLT_EPILOGUE_BIAS;
       epilogue_ptr = o.bias.data_ptr();
+    } else if (ep.bias_grad_out) {
+      // DReluBiasGrad: DRELU_BGRAD masks D (the product) by the bits and writes the bias gradient,
+      // one value per row of D (ember's columns, N), into the bias pointer, packed. Fused only for
+      // alpha 1, beta 0, where "the matmul output" is the product itself and no reading differs.
+      fusable = o.alpha == 1.0 && o.beta == 0.0 && (o.bias_grad.stride(0) == 1 || N == 1);
+      epilogue = CUBLASLT_EPILOGUE_DRELU_BGRAD;
+      epilogue_ptr = o.bias_grad.data_ptr();
     } else if (bias_grad) {
       // The bias gradient is of op(a) alone (unscaled) and, on the CPU, of its first matrix only;
       // fuse only where those readings cannot differ: alpha 1, no batch, a packed vector.
@@ -243,12 +278,33 @@ void CudaBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, cons
       epilogue = CUBLASLT_EPILOGUE_BGRADB;
       epilogue_ptr = o.bias_grad.data_ptr();
     }
-    if (fusable) fused = ran = lt_matmul(st, stream, dt, A, Bop, out.data_ptr(), N, rows, s, epilogue, epilogue_ptr);
+    if (fusable)
+      fused = ran = lt_matmul(st, stream, dt, A, Bop, out.data_ptr(), N, rows, s, epilogue, epilogue_ptr, aux);
     if (!ran) ran = lt_matmul(st, stream, dt, A, Bop, out.data_ptr(), N, rows, s, CUBLASLT_EPILOGUE_DEFAULT, nullptr);
   }
   if (!ran) batched_matmul(st, dt, A, b_bs, Bop, a_bs, out.data_ptr(), M * N, N, rows, K, batch, s);
-  if (!fused && o.epilogue != Epilogue::None) gemm_epilogue_fallback(out, a, o, bias || relu, bias_grad);
-  else if (fused && relu && !ep.nan_to_zero) unary(UnaryOp::Relu, out, out, {});
+  if (!fused && o.epilogue != Epilogue::None) {
+    gemm_epilogue_fallback(out, a, o, bias || relu, bias_grad);
+    if (mask_parts) relu_mask_fallback(out, o);
+  } else if (fused && relu && !ep.nan_to_zero) {
+    unary(UnaryOp::Relu, out, out, {});
+  }
+}
+
+// The ReLU mask's parts unfused, after the GEMM and its other parts (gemm_epilogue_fallback), with
+// relu_mask.h's bit arithmetic as on the CPU: write the mask of out, or apply it to out and sum
+// out's columns into bias_grad (the reduction kernel sums in double, as the CPU's loop).
+void CudaBackend::relu_mask_fallback(const Tensor& out, const GemmOptions& o) {
+  const EpilogueParts ep = epilogue_parts(o.epilogue, "cuda");
+  const cudaStream_t stream = cuda::stream_for(out.device());
+  if (ep.relu_mask_out) cuda::kernels::relu_mask_write(o.relu_mask, out, stream);
+  if (ep.relu_mask_in) cuda::kernels::relu_mask_apply(out, o.relu_mask, stream);
+  if (ep.bias_grad_out) {
+    const int64_t M = out.size(0), N = out.size(1);
+    const Tensor sums = o.bias_grad.is_contiguous() ? o.bias_grad : make_empty({N}, out.dtype(), out.device());
+    reduce(ReduceOp::Sum, sums, out, 1, M, N);
+    if (!sums.is_same(o.bias_grad)) copy(o.bias_grad, sums);
+  }
 }
 
 void CudaBackend::gemm_epilogue_fallback(const Tensor& out, const Tensor& a, const GemmOptions& o, bool bias_relu,

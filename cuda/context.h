@@ -37,7 +37,7 @@ struct StagingSlot {
 
 // cuBLASLt's chosen algorithm is cached per problem: a training loop repeats a handful of shapes,
 // and the heuristic costs tens of microseconds (blas.cpp makes the key).
-using GemmAlgoKey = std::array<int64_t, 17>;
+using GemmAlgoKey = std::array<int64_t, 19>;  // blas.cpp: ..., bias and aux alignments, aux ld
 
 // The GEMM state of a device: the cuBLASLt and cuBLAS handles (cuBLAS's bound to the compute
 // stream; cuBLASLt takes the stream per call) and the workspace they share.

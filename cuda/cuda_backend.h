@@ -28,6 +28,8 @@ class CudaBackend final : public Backend {
   // The GEMM's epilogues done as separate kernels, for the cases cuBLASLt cannot fuse (blas.cpp).
   void gemm_epilogue_fallback(const Tensor& out, const Tensor& a, const GemmOptions& o, bool bias_relu,
                               bool bias_grad);
+  // The ReLU mask's parts (BiasReluNanToZeroMask, DReluBiasGrad) as kernels, likewise.
+  void relu_mask_fallback(const Tensor& out, const GemmOptions& o);
 };
 
 }  // namespace ember

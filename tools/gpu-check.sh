@@ -420,6 +420,7 @@ memcheck_filter='CudaBackend.CopyHandlesManyDimsAndOverlap:CudaBackend.IndexSele
 memcheck_filter+=':CudaBackend.IndexAddRejectsByteDtypes:CudaIndexCheck.*:DataLoader.Cuda*:CudaBackend.Reduce*'
 memcheck_filter+=':CudaBackend.Softmax*:CudaBackend.LogSoftmax*:CudaBackend.CrossEntropy*:CudaOptim.FusedUpdatesMatchCpu'
 memcheck_filter+=':CudaBackend.GemmReluEpiloguesPassNaNOn:CudaMemory.ScratchIsNotCountedAsTensorBytes'
+memcheck_filter+=':CudaBackend.GemmReluMaskEpiloguesMatchCpuExactly'  # cuBLASLt's aux mask and the relu_mask kernels
 # racecheck: the kernels that share memory between threads of a block (the block-wide all-reduce of
 # reduce.cu and softmax.cu's rows longer than a warp).
 racecheck_filter='CudaBackend.Reduce*:CudaBackend.Softmax*:CudaBackend.LogSoftmax*:CudaBackend.CrossEntropy*'

@@ -112,6 +112,13 @@ enum class Epilogue : int8_t {
   // out = v > 0 ? v : 0 with v = out + bias[j]: NaN becomes 0, as in cuBLASLt's RELU_BIAS epilogue,
   // which CUDA fuses into the GEMM (fused_linear_relu). Relu and BiasRelu pass NaN on instead.
   BiasReluNanToZero,
+  // BiasReluNanToZero that also writes the ReLU's bit mask (relu_mask.h: bit (i, j) = out[i, j] > 0)
+  // into relu_mask: cuBLASLt's RELU_AUX_BIAS. The forward GEMM of fused_linear_relu_linear's first layer.
+  BiasReluNanToZeroMask,
+  // out = mask(i, j) ? out : 0 (the ReLU's backward, mask from relu_mask as BiasReluNanToZeroMask wrote
+  // it), then bias_grad[j] = sum_i out[i, j] (the bias gradient of the layer whose ReLU that was):
+  // cuBLASLt's DRELU_BGRAD. The input-gradient GEMM of fused_linear_relu_linear's second layer.
+  DReluBiasGrad,
 };
 
 // What an epilogue asks of a GEMM. Every backend reads its epilogue through this one switch over
@@ -122,6 +129,9 @@ struct EpilogueParts {
   bool relu = false;       // then out = max(out, 0)
   bool nan_to_zero = false;  // that ReLU maps NaN to 0 (BiasReluNanToZero); else NaN passes
   bool bias_grad = false;  // bias_grad[i] = sum_k op(a)[i, k]
+  bool relu_mask_out = false;  // after the ReLU: relu_mask bit (i, j) = out[i, j] > 0
+  bool relu_mask_in = false;   // out[i, j] = 0 where relu_mask bit (i, j) is 0
+  bool bias_grad_out = false;  // after that: bias_grad[j] = sum_i out[i, j] (column sums of out)
 };
 EpilogueParts epilogue_parts(Epilogue e, const char* backend);
 
@@ -135,8 +145,16 @@ struct GemmOptions {
   double beta = 0.0;  // out = alpha * op(a) @ op(b) + beta * out
   Epilogue epilogue = Epilogue::None;
   Tensor bias;       // [N], for Bias / BiasRelu
-  Tensor bias_grad;  // [M], written by BiasGradA
+  Tensor bias_grad;  // [M], written by BiasGradA; [N], written by DReluBiasGrad
+  // BiasReluNanToZeroMask writes it, DReluBiasGrad reads it: U8 [M, relu_mask::row_bytes(N)]
+  // (cpp/backend/relu_mask.h), contiguous; out must be 2-D for both.
+  Tensor relu_mask;
 };
+
+// For the epilogues that write or read GemmOptions::relu_mask: out is 2-D and the mask is a defined,
+// contiguous U8 [M, relu_mask::row_bytes(N)] on out's device (and bias_grad [N] for DReluBiasGrad).
+// Throws ember::Error naming the shapes and `backend`.
+void check_relu_mask_args(const Tensor& out, const GemmOptions& o, const char* backend);
 
 // Whether two different views' byte ranges [first, last] intersect (copy's overlap rule). An
 // identical view is not an overlap: copying a view onto itself changes nothing.

@@ -24,11 +24,12 @@ using enum AutocastPolicy;
 // Lower: the GEMMs, where bf16/f16 inputs with f32 accumulation pay (tensor cores, AVX512_BF16/AMX).
 // Float32: ops whose sums or exponentials lose too much in 8 (bf16) or 11 (f16) significand bits,
 // as in PyTorch's autocast lists, and the ops whose backends compute in f32/f64 only here.
-constexpr std::array<std::pair<std::string_view, AutocastPolicy>, 22> kTable{{
+constexpr std::array<std::pair<std::string_view, AutocastPolicy>, 23> kTable{{
     {"matmul", Lower},
     {"linear", Lower},
     {"linear_relu", Lower},
     {"fused_linear_relu", Lower},
+    {"fused_linear_relu_linear", Lower},
     {"softmax", Float32},
     {"log_softmax", Float32},
     {"cross_entropy", Float32},

@@ -1,6 +1,8 @@
 // matmul (any ranks, broadcast batch dims, as PyTorch) and linear / linear_relu with their GEMM
-// epilogues: bias (+ReLU) fused into the forward GEMM, the bias gradient into the weight GEMM.
+// epilogues: bias (+ReLU) fused into the forward GEMM, the bias gradient into the weight GEMM; and
+// fused_linear_relu_linear, two layers in one node (the ReLU's backward inside the next GEMM).
 #include "cpp/backend/gemm_layout.h"
+#include "cpp/backend/relu_mask.h"
 #include "cpp/ops/autocast.h"
 #include "cpp/ops/op_utils.h"
 #include "ember/profile.h"
@@ -134,6 +136,22 @@ Tensor linear_impl(const Tensor& x, const Tensor& w, const Tensor& b, bool relu,
   return y;
 }
 
+// fused_linear_relu_linear's second layer: w2 [out2, hidden] takes what w1 [hidden, in] gives, b2 is
+// [out2]; dtypes and devices are x's (the first layer is checked by linear_impl's rules).
+void check_second_layer(const Tensor& x, const Tensor& w1, const Tensor& w2, const Tensor& b2, const char* op) {
+  ops::check_defined(w2, op, "second weight (w2)");
+  ops::check_same_device(x, w2, op);
+  ops::check_same_device(x, b2, op);
+  EMBER_CHECK(w2.dim() == 2, op, ": w2 must be 2-D [out_features, hidden], got shape ", shape_str(w2.shape()));
+  EMBER_CHECK(w2.size(1) == w1.size(0), op, ": w2 expects ", w2.size(1), " hidden features but the first layer gives ",
+              w1.size(0), " (w1 ", shape_str(w1.shape()), ", w2 ", shape_str(w2.shape()),
+              "); w2's second dim must equal w1's first");
+  EMBER_CHECK(w2.dtype() == x.dtype() && b2.dtype() == x.dtype(), op, ": w2 is ", dtype_name(w2.dtype()), " and b2 ",
+              dtype_name(b2.dtype()), " but the input is ", dtype_name(x.dtype()), "; convert with .to(DType)");
+  EMBER_CHECK(b2.dim() == 1 && b2.size(0) == w2.size(0), op, ": b2 must have shape [", w2.size(0), "] (w2 ",
+              shape_str(w2.shape()), "), got ", shape_str(b2.shape()));
+}
+
 }  // namespace
 
 // PyTorch's rules: 1-D operands gain a dim that is removed again (a row vector in front, a column
@@ -189,6 +207,91 @@ Tensor fused_linear_relu(const Tensor& x, const Tensor& w, const Tensor& b) {
               "for a layer without one");
   return linear_impl(ops::autocast_input(x, "fused_linear_relu"), ops::autocast_input(w, "fused_linear_relu"),
                      ops::autocast_input(b, "fused_linear_relu"), true, "fused_linear_relu", true);
+}
+
+// Both layers in one node, so that the first layer's ReLU backward can run inside the second layer's
+// input-gradient GEMM (DReluBiasGrad, with b1's gradient), which per-op autograd cannot reach.
+// Forward: h = GEMM 1 with bias, ReLU (NaN -> 0) and the ReLU's bit mask (BiasReluNanToZeroMask);
+// y = GEMM 2 with bias. Backward: dW2 with db2 (BiasGradA), dH = dY W2 with the mask applied and db1
+// (DReluBiasGrad), then dW1 = dHᵀ X and dX = dH W1. The same GEMMs and epilogue arithmetic as
+// linear(fused_linear_relu(x, w1, b1), w2, b2) on the CPU (equal values there).
+Tensor fused_linear_relu_linear(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in, const Tensor& w2_in,
+                                const Tensor& b2_in) {
+  static constexpr const char* op = "fused_linear_relu_linear";
+  profile::Range range(op);
+  EMBER_CHECK(b1_in.defined() && b2_in.defined(), op, ": needs both biases (b1 is ",
+              b1_in.defined() ? "given" : "missing", ", b2 is ", b2_in.defined() ? "given" : "missing",
+              "); run fused_linear_relu / linear_relu and linear for layers without one");
+  const Tensor x = ops::autocast_input(x_in, op), w1 = ops::autocast_input(w1_in, op),
+               b1 = ops::autocast_input(b1_in, op), w2 = ops::autocast_input(w2_in, op),
+               b2 = ops::autocast_input(b2_in, op);
+  ops::check_defined(x, op, "input");
+  ops::check_defined(w1, op, "first weight (w1)");
+  ops::check_same_device(x, w1, op);
+  ops::check_same_device(x, b1, op);
+  ops::check_floating(x, op);
+  EMBER_CHECK(w1.dim() == 2, op, ": w1 must be 2-D [hidden, in_features], got shape ", shape_str(w1.shape()));
+  EMBER_CHECK(x.dim() >= 1, op, ": input must have at least 1 dim, got a 0-d tensor");
+  EMBER_CHECK(x.size(-1) == w1.size(1), op, ": input has ", x.size(-1), " features but w1 expects ", w1.size(1),
+              " (input shape ", shape_str(x.shape()), ", w1 ", shape_str(w1.shape()), ")");
+  EMBER_CHECK(w1.dtype() == x.dtype() && b1.dtype() == x.dtype(), op, ": w1 is ", dtype_name(w1.dtype()), " and b1 ",
+              dtype_name(b1.dtype()), " but the input is ", dtype_name(x.dtype()), "; convert with .to(DType)");
+  EMBER_CHECK(b1.dim() == 1 && b1.size(0) == w1.size(0), op, ": b1 must have shape [", w1.size(0), "] (w1 ",
+              shape_str(w1.shape()), "), got ", shape_str(b1.shape()));
+  check_second_layer(x, w1, w2, b2, op);
+
+  const int64_t hidden = w1.size(0), out_f = w2.size(0);
+  Tensor x2 = x.detach().reshape({-1, x.size(-1)});
+  const int64_t rows = x2.size(0);
+  // The mask only serves the backward: without one (inference, no_grad) GEMM 1 is fused_linear_relu's.
+  const bool backward = any_requires_grad({&x, &w1, &b1, &w2, &b2});
+  GemmOptions o1;
+  o1.epilogue = backward ? Epilogue::BiasReluNanToZeroMask : Epilogue::BiasReluNanToZero;
+  o1.bias = b1.detach().contiguous();
+  if (backward) o1.relu_mask = make_empty({rows, relu_mask::row_bytes(hidden)}, DType::U8, x.device());
+  Tensor h = gemm(x2, w1.detach().t(), o1);
+  GemmOptions o2;
+  o2.epilogue = Epilogue::Bias;
+  o2.bias = b2.detach().contiguous();
+  Shape out_shape = x.shape();
+  out_shape.back() = out_f;
+  Tensor y = gemm(h, w2.detach().t(), o2).reshape(out_shape);
+  if (!backward) return y;
+  SavedTensor sx(x2), sw1(w1), sw2(w2);
+  const Tensor mask = o1.relu_mask;
+  const bool gx = x.requires_grad(), gw1 = w1.requires_grad(), gb1 = b1.requires_grad();
+  const bool gw2 = w2.requires_grad(), gb2 = b2.requires_grad();
+  const Shape x_shape = x.shape();
+  record(op, {x, w1, b1, w2, b2}, {y}, [=](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+    Tensor dy = g[0].reshape({-1, out_f});
+    std::vector<Tensor> r(5);
+    if (gw2 || gb2) {
+      // dW2 = dYᵀ H with db2 (column sums of dY) from the same GEMM.
+      GemmOptions bo;
+      Tensor db2;
+      if (gb2) {
+        db2 = make_empty({out_f}, dy.dtype(), dy.device());
+        bo.epilogue = Epilogue::BiasGradA;
+        bo.bias_grad = db2;
+      }
+      Tensor dw2 = gemm(dy.t(), h, bo);
+      if (gw2) r[3] = dw2;
+      if (gb2) r[4] = db2;
+    }
+    if (gx || gw1 || gb1) {
+      // dH = (dY W2) masked by the first layer's ReLU, and db1 = its column sums, in one GEMM.
+      GemmOptions d;
+      d.epilogue = Epilogue::DReluBiasGrad;
+      d.relu_mask = mask;
+      d.bias_grad = make_empty({hidden}, dy.dtype(), dy.device());
+      Tensor dh = gemm(dy, sw2.unpack(op), d);
+      if (gx) r[0] = gemm(dh, sw1.unpack(op)).reshape(x_shape);  // dX = dH W1
+      if (gw1) r[1] = gemm(dh.t(), sx.unpack(op));               // dW1 = dHᵀ X
+      if (gb1) r[2] = d.bias_grad;
+    }
+    return r;
+  });
+  return y;
 }
 
 Tensor linear_relu(const Tensor& x, const Tensor& w, const Tensor& b) {

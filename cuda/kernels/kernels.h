@@ -30,6 +30,11 @@ void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor&
 void reduce(ReduceOp op, const Tensor& out, const Tensor& in, int64_t outer, int64_t n, int64_t inner,
             cudaStream_t stream);
 
+// relu_mask.cu: the ReLU bit mask (cpp/backend/relu_mask.h) of a 2-D out written into mask, or
+// applied to out (out = 0 where the bit is 0): the GEMM's mask epilogues where cuBLASLt fuses none.
+void relu_mask_write(const Tensor& mask, const Tensor& out, cudaStream_t stream);
+void relu_mask_apply(const Tensor& out, const Tensor& mask, cudaStream_t stream);
+
 // softmax.cu
 void softmax(const Tensor& out, const Tensor& in, bool log, cudaStream_t stream);
 void softmax_backward(const Tensor& grad_in, const Tensor& grad_out, const Tensor& out, bool log, cudaStream_t stream);

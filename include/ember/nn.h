@@ -288,6 +288,10 @@ class EMBER_API Sequential : public Module {
   // With this on, a Linear (with a bias) directly followed by a ReLU runs as fused_linear_relu:
   // bias and ReLU inside the GEMM through cuBLASLt's RELU_BIAS epilogue on CUDA, where a NaN
   // pre-activation becomes 0 (see ops.h) instead of staying NaN as in linear_relu / torch.relu.
+  // And a Linear, ReLU, Linear run (both Linears with a bias) runs as fused_linear_relu_linear, one
+  // node whose backward applies the ReLU inside the second layer's input-gradient GEMM (cuBLASLt's
+  // RELU_AUX_BIAS / DRELU_BGRAD on CUDA), with the same NaN -> 0 ReLU. Greedy, left to right:
+  // Linear-ReLU-Linear-ReLU-Linear runs the two-layer op, then relu (NaN passes), then linear.
   // Off by default; ember-mnist turns it on for its MLP on a GPU unless --detect-anomaly is given.
   void set_relu_nan_to_zero(bool on) { relu_nan_to_zero_ = on; }
   bool relu_nan_to_zero() const { return relu_nan_to_zero_; }

@@ -104,6 +104,14 @@ EMBER_API Tensor linear_relu(const Tensor& x, const Tensor& w, const Tensor& b =
 // not NaN; a NaN in it is hidden (the anomaly check will not see it there). Needs a bias.
 // Backward as linear_relu's: dy where the output is > 0, else 0.
 EMBER_API Tensor fused_linear_relu(const Tensor& x, const Tensor& w, const Tensor& b);
+// linear(fused_linear_relu(x, w1, b1), w2, b2) as one op and one autograd node: x [.., in], w1
+// [hidden, in], b1 [hidden], w2 [out, hidden], b2 [out] -> [.., out]. The ReLU is fused_linear_relu's
+// (NaN -> 0). On CUDA the first GEMM runs cuBLASLt's RELU_AUX_BIAS epilogue (bias, ReLU and a bit
+// mask of it), and the backward applies that mask and computes b1's gradient inside the GEMM
+// dY·W2 (DRELU_BGRAD); where cuBLASLt has no algorithm for a case, separate kernels compute the same.
+// The CPU computes the same values (equal to the composite's). Needs both biases.
+EMBER_API Tensor fused_linear_relu_linear(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2,
+                                          const Tensor& b2);
 
 // ---- activations ----
 enum class GeluApproximation { None, Tanh };

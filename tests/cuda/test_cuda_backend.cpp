@@ -954,6 +954,149 @@ TEST(CudaBackend, FusedLinearReluMatchesItsComposition) {
   expect_close(b1.grad(), b2.grad(), DType::F32, "db");
 }
 
+// ---- fused_linear_relu_linear and the ReLU-mask epilogues (RELU_AUX_BIAS, DRELU_BGRAD) ----
+
+// Small integers: every product and sum below is exact in f32 on both engines (TF32 is off), so the
+// CPU's values, masks and column sums are the GPU's exactly, whichever cuBLASLt kernel runs.
+Tensor small_ints(const Shape& shape, int64_t salt) {
+  std::vector<float> v(static_cast<size_t>(shape_numel(shape)));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(static_cast<int64_t>(i * 5 + i / 7 + salt * 13) % 7 - 3);
+  return from_vector<float>(v, shape);
+}
+
+// The forward epilogue fused (packed bias: RELU_AUX_BIAS) and unfused (strided bias: the GEMM, the
+// bias and ReLU kernels and relu_mask_write), and the backward fused (packed bias_grad: DRELU_BGRAD)
+// and unfused (strided bias_grad: relu_mask_apply and the column-sum reduction), against the CPU,
+// exactly. This also checks that cuBLASLt's bit mask has relu_mask.h's layout (the CPU's mask, fed to
+// DRELU_BGRAD, must select the same elements; and cuBLASLt's own mask must equal the CPU's in every
+// bit below N: cuBLASLt may leave the padding bits alone). N = 200: mask rows of 32 bytes, 256 bits.
+TEST(CudaBackend, GemmReluMaskEpiloguesMatchCpuExactly) {
+  EMBER_SKIP_WITHOUT_CUDA();
+  const int64_t M = 6, K = 5, N = 200, K2 = 7, ld = 32;
+  // Half-integer biases: no pre-activation is exactly 0, where the docs do not say which way
+  // cuBLASLt's mask bit goes (ember's: 0 > 0 is false).
+  const Tensor a = small_ints({M, K}, 1), b = small_ints({K, N}, 2), bias2 = add(small_ints({2 * N}, 3), 0.5);
+  GemmOptions oc;
+  oc.epilogue = Epilogue::BiasReluNanToZeroMask;
+  oc.bias = bias2.narrow(0, 0, N).contiguous();
+  oc.relu_mask = full({M, ld}, 0xAB, DType::U8);
+  Tensor outc = poisoned({M, N}, DType::F32, kCpu);
+  cpu().gemm(outc, a, b, oc);
+  const std::vector<uint8_t> mc = oc.relu_mask.to_vector<uint8_t>();
+  for (bool strided : {false, true}) {
+    const std::string what = strided ? "strided bias (fallback kernels)" : "packed bias (RELU_AUX_BIAS)";
+    GemmOptions og;
+    og.epilogue = Epilogue::BiasReluNanToZeroMask;
+    og.bias = strided ? on(bias2, kCuda).slice(0, 0, 2 * N, 2) : on(oc.bias, kCuda);
+    og.relu_mask = full({M, ld}, 0xAB, TensorOptions(DType::U8, kCuda));
+    Tensor outg = poisoned({M, N}, DType::F32, kCuda);
+    // The CPU's reference for a strided bias uses the same values (bias2's even elements).
+    GemmOptions ref = oc;
+    ref.bias = bias2.slice(0, 0, 2 * N, 2).contiguous();
+    ref.relu_mask = full({M, ld}, 0xAB, DType::U8);
+    Tensor outr = poisoned({M, N}, DType::F32, kCpu);
+    cpu().gemm(outr, a, b, strided ? ref : oc);
+    gpu().gemm(outg, on(a, kCuda), on(b, kCuda), og);
+    expect_close(outg, outr, 0.0, 0.0, what + " out");
+    const std::vector<uint8_t> mg = og.relu_mask.to_vector<uint8_t>(),
+                               mr = (strided ? ref : oc).relu_mask.to_vector<uint8_t>();
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j)
+        EXPECT_EQ((mg[i * ld + j / 8] >> (j % 8)) & 1, (mr[i * ld + j / 8] >> (j % 8)) & 1)
+            << what << " mask bit " << i << ", " << j;
+  }
+  // Backward: the CPU's mask applied on both engines.
+  const Tensor a2 = small_ints({M, K2}, 4), b2 = small_ints({K2, N}, 5);
+  GemmOptions dc;
+  dc.epilogue = Epilogue::DReluBiasGrad;
+  dc.relu_mask = oc.relu_mask;
+  dc.bias_grad = poisoned({N}, DType::F32, kCpu);
+  Tensor gc = poisoned({M, N}, DType::F32, kCpu);
+  cpu().gemm(gc, a2, b2, dc);
+  for (bool strided : {false, true}) {
+    const std::string what = strided ? "strided bias_grad (fallback kernels)" : "packed bias_grad (DRELU_BGRAD)";
+    GemmOptions dg;
+    dg.epilogue = Epilogue::DReluBiasGrad;
+    dg.relu_mask = on(oc.relu_mask, kCuda);
+    const Tensor grad2 = poisoned({2 * N}, DType::F32, kCuda);
+    dg.bias_grad = strided ? grad2.slice(0, 0, 2 * N, 2) : grad2.narrow(0, 0, N);
+    Tensor gg = poisoned({M, N}, DType::F32, kCuda);
+    gpu().gemm(gg, on(a2, kCuda), on(b2, kCuda), dg);
+    expect_close(gg, gc, 0.0, 0.0, what + " out");
+    expect_close(dg.bias_grad.contiguous(), dc.bias_grad, 0.0, 0.0, what + " bias_grad");
+  }
+}
+
+// The MLP's inputs (x [rows, in], w1, b1, w2, b2, dy) on the host, drawn so that comparing two engines
+// through the ReLU is sound: no pre-activation within kKinkMargin of 0, where the engines' different
+// f32 summation orders (differences of order 1e-7 here: sqrt(K) roundings of values below 1) could
+// flip a mask bit and so a whole gradient element. The first seed from `seed` on that gives such
+// inputs is used (checked on the CPU, so it is the same choice on every machine).
+constexpr double kKinkMargin = 2e-5;
+struct MlpInputs {
+  Tensor x, w1, b1, w2, b2, dy;
+};
+double min_abs_pre_activation(const MlpInputs& m) {
+  double lo = std::numeric_limits<double>::infinity();
+  for (double v : linear(m.x.to(DType::F64), m.w1.to(DType::F64), m.b1.to(DType::F64)).to_vector<double>())
+    lo = std::min(lo, std::abs(v));
+  return lo;
+}
+MlpInputs mlp_inputs(int64_t rows, int64_t in, int64_t hidden, int64_t out, uint64_t seed) {
+  for (uint64_t s = seed; s < seed + 100 * 8; s += 8) {
+    MlpInputs m{host_random({rows, in}, DType::F32, s, -1, 1),       host_random({hidden, in}, DType::F32, s + 1, -0.05, 0.05),
+                host_random({hidden}, DType::F32, s + 2, -0.1, 0.1), host_random({out, hidden}, DType::F32, s + 3, -0.1, 0.1),
+                host_random({out}, DType::F32, s + 4, -0.1, 0.1),     host_random({rows, out}, DType::F32, s + 5, -1, 1)};
+    if (min_abs_pre_activation(m) > kKinkMargin) return m;
+  }
+  ADD_FAILURE() << "no seed in 100 gives pre-activations at least " << kKinkMargin << " from 0";
+  return {};
+}
+
+// y and the gradients of sum(y * dy) for x, w1, b1, w2, b2, on device d, through the two-layer op or
+// its composite.
+std::vector<Tensor> mlp_run(const MlpInputs& m, Device d, bool fused) {
+  Tensor x = on(m.x, d).requires_grad_(), w1 = on(m.w1, d).requires_grad_(), b1 = on(m.b1, d).requires_grad_();
+  Tensor w2 = on(m.w2, d).requires_grad_(), b2 = on(m.b2, d).requires_grad_();
+  Tensor y = fused ? fused_linear_relu_linear(x, w1, b1, w2, b2) : linear(fused_linear_relu(x, w1, b1), w2, b2);
+  sum(mul(y, on(m.dy, d))).backward();
+  return {y, x.grad(), w1.grad(), b1.grad(), w2.grad(), b2.grad()};
+}
+const char* kMlpWhat[6] = {"y", "dx", "dw1", "db1", "dw2", "db2"};
+
+// CUDA fused against the CPU (the op table's f32 tolerance, 1e-4: the GEMMs sum up to 784 terms in
+// another order) and against the CUDA composite linear(fused_linear_relu(...)) (the same tolerance:
+// RELU_AUX_BIAS and DRELU_BGRAD may pick other kernels than RELU_BIAS and the plain GEMM), at
+// ember-mnist's MLP (batch 64, 784-500-10) and at a small odd shape (hidden 37: a partial mask byte).
+TEST(CudaBackend, FusedLinearReluLinearMatchesCpuAndCudaComposite) {
+  const MlpInputs shapes[] = {mlp_inputs(64, 784, 500, 10, 200), mlp_inputs(13, 20, 37, 6, 210)};
+  for (const MlpInputs& m : shapes) ASSERT_TRUE(m.x.defined());
+  EMBER_SKIP_WITHOUT_CUDA();
+  for (const MlpInputs& m : shapes) {
+    const std::string shape = shape_str(m.x.shape()) + " hidden " + std::to_string(m.w1.size(0));
+    const std::vector<Tensor> g = mlp_run(m, kCuda, true), c = mlp_run(m, kCpu, true), gc = mlp_run(m, kCuda, false);
+    EXPECT_EQ(g[0].grad_fn()->name(), "fused_linear_relu_linear");
+    for (int k = 0; k < 6; ++k) {
+      expect_close(g[k], c[k], DType::F32, shape + " CUDA vs CPU " + kMlpWhat[k]);
+      expect_close(g[k], gc[k], DType::F32, shape + " CUDA fused vs CUDA composite " + kMlpWhat[k]);
+    }
+  }
+}
+
+// A NaN in b1 makes a column of pre-activations NaN: 0 after the ReLU on CUDA too (RELU_AUX_BIAS's
+// semantics), its mask bits 0, so b1's and w1's gradients there are exactly 0, and everything else
+// is the CPU's (f32 tolerance).
+TEST(CudaBackend, FusedLinearReluLinearZeroesNaNPreActivations) {
+  MlpInputs m = mlp_inputs(16, 30, 40, 5, 220);
+  ASSERT_TRUE(m.x.defined());
+  EMBER_SKIP_WITHOUT_CUDA();
+  m.b1.narrow(0, 7, 1).fill_(kNaN);
+  const std::vector<Tensor> g = mlp_run(m, kCuda, true), c = mlp_run(m, kCpu, true);
+  for (int k = 0; k < 6; ++k) expect_close(g[k], c[k], DType::F32, std::string("NaN column ") + kMlpWhat[k]);
+  EXPECT_EQ(g[3].to_vector<float>()[7], 0.0f);
+  for (float v : g[2].narrow(0, 7, 1).to_vector<float>()) EXPECT_EQ(v, 0.0f);
+}
+
 TEST(CudaBackend, GemmReluEpiloguesPassNaNOn) {
   EMBER_SKIP_WITHOUT_CUDA();
   const int64_t M = 8, N = 16;

@@ -10,14 +10,17 @@ using namespace ember;
 
 namespace {
 
-// With `dropout`, a Dropout(0.3) drawing from `drop_gen` after the ReLU.
-std::shared_ptr<nn::Module> mlp(Generator* drop_gen = nullptr) {
+// With `dropout`, a Dropout(0.3) drawing from `drop_gen` after the ReLU. `fused`: the NaN-to-zero
+// mode, where Linear-ReLU-Linear runs as fused_linear_relu_linear (one node).
+std::shared_ptr<nn::Module> mlp(Generator* drop_gen = nullptr, bool fused = false) {
   Generator init(11);
   std::vector<std::shared_ptr<nn::Module>> layers{
       std::make_shared<nn::Linear>(20, 32, nn::LinearOptions{.generator = &init}), std::make_shared<nn::ReLU>()};
   if (drop_gen) layers.push_back(std::make_shared<nn::Dropout>(0.3, drop_gen));
   layers.push_back(std::make_shared<nn::Linear>(32, 5, nn::LinearOptions{.generator = &init}));
-  return std::make_shared<nn::Sequential>(layers);
+  auto seq = std::make_shared<nn::Sequential>(layers);
+  seq->set_relu_nan_to_zero(fused);
+  return seq;
 }
 
 struct Batch {
@@ -39,6 +42,7 @@ struct GraphCase {
   MakeOpt make;
   bool one_cycle = false;  // a OneCycleLR stepped after every step (lr, and Adam's beta1 or SGD's momentum)
   bool dropout = false;    // the model has a Dropout drawing from its own generator
+  bool fused = false;      // the MLP runs as fused_linear_relu_linear (RELU_AUX_BIAS / DRELU_BGRAD)
 };
 
 // N steps eagerly and N steps as warm-up + capture + replays, the options changed between steps:
@@ -60,20 +64,22 @@ void check_graphed_equals_eager(const GraphCase& c) {
   };
 
   Generator eager_drop(99), graph_drop(99);
-  auto eager_model = mlp(c.dropout ? &eager_drop : nullptr);
+  auto eager_model = mlp(c.dropout ? &eager_drop : nullptr, c.fused);
   eager_model->to(Device::cuda());
   auto eager_opt = c.make(eager_model->parameters());
   auto eager_sched = schedule(*eager_opt);
   for (int t = 0; t < kSteps; ++t) {
     if (!c.one_cycle) eager_opt->set_lr(0, lr_at(t));
-    Tensor loss = cross_entropy((*eager_model)(data[t].x), data[t].y);
+    Tensor logits = (*eager_model)(data[t].x);
+    if (c.fused) EXPECT_EQ(logits.grad_fn()->name(), "fused_linear_relu_linear");
+    Tensor loss = cross_entropy(logits, data[t].y);
     eager_opt->zero_grad();
     loss.backward();
     eager_opt->step();
     if (eager_sched) eager_sched->step();
   }
 
-  auto model = mlp(c.dropout ? &graph_drop : nullptr);
+  auto model = mlp(c.dropout ? &graph_drop : nullptr, c.fused);
   model->to(Device::cuda());
   auto opt = c.make(model->parameters());
   auto sched = schedule(*opt);
@@ -187,6 +193,19 @@ TEST(CudaGraph, GraphedStepsWithDropoutEqualEagerSteps) {
   check_graphed_equals_eager({"AdamW, dropout, OneCycleLR", [](const std::vector<Tensor>& p) {
                                 return std::make_unique<optim::AdamW>(p, optim::AdamWOptions{.lr = 0.01});
                               }, true, true});
+}
+
+// The MLP as one fused_linear_relu_linear node (ember-mnist's GPU MLP): the ReLU's bit mask comes from
+// the graph's pool and is written by RELU_AUX_BIAS and read by DRELU_BGRAD (or their fallback kernels)
+// inside the graph; N replays equal N eager steps, bitwise.
+TEST(CudaGraph, GraphedStepsWithTheTwoLayerMlpOpEqualEagerSteps) {
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device: graph capture and replay are not exercised";
+  check_graphed_equals_eager({"Adam, fused_linear_relu_linear", [](const std::vector<Tensor>& p) {
+                                return std::make_unique<optim::Adam>(p, optim::AdamOptions{.lr = 0.01});
+                              }, false, false, true});
+  check_graphed_equals_eager({"SGD momentum, fused_linear_relu_linear, OneCycleLR", [](const std::vector<Tensor>& p) {
+                                return std::make_unique<optim::SGD>(p, optim::SGDOptions{.lr = 0.05, .momentum = 0.9});
+                              }, true, false, true});
 }
 
 // A captured dropout and dropout2d draw new masks at every replay, each the mask the CPU reference

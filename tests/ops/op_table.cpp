@@ -101,6 +101,11 @@ std::vector<OpRow> op_table() {
       {"linear_relu", {in({4, 5}), in({3, 5}), in({3})}, [](V x) { return linear_relu(x[0], x[1], x[2]); }},
       {"fused_linear_relu", {in({4, 5}), in({3, 5}), in({3})},
        [](V x) { return fused_linear_relu(x[0], x[1], x[2]); }},
+      // Two layers, one node (x, w1, b1, w2, b2); hidden 11: mask rows of two bytes' bits and padding.
+      {"fused_linear_relu_linear", {in({4, 5}), in({11, 5}), in({11}), in({3, 11}), in({3})},
+       [](V x) { return fused_linear_relu_linear(x[0], x[1], x[2], x[3], x[4]); }},
+      {"fused_linear_relu_linear_3d", {in({2, 3, 5}), in({4, 5}), in({4}), in({2, 4}), in({2})},
+       [](V x) { return fused_linear_relu_linear(x[0], x[1], x[2], x[3], x[4]); }},
       // Activations.
       {"relu", {signed_away_from_zero({3, 4})}, [](V x) { return relu(x[0]); }},
       {"leaky_relu", {signed_away_from_zero({3, 4})}, [](V x) { return leaky_relu(x[0], 0.1); }},

@@ -135,9 +135,10 @@ std::shared_ptr<nn::Module> make_model(const Config& cfg, int64_t rows, int64_t 
   throw Error("--model " + cfg.model + ": expected mlp, cnn or resnet");
 }
 
-// --model mlp on a GPU runs Linear + ReLU as fused_linear_relu (bias and ReLU inside the GEMM: cuBLASLt's
-// RELU_BIAS epilogue, where a NaN pre-activation becomes 0); --detect-anomaly keeps torch.relu's NaN
-// semantics so that a NaN is reported by the op that made it.
+// --model mlp on a GPU runs its Linear-ReLU-Linear as fused_linear_relu_linear, one node (bias, ReLU and
+// its bit mask inside GEMM 1: cuBLASLt's RELU_AUX_BIAS, where a NaN pre-activation becomes 0; the ReLU's
+// backward and b1's gradient inside the dY·W2 GEMM: DRELU_BGRAD); --detect-anomaly keeps torch.relu's
+// NaN semantics, op by op, so that a NaN is reported by the op that made it.
 bool fused_relu_epilogue(const Config& cfg, Device d) { return cfg.model == "mlp" && d.is_cuda() && !cfg.detect_anomaly; }
 
 std::string join_ints(const std::vector<int64_t>& v, const char* sep) {
@@ -520,7 +521,9 @@ void print_header(const Session& s) {
   std::printf("ember-mnist: steps %s, precision %s%s\n",
               no_graph ? ("eager (" + *no_graph + ")").c_str() : "as a CUDA graph (captured after a warm-up step)",
               s.precision->describe().c_str(),
-              fused_relu_epilogue(cfg, s.device) ? ", linear+bias+ReLU in cuBLASLt's RELU_BIAS epilogue (NaN -> 0)" : "");
+              fused_relu_epilogue(cfg, s.device)
+                  ? ", Linear-ReLU-Linear as one node in cuBLASLt's RELU_AUX_BIAS / DRELU_BGRAD epilogues (NaN -> 0)"
+                  : "");
   // The CPU and the kernels its GEMM and convolutions run (issue 13: a slow machine shows at once).
   if (!s.device.is_cuda()) std::printf("ember-mnist: cpu %s\n", cpu_info().summary().c_str());
 }

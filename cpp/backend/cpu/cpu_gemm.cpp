@@ -1,6 +1,6 @@
 // CPU backend: GEMM. f32 through oneDNN's matmul (kernels chosen from CPUID at run time on every
 // x86-64 CPU; see cpu_matmul_dnnl.h), f64 (gradient checks, reference runs) through OpenBLAS
-// (cblas); the bias/ReLU/bias-gradient epilogues as loops (cpu_epilogue.h).
+// (cblas); the bias/ReLU/bias-gradient epilogues and the ReLU bit mask's as loops (cpu_epilogue.h).
 #include <cblas.h>
 
 #include <cstdint>
@@ -34,10 +34,8 @@ void gemm_call(const GemmLayout& la, const GemmLayout& lb, int64_t M, int64_t N,
     cblas_dgemm(CblasRowMajor, cblas_trans(la), cblas_trans(lb), M, N, K, alpha, A, la.ld, B, lb.ld, beta, C, N);
 }
 
-}  // namespace
-
-void CpuBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, const GemmOptions& o) {
-  if (out.dtype() == DType::BF16 || out.dtype() == DType::F16) return cpu::gemm_lowp(out, a, b, o);  // mixed precision
+// f32 and f64 through oneDNN / OpenBLAS with the bias, ReLU and bias-gradient epilogues.
+void gemm_f32_f64(const Tensor& out, const Tensor& a, const Tensor& b, const GemmOptions& o) {
   const bool batched = out.dim() == 3;
   const int64_t B = batched ? out.size(0) : 1;
   const int64_t M = out.size(-2 + out.dim()), N = out.size(out.dim() - 1);
@@ -57,7 +55,7 @@ void CpuBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, const
                      static_cast<T>(o.beta), C + bi * M * N);
     }
     const EpilogueParts ep = epilogue_parts(o.epilogue, "cpu");
-    const bool bias = ep.bias, relu = ep.relu;
+    const bool bias = ep.bias, relu = ep.relu;  // the ReLU mask's parts: CpuBackend::gemm
     if (bias || (relu && !ep.nan_to_zero))
       cpu::bias_relu_rows<T>(C, B * M, N, bias ? cpu::ptr<T>(o.bias) : nullptr, bias ? o.bias.stride(0) : 0,
                              relu && !ep.nan_to_zero);
@@ -67,6 +65,30 @@ void CpuBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, const
       cpu::bias_grad_rows<T>(A, M, K, a.stride(ad - 2), a.stride(ad - 1), cpu::ptr<T>(o.bias_grad),
                              o.bias_grad.stride(0));
   });
+}
+
+}  // namespace
+
+void CpuBackend::gemm(const Tensor& out, const Tensor& a, const Tensor& b, const GemmOptions& o) {
+  const EpilogueParts ep = epilogue_parts(o.epilogue, "cpu");
+  if (ep.relu_mask_out || ep.relu_mask_in) check_relu_mask_args(out, o, "cpu");
+  if (out.dtype() == DType::BF16 || out.dtype() == DType::F16) cpu::gemm_lowp(out, a, b, o);  // mixed precision
+  else gemm_f32_f64(out, a, b, o);
+  // The ReLU mask's parts run after the GEMM and its other epilogue parts, for every dtype.
+  if (ep.relu_mask_out || ep.relu_mask_in || ep.bias_grad_out) {
+    visit_dtype(out.dtype(), "gemm", [&]<class T>() {
+      if constexpr (std::is_floating_point_v<T> || is_lowp_v<T>) {
+        const int64_t rows = out.size(0), n = out.size(1), ld = o.relu_mask.size(1);
+        T* c = cpu::ptr<T>(out);
+        if (ep.relu_mask_out) cpu::relu_mask_write<T>(c, rows, n, cpu::ptr<uint8_t>(o.relu_mask), ld);
+        if (ep.relu_mask_in) cpu::relu_mask_apply<T>(c, rows, n, cpu::ptr<const uint8_t>(o.relu_mask), ld);
+        // Column sums of out: out read as its transpose [n, rows] (row stride 1), bias_grad_rows'
+        // in-order, vectorised case; each sum in double over i = 0, 1, ... as BiasGradA's.
+        if (ep.bias_grad_out)
+          cpu::bias_grad_rows<T>(c, n, rows, 1, n, cpu::ptr<T>(o.bias_grad), o.bias_grad.stride(0));
+      }
+    });
+  }
 }
 
 }  // namespace ember
