@@ -113,20 +113,16 @@ Tensor Sequential::forward(const Tensor& input) {
     // Exact types only: a subclass may override forward().
     const Module* next = i + 1 < mods.size() ? mods[i + 1].second.get() : nullptr;
     const Module* third = i + 2 < mods.size() ? mods[i + 2].second.get() : nullptr;
-    // Linear, ReLU, Linear (both with a bias) in the NaN-to-zero mode: one two-layer node, so that the
-    // ReLU's backward runs inside the second layer's input-gradient GEMM. Greedy, left to right.
-    if (fuse && relu_nan_to_zero_ && third && typeid(*m) == typeid(Linear) && typeid(*next) == typeid(ReLU) &&
-        typeid(*third) == typeid(Linear)) {
-      auto* l1 = static_cast<Linear*>(m);
-      auto* l2 = static_cast<const Linear*>(third);
-      if (l1->bias.defined() && l2->bias.defined()) {
-        x = fused_linear_relu_linear(x, l1->weight, l1->bias, l2->weight, l2->bias);
+    if (fuse && next && typeid(*m) == typeid(Linear) && typeid(*next) == typeid(ReLU)) {
+      auto* lin = static_cast<Linear*>(m);
+      // Linear, ReLU, Linear (both with a bias) in the NaN-to-zero mode: one two-layer node, so that the
+      // ReLU's backward runs inside the second layer's input-gradient GEMM. Greedy, left to right.
+      const auto* l2 = third && typeid(*third) == typeid(Linear) ? static_cast<const Linear*>(third) : nullptr;
+      if (relu_nan_to_zero_ && l2 && lin->bias.defined() && l2->bias.defined()) {
+        x = fused_linear_relu_linear(x, lin->weight, lin->bias, l2->weight, l2->bias);
         i += 2;
         continue;
       }
-    }
-    if (fuse && next && typeid(*m) == typeid(Linear) && typeid(*next) == typeid(ReLU)) {
-      auto* lin = static_cast<Linear*>(m);
       x = relu_nan_to_zero_ && lin->bias.defined() ? fused_linear_relu(x, lin->weight, lin->bias)
                                                    : linear_relu(x, lin->weight, lin->bias);
       ++i;
