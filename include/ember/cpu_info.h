@@ -18,9 +18,13 @@ struct EMBER_API CpuInfo {
   std::string gemm;  // the f32 GEMM's library, version and kernels: "oneDNN 2.6.3 brg:avx512_core"
   std::string gemm_f64;  // the f64 GEMM's: "OpenBLAS 0.3.21 Cooperlake" (the core OpenBLAS detected)
   std::string conv;  // the convolutions': "oneDNN 2.6.3 avx512_core_bf16" (the ISA oneDNN dispatches to)
+  // How autocast's bf16 GEMMs and convolutions run here, and why: "native oneDNN bf16 kernels: bf16
+  // 210 vs f32 110 GFLOP/s (matmul 256^3, timed once)" or "widened to f32 (oneDNN f32 kernels): ..."
+  // where oneDNN's bf16 kernels are the slower on this CPU (see docs/mixed-precision.md).
+  std::string bf16;
 
   std::string flags() const;    // the features present, space-separated: "fma avx2 avx512f ..."
-  std::string summary() const;  // one line: model, ISA, flags, GEMM and conv libraries
+  std::string summary() const;  // one line: model, ISA, flags, GEMM and conv libraries, the bf16 path
   std::string json() const;     // a JSON object of every field
 };
 

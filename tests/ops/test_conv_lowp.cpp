@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cpp/backend/cpu/cpu_conv.h"
+#include "cpp/backend/cpu/cpu_gemm_lowp.h"
 #include "ember/ember.h"
 #include "tests/test_util.h"
 
@@ -209,15 +210,25 @@ TEST(ConvLowp, MatchesExactSumsOfTheRoundedInputs) {
     else if (cpu_info().avx512_bf16)
       EXPECT_TRUE(cpu::dnnl_conv_has_kernel(geometry_of(c, in), DType::BF16, true));
   }
-  for (DType dt : {DType::BF16, DType::F16})
-    for (size_t i = 0; i < kCases.size(); ++i) {
-      const Case& c = kCases[i];
-      const Inputs in = make_inputs(c, dt, 10 * i + 1);
-      check_against_reference(c, dt, in, run_conv(c, in.x, in.w, in.b, in.dy, Device::cpu()), false);
-      // Which engine ran (oneDNN's 16-bit kernels, or f32 on widened copies): both must meet the bound.
-      RecordProperty(std::string(c.name) + " " + dtype_name(dt),
-                     cpu::dnnl_conv_has_kernel(geometry_of(c, in), dt, c.bias) ? "oneDNN 16-bit kernels" : "widened to f32");
+  // bf16 under both of the CPU's paths (cpu::bf16_kernels() picks one per machine by timing;
+  // forced here so that each machine tests both): oneDNN's bf16 kernels, and f32 on widened copies.
+  for (const int bf16_mode : {1, 0}) {
+    cpu::force_bf16_kernels_for_testing(bf16_mode);
+    for (DType dt : {DType::BF16, DType::F16}) {
+      if (dt == DType::F16 && bf16_mode == 0) continue;  // f16 does not depend on the bf16 choice
+      for (size_t i = 0; i < kCases.size(); ++i) {
+        const Case& c = kCases[i];
+        SCOPED_TRACE(bf16_mode == 1 ? "bf16 on oneDNN's kernels where it has them" : "bf16 widened to f32");
+        const Inputs in = make_inputs(c, dt, 10 * i + 1);
+        check_against_reference(c, dt, in, run_conv(c, in.x, in.w, in.b, in.dy, Device::cpu()), false);
+        // Which engine ran (oneDNN's 16-bit kernels, or f32 on widened copies): both must meet the bound.
+        const bool kernels = cpu::dnnl_conv_has_kernel(geometry_of(c, in), dt, c.bias) && (dt != DType::BF16 || bf16_mode == 1);
+        RecordProperty(std::string(c.name) + " " + dtype_name(dt) + (bf16_mode == 1 ? "" : " (forced widened)"),
+                       kernels ? "oneDNN 16-bit kernels" : "widened to f32");
+      }
     }
+  }
+  cpu::force_bf16_kernels_for_testing(-1);
 }
 
 // The same convolution in f32 on the 16-bit-valued inputs: the exact sums up to f32 rounding, so

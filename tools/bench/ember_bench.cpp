@@ -24,6 +24,7 @@
 #include "bench_epoch.h"
 #include "cpp/backend/backend.h"
 #include "cpp/backend/cpu/cpu_conv.h"
+#include "cpp/backend/cpu/cpu_gemm_lowp.h"
 #include "ember/cpu_isa.h"
 #include "ember/ember.h"
 #include "tools/bench/bench_gemm.h"
@@ -241,11 +242,14 @@ int cnn_step(Device device, int64_t batch, int reps, uint64_t seed, const std::s
   }
   report("cnn_train_step", best_wall, best_cpu);
   if (low && device.is_cpu()) {
-    // Which engine ran conv2 (32 -> 64, 3x3) in bf16: oneDNN's bf16 kernels or f32 on widened copies.
+    // Which engine ran conv2 (32 -> 64, 3x3) in bf16: oneDNN's bf16 kernels (where it has them and
+    // they are not the slower on this CPU) or f32 on widened copies, and why.
     ConvParams p;
     const cpu::ConvGeometry g{batch, 32, 26, 26, 64, 3, 3, 24, 24, p};
-    std::printf("{\"framework\": \"ember\", \"info\": \"conv_engine\", \"precision\": \"bf16\", \"conv2\": \"%s\"}\n",
-                cpu::dnnl_conv_has_kernel(g, DType::BF16, true) ? "oneDNN bf16 kernels" : "widened to f32");
+    const bool native = cpu::bf16_kernels().native && cpu::dnnl_conv_has_kernel(g, DType::BF16, true);
+    std::printf("{\"framework\": \"ember\", \"info\": \"conv_engine\", \"precision\": \"bf16\", \"conv2\": \"%s\", "
+                "\"bf16_kernels\": \"%s\"}\n",
+                native ? "oneDNN bf16 kernels" : "widened to f32", cpu::bf16_kernels().why.c_str());
   }
   autocast guard(DType::BF16, low);  // the convolutions alone, in the step's precision
   // Each convolution alone: its forward, and its backward (weight and bias gradients; conv2 also

@@ -8,6 +8,9 @@
   --mode train  --model cnn|resnet trained for N epochs (Adam lr 1e-3, batch 64, shuffled, MNIST
                 normalisation 0.1307 / 0.3081) on an IDX folder, with the test accuracy after each
                 epoch and the process's peak resident memory; beside `ember-mnist --model ...`.
+                --crop-padding P / --hflip augment the training images as ember-mnist's
+                --aug-crop-padding P / --aug-hflip do: pad each side with P black pixels and crop
+                28x28 back at a random offset, mirror left-right with probability 1/2.
 Prints JSON lines. The CNN is PyTorch's examples/mnist Net; the ResNet is ember's
 models::small_resnet (3x3 stem 16, three stages of two BasicBlocks, widths 16/32/64, global
 average pool, fc), written here with torch.nn so Debian's PyTorch (no torchvision) runs it too.
@@ -147,13 +150,28 @@ def step_mode(args):
 
 
 def train_mode(args):
-    def load(prefix):
+    def load(prefix):  # pixels in [0, 1]; normalised per batch, after augmentation
         images = read_idx(find(args.data, prefix + "-images-idx3-ubyte"))
         labels = read_idx(find(args.data, prefix + "-labels-idx1-ubyte")).long()
-        return ((images.float() / 255.0 - 0.1307) / 0.3081).unsqueeze(1), labels
+        return (images.float() / 255.0).unsqueeze(1), labels
+
+    def normalise(x):
+        return (x - 0.1307) / 0.3081
+
+    def augment(x):  # x [B, 1, H, W] in [0, 1]: black padding (0 before normalisation), as ember's loader
+        p = args.crop_padding
+        if p > 0:
+            padded = F.pad(x, (p, p, p, p))
+            off = torch.randint(0, 2 * p + 1, (len(x), 2))
+            x = torch.stack([padded[i, :, oy:oy + x.shape[2], ox:ox + x.shape[3]] for i, (oy, ox) in enumerate(off.tolist())])
+        if args.hflip:
+            flip = torch.rand(len(x)) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+        return x
 
     x_train, y_train = load("train")
     x_test, y_test = load("t10k")
+    x_test = normalise(x_test)
     model = mnist_cnn(x_train.shape[2], x_train.shape[3]) if args.model == "cnn" else SmallResNet(10, args.widths, args.blocks, args.fc_dropout)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     n = len(x_train)
@@ -163,7 +181,7 @@ def train_mode(args):
         perm = torch.randperm(n)
         for i in range(0, n, args.batch_size):
             idx = perm[i:i + args.batch_size]
-            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+            loss = F.cross_entropy(model(normalise(augment(x_train[idx]))), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -174,7 +192,8 @@ def train_mode(args):
             for i in range(0, len(x_test), 1000):
                 correct += (model(x_test[i:i + 1000]).argmax(1) == y_test[i:i + 1000]).sum().item()
         print(json.dumps({"framework": "torch", "version": torch.__version__, "model": args.model, "seed": args.seed,
-                          **({"widths": args.widths, "blocks": args.blocks, "fc_dropout": args.fc_dropout} if args.model == "resnet" else {}), "epoch": epoch,
+                          **({"widths": args.widths, "blocks": args.blocks, "fc_dropout": args.fc_dropout} if args.model == "resnet" else {}),
+                          "crop_padding": args.crop_padding, "hflip": args.hflip, "epoch": epoch,
                           "train_seconds": round(seconds, 2), "test_accuracy": round(100.0 * correct / len(x_test), 2),
                           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}),
               flush=True)
@@ -193,6 +212,8 @@ def main():
     ap.add_argument("--widths", type=ints, default=(16, 32, 64), help="--model resnet: as ember-mnist --resnet-widths")
     ap.add_argument("--fc-dropout", type=float, default=0.0, help="--model resnet: dropout before fc (0: none)")
     ap.add_argument("--blocks", type=ints, default=(2, 2, 2), help="--model resnet: as ember-mnist --resnet-blocks")
+    ap.add_argument("--crop-padding", type=int, default=0, help="--mode train: as ember-mnist --aug-crop-padding")
+    ap.add_argument("--hflip", action="store_true", help="--mode train: as ember-mnist --aug-hflip")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
@@ -200,6 +221,8 @@ def main():
     args = ap.parse_args()
     if len(args.widths) != len(args.blocks):
         ap.error(f"--widths has {len(args.widths)} stages and --blocks {len(args.blocks)}; give one block count per width")
+    if args.crop_padding < 0:
+        ap.error(f"--crop-padding {args.crop_padding} must be 0 or more")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     step_mode(args) if args.mode == "step" else train_mode(args)

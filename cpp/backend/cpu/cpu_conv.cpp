@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cpp/backend/cpu/cpu_backend.h"
+#include "cpp/backend/cpu/cpu_gemm_lowp.h"
 #include "cpp/backend/lowp_math.h"
 
 namespace ember {
@@ -221,13 +222,17 @@ T* bias_ptr(const Tensor& bias) {
 
 // bf16/f16 (autocast's convolutions): oneDNN's 16-bit kernels (AVX512_BF16 / AMX; AVX512_FP16 for
 // f16 where oneDNN has them) read 16-bit operands, accumulate in f32 and round each result once.
-// Where oneDNN has none on this CPU (f16 on every CPU without AVX512_FP16, bf16 on AVX2-only CPUs)
-// or EMBER_CPU_CONV=im2col asks for im2col, the operands are widened to f32, the f32 convolution
-// runs, and the result is rounded once: the same arithmetic (a 16-bit product is exact in f32;
-// only the order of the f32 sums differs), at f32 speed.
+// Where oneDNN has none on this CPU (f16 on every CPU without AVX512_FP16, bf16 on AVX2-only CPUs),
+// where its bf16 kernels are slower than its f32 ones here (cpu::bf16_kernels(), timed once: an Intel
+// Xeon without AMX runs them at half the f32 rate) or EMBER_CPU_CONV=im2col asks for im2col, the
+// operands are widened to f32, the f32 convolution runs, and the result is rounded once: the same
+// arithmetic (a 16-bit product is exact in f32; only the order of the f32 sums differs), at f32 speed.
 namespace {
 
 bool is_lowp(DType dt) { return dt == DType::BF16 || dt == DType::F16; }
+
+// Whether a 16-bit convolution may try oneDNN's 16-bit kernels (which still decline a case they lack).
+bool lowp_on_onednn(DType dt) { return cpu::f32_uses_onednn() && (dt != DType::BF16 || cpu::bf16_runs_native()); }
 
 Tensor widened(const Tensor& t) {
   if (!t.defined()) return t;
@@ -248,7 +253,7 @@ void CpuBackend::conv2d_forward(const Tensor& y, const Tensor& x, const Tensor& 
   if (y.numel() == 0) return;
   const ConvGeometry g = cpu::conv_geometry(x, w, y, p);
   if (is_lowp(y.dtype())) {
-    if (cpu::f32_uses_onednn() &&
+    if (lowp_on_onednn(y.dtype()) &&
         cpu::dnnl_conv_forward(g, y.dtype(), y.data_ptr(), x.data_ptr(), w.data_ptr(), opt_ptr(bias)))
       return;
     const Tensor y32 = f32_like(y);
@@ -270,7 +275,8 @@ void CpuBackend::conv2d_backward_data(const Tensor& dx, const Tensor& dy, const 
   if (dx.numel() == 0) return;
   const ConvGeometry g = cpu::conv_geometry(dx, w, dy, p);
   if (is_lowp(dx.dtype())) {
-    if (cpu::f32_uses_onednn() && cpu::dnnl_conv_backward_data(g, dx.dtype(), dx.data_ptr(), dy.data_ptr(), w.data_ptr()))
+    if (lowp_on_onednn(dx.dtype()) &&
+        cpu::dnnl_conv_backward_data(g, dx.dtype(), dx.data_ptr(), dy.data_ptr(), w.data_ptr()))
       return;
     const Tensor dx32 = f32_like(dx);
     conv2d_backward_data(dx32, widened(dy), widened(w), p);
@@ -291,7 +297,7 @@ void CpuBackend::conv2d_backward_weight(const Tensor& dw, const Tensor& db, cons
   if (dw.numel() == 0) return;
   const ConvGeometry g = cpu::conv_geometry(x, dw, dy, p);
   if (is_lowp(dw.dtype())) {
-    if (cpu::f32_uses_onednn() && g.n > 0 &&
+    if (lowp_on_onednn(dw.dtype()) && g.n > 0 &&
         cpu::dnnl_conv_backward_weight(g, dw.dtype(), dw.data_ptr(), opt_mut_ptr(db), dy.data_ptr(), x.data_ptr()))
       return;
     const Tensor dw32 = f32_like(dw), db32 = f32_like(db);

@@ -1,5 +1,6 @@
 // The CPU convolution engines behind CpuBackend's conv primitives: oneDNN (f32, the default; bf16
-// and f16 where it has kernels for them on this CPU) and im2col + OpenBLAS GEMM (f64, and f32 where
+// and f16 where it has kernels for them on this CPU, bf16 only where those are not the slower:
+// cpu_gemm_lowp.h's bf16_kernels()) and im2col + OpenBLAS GEMM (f64, and f32 where
 // oneDNN declines a case or EMBER_CPU_CONV=im2col asks). bf16/f16 cases oneDNN does not run are
 // widened to f32, run as f32 and rounded once (cpu_conv.cpp).
 #pragma once

@@ -1,21 +1,31 @@
 // CPU backend: bf16 and f16 GEMMs (autocast's matmul/linear) through oneDNN's matmul, which picks
 // AVX512_BF16 / AMX kernels from the CPU's feature bits at run time and accumulates in f32.
-// bf16 runs on those kernels directly; f16 operands (and bf16 ones where oneDNN has no bf16
-// matmul) are widened to f32 first (oneDNN 2.6 has f16 kernels only on AVX512_FP16 CPUs and a slow
-// reference loop elsewhere), which is the same arithmetic: 16-bit products are exact in f32, and
-// the sum accumulates in f32 either way.
+// bf16 runs on those kernels directly unless, timed once on this CPU, they are the slower ones
+// (bf16_kernels(), cpu_gemm_lowp.h; the convolutions follow the same choice). f16 operands, and
+// bf16 ones where oneDNN has no bf16 matmul or its bf16 kernels are the slower, are widened to f32
+// first (oneDNN 2.6 has f16 kernels only on AVX512_FP16 CPUs and a slow reference loop elsewhere),
+// which is the same arithmetic: 16-bit products are exact in f32, and the sum accumulates in f32
+// either way.
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "cpp/backend/cpu/cpu_backend.h"
 #include "cpp/backend/cpu/cpu_epilogue.h"
 #include "cpp/backend/cpu/cpu_gemm_lowp.h"
+#include "cpp/backend/cpu/cpu_matmul_dnnl.h"
 #include "cpp/backend/cpu/dnnl_common.h"
 #include "cpp/backend/gemm_layout.h"
 #include "cpp/backend/lowp_math.h"
@@ -59,19 +69,61 @@ const Entry& find_or_build(const Key& key, const memory::desc& a, const memory::
 }
 
 // Whether oneDNN has a bf16 matmul on this CPU (AVX512_BF16, AMX, or its AVX-512 emulation); on
-// an AVX2-only CPU it has none, and bf16 then takes the f16 path (widened to f32), asked once.
+// an AVX2-only CPU it has none, and bf16 then takes the f16 path (widened to f32).
 bool bf16_matmul_available() {
-  static const bool ok = [] {
-    try {
-      const memory::desc d({16, 16}, memory::data_type::bf16, {16, 1});
-      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(d, d, d), dnnl_engine());
-      return true;
-    } catch (const dnnl::error&) {
-      return false;
-    }
-  }();
-  return ok;
+  try {
+    const memory::desc d({16, 16}, memory::data_type::bf16, {16, 1});
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(d, d, d), dnnl_engine());
+    return true;
+  } catch (const dnnl::error&) {
+    return false;
+  }
 }
+
+// Best of kReps runs of oneDNN's f32 and bf16 matmul on one compute-bound shape (n x n x n, plain
+// layouts, the caller's thread count), alternated so that a busy machine slows both alike:
+// {f32 seconds, bf16 seconds}.
+std::pair<double, double> time_f32_and_bf16(int64_t n) {
+  constexpr int kReps = 7;
+  match_omp_threads();
+  dnnl::engine& eng = dnnl_engine();
+  dnnl::stream s(eng);
+  struct Run {
+    dnnl::matmul prim;
+    std::vector<uint32_t> a, b, c;  // storage for either dtype (4 bytes per f32, 2 per bf16 element)
+    std::unordered_map<int, memory> args;
+  };
+  auto make = [&](memory::data_type dt) {
+    const memory::desc d({n, n}, dt, {n, 1});
+    auto r = std::make_unique<Run>();
+    r->prim = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(d, d, d), eng));
+    // 1.0 in either dtype's pattern (f32 0x3F800000; bf16 0x3F80 in both halves of each word).
+    const uint32_t one = dt == memory::data_type::f32 ? 0x3F800000u : 0x3F803F80u;
+    r->a.assign(static_cast<size_t>(n * n), one);
+    r->b.assign(static_cast<size_t>(n * n), one);
+    r->c.assign(static_cast<size_t>(n * n), 0u);
+    r->args = {{DNNL_ARG_SRC, memory(d, eng, r->a.data())},
+               {DNNL_ARG_WEIGHTS, memory(d, eng, r->b.data())},
+               {DNNL_ARG_DST, memory(d, eng, r->c.data())}};
+    return r;
+  };
+  const auto f32 = make(memory::data_type::f32), bf16 = make(memory::data_type::bf16);
+  auto once = [&](Run& r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    r.prim.execute(s, r.args);
+    s.wait();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  once(*f32), once(*bf16);  // first touches of the buffers and the kernels' code
+  double best_f32 = 1e30, best_bf16 = 1e30;
+  for (int i = 0; i < kReps; ++i) {
+    best_f32 = std::min(best_f32, once(*f32));
+    best_bf16 = std::min(best_bf16, once(*bf16));
+  }
+  return {best_f32, best_bf16};
+}
+
+std::atomic<int> g_forced{-1};
 
 // An f32 copy of a bf16/f16 operand (the f16 path), contiguous.
 Tensor widened(const Tensor& t) {
@@ -94,7 +146,7 @@ void gemm_lowp(const Tensor& out, const Tensor& a_in, const Tensor& b_in, const 
 
   // The f16 path (and bf16 where oneDNN has no bf16 matmul) computes on f32 copies and rounds the
   // result once into `out`.
-  const bool widen = dt == DType::F16 || !bf16_matmul_available();
+  const bool widen = dt == DType::F16 || !bf16_runs_native();
   const Tensor a = widen ? widened(a_in) : a_in, b = widen ? widened(b_in) : b_in;
   const Tensor bias = ep.bias ? (widen ? widened(o.bias) : o.bias) : Tensor();
   const Tensor c = widen ? make_empty(out.shape(), DType::F32, out.device()) : out;
@@ -167,6 +219,54 @@ void gemm_lowp(const Tensor& out, const Tensor& a_in, const Tensor& b_in, const 
         cpu::bias_grad_rows<T>(cpu::ptr<T>(a_in), M, K, rs, cs, cpu::ptr<T>(o.bias_grad), o.bias_grad.stride(0));
     });
   }
+}
+
+int parse_bf16_kernels_env(const char* value) {
+  if (!value || !*value) return -1;
+  const std::string v = value;
+  if (v == "native") return 1;
+  if (v == "widened") return 0;
+  throw Error(detail::str_cat("EMBER_CPU_BF16='", v, "': expected 'native' (oneDNN's bf16 kernels) or 'widened' "
+                              "(f32 kernels on widened copies); unset it to let ember time both on this CPU"));
+}
+
+const Bf16Kernels& bf16_kernels() {
+  static const Bf16Kernels k = [] {
+    Bf16Kernels r;
+    r.available = bf16_matmul_available();
+    const int env = parse_bf16_kernels_env(std::getenv("EMBER_CPU_BF16"));
+    if (!r.available) {
+      r.native = false;
+      r.why = "widened to f32: oneDNN has no bf16 matmul on this CPU";
+    } else if (env >= 0) {
+      r.native = env == 1;
+      r.why = r.native ? "native oneDNN bf16 kernels (EMBER_CPU_BF16=native)" : "widened to f32 (EMBER_CPU_BF16=widened)";
+    } else {
+      constexpr int64_t n = 256;
+      const auto [t32, t16] = time_f32_and_bf16(n);
+      const double flop = 2.0 * n * n * n;
+      r.f32_gflops = flop / t32 / 1e9;
+      r.bf16_gflops = flop / t16 / 1e9;
+      r.native = t16 <= kNativeSlowerLimit * t32;
+      r.why = detail::str_cat(r.native ? "native oneDNN bf16 kernels" : "widened to f32 (oneDNN f32 kernels)", ": bf16 ",
+                              static_cast<int64_t>(r.bf16_gflops + 0.5), " vs f32 ",
+                              static_cast<int64_t>(r.f32_gflops + 0.5), " GFLOP/s (matmul ", n, "^3, timed once)");
+    }
+    return r;
+  }();
+  return k;
+}
+
+bool bf16_runs_native() {
+  const int forced = g_forced.load(std::memory_order_relaxed);
+  if (forced >= 0) return forced == 1 && bf16_kernels().available;
+  return bf16_kernels().native;
+}
+
+void force_bf16_kernels_for_testing(int mode) {
+  EMBER_CHECK(mode >= -1 && mode <= 1, "force_bf16_kernels_for_testing: mode ", mode,
+              " must be -1 (the decision), 0 (widened) or 1 (native)");
+  g_forced.store(mode, std::memory_order_relaxed);
 }
 
 }  // namespace ember::cpu

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "cpp/backend/cpu/cpu_gemm_lowp.h"
 #include "cpp/backend/cpu/cpu_matmul_dnnl.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -124,13 +125,13 @@ std::string CpuInfo::flags() const {
 
 std::string CpuInfo::summary() const {
   return model + " (" + vendor + "), " + isa + " [" + flags() + "]; gemm " + gemm + " (f64: " + gemm_f64 + "); conv " +
-         conv;
+         conv + "; bf16 " + bf16;
 }
 
 std::string CpuInfo::json() const {
   return "{\"vendor\": " + json_str(vendor) + ", \"model\": " + json_str(model) + ", \"isa\": " + json_str(isa) +
          ", \"flags\": " + json_str(flags()) + ", \"gemm\": " + json_str(gemm) + ", \"gemm_f64\": " +
-         json_str(gemm_f64) + ", \"conv\": " + json_str(conv) + "}";
+         json_str(gemm_f64) + ", \"conv\": " + json_str(conv) + ", \"bf16\": " + json_str(bf16) + "}";
 }
 
 const CpuInfo& cpu_info() {
@@ -142,6 +143,7 @@ const CpuInfo& cpu_info() {
     const dnnl_version_t* v = dnnl_version();
     i.conv = "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch) +
              " " + cpu::dnnl_isa_name();
+    i.bf16 = cpu::bf16_kernels().why;
     return i;
   }();
   return info;
