@@ -162,6 +162,46 @@ TEST(MaxPool2d, IndicesNameTheFirstMaximumAndNaNWins) {
   EXPECT_EQ(v[3], 4);
 }
 
+// The 2x2 stride-2 pool's own path (16 windows at a time on AVX-512, the last group masked) against
+// explicit windows written here: PyTorch's rule, a tap takes when it is greater or NaN (so the first
+// of tied maxima and the last NaN win), on rows of 5, 12, 16 and 37 windows, odd sizes (the last row
+// and column unused), ties, NaN, -inf and +inf; f32 and f64.
+TEST(MaxPool2d, TwoByTwoWindowsMatchExplicitWindowsWithTiesAndNaN) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (const int64_t w : {10, 24, 33, 75}) {
+    const int64_t n = 2, c = 3, h = 9, oh = h / 2, ow = w / 2;
+    std::vector<float> xv = uniform({n, c, h, w}, -2, 2, DType::F32, 7 + w).to_vector<float>();
+    for (size_t k = 0; k < xv.size(); k += 7) xv[k] = std::round(xv[k]);  // ties between rounded values
+    xv[3] = nan, xv[w + 3] = nan;     // two NaNs in one window: the later one's index wins
+    xv[2 * w + 5] = -inf, xv[5 * w + 8] = inf;
+    for (int64_t k = 0; k < 4; ++k) xv[h * w + (k / 2) * w + k % 2] = -inf;  // a window of -inf only
+    for (DType dt : {DType::F32, DType::F64}) {
+      SCOPED_TRACE(std::string("w ") + std::to_string(w) + ", " + dtype_name(dt));
+      const Tensor x = from_vector<float>(xv, {n, c, h, w}).to(dt);
+      auto [out, idx] = max_pool2d_with_indices(x, {.kernel_size = {2, 2}});
+      ASSERT_EQ(out.shape(), (Shape{n, c, oh, ow}));
+      const std::vector<double> ov = out.to(DType::F64).to_vector<double>();
+      const std::vector<int64_t> iv = idx.to_vector<int64_t>();
+      for (int64_t pl = 0; pl < n * c; ++pl)
+        for (int64_t i = 0; i < oh; ++i)
+          for (int64_t j = 0; j < ow; ++j) {
+            double best = -inf;
+            int64_t at = 2 * i * w + 2 * j;
+            for (int64_t a = 0; a < 2; ++a)
+              for (int64_t b = 0; b < 2; ++b) {
+                const int64_t k = (2 * i + a) * w + 2 * j + b;
+                const double v = xv[pl * h * w + k];
+                if (v > best || std::isnan(v)) best = v, at = k;
+              }
+            const int64_t o = (pl * oh + i) * ow + j;
+            ASSERT_EQ(iv[o], at) << "plane " << pl << ", window (" << i << ", " << j << ")";
+            if (std::isnan(best)) ASSERT_TRUE(std::isnan(ov[o])) << "window (" << i << ", " << j << ")";
+            else ASSERT_EQ(ov[o], best) << "window (" << i << ", " << j << ")";
+          }
+    }
+  }
+}
+
 TEST(MaxPool2d, GradientGoesToTheIndexedElementOnly) {
   Tensor x = from_vector<double>({1, 3, 3, 0, 2, 3, 1, 3, 0, 5, 4, 1, 1, 2, 2, 4}, {1, 1, 4, 4}).requires_grad_();
   sum(mul(max_pool2d(x, {.kernel_size = {2, 2}}), from_vector<double>({1, 10, 100, 1000}, {1, 1, 2, 2}))).backward();

@@ -1,14 +1,19 @@
 // CPU backend: 2-D max / avg pooling (regular and adaptive windows) forward and backward, one
 // (sample, channel) plane per task across set_num_threads() cores. Window arithmetic in
 // pool_norm_math.h, shared with cuda/kernels/pool.cu.
+#include <immintrin.h>
+
 #include <algorithm>
 #include <bit>
+#include <cstdint>
 #include <type_traits>
 #include <limits>
 #include <vector>
 
 #include "cpp/backend/cpu/cpu_backend.h"
 #include "cpp/backend/cpu/cpu_parallel.h"
+#include "cpp/backend/cpu/cpu_simd.h"
+#include "ember/cpu_isa.h"
 #include "cpp/backend/pool_norm_math.h"
 
 namespace ember {
@@ -35,6 +40,97 @@ inline void take_if_max(T v, int64_t i, T& best, int64_t& at) {
   at = static_cast<int64_t>((static_cast<uint64_t>(i) & mi) | (static_cast<uint64_t>(at) & ~mi));
 }
 
+// The 2x2, stride-2 max pool without padding or dilation whose windows all lie inside the plane
+// (the MNIST CNN's and most convnets'): the same four taps in the same order as the general loop
+// (first tap, then take_if_max), so ties and NaNs resolve identically; on f32 with AVX-512, 16
+// windows at a time (the scalar loop's branch-free selects do not vectorise: 4.6 ms for the MNIST
+// CNN's [64, 64, 24, 24] at one thread, tools/bench/poolnorm.sh).
+bool is_full_2x2_max(const PoolParams& p, const Plane& g) {
+  return p.kind == PoolKind::Max && !p.adaptive && p.kernel[0] == 2 && p.kernel[1] == 2 && p.stride[0] == 2 &&
+         p.stride[1] == 2 && p.padding[0] == 0 && p.padding[1] == 0 && p.dilation[0] == 1 && p.dilation[1] == 1 &&
+         2 * g.oh <= g.h && 2 * g.ow <= g.w;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define EMBER_POOL_AVX512 1
+// One tap of 16 windows: takes v (at plane index i) where math::max_pool_takes(v, best) holds,
+// v > best (ordered) or v NaN.
+__attribute__((target("avx512f"), always_inline)) inline void take16(__m512 v, __m512i i, __m512& best, __m512i& at) {
+  const __mmask16 m = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  best = _mm512_mask_blend_ps(m, best, v);
+  at = _mm512_mask_blend_epi32(m, at, i);
+}
+
+// One output row of the 2x2 pool on f32, 16 windows at a time (the last group masked: the MNIST
+// CNN's rows have 12): rows r0 and r1 deinterleaved into the four taps, taken in the general loop's
+// order. `base` is r0's index in the plane (plane indices fit int32: checked by the caller).
+__attribute__((target("avx512f"))) void max_pool_2x2_row_avx512(const float* r0, const float* r1, float* yr,
+                                                                  int64_t* ir, int64_t base, int64_t w, int64_t ow) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i one = _mm512_set1_epi32(1), below = _mm512_set1_epi32(static_cast<int32_t>(w));
+  for (int64_t j = 0; j < ow; j += 16) {
+    const int64_t n = std::min<int64_t>(16, ow - j);  // windows in this group: 2n inputs per row
+    const auto mask = [](int64_t k) { return static_cast<__mmask16>(k >= 16 ? 0xFFFF : (1u << k) - 1u); };
+    const __mmask16 lo = mask(2 * n), hi = mask(std::max<int64_t>(0, 2 * n - 16)), out = mask(n);
+    const __m512 a0 = _mm512_maskz_loadu_ps(lo, r0 + 2 * j), a1 = _mm512_maskz_loadu_ps(hi, r0 + 2 * j + 16);
+    const __m512 b0 = _mm512_maskz_loadu_ps(lo, r1 + 2 * j), b1 = _mm512_maskz_loadu_ps(hi, r1 + 2 * j + 16);
+    const __m512i i0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(base + 2 * j)), even);
+    const __m512i i2 = _mm512_add_epi32(i0, below);
+    __m512 best = _mm512_permutex2var_ps(a0, even, a1);
+    __m512i at = i0;
+    take16(_mm512_permutex2var_ps(a0, odd, a1), _mm512_add_epi32(i0, one), best, at);
+    take16(_mm512_permutex2var_ps(b0, even, b1), i2, best, at);
+    take16(_mm512_permutex2var_ps(b0, odd, b1), _mm512_add_epi32(i2, one), best, at);
+    _mm512_mask_storeu_ps(yr + j, out, best);
+    // The zero-merging forms of the widening and the extracts: the plain ones (and the cast) start from an
+    // "undefined" register, which GCC 12 reports as maybe-uninitialized.
+    const __m512i zero = _mm512_setzero_si512();
+    const __m256i at_lo = _mm512_mask_extracti64x4_epi64(_mm256_setzero_si256(), 0xF, at, 0);
+    const __m256i at_hi = _mm512_mask_extracti64x4_epi64(_mm256_setzero_si256(), 0xF, at, 1);
+    _mm512_mask_storeu_epi64(ir + j, static_cast<__mmask8>(out), _mm512_mask_cvtepi32_epi64(zero, 0xFF, at_lo));
+    _mm512_mask_storeu_epi64(ir + j + 8, static_cast<__mmask8>(out >> 8), _mm512_mask_cvtepi32_epi64(zero, 0xFF, at_hi));
+  }
+}
+#endif
+
+template <class T>
+void max_pool_2x2_plane(const T* xp, T* yp, int64_t* ip, const Plane& g) {
+#if EMBER_POOL_AVX512
+  const bool wide = std::is_same_v<T, float> && cpu::kernel_isa() == CpuKernelIsa::Avx512 &&
+                    g.h * g.w <= std::numeric_limits<int32_t>::max();
+#else
+  const bool wide = false;
+#endif
+  for (int64_t i = 0; i < g.oh; ++i) {
+    const int64_t base = 2 * i * g.w;
+    const T* r0 = xp + base;
+    const T* r1 = r0 + g.w;
+    T* yr = yp + i * g.ow;
+    int64_t* ir = ip + i * g.ow;
+    int64_t j = 0;
+#if EMBER_POOL_AVX512
+    if constexpr (std::is_same_v<T, float>)
+      if (wide) {
+        max_pool_2x2_row_avx512(r0, r1, yr, ir, base, g.w, g.ow);
+        continue;
+      }
+#endif
+    for (; j < g.ow; ++j) {
+      // The general loop starts from -inf at the first tap's index: the first tap then takes
+      // unless it is -inf itself, which leaves the same value and index.
+      T best = r0[2 * j];
+      int64_t at = base + 2 * j;
+      take_if_max(r0[2 * j + 1], base + 2 * j + 1, best, at);
+      take_if_max(r1[2 * j], base + g.w + 2 * j, best, at);
+      take_if_max(r1[2 * j + 1], base + g.w + 2 * j + 1, best, at);
+      yr[j] = best;
+      ir[j] = at;
+    }
+  }
+  (void)wide;
+}
+
 }  // namespace
 
 void CpuBackend::pool2d_forward(const Tensor& out, const Tensor& indices, const Tensor& in, const PoolParams& p) {
@@ -43,6 +139,13 @@ void CpuBackend::pool2d_forward(const Tensor& out, const Tensor& indices, const 
     const T* x = cpu::ptr<T>(in);
     T* y = cpu::ptr<T>(out);
     int64_t* idx = p.kind == PoolKind::Max ? cpu::ptr<int64_t>(indices) : nullptr;
+    if (is_full_2x2_max(p, g)) {
+      cpu::parallel_for(g.planes, g.planes * g.h * g.w, [&](int64_t b, int64_t e) {
+        for (int64_t pl = b; pl < e; ++pl)
+          max_pool_2x2_plane(x + pl * g.h * g.w, y + pl * g.oh * g.ow, idx + pl * g.oh * g.ow, g);
+      });
+      return;
+    }
     cpu::parallel_for(g.planes, g.planes * g.h * g.w, [&](int64_t b, int64_t e) {
       std::vector<T> row_best(static_cast<size_t>(g.ow));
       std::vector<int64_t> row_at(static_cast<size_t>(g.ow));
