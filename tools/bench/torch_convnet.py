@@ -133,18 +133,26 @@ def step_mode(args):
         best_wall = min(best_wall, time.perf_counter() - t0)
         best_cpu = min(best_cpu, time.process_time() - c0)
     report("cnn_train_step", best_wall, best_cpu)
-    amp_scope = amp()
-    amp_scope.__enter__()  # the convolutions alone, in the step's precision
+    # The convolutions alone, in the step's precision. Each timing opens its own autocast scope:
+    # autocast caches a weight's bf16 cast for the scope, and a cast made under no_grad (the forward
+    # timings) has no grad_fn, so a backward through it in the same scope would fail.
     conv1, conv2 = model[0], model[2]
     h = torch.randn(args.batch_size, 32, 26, 26, device=dev, requires_grad=True)
     g1 = torch.randn(args.batch_size, 32, 26, 26, device=dev)
     g2 = torch.randn(args.batch_size, 64, 24, 24, device=dev)
+
+    def in_amp(fn):
+        def run():
+            with amp():
+                fn()
+        return run
+
     with torch.no_grad():
-        report("conv1_forward", best_time(args.reps, lambda: conv1(x), dev))
-        report("conv2_forward", best_time(args.reps, lambda: conv2(h), dev))
+        report("conv1_forward", best_time(args.reps, in_amp(lambda: conv1(x)), dev))
+        report("conv2_forward", best_time(args.reps, in_amp(lambda: conv2(h)), dev))
     for name, conv, inp, g in (("conv1_backward", conv1, x, g1), ("conv2_backward", conv2, h, g2)):
-        both = best_time(args.reps, lambda: conv(inp).backward(g), dev)
-        fwd = best_time(args.reps, lambda: conv(inp), dev)
+        both = best_time(args.reps, in_amp(lambda: (lambda y: y.backward(g.to(y.dtype)))(conv(inp))), dev)
+        fwd = best_time(args.reps, in_amp(lambda: conv(inp)), dev)
         report(name, both - fwd)
     print(json.dumps({**info, **build_info()}))
 
