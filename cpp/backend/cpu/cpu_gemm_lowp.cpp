@@ -144,8 +144,8 @@ void gemm_lowp(const Tensor& out, const Tensor& a_in, const Tensor& b_in, const 
   const int64_t K = a_in.size(a_in.dim() - 1);
   const EpilogueParts ep = epilogue_parts(o.epilogue, "cpu");
 
-  // The f16 path (and bf16 where oneDNN has no bf16 matmul) computes on f32 copies and rounds the
-  // result once into `out`.
+  // The f16 path (and bf16 where oneDNN has no bf16 matmul or its bf16 kernels are the slower,
+  // bf16_runs_native()) computes on f32 copies and rounds the result once into `out`.
   const bool widen = dt == DType::F16 || !bf16_runs_native();
   const Tensor a = widen ? widened(a_in) : a_in, b = widen ? widened(b_in) : b_in;
   const Tensor bias = ep.bias ? (widen ? widened(o.bias) : o.bias) : Tensor();

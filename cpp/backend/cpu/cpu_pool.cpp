@@ -13,8 +13,8 @@
 #include "cpp/backend/cpu/cpu_backend.h"
 #include "cpp/backend/cpu/cpu_parallel.h"
 #include "cpp/backend/cpu/cpu_simd.h"
-#include "ember/cpu_isa.h"
 #include "cpp/backend/pool_norm_math.h"
+#include "ember/cpu_isa.h"
 
 namespace ember {
 namespace {
@@ -97,10 +97,13 @@ __attribute__((target("avx512f"))) void max_pool_2x2_row_avx512(const float* r0,
 template <class T>
 void max_pool_2x2_plane(const T* xp, T* yp, int64_t* ip, const Plane& g) {
 #if EMBER_POOL_AVX512
-  const bool wide = std::is_same_v<T, float> && cpu::kernel_isa() == CpuKernelIsa::Avx512 &&
-                    g.h * g.w <= std::numeric_limits<int32_t>::max();
-#else
-  const bool wide = false;
+  if constexpr (std::is_same_v<T, float>)
+    if (cpu::kernel_isa() == CpuKernelIsa::Avx512 && g.h * g.w <= std::numeric_limits<int32_t>::max()) {
+      for (int64_t i = 0; i < g.oh; ++i)
+        max_pool_2x2_row_avx512(xp + 2 * i * g.w, xp + (2 * i + 1) * g.w, yp + i * g.ow, ip + i * g.ow, 2 * i * g.w,
+                                g.w, g.ow);
+      return;
+    }
 #endif
   for (int64_t i = 0; i < g.oh; ++i) {
     const int64_t base = 2 * i * g.w;
@@ -108,15 +111,7 @@ void max_pool_2x2_plane(const T* xp, T* yp, int64_t* ip, const Plane& g) {
     const T* r1 = r0 + g.w;
     T* yr = yp + i * g.ow;
     int64_t* ir = ip + i * g.ow;
-    int64_t j = 0;
-#if EMBER_POOL_AVX512
-    if constexpr (std::is_same_v<T, float>)
-      if (wide) {
-        max_pool_2x2_row_avx512(r0, r1, yr, ir, base, g.w, g.ow);
-        continue;
-      }
-#endif
-    for (; j < g.ow; ++j) {
+    for (int64_t j = 0; j < g.ow; ++j) {
       // The general loop starts from -inf at the first tap's index: the first tap then takes
       // unless it is -inf itself, which leaves the same value and index.
       T best = r0[2 * j];
@@ -128,7 +123,6 @@ void max_pool_2x2_plane(const T* xp, T* yp, int64_t* ip, const Plane& g) {
       ir[j] = at;
     }
   }
-  (void)wide;
 }
 
 }  // namespace
