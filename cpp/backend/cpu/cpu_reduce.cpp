@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "cpp/backend/cpu/cpu_backend.h"
+#include "cpp/backend/cpu/cpu_simd.h"
 
 namespace ember {
 
@@ -26,6 +27,29 @@ ReduceKind reduce_kind(ReduceOp op) {
   throw_unhandled("reduce", "ReduceOp", static_cast<int>(op), "cpu");
 }
 
+// The sum of n contiguous values in double. Eight running sums (element j goes to sum j % 8, added
+// pairwise at the end) instead of one: a single chain waits out each add's latency (about 4 cycles
+// an element, 1.6 ms for the CNN's 1.2M-element fc1 gradient), eight independent ones fill a vector
+// register (one AVX-512 add per 8 elements, chosen at run time). Still double throughout, so the
+// result rounds to the same T as the sequential sum unless the two double sums straddle a rounding
+// boundary of T.
+template <class T>
+double contiguous_sum(const T* x, int64_t n) {
+  double total = 0.0;
+  cpu::simd_dispatch([&] {
+    const T* __restrict p = x;
+    const int64_t count = n;
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 8 <= count; j += 8)
+      for (int k = 0; k < 8; ++k) lane[k] += static_cast<double>(p[j + k]);
+    double t = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    for (; j < count; ++j) t += static_cast<double>(p[j]);
+    total = t;
+  });
+  return total;
+}
+
 }  // namespace
 
 void CpuBackend::reduce(ReduceOp op, const Tensor& out, const Tensor& in, int64_t outer, int64_t n, int64_t inner) {
@@ -34,6 +58,13 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& out, const Tensor& in, int64_
     const T* x = cpu::ptr<T>(in);
     if (kind.sum) {
       T* o = cpu::ptr<T>(out);
+      if (inner == 1) {
+        for (int64_t b = 0; b < outer; ++b) {
+          const double total = contiguous_sum(x + b * n, n);
+          o[b] = static_cast<T>(op == ReduceOp::Mean ? total / static_cast<double>(n) : total);
+        }
+        return;
+      }
       std::vector<double> acc(static_cast<size_t>(inner));
       for (int64_t b = 0; b < outer; ++b) {
         std::fill(acc.begin(), acc.end(), 0.0);
