@@ -24,7 +24,7 @@ using enum AutocastPolicy;
 // Lower: the GEMMs, where bf16/f16 inputs with f32 accumulation pay (tensor cores, AVX512_BF16/AMX).
 // Float32: ops whose sums or exponentials lose too much in 8 (bf16) or 11 (f16) significand bits,
 // as in PyTorch's autocast lists, and the ops whose backends compute in f32/f64 only here.
-constexpr std::array<std::pair<std::string_view, AutocastPolicy>, 23> kTable{{
+constexpr std::array<std::pair<std::string_view, AutocastPolicy>, 22> kTable{{
     {"matmul", Lower},
     {"linear", Lower},
     {"linear_relu", Lower},
@@ -48,8 +48,8 @@ constexpr std::array<std::pair<std::string_view, AutocastPolicy>, 23> kTable{{
     {"conv1d", Lower},
     {"conv2d", Lower},
     {"conv_transpose2d", Lower},
-    // Pooling stays f32: its primitives take f32/f64.
-    {"max_pool2d", Float32},
+    // Average pooling sums: f32. Max pooling is not listed: it selects one of its inputs, exact in any
+    // dtype, so it keeps its input's (as in PyTorch).
     {"avg_pool2d", Float32},
 }};
 

@@ -84,8 +84,15 @@ Geometry adaptive_geometry(PoolKind kind, Int2 output_size, const char* op) {
 }
 
 // Runs the pool primitive on x4 [N, C, H, W] and records its backward. Returns (out, indices);
-// indices are defined for Max.
+// indices are defined for Max. bf16 / f16: the CPU backend pools them itself (f32 arithmetic per
+// plane, each output rounded once); the CUDA kernels take f32/f64, so there the pool runs on an f32
+// copy and its output is cast back (autograd through both casts) -- the same values: a max takes
+// one of its inputs, and an average or a gradient sum is rounded once either way.
 std::pair<Tensor, Tensor> run_pool(const char* name, const Tensor& x4, const Geometry& g) {
+  if ((x4.dtype() == DType::BF16 || x4.dtype() == DType::F16) && !x4.device().is_cpu()) {
+    auto [out, idx] = run_pool(name, x4.to(DType::F32), g);
+    return {out.to(x4.dtype()), idx};
+  }
   Tensor x = x4.detach().contiguous();
   Tensor out = make_empty({x.size(0), x.size(1), g.oh, g.ow}, x.dtype(), x.device());
   Tensor idx = g.p.kind == PoolKind::Max ? make_empty(out.shape(), DType::I64, x.device()) : Tensor();

@@ -264,11 +264,14 @@ TEST(AutocastConv, TableLowersConvolutions) {
   EXPECT_EQ(autocast_policy("conv2d"), AutocastPolicy::Lower);
   EXPECT_EQ(autocast_policy("conv1d"), AutocastPolicy::Lower);
   EXPECT_EQ(autocast_policy("conv_transpose2d"), AutocastPolicy::Lower);
-  EXPECT_EQ(autocast_policy("max_pool2d"), AutocastPolicy::Float32);
+  // Max pooling selects an input (exact in any dtype) and keeps its input's dtype, as in PyTorch;
+  // average pooling sums in f32.
+  EXPECT_EQ(autocast_policy("max_pool2d"), AutocastPolicy::Keep);
+  EXPECT_EQ(autocast_policy("avg_pool2d"), AutocastPolicy::Float32);
 }
 
 // A small CNN under autocast: conv2d -> relu -> max_pool2d -> conv_transpose2d, conv1d, then a
-// loss. Convolutions output the low precision, pooling and the loss f32; the f32 master weights get
+// loss. Convolutions and the max pool output the low precision, the loss f32; the f32 master weights get
 // f32 gradients that match f32 training within the dtype's tolerance (scaled to the gradients).
 void check_autocast_cnn(DType dt, Device dev) {
   SCOPED_TRACE(dtype_name(dt));
@@ -284,7 +287,7 @@ void check_autocast_cnn(DType dt, Device dev) {
     const Tensor y3 = conv1d(y2.reshape({4, 4, 100}), d, Tensor(), {});      // [4, 5, 98]
     if (check) {
       EXPECT_EQ(y1.dtype(), dt);
-      EXPECT_EQ(p.dtype(), DType::F32);
+      EXPECT_EQ(p.dtype(), dt);
       EXPECT_EQ(y2.dtype(), dt);
       EXPECT_EQ(y3.dtype(), dt);
     }

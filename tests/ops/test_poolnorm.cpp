@@ -3,6 +3,7 @@
 // 1.13), max-pool indices, batch-norm and instance-norm running statistics against their formula,
 // dropout2d's whole-channel masks, threading, CUDA-vs-CPU checks of what the op table cannot see
 // (indices, running statistics on the device), and the error messages for bad arguments.
+#include <bit>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -198,6 +199,65 @@ TEST(MaxPool2d, TwoByTwoWindowsMatchExplicitWindowsWithTiesAndNaN) {
             if (std::isnan(best)) ASSERT_TRUE(std::isnan(ov[o])) << "window (" << i << ", " << j << ")";
             else ASSERT_EQ(ov[o], best) << "window (" << i << ", " << j << ")";
           }
+    }
+  }
+}
+
+// bf16 and f16 pooling on the CPU (CUDA: through f32 copies) is the f32 pool of the widened input
+// with each output rounded once: a max is one of its inputs (bit for bit, NaN included) and keeps
+// its index; an average is rounded once; the backward sums each input's gradient in f32 and rounds
+// once. The expected values are the f32 op's (checked above against explicit windows and PyTorch)
+// on the same 16-bit values, for the 2x2 path, overlapping windows, padding with ceil_mode, avg
+// with and without count_include_pad, and the adaptive pools.
+TEST(Pool2d, SixteenBitIsTheF32PoolOfTheWidenedInputRoundedOnce) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  using Pool = std::function<std::pair<Tensor, Tensor>(const Tensor&)>;
+  const std::vector<std::pair<const char*, Pool>> pools{
+      {"max 2x2", [](const Tensor& x) { return max_pool2d_with_indices(x, {.kernel_size = {2, 2}}); }},
+      {"max 3x3 stride 2 pad 1 ceil",
+       [](const Tensor& x) {
+         return max_pool2d_with_indices(x, {.kernel_size = {3, 3}, .stride = Int2{2, 2}, .padding = {1, 1}, .ceil_mode = true});
+       }},
+      {"avg 3x3 stride 2 pad 1",
+       [](const Tensor& x) {
+         return std::pair{avg_pool2d(x, {.kernel_size = {3, 3}, .stride = Int2{2, 2}, .padding = {1, 1}}), Tensor()};
+       }},
+      {"avg 3x3 stride 1 pad 1 count_include_pad false",
+       [](const Tensor& x) {
+         return std::pair{avg_pool2d(x, {.kernel_size = {3, 3}, .stride = Int2{1, 1}, .padding = {1, 1}, .count_include_pad = false}),
+                          Tensor()};
+       }},
+      {"adaptive avg 3x4", [](const Tensor& x) { return std::pair{adaptive_avg_pool2d(x, {3, 4}), Tensor()}; }},
+      {"adaptive max 4x3", [](const Tensor& x) { return adaptive_max_pool2d_with_indices(x, {4, 3}); }},
+  };
+  const int64_t n = 2, c = 3, h = 9, w = 26;
+  std::vector<float> xv = uniform({n, c, h, w}, -3, 3, DType::F32, 41).to_vector<float>();
+  for (size_t k = 0; k < xv.size(); k += 5) xv[k] = std::round(xv[k]);  // ties
+  xv[3] = nan, xv[w + 40] = -inf, xv[2 * w + 7] = inf;
+  for (DType dt : {DType::BF16, DType::F16}) {
+    const Tensor x16 = from_vector<float>(xv, {n, c, h, w}).to(dt);
+    for (const auto& [name, pool] : pools) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + ", " + name);
+      const Tensor xf = x16.to(DType::F32).requires_grad_(true);
+      const Tensor xl = x16.detach().requires_grad_(true);
+      auto [ref, ref_idx] = pool(xf);
+      auto [out, idx] = pool(xl);
+      ASSERT_EQ(out.dtype(), dt);
+      ASSERT_EQ(out.shape(), ref.shape());
+      // Bit patterns through f32 (both widen exactly): NaN == NaN here, as it must be.
+      const std::vector<float> ov = out.to(DType::F32).to_vector<float>();
+      const std::vector<float> rv = ref.to(dt).to(DType::F32).to_vector<float>();
+      for (size_t k = 0; k < ov.size(); ++k)
+        ASSERT_EQ(std::bit_cast<uint32_t>(ov[k]), std::bit_cast<uint32_t>(rv[k])) << "output " << k;
+      if (ref_idx.defined()) EXPECT_EQ(idx.to_vector<int64_t>(), ref_idx.to_vector<int64_t>());
+      const Tensor gy = uniform(out.shape(), -1, 1, DType::F32, 43).to(dt);
+      ref.backward(gy.to(DType::F32));
+      out.backward(gy);
+      ASSERT_EQ(xl.grad().dtype(), dt);
+      const std::vector<float> gv = xl.grad().to(DType::F32).to_vector<float>();
+      const std::vector<float> gr = xf.grad().to(dt).to(DType::F32).to_vector<float>();
+      for (size_t k = 0; k < gv.size(); ++k)
+        ASSERT_EQ(std::bit_cast<uint32_t>(gv[k]), std::bit_cast<uint32_t>(gr[k])) << "gradient " << k;
     }
   }
 }

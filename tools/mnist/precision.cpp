@@ -47,8 +47,8 @@ std::string Precision::describe() const {
   // On the CPU, f16 operands are widened to f32 where oneDNN has no f16 kernel (every CPU without AVX512_FP16).
   const std::string widened = !device_.is_cuda() && mode_ == "fp16" ? ", f16 widened to f32 without AVX512_FP16" : "";
   std::string s = mode_ + " autocast: linear/matmul and convolutions in " + low + " with f32 accumulation (" + where +
-                  widened + "); pooling, softmax, loss, normalisation and reductions in f32; f32 master weights and "
-                  "optimizer state";
+                  widened + "), max-pool in " + low + " too; softmax, loss, normalisation, average pooling and "
+                  "reductions in f32; f32 master weights and optimizer state";
   if (scaler_) s += "; dynamic loss scaling from 2^16";
   return s;
 }

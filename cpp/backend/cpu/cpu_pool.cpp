@@ -1,13 +1,14 @@
-// CPU backend: 2-D max / avg pooling (regular and adaptive windows) forward and backward, one
-// (sample, channel) plane per task across set_num_threads() cores. Window arithmetic in
+// CPU backend: 2-D max / avg pooling (regular and adaptive windows) forward and backward on f32 /
+// f64, and on bf16 / f16 through f32 planes, one (sample, channel) plane per task across
+// set_num_threads() cores. Window arithmetic in
 // pool_norm_math.h, shared with cuda/kernels/pool.cu.
 #include <immintrin.h>
 
 #include <algorithm>
 #include <bit>
 #include <cstdint>
-#include <type_traits>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpp/backend/cpu/cpu_backend.h"
@@ -125,109 +126,182 @@ void max_pool_2x2_plane(const T* xp, T* yp, int64_t* ip, const Plane& g) {
   }
 }
 
-}  // namespace
+// Planes [b, e) of the pool on f32/f64: x, y and idx point at plane 0.
+template <class T>
+void pool_planes(const T* x, T* y, int64_t* idx, const PoolParams& p, const Plane& g, int64_t b, int64_t e) {
+  if (is_full_2x2_max(p, g)) {
+    for (int64_t pl = b; pl < e; ++pl)
+      max_pool_2x2_plane(x + pl * g.h * g.w, y + pl * g.oh * g.ow, idx + pl * g.oh * g.ow, g);
+    return;
+  }
+  std::vector<T> row_best(static_cast<size_t>(g.ow));
+  std::vector<int64_t> row_at(static_cast<size_t>(g.ow));
+  for (int64_t pl = b; pl < e; ++pl) {
+    const T* xp = x + pl * g.h * g.w;
+    T* yp = y + pl * g.oh * g.ow;
+    int64_t* ip = idx ? idx + pl * g.oh * g.ow : nullptr;
+    for (int64_t i = 0; i < g.oh; ++i) {
+      const math::PoolTaps th = math::pool_axis_taps(p, 0, i, g.h, g.oh);
+      // Max over regular windows: the columns whose taps all lie inside the row go tap by tap
+      // across the whole row (selects over contiguous outputs, which the compiler turns into
+      // vector blends); the same taps in the same order as the per-output loop, so ties and
+      // NaNs resolve identically.
+      int64_t j0 = g.ow, j1 = g.ow;
+      if (p.kind == PoolKind::Max && !p.adaptive) {
+        const int64_t s = p.stride[1], pad = p.padding[1], d = p.dilation[1], k = p.kernel[1];
+        j0 = std::min(g.ow, (pad + s - 1) / s);
+        const int64_t last = g.w - 1 + pad - (k - 1) * d;  // j * s <= last
+        j1 = last < 0 ? j0 : std::clamp<int64_t>(last / s + 1, j0, g.ow);
+        for (int64_t j = j0; j < j1; ++j) row_best[j] = -std::numeric_limits<T>::infinity();
+        for (int64_t j = j0; j < j1; ++j) row_at[j] = th.start * g.w + j * s - pad;
+        for (int64_t h = th.start; h < th.end; h += th.step)
+          for (int64_t kb = 0; kb < k; ++kb) {
+            const int64_t base = h * g.w + kb * d - pad;
+            const T* src = xp + base;
+            T* best = row_best.data();
+            int64_t* at = row_at.data();
+            for (int64_t j = j0; j < j1; ++j) take_if_max(src[j * s], base + j * s, best[j], at[j]);
+          }
+        for (int64_t j = j0; j < j1; ++j) yp[i * g.ow + j] = row_best[j], ip[i * g.ow + j] = row_at[j];
+      }
+      for (int64_t j = 0; j < g.ow; ++j) {
+        if (j == j0) j = j1;
+        if (j >= g.ow) break;
+        const math::PoolTaps tw = math::pool_axis_taps(p, 1, j, g.w, g.ow);
+        if (p.kind == PoolKind::Max) {
+          T best = -std::numeric_limits<T>::infinity();
+          int64_t at = th.start * g.w + tw.start;
+          for (int64_t h = th.start; h < th.end; h += th.step)
+            for (int64_t w = tw.start; w < tw.end; w += tw.step) {
+              const T v = xp[h * g.w + w];
+              if (math::max_pool_takes(v, best)) best = v, at = h * g.w + w;
+            }
+          yp[i * g.ow + j] = best;
+          ip[i * g.ow + j] = at;
+        } else {
+          T s = 0;
+          for (int64_t h = th.start; h < th.end; ++h)
+            for (int64_t w = tw.start; w < tw.end; ++w) s += xp[h * g.w + w];
+          yp[i * g.ow + j] = s / static_cast<T>(math::avg_pool_divisor(p, g.h, g.w, i, j, th, tw));
+        }
+      }
+    }
+  }
+}
 
-void CpuBackend::pool2d_forward(const Tensor& out, const Tensor& indices, const Tensor& in, const PoolParams& p) {
-  const Plane g = plane_of(in, out);
-  cpu::visit_floating(in.dtype(), "pool2d", [&]<class T>() {
-    const T* x = cpu::ptr<T>(in);
-    T* y = cpu::ptr<T>(out);
-    int64_t* idx = p.kind == PoolKind::Max ? cpu::ptr<int64_t>(indices) : nullptr;
-    if (is_full_2x2_max(p, g)) {
-      cpu::parallel_for(g.planes, g.planes * g.h * g.w, [&](int64_t b, int64_t e) {
-        for (int64_t pl = b; pl < e; ++pl)
-          max_pool_2x2_plane(x + pl * g.h * g.w, y + pl * g.oh * g.ow, idx + pl * g.oh * g.ow, g);
+// Planes [b, e) of the pool's backward on f32/f64: each call owns whole planes of gx, so
+// overlapping windows add without races.
+template <class T>
+void pool_backward_planes(T* gx, const T* gy, const int64_t* idx, const PoolParams& p, const Plane& g, int64_t b,
+                          int64_t e) {
+  for (int64_t pl = b; pl < e; ++pl) {
+    T* gxp = gx + pl * g.h * g.w;
+    const T* gyp = gy + pl * g.oh * g.ow;
+    for (int64_t k = 0; k < g.h * g.w; ++k) gxp[k] = T(0);
+    if (p.kind == PoolKind::Max) {
+      const int64_t* ip = idx + pl * g.oh * g.ow;
+      for (int64_t k = 0; k < g.oh * g.ow; ++k) gxp[ip[k]] += gyp[k];
+      continue;
+    }
+    for (int64_t i = 0; i < g.oh; ++i) {
+      const math::PoolTaps th = math::pool_axis_taps(p, 0, i, g.h, g.oh);
+      for (int64_t j = 0; j < g.ow; ++j) {
+        const math::PoolTaps tw = math::pool_axis_taps(p, 1, j, g.w, g.ow);
+        const T share = gyp[i * g.ow + j] / static_cast<T>(math::avg_pool_divisor(p, g.h, g.w, i, j, th, tw));
+        for (int64_t h = th.start; h < th.end; ++h)
+          for (int64_t w = tw.start; w < tw.end; ++w) gxp[h * g.w + w] += share;
+      }
+    }
+  }
+}
+
+// bf16 / f16 planes: each plane is widened to f32 (exact), pooled by the f32 code above (the 2x2
+// AVX-512 kernel included) and its output narrowed once. Max takes one of its inputs, so its
+// output is that input's 16 bits exactly (narrowed by keeping the top half for bf16, by the exact
+// conversion for f16); avg rounds its f32 mean once. The backward sums each plane's gradient in f32
+// and rounds once (exact for max pools whose windows do not overlap: one contribution per input).
+template <class L>
+void widen_plane(const L* src, float* dst, int64_t n) {
+  cpu::simd_dispatch([&] {
+    const L* __restrict s = src;
+    float* __restrict d = dst;
+    const int64_t count = n;
+    for (int64_t k = 0; k < count; ++k) d[k] = static_cast<float>(s[k]);
+  });
+}
+
+template <class L>
+void narrow_plane(const float* src, L* dst, int64_t n, bool exact) {
+  if constexpr (std::is_same_v<L, bf16>) {
+    if (exact) {  // bf16 values held in f32: their top 16 bits, NaN payloads included
+      cpu::simd_dispatch([&] {
+        const float* __restrict s = src;
+        uint16_t* __restrict d = reinterpret_cast<uint16_t*>(dst);
+        const int64_t count = n;
+        for (int64_t k = 0; k < count; ++k) d[k] = static_cast<uint16_t>(std::bit_cast<uint32_t>(s[k]) >> 16);
       });
       return;
     }
-    cpu::parallel_for(g.planes, g.planes * g.h * g.w, [&](int64_t b, int64_t e) {
-      std::vector<T> row_best(static_cast<size_t>(g.ow));
-      std::vector<int64_t> row_at(static_cast<size_t>(g.ow));
-      for (int64_t pl = b; pl < e; ++pl) {
-        const T* xp = x + pl * g.h * g.w;
-        T* yp = y + pl * g.oh * g.ow;
-        int64_t* ip = idx ? idx + pl * g.oh * g.ow : nullptr;
-        for (int64_t i = 0; i < g.oh; ++i) {
-          const math::PoolTaps th = math::pool_axis_taps(p, 0, i, g.h, g.oh);
-          // Max over regular windows: the columns whose taps all lie inside the row go tap by tap
-          // across the whole row (selects over contiguous outputs, which the compiler turns into
-          // vector blends); the same taps in the same order as the per-output loop, so ties and
-          // NaNs resolve identically.
-          int64_t j0 = g.ow, j1 = g.ow;
-          if (p.kind == PoolKind::Max && !p.adaptive) {
-            const int64_t s = p.stride[1], pad = p.padding[1], d = p.dilation[1], k = p.kernel[1];
-            j0 = std::min(g.ow, (pad + s - 1) / s);
-            const int64_t last = g.w - 1 + pad - (k - 1) * d;  // j * s <= last
-            j1 = last < 0 ? j0 : std::clamp<int64_t>(last / s + 1, j0, g.ow);
-            for (int64_t j = j0; j < j1; ++j) row_best[j] = -std::numeric_limits<T>::infinity();
-            for (int64_t j = j0; j < j1; ++j) row_at[j] = th.start * g.w + j * s - pad;
-            for (int64_t h = th.start; h < th.end; h += th.step)
-              for (int64_t kb = 0; kb < k; ++kb) {
-                const int64_t base = h * g.w + kb * d - pad;
-                const T* src = xp + base;
-                T* best = row_best.data();
-                int64_t* at = row_at.data();
-                for (int64_t j = j0; j < j1; ++j) take_if_max(src[j * s], base + j * s, best[j], at[j]);
-              }
-            for (int64_t j = j0; j < j1; ++j) yp[i * g.ow + j] = row_best[j], ip[i * g.ow + j] = row_at[j];
-          }
-          for (int64_t j = 0; j < g.ow; ++j) {
-            if (j == j0) j = j1;
-            if (j >= g.ow) break;
-            const math::PoolTaps tw = math::pool_axis_taps(p, 1, j, g.w, g.ow);
-            if (p.kind == PoolKind::Max) {
-              T best = -std::numeric_limits<T>::infinity();
-              int64_t at = th.start * g.w + tw.start;
-              for (int64_t h = th.start; h < th.end; h += th.step)
-                for (int64_t w = tw.start; w < tw.end; w += tw.step) {
-                  const T v = xp[h * g.w + w];
-                  if (math::max_pool_takes(v, best)) best = v, at = h * g.w + w;
-                }
-              yp[i * g.ow + j] = best;
-              ip[i * g.ow + j] = at;
-            } else {
-              T s = 0;
-              for (int64_t h = th.start; h < th.end; ++h)
-                for (int64_t w = tw.start; w < tw.end; ++w) s += xp[h * g.w + w];
-              yp[i * g.ow + j] = s / static_cast<T>(math::avg_pool_divisor(p, g.h, g.w, i, j, th, tw));
-            }
-          }
-        }
-      }
-    });
+  }
+  cpu::simd_dispatch([&] {
+    const float* __restrict s = src;
+    L* __restrict d = dst;
+    const int64_t count = n;
+    for (int64_t k = 0; k < count; ++k) d[k] = L(s[k]);
   });
+}
+
+template <class L>
+void pool_planes_lowp(const L* x, L* y, int64_t* idx, const PoolParams& p, const Plane& g, int64_t b, int64_t e) {
+  std::vector<float> xf(static_cast<size_t>(g.h * g.w)), yf(static_cast<size_t>(g.oh * g.ow));
+  for (int64_t pl = b; pl < e; ++pl) {
+    widen_plane(x + pl * g.h * g.w, xf.data(), g.h * g.w);
+    pool_planes<float>(xf.data(), yf.data(), idx ? idx + pl * g.oh * g.ow : nullptr, p, g, 0, 1);
+    narrow_plane(yf.data(), y + pl * g.oh * g.ow, g.oh * g.ow, p.kind == PoolKind::Max);
+  }
+}
+
+template <class L>
+void pool_backward_planes_lowp(L* gx, const L* gy, const int64_t* idx, const PoolParams& p, const Plane& g, int64_t b,
+                               int64_t e) {
+  std::vector<float> gxf(static_cast<size_t>(g.h * g.w)), gyf(static_cast<size_t>(g.oh * g.ow));
+  for (int64_t pl = b; pl < e; ++pl) {
+    widen_plane(gy + pl * g.oh * g.ow, gyf.data(), g.oh * g.ow);
+    pool_backward_planes<float>(gxf.data(), gyf.data(), idx ? idx + pl * g.oh * g.ow : nullptr, p, g, 0, 1);
+    narrow_plane(gxf.data(), gx + pl * g.h * g.w, g.h * g.w, false);
+  }
+}
+
+}  // namespace
+
+// f32 / f64 natively; bf16 / f16 through f32 planes (pool_planes_lowp). One (sample, channel)
+// plane per task.
+void CpuBackend::pool2d_forward(const Tensor& out, const Tensor& indices, const Tensor& in, const PoolParams& p) {
+  const Plane g = plane_of(in, out);
+  int64_t* idx = p.kind == PoolKind::Max ? cpu::ptr<int64_t>(indices) : nullptr;
+  const auto run = [&]<class T>(auto&& planes) {
+    const T* x = cpu::ptr<T>(in);
+    T* y = cpu::ptr<T>(out);
+    cpu::parallel_for(g.planes, g.planes * g.h * g.w, [&](int64_t b, int64_t e) { planes(x, y, idx, p, g, b, e); });
+  };
+  if (in.dtype() == DType::BF16) return run.template operator()<bf16>(pool_planes_lowp<bf16>);
+  if (in.dtype() == DType::F16) return run.template operator()<f16>(pool_planes_lowp<f16>);
+  cpu::visit_floating(in.dtype(), "pool2d", [&]<class T>() { run.template operator()<T>(pool_planes<T>); });
 }
 
 void CpuBackend::pool2d_backward(const Tensor& grad_in, const Tensor& grad_out, const Tensor& indices,
                                  const PoolParams& p) {
   const Plane g = plane_of(grad_in, grad_out);
-  cpu::visit_floating(grad_in.dtype(), "pool2d_backward", [&]<class T>() {
+  const int64_t* idx = p.kind == PoolKind::Max ? cpu::ptr<int64_t>(indices) : nullptr;
+  const auto run = [&]<class T>(auto&& planes) {
     T* gx = cpu::ptr<T>(grad_in);
     const T* gy = cpu::ptr<T>(grad_out);
-    const int64_t* idx = p.kind == PoolKind::Max ? cpu::ptr<int64_t>(indices) : nullptr;
-    // Each task owns whole planes of grad_in, so overlapping windows add without races.
-    cpu::parallel_for(g.planes, g.planes * g.h * g.w, [&](int64_t b, int64_t e) {
-      for (int64_t pl = b; pl < e; ++pl) {
-        T* gxp = gx + pl * g.h * g.w;
-        const T* gyp = gy + pl * g.oh * g.ow;
-        for (int64_t k = 0; k < g.h * g.w; ++k) gxp[k] = T(0);
-        if (p.kind == PoolKind::Max) {
-          const int64_t* ip = idx + pl * g.oh * g.ow;
-          for (int64_t k = 0; k < g.oh * g.ow; ++k) gxp[ip[k]] += gyp[k];
-          continue;
-        }
-        for (int64_t i = 0; i < g.oh; ++i) {
-          const math::PoolTaps th = math::pool_axis_taps(p, 0, i, g.h, g.oh);
-          for (int64_t j = 0; j < g.ow; ++j) {
-            const math::PoolTaps tw = math::pool_axis_taps(p, 1, j, g.w, g.ow);
-            const T share = gyp[i * g.ow + j] / static_cast<T>(math::avg_pool_divisor(p, g.h, g.w, i, j, th, tw));
-            for (int64_t h = th.start; h < th.end; ++h)
-              for (int64_t w = tw.start; w < tw.end; ++w) gxp[h * g.w + w] += share;
-          }
-        }
-      }
-    });
-  });
+    cpu::parallel_for(g.planes, g.planes * g.h * g.w, [&](int64_t b, int64_t e) { planes(gx, gy, idx, p, g, b, e); });
+  };
+  if (grad_in.dtype() == DType::BF16) return run.template operator()<bf16>(pool_backward_planes_lowp<bf16>);
+  if (grad_in.dtype() == DType::F16) return run.template operator()<f16>(pool_backward_planes_lowp<f16>);
+  cpu::visit_floating(grad_in.dtype(), "pool2d_backward",
+                      [&]<class T>() { run.template operator()<T>(pool_backward_planes<T>); });
 }
 
 }  // namespace ember
