@@ -70,6 +70,8 @@ ResNet::ResNet(const ResNetOptions& o) : options(o) {
                 o.layers[i], " blocks of width ", o.widths[i]);
   EMBER_CHECK(o.num_classes > 0 && o.in_channels > 0, "ResNet: num_classes and in_channels must be positive, got ",
               o.num_classes, " and ", o.in_channels);
+  EMBER_CHECK(o.fc_dropout >= 0.0 && o.fc_dropout < 1.0, "ResNet: fc_dropout is a probability in [0, 1), got ",
+              o.fc_dropout, " (0: no dropout before fc)");
   EMBER_CHECK(o.stem_width >= 0, "ResNet: stem_width must be 0 (widths[0]) or positive, got ", o.stem_width);
   const DType dt = o.dtype;
   const int64_t expansion = o.block == BlockKind::Basic ? BasicBlock::expansion : Bottleneck::expansion;
@@ -107,6 +109,7 @@ ResNet::ResNet(const ResNetOptions& o) : options(o) {
     stages.push_back(register_module("layer" + std::to_string(s + 1), stage));
   }
   avgpool = register_module("avgpool", std::make_shared<nn::AdaptiveAvgPool2d>(1));
+  if (o.fc_dropout > 0) dropout = register_module("dropout", std::make_shared<nn::Dropout>(o.fc_dropout, o.generator));
   nn::LinearOptions lo;
   lo.dtype = dt;
   lo.generator = o.generator;
@@ -138,6 +141,7 @@ Tensor ResNet::forward(const Tensor& x) {
   if (maxpool) h = (*maxpool)(h);
   for (auto& stage : stages) h = (*stage)(h);
   h = (*avgpool)(h).flatten(1);
+  if (dropout) h = (*dropout)(h);
   return (*fc)(h);
 }
 

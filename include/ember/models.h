@@ -59,12 +59,15 @@ struct ResNetOptions {
   // Zero the last BatchNorm of each residual branch, so each block starts as the identity
   // (torchvision's zero_init_residual).
   bool zero_init_residual = false;
+  // Dropout with this probability on the pooled features, before fc (0: none, and no module is made,
+  // so the state_dict's names are torchvision's either way: dropout has no parameters).
+  double fc_dropout = 0.0;
   DType dtype = DType::F32;
-  Generator* generator = nullptr;  // for the initial weights; default_generator() when null
+  Generator* generator = nullptr;  // for the initial weights and the dropout masks; default_generator() when null
 };
 
 // conv1, bn1, relu, [maxpool], layer1 ... layerK (stage 1 stride 1, each later one stride 2),
-// avgpool (adaptive to 1×1), flatten, fc. Convolutions get kaiming_normal_(fan_out, relu), batch
+// avgpool (adaptive to 1×1), flatten, [dropout], fc. Convolutions get kaiming_normal_(fan_out, relu), batch
 // norms weight 1 and bias 0, fc PyTorch's Linear default, as torchvision.
 class EMBER_API ResNet : public nn::Module {
  public:
@@ -78,6 +81,7 @@ class EMBER_API ResNet : public nn::Module {
   std::shared_ptr<nn::MaxPool2d> maxpool;  // null with the Small stem
   std::vector<std::shared_ptr<nn::Sequential>> stages;  // layer1, layer2, ...
   std::shared_ptr<nn::AdaptiveAvgPool2d> avgpool;
+  std::shared_ptr<nn::Dropout> dropout;  // null unless options.fc_dropout > 0
   std::shared_ptr<nn::Linear> fc;
 };
 

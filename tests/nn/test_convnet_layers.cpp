@@ -222,4 +222,56 @@ TEST(ConvnetLayers, SmallResNetTrainsOneStepAndSwitchesModes) {
   EXPECT_TRUE(all_close(both.narrow(0, 0, 1), first, Tol{1e-12, 1e-10}));
 }
 
+// ResNetOptions::fc_dropout: dropout on the pooled features before fc. No module, no parameter:
+// the state_dict is the plain ResNet's. With fc the identity, the train-mode output is the pooled
+// features of the same network without dropout, each either 0 or scaled by 1 / (1 - p); in eval
+// mode the two networks agree.
+TEST(ConvnetLayers, ResNetFcDropoutDropsPooledFeaturesInTrainingOnly) {
+  models::ResNetOptions o;
+  o.layers = {1, 1};
+  o.widths = {4, 8};
+  o.stem = models::ResNetStem::Small;
+  o.in_channels = 1;
+  o.num_classes = 8;  // fc [8, 8], set to the identity below
+  o.dtype = DType::F64;
+  models::ResNet plain(o);
+  o.fc_dropout = 0.5;
+  models::ResNet dropped(o);
+  ASSERT_NE(dropped.dropout, nullptr);
+  EXPECT_EQ(plain.dropout, nullptr);
+  std::vector<std::string> plain_names, dropped_names;
+  for (const auto& [name, t] : plain.state_dict()) plain_names.push_back(name);
+  for (const auto& [name, t] : dropped.state_dict()) dropped_names.push_back(name);
+  EXPECT_EQ(plain_names, dropped_names);
+  {
+    autograd::NoGradGuard no_grad;
+    std::vector<double> identity(64, 0.0);
+    for (int k = 0; k < 8; ++k) identity[k * 9] = 1.0;
+    plain.fc->weight.copy_(from_vector<double>(identity, {8, 8}));
+    plain.fc->bias.zero_();
+  }
+  dropped.load_state_dict(plain.state_dict());
+  const Tensor x = test::uniform({2, 1, 8, 8}, -1, 1, DType::F64, 3);
+  const std::vector<double> pooled = plain(x).to_vector<double>(), out = dropped(x).to_vector<double>();
+  ASSERT_EQ(out.size(), pooled.size());
+  int zeros_seen = 0, kept = 0;
+  for (size_t k = 0; k < out.size(); ++k) {
+    if (out[k] == 0.0) ++zeros_seen;
+    else {
+      EXPECT_NEAR(out[k], 2.0 * pooled[k], 1e-12 * std::abs(pooled[k])) << k;
+      ++kept;
+    }
+  }
+  EXPECT_GT(zeros_seen, 0);  // 16 features, each dropped with probability 1/2
+  EXPECT_GT(kept, 0);
+  plain.eval();
+  dropped.eval();
+  EXPECT_TRUE(all_close(dropped(x), plain(x), Tol{0, 0}));
+  for (double bad : {-0.1, 1.0}) {
+    models::ResNetOptions b = o;
+    b.fc_dropout = bad;
+    EXPECT_TRUE(throws_with([&] { models::ResNet r(b); }, {"fc_dropout", "[0, 1)"}));
+  }
+}
+
 }  // namespace

@@ -153,6 +153,19 @@ TEST_F(MnistCli, ResnetDesignFlags) {
   EXPECT_TRUE(fails_with(run("--model resnet --resnet-widths 8,16,32 --resnet-blocks 1,1 --epochs 1", data8), 2,
                          {"--resnet-widths has 3 stage(s) and --resnet-blocks 2", "one block count per width"}));
   EXPECT_NE(run("--model resnet --resnet-widths 0,16 --resnet-blocks 1,1 --epochs 1", data8).rc, 0);
+  // --resnet-fc-dropout: named in the banner (same parameters), recorded, and checked both ways on resume.
+  const std::string ckd = path("resnet-dropout.safetensors");
+  const Result dropped = run(design + " --resnet-fc-dropout 0.3 --epochs 1 --save '" + ckd + "'", data8, /*quiet=*/false);
+  ASSERT_EQ(dropped.rc, 0) << dropped.out;
+  EXPECT_NE(dropped.out.find("widths 8/16, dropout 0.3 before fc), " + std::to_string(params) + " parameters"),
+            std::string::npos)
+      << dropped.out;
+  EXPECT_EQ(run(design + " --resnet-fc-dropout 0.3 --epochs 2 --resume '" + ckd + "'", data8).rc, 0);
+  EXPECT_TRUE(fails_with(run(design + " --epochs 2 --resume '" + ckd + "'", data8), 2,
+                         {"--resnet-fc-dropout: saved '0.29999999999999999', this run not given (its default)"}));
+  EXPECT_TRUE(fails_with(run(design + " --resnet-fc-dropout 0.5 --epochs 3 --resume '" + ck + "'", data8), 2,
+                         {"--resnet-fc-dropout: saved (not recorded), this run '0.5'"}));
+  EXPECT_NE(run(design + " --resnet-fc-dropout 1 --epochs 1", data8).rc, 0);
 }
 
 // --precision bf16 with the CNN (issue 13): its convolutions run under autocast in bf16 and it

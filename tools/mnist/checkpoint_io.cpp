@@ -2,6 +2,7 @@
 // TrainingState::extra, so a checkpoint of another model shape is refused with a clear message.
 #include "checkpoint_io.h"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -96,6 +97,15 @@ void check_run_settings(const std::map<std::string, std::string>& meta, const st
                                               : ember::detail::json_brief(*it);
     if (it == saved.end() || !it->is_string() || it->get<std::string>() != value)
       diffs += "\n  " + flag + ": saved " + was + ", this run '" + value + "'";
+  }
+  // A setting recorded only when it is not the default (--l1, --aug-hflip, --resnet-fc-dropout, ...)
+  // that the saved run had and this one does not.
+  for (const auto& [flag, value] : saved.items()) {
+    const bool here = std::any_of(settings.begin(), settings.end(), [&](const auto& s) { return s.first == flag; });
+    if (!here)
+      diffs += "\n  " + flag + ": saved " +
+               (value.is_string() ? ember::detail::quote_brief(value.get<std::string>()) : ember::detail::json_brief(value)) +
+               ", this run not given (its default)";
   }
   if (!diffs.empty())
     throw Error("checkpoint " + path + " was saved by a run with other settings, so resuming would not continue it:" +

@@ -15,6 +15,7 @@ struct Config {
   // the stem's width is the first stage's.
   std::vector<int64_t> resnet_widths{16, 32, 64};
   std::vector<int64_t> resnet_blocks{2, 2, 2};
+  double resnet_fc_dropout = 0.0;  // --model resnet: dropout before fc (0: none)
   int64_t epochs = 10;
   int64_t batch_size = 64;
   double lr = 1e-3;

@@ -81,6 +81,9 @@ int main(int argc, char** argv) {
                  "--model resnet: BasicBlocks in each stage, comma-separated, one per --resnet-widths entry")
       ->delimiter(',')
       ->check(integer_in<int64_t>(1, 64));
+  app.add_option("--resnet-fc-dropout", cfg.resnet_fc_dropout,
+                 "--model resnet: dropout probability on the pooled features, before fc (0: none)")
+      ->check(CLI::Range(0.0, 0.99));
   // A million epochs is far beyond any useful run and well inside the DataLoader's epoch counter.
   app.add_option("--epochs", cfg.epochs, "passes over the training set")->check(integer_in<int64_t>(1, 1'000'000));
   app.add_option("--batch-size", cfg.batch_size, "images per training step")

@@ -128,6 +128,7 @@ std::shared_ptr<nn::Module> make_model(const Config& cfg, int64_t rows, int64_t 
     o.stem = models::ResNetStem::Small;
     o.widths = cfg.resnet_widths;
     o.layers = cfg.resnet_blocks;
+    o.fc_dropout = cfg.resnet_fc_dropout;
     o.in_channels = 1;
     o.num_classes = classes;
     return std::make_shared<models::ResNet>(o);
@@ -147,13 +148,21 @@ std::string join_ints(const std::vector<int64_t>& v, const char* sep) {
   return out;
 }
 
+std::string dropout_note(double p) {
+  if (p <= 0) return "";
+  char buf[48];
+  std::snprintf(buf, sizeof buf, ", dropout %g before fc", p);
+  return buf;
+}
+
 // One line naming the model, for the banner.
 std::string describe_model(const Config& cfg, int64_t rows, int64_t cols, const nn::Module& model) {
   std::string what = cfg.model == "mlp"   ? "MLP " + std::to_string(rows * cols) + "-" + std::to_string(cfg.hidden) + "-10"
                      : cfg.model == "cnn" ? std::string("CNN (2 conv, max-pool, 2 linear)")
                                           : "ResNet (3x3 stem, " + std::to_string(cfg.resnet_widths.size()) +
                                                 " stages of " + join_ints(cfg.resnet_blocks, "/") +
-                                                " BasicBlocks, widths " + join_ints(cfg.resnet_widths, "/") + ")";
+                                                " BasicBlocks, widths " + join_ints(cfg.resnet_widths, "/") +
+                                                dropout_note(cfg.resnet_fc_dropout) + ")";
   return what + ", " + std::to_string(model.num_parameters()) + " parameters";
 }
 
@@ -313,6 +322,7 @@ RunSettings run_settings(const Config& cfg, const data::Mnist& ds, const data::D
     s.emplace_back("--resnet-widths", join_ints(cfg.resnet_widths, ","));
     s.emplace_back("--resnet-blocks", join_ints(cfg.resnet_blocks, ","));
   }
+  if (cfg.model == "resnet" && cfg.resnet_fc_dropout > 0) s.emplace_back("--resnet-fc-dropout", exact(cfg.resnet_fc_dropout));
   if (cfg.val_split > 0) s.emplace_back("--val-split", exact(cfg.val_split));
   if (cfg.aug_scale > 0) s.emplace_back("--aug-scale", exact(cfg.aug_scale));
   if (cfg.aug_crop_padding > 0) s.emplace_back("--aug-crop-padding", std::to_string(cfg.aug_crop_padding));
