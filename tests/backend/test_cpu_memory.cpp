@@ -9,13 +9,13 @@ using namespace ember;
 namespace {
 
 // Every element i of the mask is 1 exactly when philox::uniform(seed, offset + i) < p, for f32 (the
-// AVX2 path) and f64 (the scalar one), lengths that leave a tail, counters that carry from the low
+// AVX2 path), bf16 and f16 (the same kernel in blocks of 256) and f64 (the scalar one), lengths that leave a tail, counters that carry from the low
 // into the high word inside a vector, and 1 and 2 threads.
 TEST(CpuRandom, BernoulliMatchesTheDefinitionAtEveryCounter) {
   const int threads = get_num_threads();
   for (int t : {1, 2}) {
     set_num_threads(t);
-    for (DType dt : {DType::F32, DType::F64}) {
+    for (DType dt : {DType::F32, DType::F64, DType::BF16, DType::F16}) {
       for (uint64_t offset : {uint64_t(0), uint64_t(0xFFFFFFFDull), uint64_t(0x1234567890ull)}) {
         for (int64_t n : {int64_t(1), int64_t(13), int64_t(70001)}) {
           for (double p : {0.0, 0.25, 0.75, 1.0}) {
