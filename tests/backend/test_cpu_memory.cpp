@@ -2,6 +2,7 @@
 // definition every backend shares (philox::uniform(seed, counter) < p), and its block cache.
 #include "cpp/backend/backend.h"
 #include "cpp/backend/philox.h"
+#include "ember/cpu_isa.h"
 #include "test_util.h"
 
 using namespace ember;
@@ -9,31 +10,39 @@ using namespace ember;
 namespace {
 
 // Every element i of the mask is 1 exactly when philox::uniform(seed, offset + i) < p, for f32 (the
-// AVX2 path), bf16 and f16 (the same kernel in blocks of 256) and f64 (the scalar one), lengths that leave a tail, counters that carry from the low
+// AVX2 and AVX-512 paths, each instruction-set level this CPU has), bf16 and f16 (the same kernels
+// in blocks of 256) and f64 (the scalar loop), lengths that leave a tail, counters that carry from the low
 // into the high word inside a vector, and 1 and 2 threads.
 TEST(CpuRandom, BernoulliMatchesTheDefinitionAtEveryCounter) {
   const int threads = get_num_threads();
-  for (int t : {1, 2}) {
-    set_num_threads(t);
-    for (DType dt : {DType::F32, DType::F64, DType::BF16, DType::F16}) {
-      for (uint64_t offset : {uint64_t(0), uint64_t(0xFFFFFFFDull), uint64_t(0x1234567890ull)}) {
-        for (int64_t n : {int64_t(1), int64_t(13), int64_t(70001)}) {
-          for (double p : {0.0, 0.25, 0.75, 1.0}) {
-            Tensor out = empty({n}, dt);
-            RandomParams rp{RandomKind::Bernoulli, p, 0.0, 0x9E3779B97F4A7C15ull, offset};
-            backend_for(Device::cpu()).random(out, rp);
-            const std::vector<double> got = out.to_vector<double>();
-            int64_t bad = 0;
-            for (int64_t i = 0; i < n; ++i) {
-              const double want = philox::uniform(rp.seed, offset + static_cast<uint64_t>(i)) < p ? 1.0 : 0.0;
-              bad += got[i] != want;
+  const CpuKernelIsa widest = cpu_kernel_isa_supported(), isa_before = cpu_kernel_isa();
+  for (CpuKernelIsa isa : {CpuKernelIsa::Baseline, CpuKernelIsa::Avx2, CpuKernelIsa::Avx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(widest)) continue;  // this CPU lacks it
+    set_cpu_kernel_isa(isa);
+    for (int t : {1, 2}) {
+      set_num_threads(t);
+      for (DType dt : {DType::F32, DType::F64, DType::BF16, DType::F16}) {
+        for (uint64_t offset : {uint64_t(0), uint64_t(0xFFFFFFFDull), uint64_t(0xFFFFFFF5ull), uint64_t(0x1234567890ull)}) {
+          for (int64_t n : {int64_t(1), int64_t(13), int64_t(70001)}) {
+            for (double p : {0.0, 0.25, 0.75, 1.0}) {
+              Tensor out = empty({n}, dt);
+              RandomParams rp{RandomKind::Bernoulli, p, 0.0, 0x9E3779B97F4A7C15ull, offset};
+              backend_for(Device::cpu()).random(out, rp);
+              const std::vector<double> got = out.to_vector<double>();
+              int64_t bad = 0;
+              for (int64_t i = 0; i < n; ++i) {
+                const double want = philox::uniform(rp.seed, offset + static_cast<uint64_t>(i)) < p ? 1.0 : 0.0;
+                bad += got[i] != want;
+              }
+              EXPECT_EQ(bad, 0) << dtype_name(dt) << " n=" << n << " offset=" << offset << " p=" << p
+                                << " threads=" << t << " isa=" << static_cast<int>(isa);
             }
-            EXPECT_EQ(bad, 0) << dtype_name(dt) << " n=" << n << " offset=" << offset << " p=" << p << " threads=" << t;
           }
         }
       }
     }
   }
+  set_cpu_kernel_isa(isa_before);
   set_num_threads(threads);
 }
 

@@ -410,6 +410,60 @@ __attribute__((target("avx2"))) void bernoulli_f32_avx2(float* o, int64_t n, uin
   bernoulli_loop(o + i, n - i, seed, offset + static_cast<uint64_t>(i), threshold);
 }
 
+// The same sixteen at a time in AVX-512 lanes (twice the AVX2 kernel's rate: the MNIST CNN's
+// [64, 64, 12, 12] dropout mask, 590k draws, took 2.2 ms a step in AVX2 on one Xeon core).
+__attribute__((target("avx512f"))) void bernoulli_f32_avx512(float* o, int64_t n, uint64_t seed, uint64_t offset,
+                                                             uint64_t threshold) {
+  const __m512i m0 = _mm512_set1_epi64(0xD2511F53u), m1 = _mm512_set1_epi64(0xCD9E8D57u);
+  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i mask53 = _mm512_set1_epi64((1LL << 53) - 1), thr = _mm512_set1_epi64(static_cast<int64_t>(threshold));
+  const __m512 one = _mm512_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const uint64_t first = offset + static_cast<uint64_t>(i);
+    const __m512i base = _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(first)));
+    __m512i c0 = _mm512_add_epi32(base, lanes);
+    // A lane whose low word wrapped carries into the high word (unsigned c0 < base).
+    const __mmask16 wrapped = _mm512_cmplt_epu32_mask(c0, base);
+    const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(first >> 32)));
+    __m512i c1 = _mm512_mask_add_epi32(high, wrapped, high, _mm512_set1_epi32(1));
+    __m512i c2 = _mm512_setzero_si512(), c3 = _mm512_setzero_si512();
+    uint32_t key0 = static_cast<uint32_t>(seed), key1 = static_cast<uint32_t>(seed >> 32);
+    for (int round = 0; round < 10; ++round) {
+      const __m512i e0 = _mm512_mul_epu32(c0, m0), o0 = _mm512_mul_epu32(_mm512_srli_epi64(c0, 32), m0);
+      const __m512i e1 = _mm512_mul_epu32(c2, m1), o1 = _mm512_mul_epu32(_mm512_srli_epi64(c2, 32), m1);
+      const __m512i hi0 = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(e0, 32), o0);
+      const __m512i lo0 = _mm512_mask_blend_epi32(0xAAAA, e0, _mm512_slli_epi64(o0, 32));
+      const __m512i hi1 = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(e1, 32), o1);
+      const __m512i lo1 = _mm512_mask_blend_epi32(0xAAAA, e1, _mm512_slli_epi64(o1, 32));
+      c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32(static_cast<int32_t>(key0)));
+      c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32(static_cast<int32_t>(key1)));
+      c1 = lo1;
+      c3 = lo0;
+      key0 += 0x9E3779B9u;
+      key1 += 0xBB67AE85u;
+    }
+    // bits = ((w0 << 21) ^ (w1 >> 11)) & (2^53 - 1) per element, in two halves of eight 64-bit lanes.
+    __mmask16 keep = 0;
+    for (int h = 0; h < 2; ++h) {
+      const __m512i lo = _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(c0, h));
+      const __m512i hi = _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(c1, h));
+      const __m512i bits = _mm512_and_si512(_mm512_xor_si512(_mm512_slli_epi64(lo, 21), _mm512_srli_epi64(hi, 11)), mask53);
+      keep |= static_cast<__mmask16>(static_cast<unsigned>(_mm512_cmplt_epi64_mask(bits, thr)) << (8 * h));
+    }
+    _mm512_storeu_ps(o + i, _mm512_maskz_mov_ps(keep, one));
+  }
+  bernoulli_loop(o + i, n - i, seed, offset + static_cast<uint64_t>(i), threshold);
+}
+
+// The widest of the f32 kernels this CPU runs (cpu_kernel_isa), or null for the scalar loop.
+using BernoulliF32 = void (*)(float*, int64_t, uint64_t, uint64_t, uint64_t);
+BernoulliF32 bernoulli_f32_kernel() {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (cpu::kernel_isa() == CpuKernelIsa::Avx512) return bernoulli_f32_avx512;
+  return avx2 && cpu::kernel_isa() != CpuKernelIsa::Baseline ? bernoulli_f32_avx2 : nullptr;
+}
+
 template <class T>
 void bernoulli_fill(T* o, int64_t n, uint64_t seed, uint64_t offset, double prob) {
   const auto threshold = static_cast<uint64_t>(std::ceil(prob * 9007199254740992.0));  // prob * 2^53, prob <= 1
@@ -417,17 +471,15 @@ void bernoulli_fill(T* o, int64_t n, uint64_t seed, uint64_t offset, double prob
   cpu::parallel_for(n, 8 * n, [&](int64_t begin, int64_t end) {
     const uint64_t at = offset + static_cast<uint64_t>(begin);
     if constexpr (std::is_same_v<T, float>) {
-      static const bool avx2 = __builtin_cpu_supports("avx2");
-      if (avx2) return bernoulli_f32_avx2(o + begin, end - begin, seed, at, threshold);
+      if (const BernoulliF32 kernel = bernoulli_f32_kernel()) return kernel(o + begin, end - begin, seed, at, threshold);
     } else if constexpr (is_lowp_v<T>) {
       // bf16 / f16 masks (dropout under autocast): the f32 kernel's 0s and 1s in blocks of 256, each
       // converted exactly.
-      static const bool avx2 = __builtin_cpu_supports("avx2");
-      if (avx2) {
+      if (const BernoulliF32 kernel = bernoulli_f32_kernel()) {
         float block[256];
         for (int64_t i = begin; i < end; i += 256) {
           const int64_t len = std::min<int64_t>(256, end - i);
-          bernoulli_f32_avx2(block, len, seed, offset + static_cast<uint64_t>(i), threshold);
+          kernel(block, len, seed, offset + static_cast<uint64_t>(i), threshold);
           for (int64_t k = 0; k < len; ++k) o[i + k] = block[k] != 0.0f ? T(1.0f) : T(0.0f);
         }
         return;
