@@ -2,6 +2,8 @@
 // x86-64, AVX2, AVX-512F) against plain scalar loops written here: the optimizer updates, the
 // f32 <-> bf16 / f16 casts, the f32 / bf16 elementwise maps and the GEMM epilogues. Each must give
 // the scalar loop's bits exactly (elementwise arithmetic; the bias-gradient sums keep their order).
+// The bf16 maps narrow blocks of 512 f32 results at once (cpu::narrow_to_bf16), so the larger sizes
+// cross block boundaries.
 // Sizes run across every vector width's tail (1 ... 67 elements, and larger odd sizes). On a CPU with
 // AVX512_BF16 the avx512f level's f32 -> bf16 cast uses vcvtne2ps2bf16 (with a scalar path for
 // blocks holding subnormals, which the instruction flushes): both paths are covered.
@@ -334,6 +336,10 @@ std::vector<T> elementwise_input(int64_t n, std::mt19937& rng, double scale) {
   for (auto& x : v) x = static_cast<T>(static_cast<float>(nd(rng)));
   if (n > 4) {
     v[1] = static_cast<T>(-0.0f);
+    // Subnormal inputs (and so subnormal results): the bf16 maps' AVX512_BF16 narrowing flushes
+    // them, so their blocks must take the scalar rounding.
+    v[2] = static_cast<T>(1.0e-39f);
+    v[3] = static_cast<T>(-3.0e-39f);
     v[n / 2] = static_cast<T>(std::numeric_limits<float>::quiet_NaN());
     v[n - 1] = static_cast<T>(std::numeric_limits<float>::infinity());
   }

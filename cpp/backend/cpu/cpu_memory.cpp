@@ -277,6 +277,20 @@ bool has_avx512_bf16() {
 #endif
 }  // namespace
 
+namespace cpu {
+void narrow_to_bf16(const float* src, bf16* dst, int64_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (kernel_isa() == CpuKernelIsa::Avx512 && has_avx512_bf16()) return f32_to_bf16_avx512bf16(src, dst, n);
+#endif
+  simd_dispatch([&] {
+    const float* __restrict s = src;
+    bf16* __restrict d = dst;
+    const int64_t count = n;
+    for (int64_t k = 0; k < count; ++k) d[k] = bf16(s[k]);
+  });
+}
+}  // namespace cpu
+
 void CpuBackend::copy(const Tensor& dst, const Tensor& src) {
   if (overlapping_views(dst, src) && !(dst.is_contiguous() && src.is_contiguous() && dst.dtype() == src.dtype())) {
     // The strided loop would read elements it has already overwritten: go through a temporary
@@ -303,11 +317,7 @@ void CpuBackend::copy(const Tensor& dst, const Tensor& src) {
         const int64_t n = dst.numel();
         constexpr bool lowp_f32 = (is_lowp_v<D> && std::is_same_v<S, float>) || (is_lowp_v<S> && std::is_same_v<D, float>);
         if constexpr (lowp_f32) {
-#if defined(__x86_64__) && defined(__GNUC__)
-          if constexpr (std::is_same_v<D, bf16> && std::is_same_v<S, float>) {
-            if (cpu::kernel_isa() == CpuKernelIsa::Avx512 && has_avx512_bf16()) return f32_to_bf16_avx512bf16(s, d, n);
-          }
-#endif
+          if constexpr (std::is_same_v<D, bf16> && std::is_same_v<S, float>) return cpu::narrow_to_bf16(s, d, n);
           cpu::simd_dispatch([&] {
             D* __restrict dd = d;
             const S* __restrict ss = s;

@@ -9,10 +9,20 @@
 // includes FMA, and a contracted a * b + c would round differently from the baseline loop.
 #pragma once
 #include <atomic>
+#include <cstdint>
 
 #include "ember/cpu_isa.h"
 
+namespace ember {
+struct bf16;
+}
+
 namespace ember::cpu {
+
+// n f32 values to bf16, rounded to nearest even with lowp::float_to_bf16_bits's bits (NaN kept
+// quiet, subnormals kept): AVX512_BF16's vcvtne2ps2bf16 where the CPU has it and the level in use
+// is AVX-512, else the loop at that level (cpu_memory.cpp).
+void narrow_to_bf16(const float* src, bf16* dst, int64_t n);
 
 // The level in use (-1 until first read).
 extern std::atomic<int> g_kernel_isa;
