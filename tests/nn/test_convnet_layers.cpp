@@ -197,15 +197,20 @@ TEST(ConvnetLayers, BadShapesAndSettingsSayWhatToChange) {
                           {"layers", "widths"}));
 }
 
-TEST(ConvnetLayers, SmallResNetTrainsOneStepAndSwitchesModes) {
+// Two stages of one BasicBlock (widths 4 and 8), the 3x3 stem, one input channel, f64.
+models::ResNetOptions tiny_resnet(int64_t classes) {
   models::ResNetOptions o;
   o.layers = {1, 1};
   o.widths = {4, 8};
   o.stem = models::ResNetStem::Small;
   o.in_channels = 1;
-  o.num_classes = 3;
+  o.num_classes = classes;
   o.dtype = DType::F64;
-  models::ResNet net(o);
+  return o;
+}
+
+TEST(ConvnetLayers, SmallResNetTrainsOneStepAndSwitchesModes) {
+  models::ResNet net(tiny_resnet(3));
   EXPECT_EQ(net.maxpool, nullptr);
   // layer2.0 changes width and stride, so it has the 1x1 projection torchvision names downsample.
   bool has_downsample = false;
@@ -227,13 +232,7 @@ TEST(ConvnetLayers, SmallResNetTrainsOneStepAndSwitchesModes) {
 // features of the same network without dropout, each either 0 or scaled by 1 / (1 - p); in eval
 // mode the two networks agree.
 TEST(ConvnetLayers, ResNetFcDropoutDropsPooledFeaturesInTrainingOnly) {
-  models::ResNetOptions o;
-  o.layers = {1, 1};
-  o.widths = {4, 8};
-  o.stem = models::ResNetStem::Small;
-  o.in_channels = 1;
-  o.num_classes = 8;  // fc [8, 8], set to the identity below
-  o.dtype = DType::F64;
+  models::ResNetOptions o = tiny_resnet(8);  // fc [8, 8], set to the identity below
   models::ResNet plain(o);
   o.fc_dropout = 0.5;
   models::ResNet dropped(o);
