@@ -469,9 +469,12 @@ __attribute__((target("avx512f"))) void bernoulli_f32_avx512(float* o, int64_t n
 // The widest of the f32 kernels this CPU runs (cpu_kernel_isa), or null for the scalar loop.
 using BernoulliF32 = void (*)(float*, int64_t, uint64_t, uint64_t, uint64_t);
 BernoulliF32 bernoulli_f32_kernel() {
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (cpu::kernel_isa() == CpuKernelIsa::Avx512) return bernoulli_f32_avx512;
-  return avx2 && cpu::kernel_isa() != CpuKernelIsa::Baseline ? bernoulli_f32_avx2 : nullptr;
+  switch (cpu::kernel_isa()) {  // a level is in use only where the CPU supports it
+    case CpuKernelIsa::Avx512: return bernoulli_f32_avx512;
+    case CpuKernelIsa::Avx2: return bernoulli_f32_avx2;
+    case CpuKernelIsa::Baseline: return nullptr;
+  }
+  return nullptr;
 }
 
 template <class T>

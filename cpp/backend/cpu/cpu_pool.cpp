@@ -243,12 +243,16 @@ void narrow_plane(const float* src, L* dst, int64_t n, bool exact) {
       return;
     }
   }
-  cpu::simd_dispatch([&] {
-    const float* __restrict s = src;
-    L* __restrict d = dst;
-    const int64_t count = n;
-    for (int64_t k = 0; k < count; ++k) d[k] = L(s[k]);
-  });
+  if constexpr (std::is_same_v<L, bf16>) {
+    cpu::narrow_to_bf16(src, dst, n);
+  } else {
+    cpu::simd_dispatch([&] {
+      const float* __restrict s = src;
+      L* __restrict d = dst;
+      const int64_t count = n;
+      for (int64_t k = 0; k < count; ++k) d[k] = L(s[k]);
+    });
+  }
 }
 
 template <class L>
