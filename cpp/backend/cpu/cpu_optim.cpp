@@ -1,5 +1,7 @@
-// CPU backend: optimizer updates, one pass per parameter over the arithmetic in optim_math.h.
+// CPU backend: optimizer updates, one pass per parameter over the arithmetic in optim_math.h,
+// a large parameter split across set_num_threads() cores.
 #include "cpp/backend/cpu/cpu_backend.h"
+#include "cpp/backend/cpu/cpu_parallel.h"
 #include "cpp/backend/cpu/cpu_simd.h"
 #include "cpp/backend/optim_math.h"
 
@@ -39,16 +41,21 @@ void update_param(const OptimizerParam& e) {
   T* s2 = e.state[2].defined() ? cpu::ptr<T>(e.state[2]) : nullptr;
   const int64_t n = e.param.numel();
   const int mask = (s0 ? 1 : 0) | (s1 ? 2 : 0) | (s2 ? 4 : 0);
-  switch (mask) {
-    case 0: return update_loop<A, T, false, false, false>(p, g, s0, s1, s2, n, s);
-    case 1: return update_loop<A, T, true, false, false>(p, g, s0, s1, s2, n, s);
-    case 2: return update_loop<A, T, false, true, false>(p, g, s0, s1, s2, n, s);
-    case 3: return update_loop<A, T, true, true, false>(p, g, s0, s1, s2, n, s);
-    case 4: return update_loop<A, T, false, false, true>(p, g, s0, s1, s2, n, s);
-    case 5: return update_loop<A, T, true, false, true>(p, g, s0, s1, s2, n, s);
-    case 6: return update_loop<A, T, false, true, true>(p, g, s0, s1, s2, n, s);
-    default: return update_loop<A, T, true, true, true>(p, g, s0, s1, s2, n, s);
-  }
+  // Elements are independent: a large parameter's range is split across the threads (same bits).
+  cpu::parallel_for(n, n * (2 + (mask & 1) + (mask >> 1 & 1) + (mask >> 2)), [&](int64_t b, int64_t end) {
+    const auto at = [b](T* q) { return q ? q + b : nullptr; };
+    const int64_t m = end - b;
+    switch (mask) {
+      case 0: return update_loop<A, T, false, false, false>(p + b, g + b, at(s0), at(s1), at(s2), m, s);
+      case 1: return update_loop<A, T, true, false, false>(p + b, g + b, at(s0), at(s1), at(s2), m, s);
+      case 2: return update_loop<A, T, false, true, false>(p + b, g + b, at(s0), at(s1), at(s2), m, s);
+      case 3: return update_loop<A, T, true, true, false>(p + b, g + b, at(s0), at(s1), at(s2), m, s);
+      case 4: return update_loop<A, T, false, false, true>(p + b, g + b, at(s0), at(s1), at(s2), m, s);
+      case 5: return update_loop<A, T, true, false, true>(p + b, g + b, at(s0), at(s1), at(s2), m, s);
+      case 6: return update_loop<A, T, false, true, true>(p + b, g + b, at(s0), at(s1), at(s2), m, s);
+      default: return update_loop<A, T, true, true, true>(p + b, g + b, at(s0), at(s1), at(s2), m, s);
+    }
+  });
 }
 
 template <OptimizerAlgo A>
