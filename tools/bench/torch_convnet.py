@@ -182,6 +182,7 @@ def train_mode(args):
     x_test = normalise(x_test)
     model = mnist_cnn(x_train.shape[2], x_train.shape[3]) if args.model == "cnn" else SmallResNet(10, args.widths, args.blocks, args.fc_dropout)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs) if args.scheduler == "cosine" else None
     n = len(x_train)
     for epoch in range(1, args.epochs + 1):
         model.train()
@@ -194,6 +195,8 @@ def train_mode(args):
             loss.backward()
             opt.step()
         seconds = time.perf_counter() - t0
+        if sched is not None:
+            sched.step()
         model.eval()
         correct = 0
         with torch.no_grad():
@@ -201,7 +204,7 @@ def train_mode(args):
                 correct += (model(x_test[i:i + 1000]).argmax(1) == y_test[i:i + 1000]).sum().item()
         print(json.dumps({"framework": "torch", "version": torch.__version__, "model": args.model, "seed": args.seed,
                           **({"widths": args.widths, "blocks": args.blocks, "fc_dropout": args.fc_dropout} if args.model == "resnet" else {}),
-                          "crop_padding": args.crop_padding, "hflip": args.hflip, "epoch": epoch,
+                          "crop_padding": args.crop_padding, "hflip": args.hflip, "scheduler": args.scheduler, "epoch": epoch,
                           "train_seconds": round(seconds, 2), "test_accuracy": round(100.0 * correct / len(x_test), 2),
                           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}),
               flush=True)
@@ -222,6 +225,8 @@ def main():
     ap.add_argument("--blocks", type=ints, default=(2, 2, 2), help="--model resnet: as ember-mnist --resnet-blocks")
     ap.add_argument("--crop-padding", type=int, default=0, help="--mode train: as ember-mnist --aug-crop-padding")
     ap.add_argument("--hflip", action="store_true", help="--mode train: as ember-mnist --aug-hflip")
+    ap.add_argument("--scheduler", choices=["none", "cosine"], default="none",
+                    help="--mode train: as ember-mnist --scheduler (cosine: CosineAnnealingLR to 0 over --epochs, stepped per epoch)")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
