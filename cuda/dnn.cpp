@@ -374,6 +374,13 @@ void CudaBackend::conv2d_backward_weight(const Tensor& dw, const Tensor& db, con
                                                  db.data_ptr()));
 }
 
+// cuDNN's data and filter gradients read dy as it is: nothing to share, the two calls.
+void CudaBackend::conv2d_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
+                                  const Tensor& x, const Tensor& w, const ConvParams& p) {
+  conv2d_backward_data(dx, dy, w, p);
+  conv2d_backward_weight(dw, db, dy, x, p);
+}
+
 // ---- end of the conv primitives block ----
 
 }  // namespace ember

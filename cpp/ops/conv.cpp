@@ -80,6 +80,24 @@ Tensor conv_data(const char* name, const Tensor& dy, const Tensor& w, const Conv
 // the result is not recorded (a backward formula runs without recording); else *db stays undefined.
 Tensor conv_weight(const Tensor& dy, const Tensor& x, const ConvParams& p, const Shape& w_shape, Tensor* db = nullptr);
 
+// conv2d's backward when it needs both the data and the weight gradient (and the bias gradient when
+// `with_bias`) and records nothing (no create_graph): one backend call for all of them, into r[0],
+// r[1] and r[2], so a backend can share work between them (the CPU converts dy to the layout of
+// oneDNN's primitives once instead of twice). False (r untouched) for an empty batch or an empty
+// tensor, and whenever the separate ops would record: the caller then runs them.
+bool conv_data_weight(const Tensor& dy, const Tensor& x, const Tensor& w, const ConvParams& p, const Shape& dx_shape,
+                      const Shape& w_shape, std::vector<Tensor>& r, bool with_bias) {
+  if (any_requires_grad({&dy, &x, &w}) || dy.numel() == 0 || x.numel() == 0 || w.numel() == 0) return false;
+  Tensor dyc = dy.detach().contiguous(), xc = x.detach().contiguous(), wc = w.detach().contiguous();
+  Tensor dx = make_empty(dx_shape, dy.dtype(), dy.device()), dw = make_empty(w_shape, dy.dtype(), dy.device());
+  Tensor db = with_bias ? make_empty({dy.size(1)}, dy.dtype(), dy.device()) : Tensor();
+  ops::backend_of(dy).conv2d_backward(dx, dw, db, dyc, xc, wc, p);
+  r[0] = dx;
+  r[1] = dw;
+  if (with_bias) r[2] = db;
+  return true;
+}
+
 Tensor conv_forward(const char* name, const Tensor& x, const Tensor& w, const Tensor& b, const ConvParams& p,
                     const Shape& y_shape) {
   Tensor xc = x.detach().contiguous(), wc = w.detach().contiguous();
@@ -95,6 +113,7 @@ Tensor conv_forward(const char* name, const Tensor& x, const Tensor& w, const Te
   record(name, {x, w, b}, {y}, [=](const std::vector<Tensor>& g) -> std::vector<Tensor> {
     std::vector<Tensor> r(3);
     const Tensor gy = grad_as(g[0], dt);
+    if (gx && gw && conv_data_weight(gy, sx.unpack(name), sw.unpack(name), p, x_shape, w_shape, r, gb)) return r;
     if (gx) r[0] = conv_data("conv2d_backward_data", gy, sw.unpack(name), p, x_shape);
     if (gw) r[1] = conv_weight(gy, sx.unpack(name), p, w_shape, gb ? &r[2] : nullptr);
     if (gb && !r[2].defined()) r[2] = sum(gy, {0, 2, 3});

@@ -317,6 +317,19 @@ void CpuBackend::conv2d_backward_weight(const Tensor& dw, const Tensor& db, cons
   });
 }
 
+void CpuBackend::conv2d_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
+                                 const Tensor& x, const Tensor& w, const ConvParams& p) {
+  const ConvGeometry g = cpu::conv_geometry(x, w, dy, p);
+  // oneDNN for both when it runs this dtype (dy converted once); otherwise the two calls.
+  const bool onednn = is_lowp(dx.dtype()) ? lowp_on_onednn(dx.dtype()) : dx.dtype() == DType::F32 && cpu::f32_uses_onednn();
+  if (onednn && dx.numel() > 0 && dw.numel() > 0 && g.n > 0 &&
+      cpu::dnnl_conv_backward(g, dx.dtype(), dx.data_ptr(), dw.data_ptr(), opt_mut_ptr(db), dy.data_ptr(), x.data_ptr(),
+                              w.data_ptr()))
+    return;
+  conv2d_backward_data(dx, dy, w, p);
+  conv2d_backward_weight(dw, db, dy, x, p);
+}
+
 // ---- end of the conv primitives block ----
 
 }  // namespace ember

@@ -33,6 +33,10 @@ bool dnnl_conv_forward(const ConvGeometry& g, DType dt, void* y, const void* x, 
 bool dnnl_conv_backward_data(const ConvGeometry& g, DType dt, void* dx, const void* dy, const void* w);
 // db (when not null) = the bias gradient, in the same pass.
 bool dnnl_conv_backward_weight(const ConvGeometry& g, DType dt, void* dw, void* db, const void* dy, const void* x);
+// Both gradients (dx, dw and db when not null) for one dy: the two primitives above, with dy
+// converted to their layout once when both read it in the same one (16-bit NHWC always does).
+bool dnnl_conv_backward(const ConvGeometry& g, DType dt, void* dx, void* dw, void* db, const void* dy, const void* x,
+                        const void* w);
 // Whether all three directions of this convolution run on oneDNN kernels in dt (not widened);
 // builds and caches the primitives (for tests and benchmarks that say which path ran).
 EMBER_API bool dnnl_conv_has_kernel(const ConvGeometry& g, DType dt, bool bias);

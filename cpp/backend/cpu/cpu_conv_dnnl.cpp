@@ -272,34 +272,67 @@ void transpose_images(const uint16_t* src, uint16_t* dst, int64_t n, int64_t row
   });
 }
 
-// Runs `e` on the operands (in the entry's slot order), reordering in and out where needed.
-void run(const Entry& e, const std::vector<void*>& ptrs) {
+// An input operand in the layout its primitive reads: ember's memory itself when the layouts
+// agree, else a converted copy (ember's transpose for 16-bit NHWC, oneDNN's reorder otherwise).
+struct Converted {
+  memory::desc desc;  // the primitive's layout (a second primitive reading this desc can share it)
+  memory mem;
+  std::unique_ptr<DnnlCallBuffer> buffer;
+};
+
+Converted convert_input(const Slot& sl, const void* ptr, dnnl::stream& s) {
+  dnnl::engine& eng = dnnl_engine();
+  Converted c;
+  c.desc = sl.prim;
+  void* user_ptr = const_cast<void*>(ptr);
+  if (!sl.permute && !sl.reorder) {
+    c.mem = memory(sl.user, eng, user_ptr);
+    return c;
+  }
+  c.buffer = std::make_unique<DnnlCallBuffer>(sl.prim.get_size());
+  c.mem = memory(sl.prim, eng, c.buffer->ptr);
+  if (sl.permute)  // NCHW -> NHWC
+    transpose_images(static_cast<const uint16_t*>(ptr), static_cast<uint16_t*>(c.buffer->ptr), sl.n, sl.c, sl.hw);
+  else {
+    memory user(sl.user, eng, user_ptr);
+    sl.reorder->execute(s, user, c.mem);
+  }
+  return c;
+}
+
+// Runs `e` on the operands (in the entry's slot order), converting in and out where needed. With
+// `shared_first`: the first slot's input already converted (by convert_input, for another
+// primitive), used as it is when the layouts agree.
+void run(const Entry& e, const std::vector<void*>& ptrs, const Converted* shared_first = nullptr) {
   dnnl::engine& eng = dnnl_engine();
   dnnl::stream s(eng);
   std::unordered_map<int, memory> args;
+  std::vector<Converted> inputs;
+  inputs.reserve(e.slots.size());
   std::vector<std::unique_ptr<DnnlCallBuffer>> buffers;
   std::vector<std::pair<const Slot*, std::pair<memory, memory>>> outputs;
   std::vector<std::pair<const Slot*, std::pair<uint16_t*, uint16_t*>>> permuted_outputs;  // (NHWC buffer, user)
   for (size_t i = 0; i < e.slots.size(); ++i) {
     const Slot& sl = e.slots[i];
-    memory user(sl.user, eng, ptrs[i]);
-    if (sl.permute) {
-      buffers.push_back(std::make_unique<DnnlCallBuffer>(sl.prim.get_size()));
-      uint16_t* buf = static_cast<uint16_t*>(buffers.back()->ptr);
-      if (sl.output) permuted_outputs.push_back({&sl, {buf, static_cast<uint16_t*>(ptrs[i])}});
-      else transpose_images(static_cast<const uint16_t*>(ptrs[i]), buf, sl.n, sl.c, sl.hw);  // NCHW -> NHWC
-      args.emplace(sl.arg, memory(sl.prim, eng, buf));
+    if (!sl.output) {
+      if (i == 0 && shared_first && shared_first->desc == sl.prim) {
+        args.emplace(sl.arg, shared_first->mem);
+      } else {
+        inputs.push_back(convert_input(sl, ptrs[i], s));
+        args.emplace(sl.arg, inputs.back().mem);
+      }
       continue;
     }
-    if (!sl.reorder) {
+    memory user(sl.user, eng, ptrs[i]);
+    if (!sl.permute && !sl.reorder) {
       args.emplace(sl.arg, user);
       continue;
     }
     buffers.push_back(std::make_unique<DnnlCallBuffer>(sl.prim.get_size()));
-    memory prim(sl.prim, eng, buffers.back()->ptr);
-    if (sl.output) outputs.push_back({&sl, {prim, user}});
-    else sl.reorder->execute(s, user, prim);
-    args.emplace(sl.arg, prim);
+    void* buf = buffers.back()->ptr;
+    if (sl.permute) permuted_outputs.push_back({&sl, {static_cast<uint16_t*>(buf), static_cast<uint16_t*>(ptrs[i])}});
+    else outputs.push_back({&sl, {memory(sl.prim, eng, buf), user}});
+    args.emplace(sl.arg, memory(sl.prim, eng, buf));
   }
   DnnlCallBuffer scratch(e.scratchpad.get_size());
   args.emplace(DNNL_ARG_SCRATCHPAD, memory(e.scratchpad, eng, scratch.ptr));
@@ -351,6 +384,24 @@ bool dnnl_conv_backward_weight(const ConvGeometry& g, DType dt, void* dw, void* 
     std::vector<void*> ptrs{const_cast<void*>(dy), const_cast<void*>(x), dw};
     if (db) ptrs.push_back(db);
     run(*e, ptrs);
+    return true;
+  });
+}
+
+bool dnnl_conv_backward(const ConvGeometry& g, DType dt, void* dx, void* dw, void* db, const void* dy, const void* x,
+                        const void* w) {
+  return guarded("backward", g, dt, [&] {
+    Entry* ed = find_or_build(Kind::BackwardData, g, false, dt);
+    Entry* ew = find_or_build(Kind::BackwardWeight, g, db != nullptr, dt);
+    if (!ed || !ew) return false;
+    // dy is the first operand of both primitives: converted once when they read the same layout.
+    dnnl::stream s(dnnl_engine());
+    const Converted cdy = convert_input(ed->slots[0], dy, s);
+    s.wait();
+    run(*ed, {const_cast<void*>(dy), const_cast<void*>(w), dx}, &cdy);
+    std::vector<void*> ptrs{const_cast<void*>(dy), const_cast<void*>(x), dw};
+    if (db) ptrs.push_back(db);
+    run(*ew, ptrs, &cdy);
     return true;
   });
 }
